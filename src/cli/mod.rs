@@ -1,0 +1,290 @@
+//! Command-line definitions (clap) and dispatch. Parses arguments, turns them into
+//! validated settings, calls `ops`, and hands results to the output layer. No logic
+//! about hosts or k3s lives here.
+
+pub mod output;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::graph;
+use crate::ops::{self, Settings};
+use crate::recipe;
+use output::{Format, Printer};
+
+/// Provision k3s clusters (and serverless layers) across the cloud-edge continuum.
+#[derive(Debug, Parser)]
+#[command(name = "continuum", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Directory holding per-environment state (default: $XDG_STATE_HOME/continuum).
+    #[arg(long, global = true, env = "CONTINUUM_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Output format: human text, or JSON (one event per line while running).
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+    /// More detail (-v: remote commands in plans, -vv: debug logs).
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OutputArg {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a recipe and its inventory; print warnings.
+    Validate { recipe: PathBuf },
+    /// Show what `up` would change, and why (-v: the remote commands too).
+    Plan { recipe: PathBuf },
+    /// Create or fix whatever differs from the recipe; nothing else.
+    Up(UpArgs),
+    /// Every node of an environment: role, arch, version, Ready, last error.
+    Status {
+        env: String,
+        /// Do not contact the cluster; show recorded state only.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Tear an environment down: agents, then servers; remove its kubeconfig context.
+    Down {
+        env: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Print the resource graph as Graphviz DOT.
+    Graph {
+        recipe: PathBuf,
+        /// Also render SVG to this file (needs Graphviz `dot`).
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    pub recipe: PathBuf,
+    /// Apply without asking for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Drop the pinned host key of HOST and pin the one it presents now (after a
+    /// deliberate reinstall). Repeatable.
+    #[arg(long, value_name = "HOST")]
+    pub replace_host_key: Vec<String>,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnArgs {
+    /// Resources worked on at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub concurrency: u16,
+    /// Seconds to wait for one SSH connection attempt.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub connect_timeout: u64,
+    /// SSH connection attempts per host (with backoff) before giving up on it.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub connect_attempts: u32,
+}
+
+/// Documented exit codes (README.md, "Exit codes").
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const ERROR: i32 = 1;
+    pub const INVALID: i32 = 2;
+    pub const PARTIAL: i32 = 3;
+    pub const LOCKED: i32 = 4;
+    pub const HOST_KEY: i32 = 5;
+    pub const INTERRUPTED: i32 = 130;
+}
+
+impl Cli {
+    fn settings(&self, conn: Option<&ConnArgs>) -> Settings {
+        let mut s = Settings::default();
+        if let Some(d) = &self.global.state_dir {
+            s.state_dir = d.clone();
+        }
+        if let Some(c) = conn {
+            s.concurrency = usize::from(c.concurrency);
+            s.connect_timeout = Duration::from_secs(c.connect_timeout.max(1));
+            s.connect_attempts = c.connect_attempts;
+        }
+        s
+    }
+
+    fn printer(&self) -> Printer {
+        Printer::new(
+            if self.global.output == OutputArg::Json { Format::Json } else { Format::Text },
+            self.global.quiet,
+            self.global.verbose,
+        )
+    }
+}
+
+fn load(printer: &Printer, path: &std::path::Path) -> Result<recipe::Environment> {
+    let loaded = recipe::load_recipe(path)?;
+    for w in &loaded.warnings {
+        printer.warning(&w.to_string());
+    }
+    Ok(loaded.env)
+}
+
+/// Run a parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let printer = cli.printer();
+    match &cli.command {
+        Command::Validate { recipe } => {
+            let env = load(&printer, recipe)?;
+            printer.validated(&env);
+        }
+        Command::Plan { recipe } => {
+            let env = load(&printer, recipe)?;
+            let (_, plan) = ops::up::plan(&env, &cli.settings(None))?;
+            printer.plan(&env, &plan);
+        }
+        Command::Graph { recipe, svg } => {
+            let env = load(&printer, recipe)?;
+            let rg = graph::build(&env)?;
+            let dot = graph::to_dot(&rg, &env.name);
+            printer.text(&dot);
+            if let Some(svg) = svg {
+                render_svg(&dot, svg)?;
+            }
+        }
+        Command::Up(args) => {
+            let env = load(&printer, &args.recipe)?;
+            let mut settings = cli.settings(Some(&args.conn));
+            settings.replace_host_keys.clone_from(&args.replace_host_key);
+            for h in &args.replace_host_key {
+                if !env.hosts.contains_key(h) {
+                    bail!("--replace-host-key {h}: no host `{h}` in the recipe's inventory");
+                }
+            }
+            let interactive = std::io::stdin().is_terminal() && printer.format() == Format::Text;
+            if !args.yes && !interactive {
+                // Without a terminal there is nobody to confirm: refuse rather than guess.
+                let (_, plan) = ops::up::plan(&env, &settings)?;
+                if plan.to_change() > 0 {
+                    printer.plan(&env, &plan);
+                    return Err(anyhow::Error::new(NeedsYes));
+                }
+            }
+            let cancel = cancel_on_ctrl_c();
+            let reporter = Arc::new(printer.reporter());
+            let obs: Arc<dyn ops::Observer> = reporter.clone();
+            let yes = args.yes;
+            let report = ops::up::up(&env, &settings, obs, &cancel, |plan| {
+                printer.plan(&env, plan);
+                yes || !interactive || output::confirm("Apply these changes?")
+            })
+            .await;
+            reporter.finish();
+            let report = report?;
+            printer.up_summary(&report);
+        }
+        Command::Status { env, offline } => {
+            let report = ops::status::status(env, &cli.settings(None), !offline).await?;
+            printer.status(&report);
+        }
+        Command::Down { env, yes, conn } => {
+            let settings = cli.settings(Some(conn));
+            let interactive = std::io::stdin().is_terminal() && printer.format() == Format::Text;
+            if !yes {
+                if !interactive {
+                    return Err(anyhow::Error::new(NeedsYes));
+                }
+                if !output::confirm(&format!("Destroy environment `{env}` (uninstall k3s on every host)?")) {
+                    bail!("cancelled");
+                }
+            }
+            let cancel = cancel_on_ctrl_c();
+            let reporter = Arc::new(printer.reporter());
+            let obs: Arc<dyn ops::Observer> = reporter.clone();
+            let report = ops::down::down(env, &settings, obs, &cancel).await;
+            reporter.finish();
+            printer.down_summary(env, &report?);
+        }
+    }
+    Ok(())
+}
+
+/// `up`/`down` without `--yes` and without a terminal to ask on.
+#[derive(Debug, thiserror::Error)]
+#[error("changes need confirmation: re-run with --yes (no terminal to ask on)")]
+pub struct NeedsYes;
+
+fn cancel_on_ctrl_c() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!("interrupt: finishing in-flight steps, starting no new ones");
+            t.cancel();
+        }
+    });
+    token
+}
+
+fn render_svg(dot: &str, out: &std::path::Path) -> Result<()> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .arg("-o")
+        .arg(out)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run Graphviz `dot` (install graphviz for --svg)")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(dot.as_bytes()).context("writing to dot")?;
+    }
+    let status = child.wait().context("waiting for dot")?;
+    if !status.success() {
+        bail!("dot failed with {status}");
+    }
+    Ok(())
+}
+
+/// Map an error chain to the documented exit code.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<ops::OpsError>() {
+            return match e {
+                _ if e.is_host_key() => exit::HOST_KEY,
+                ops::OpsError::State(crate::state::StateError::Locked { .. }) => exit::LOCKED,
+                ops::OpsError::Partial { .. } => exit::PARTIAL,
+                ops::OpsError::Interrupted => exit::INTERRUPTED,
+                _ => exit::ERROR,
+            };
+        }
+        if cause.downcast_ref::<recipe::LoadError>().is_some() || cause.downcast_ref::<NeedsYes>().is_some() {
+            return exit::INVALID;
+        }
+        if let Some(crate::state::StateError::Locked { .. }) = cause.downcast_ref::<crate::state::StateError>() {
+            return exit::LOCKED;
+        }
+    }
+    exit::ERROR
+}

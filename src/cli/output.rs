@@ -1,0 +1,326 @@
+//! The output layer: the only place that writes to stdout/stderr. Text for people
+//! (progress bars on a terminal, plain lines otherwise) or JSON for machines (one
+//! object per line while running, one document for reports).
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::graph::{Action, Plan};
+use crate::ops::down::DownReport;
+use crate::ops::status::StatusReport;
+use crate::ops::up::UpReport;
+use crate::ops::{Event, Observer};
+use crate::recipe::Environment;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Prints results and diagnostics in the chosen format.
+#[derive(Debug, Clone)]
+pub struct Printer {
+    format: Format,
+    quiet: bool,
+    verbose: u8,
+}
+
+fn out(s: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{s}");
+}
+
+fn err(s: &str) {
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(e, "{s}");
+}
+
+fn symbol(a: Action) -> &'static str {
+    match a {
+        Action::Create => "+",
+        Action::Update => "~",
+        Action::Delete => "-",
+        Action::NoOp => " ",
+    }
+}
+
+impl Printer {
+    pub fn new(format: Format, quiet: bool, verbose: u8) -> Self {
+        Printer { format, quiet, verbose }
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    pub fn warning(&self, msg: &str) {
+        match self.format {
+            Format::Json => out(&json!({"event": "warning", "message": msg}).to_string()),
+            Format::Text => err(msg),
+        }
+    }
+
+    /// Raw text to stdout (DOT output).
+    pub fn text(&self, s: &str) {
+        let mut o = std::io::stdout().lock();
+        let _ = o.write_all(s.as_bytes());
+    }
+
+    pub fn validated(&self, env: &Environment) {
+        match self.format {
+            Format::Json => out(&json!({"valid": true, "env": env.name, "servers": env.cluster.servers, "agents": env.cluster.agents}).to_string()),
+            Format::Text if !self.quiet => out(&format!(
+                "{}: valid ({} server(s), {} agent(s), k3s {})",
+                env.recipe_path.display(),
+                env.cluster.servers.len(),
+                env.cluster.agents.len(),
+                env.cluster.version
+            )),
+            Format::Text => {}
+        }
+    }
+
+    pub fn plan(&self, env: &Environment, plan: &Plan) {
+        if self.format == Format::Json {
+            out(&json!({"event": "plan", "plan": plan}).to_string());
+            return;
+        }
+        if self.quiet {
+            return;
+        }
+        let mut lines = Vec::new();
+        for c in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
+            lines.push(format!("  {} {:<40} {}", symbol(c.action), c.id, c.reason));
+            if self.verbose > 0 {
+                for cmd in remote_commands(env, c) {
+                    lines.push(format!("        $ {cmd}"));
+                }
+            }
+        }
+        if !lines.is_empty() {
+            out(&format!("Plan for environment `{}`:", plan.env));
+            for l in lines {
+                out(&l);
+            }
+        }
+        out(&format!(
+            "Plan: {} to create, {} to update, {} to delete, {} unchanged ({} to change).",
+            plan.count(Action::Create),
+            plan.count(Action::Update),
+            plan.count(Action::Delete),
+            plan.count(Action::NoOp),
+            plan.to_change()
+        ));
+    }
+
+    pub fn up_summary(&self, r: &UpReport) {
+        match self.format {
+            Format::Json => out(&json!({"event": "summary", "changed": r.changed(), "results": r.results}).to_string()),
+            Format::Text if self.quiet => {}
+            Format::Text => {
+                if r.results.is_empty() {
+                    out("Nothing to do: 0 to change.");
+                } else {
+                    out(&format!(
+                        "Applied: {} resource(s) processed, {} changed on hosts.",
+                        r.results.len(),
+                        r.changed()
+                    ));
+                }
+            }
+        }
+    }
+
+    pub fn down_summary(&self, env: &str, r: &DownReport) {
+        match self.format {
+            Format::Json => out(&json!({"event": "summary", "results": r.results, "state_deleted": r.state_deleted}).to_string()),
+            Format::Text if self.quiet => {}
+            Format::Text => {
+                if r.results.is_empty() && !r.state_deleted {
+                    out(&format!("Environment `{env}` has no state: nothing to destroy."));
+                } else {
+                    out(&format!("Destroyed environment `{env}`: {} resource(s) removed.", r.results.len()));
+                }
+            }
+        }
+    }
+
+    pub fn status(&self, s: &StatusReport) {
+        if self.format == Format::Json {
+            out(&serde_json::to_string_pretty(s).unwrap_or_default());
+            return;
+        }
+        out(&format!(
+            "Environment `{}`  API {}  context {}",
+            s.env,
+            s.api.as_deref().unwrap_or("-"),
+            s.kubeconfig_context.as_deref().unwrap_or("-")
+        ));
+        if let Some(e) = &s.live_error {
+            out(&format!("(live data unavailable: {e})"));
+        }
+        let header = ["HOST", "ROLE", "ADDRESS", "ARCH", "VERSION", "READY", "STATE", "LAST ERROR"];
+        let rows: Vec<[String; 8]> = s
+            .nodes
+            .iter()
+            .map(|n| {
+                [
+                    n.host.clone(),
+                    n.role.clone(),
+                    n.address.clone(),
+                    n.arch.clone().unwrap_or_else(|| "-".into()),
+                    n.version.clone().unwrap_or_else(|| "-".into()),
+                    n.ready.clone().unwrap_or_else(|| "-".into()),
+                    format!("{:?}", n.state).to_lowercase(),
+                    n.last_error.as_deref().map_or("-".into(), |e| e.lines().next().unwrap_or("").chars().take(60).collect()),
+                ]
+            })
+            .collect();
+        let mut widths = header.map(str::len);
+        for r in &rows {
+            for (i, c) in r.iter().enumerate() {
+                widths[i] = widths[i].max(c.len());
+            }
+        }
+        let fmt_row = |cells: Vec<&str>| {
+            cells
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        };
+        out(&fmt_row(header.to_vec()));
+        for r in &rows {
+            out(&fmt_row(r.iter().map(String::as_str).collect()));
+        }
+    }
+
+    /// A progress observer for `up`/`down`.
+    pub fn reporter(&self) -> Reporter {
+        let tty = std::io::stderr().is_terminal();
+        Reporter {
+            format: self.format,
+            quiet: self.quiet,
+            multi: (tty && self.format == Format::Text && !self.quiet).then(MultiProgress::new),
+            bars: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+fn remote_commands(env: &Environment, c: &crate::graph::Change) -> Vec<String> {
+    use crate::recipe::Role;
+    match (c.action, c.role) {
+        (Action::Delete, Some(Role::Agent | Role::Server)) => vec![
+            format!("k3s kubectl delete node {} (on the first server)", c.host.as_deref().unwrap_or("?")),
+            crate::k3s::UNINSTALL_DESCRIPTION.to_string(),
+        ],
+        (_, Some(role)) => crate::k3s::describe_apply(&crate::k3s::NodeSpec {
+            role,
+            version: &env.cluster.version,
+            install: &env.cluster.install,
+            config: String::new(),
+        }),
+        _ if c.id == crate::graph::CLUSTER_READY => vec![
+            "k3s kubectl get --raw /readyz".into(),
+            "k3s kubectl get nodes -o json (until every node is Ready)".into(),
+            "k3s kubectl -n kube-system get deployment coredns -o json".into(),
+        ],
+        _ if c.id == crate::graph::KUBECONFIG => vec![format!("cat {} (as root), merged locally", crate::k3s::KUBECONFIG_PATH)],
+        _ => Vec::new(),
+    }
+}
+
+/// Ask a yes/no question on the terminal.
+pub fn confirm(question: &str) -> bool {
+    let mut e = std::io::stderr().lock();
+    let _ = write!(e, "{question} Only 'yes' is accepted: ");
+    let _ = e.flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == "yes"
+}
+
+/// Renders progress events.
+pub struct Reporter {
+    format: Format,
+    quiet: bool,
+    multi: Option<MultiProgress>,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Reporter {
+    pub fn finish(&self) {
+        if let Ok(mut bars) = self.bars.lock() {
+            for (_, b) in bars.drain() {
+                if !b.is_finished() {
+                    b.finish_and_clear();
+                }
+            }
+        }
+    }
+
+    fn bar(&self, id: &str) -> Option<ProgressBar> {
+        let multi = self.multi.as_ref()?;
+        let mut bars = self.bars.lock().ok()?;
+        Some(
+            bars.entry(id.to_string())
+                .or_insert_with(|| {
+                    let b = multi.add(ProgressBar::new_spinner());
+                    b.set_style(ProgressStyle::with_template("{spinner} {prefix:<32} {wide_msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                    b.set_prefix(id.to_string());
+                    b.enable_steady_tick(Duration::from_millis(120));
+                    b
+                })
+                .clone(),
+        )
+    }
+}
+
+impl Observer for Reporter {
+    fn event(&self, event: Event) {
+        if self.format == Format::Json {
+            out(&serde_json::to_string(&event).unwrap_or_default());
+            return;
+        }
+        let failed_line = |id: &str, error: &str| format!("✗ {id}: {error}");
+        if let Some(bar) = match &event {
+            Event::Started { id, .. }
+            | Event::Progress { id, .. }
+            | Event::Finished { id, .. }
+            | Event::Failed { id, .. }
+            | Event::Skipped { id, .. }
+            | Event::Cancelled { id } => self.bar(id),
+            Event::Warning { .. } => None,
+        } {
+            match &event {
+                Event::Started { action, .. } => bar.set_message(format!("{action:?}").to_lowercase()),
+                Event::Progress { message, .. } => bar.set_message(message.clone()),
+                Event::Finished { changed, .. } => bar.finish_with_message(if *changed { "✓ changed" } else { "✓ unchanged" }),
+                Event::Failed { error, .. } => bar.finish_with_message(format!("✗ {}", error.lines().next().unwrap_or(""))),
+                Event::Skipped { because, .. } => bar.finish_with_message(format!("skipped ({because})")),
+                Event::Cancelled { .. } => bar.finish_with_message("cancelled"),
+                Event::Warning { .. } => {}
+            }
+            return;
+        }
+        let line = match &event {
+            Event::Started { id, action } if !self.quiet => format!("{id}: {}", format!("{action:?}").to_lowercase()),
+            Event::Progress { id, message } if !self.quiet => format!("{id}: {message}"),
+            Event::Finished { id, changed } if !self.quiet => format!("{id}: done ({})", if *changed { "changed" } else { "unchanged" }),
+            Event::Failed { id, error } => failed_line(id, error),
+            Event::Skipped { id, because } => format!("{id}: skipped ({because})"),
+            Event::Cancelled { id } if !self.quiet => format!("{id}: cancelled"),
+            Event::Warning { message } => format!("warning: {message}"),
+            _ => return,
+        };
+        err(&line);
+    }
+}

@@ -1,0 +1,220 @@
+//! The graph walk. Starts a node as soon as all its dependencies succeeded, runs at most
+//! `concurrency` nodes at once, and on a failure skips only that node's descendants:
+//! independent branches run to the end. Cancellation (Ctrl-C) starts nothing new, lets
+//! in-flight nodes finish and marks the rest cancelled. Destroy walks use `reversed`.
+//!
+//! The engine knows nothing about SSH or k3s: the caller's closure does the work and
+//! saves state after each node.
+
+use std::collections::VecDeque;
+use std::future::Future;
+
+use petgraph::Direction;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::{Dfs, Reversed};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Result of one node of a walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Failed(String),
+    /// Not started because a dependency failed.
+    Skipped { because: String },
+    /// Not started because the walk was cancelled.
+    Cancelled,
+}
+
+/// Walk `graph` (edge a→b: b needs a), calling `run` for each node.
+///
+/// `name` gives a node's display name (used in skip reasons). Returns one outcome per
+/// node, indexed like the graph.
+pub async fn walk<N, F, Fut>(
+    graph: &DiGraph<N, ()>,
+    concurrency: usize,
+    cancel: &CancellationToken,
+    name: impl Fn(&N) -> String,
+    run: F,
+) -> Vec<Outcome>
+where
+    F: Fn(NodeIndex) -> Fut,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let n = graph.node_count();
+    let concurrency = concurrency.max(1);
+    let mut outcome: Vec<Option<Outcome>> = vec![None; n];
+    let mut waiting: Vec<usize> = graph
+        .node_indices()
+        .map(|ix| graph.neighbors_directed(ix, Direction::Incoming).count())
+        .collect();
+    let mut ready: VecDeque<NodeIndex> = graph.node_indices().filter(|ix| waiting[ix.index()] == 0).collect();
+    let mut running: JoinSet<(NodeIndex, Result<(), String>)> = JoinSet::new();
+
+    loop {
+        while !cancel.is_cancelled() && running.len() < concurrency {
+            let Some(ix) = ready.pop_front() else { break };
+            let fut = run(ix);
+            running.spawn(async move { (ix, fut.await) });
+        }
+        if running.is_empty() {
+            break;
+        }
+        let joined = tokio::select! {
+            j = running.join_next() => j,
+            () = cancel.cancelled(), if !cancel.is_cancelled() => continue,
+        };
+        let Some(joined) = joined else { break };
+        let (ix, result) = match joined {
+            Ok(pair) => pair,
+            Err(e) => {
+                // A panicking step is a bug; treat it as a failure of an unknown node.
+                tracing::error!("a step task ended abnormally: {e}");
+                continue;
+            }
+        };
+        match result {
+            Ok(()) => {
+                outcome[ix.index()] = Some(Outcome::Done);
+                for next in graph.neighbors_directed(ix, Direction::Outgoing) {
+                    let w = &mut waiting[next.index()];
+                    *w -= 1;
+                    if *w == 0 && outcome[next.index()].is_none() {
+                        ready.push_back(next);
+                    }
+                }
+            }
+            Err(e) => {
+                outcome[ix.index()] = Some(Outcome::Failed(e));
+                let failed = name(&graph[ix]);
+                let mut dfs = Dfs::new(graph, ix);
+                while let Some(d) = dfs.next(graph) {
+                    if d != ix && outcome[d.index()].is_none() {
+                        outcome[d.index()] = Some(Outcome::Skipped {
+                            because: format!("{failed} failed"),
+                        });
+                    }
+                }
+                ready.retain(|r| outcome[r.index()].is_none());
+            }
+        }
+    }
+    outcome
+        .into_iter()
+        .map(|o| o.unwrap_or(Outcome::Cancelled))
+        .collect()
+}
+
+/// The same graph with every edge reversed (for destroy walks).
+pub fn reversed<N: Clone>(graph: &DiGraph<N, ()>) -> DiGraph<N, ()> {
+    let mut g = graph.clone();
+    g.reverse();
+    g
+}
+
+/// Whether `a` is an ancestor of `b` (used by tests and the plan printer).
+pub fn depends_on<N>(graph: &DiGraph<N, ()>, b: NodeIndex, a: NodeIndex) -> bool {
+    let rev = Reversed(graph);
+    let mut dfs = Dfs::new(rev, b);
+    while let Some(x) = dfs.next(rev) {
+        if x == a && x != b {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    fn diamond() -> DiGraph<&'static str, ()> {
+        // root -> a -> a2 ; root -> b ; a2,b -> end
+        let mut g = DiGraph::new();
+        let root = g.add_node("root");
+        let a = g.add_node("a");
+        let a2 = g.add_node("a2");
+        let b = g.add_node("b");
+        let end = g.add_node("end");
+        g.add_edge(root, a, ());
+        g.add_edge(a, a2, ());
+        g.add_edge(root, b, ());
+        g.add_edge(a2, end, ());
+        g.add_edge(b, end, ());
+        g
+    }
+
+    #[tokio::test]
+    async fn failure_skips_only_descendants() {
+        let g = diamond();
+        let names: Vec<&str> = g.node_weights().copied().collect();
+        let out = walk(&g, 4, &CancellationToken::new(), |n| (*n).to_string(), |ix| {
+            let name = names[ix.index()];
+            async move { if name == "a" { Err("boom".to_string()) } else { Ok(()) } }
+        })
+        .await;
+        assert_eq!(out[0], Outcome::Done);
+        assert_eq!(out[1], Outcome::Failed("boom".into()));
+        assert_eq!(out[2], Outcome::Skipped { because: "a failed".into() });
+        assert_eq!(out[3], Outcome::Done, "independent branch finishes");
+        assert_eq!(out[4], Outcome::Skipped { because: "a failed".into() });
+    }
+
+    #[tokio::test]
+    async fn concurrency_is_capped() {
+        let mut g: DiGraph<usize, ()> = DiGraph::new();
+        for i in 0..20 {
+            g.add_node(i);
+        }
+        let now = Arc::new(AtomicUsize::new(0));
+        let max = Arc::new(AtomicUsize::new(0));
+        let out = walk(&g, 3, &CancellationToken::new(), |n| n.to_string(), |_| {
+            let now = now.clone();
+            let max = max.clone();
+            async move {
+                let cur = now.fetch_add(1, Ordering::SeqCst) + 1;
+                max.fetch_max(cur, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .await;
+        assert!(out.iter().all(|o| *o == Outcome::Done));
+        assert_eq!(max.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn cancel_finishes_in_flight_and_starts_nothing() {
+        let g = diamond();
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        let names: Vec<&str> = g.node_weights().copied().collect();
+        let out = walk(&g, 1, &cancel, |n| (*n).to_string(), |ix| {
+            let name = names[ix.index()];
+            let c2 = c2.clone();
+            async move {
+                if name == "root" {
+                    c2.cancel();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(out[0], Outcome::Done, "in-flight step completes");
+        assert!(out[1..].iter().all(|o| *o == Outcome::Cancelled), "{out:?}");
+    }
+
+    #[test]
+    fn reverse_and_ancestry() {
+        let g = diamond();
+        let r = reversed(&g);
+        assert!(depends_on(&g, NodeIndex::new(4), NodeIndex::new(0)));
+        assert!(depends_on(&r, NodeIndex::new(0), NodeIndex::new(4)));
+        assert!(!depends_on(&g, NodeIndex::new(3), NodeIndex::new(1)));
+    }
+}

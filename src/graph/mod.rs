@@ -1,0 +1,439 @@
+//! The resource graph and the plan. Pure: no I/O, no clock.
+//!
+//! An edge `a -> b` means `b` needs `a`. `build` derives the desired resources from a
+//! validated environment; `plan` compares them with the recorded state and says, for
+//! each resource, what `up` would do and why. Deletions (resources in state that the
+//! recipe no longer wants) are part of the same graph so one walk applies everything.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::recipe::{Environment, Role, flags};
+use crate::state::{State, Status};
+
+/// What a graph node stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Kind {
+    /// k3s server on a host; `init` for the first one.
+    K3sServer { init: bool },
+    K3sAgent,
+    /// Every expected node Ready, API `/readyz` ok.
+    ClusterReady,
+    /// The cluster's context merged into the user's kubeconfig.
+    Kubeconfig,
+}
+
+/// One desired resource.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resource {
+    pub id: String,
+    #[serde(flatten)]
+    pub kind: Kind,
+    pub host: Option<String>,
+    /// Non-secret desired configuration (for nodes: config.yaml without the token).
+    pub attrs: BTreeMap<String, Value>,
+    pub hash: String,
+}
+
+impl Resource {
+    pub fn role(&self) -> Option<Role> {
+        match self.kind {
+            Kind::K3sServer { .. } => Some(Role::Server),
+            Kind::K3sAgent => Some(Role::Agent),
+            _ => None,
+        }
+    }
+}
+
+/// The desired resources and their dependencies.
+#[derive(Debug, Clone)]
+pub struct ResourceGraph {
+    pub graph: DiGraph<Resource, ()>,
+    pub index: HashMap<String, NodeIndex>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GraphError {
+    #[error("dependency cycle: {}", .0.join(" -> "))]
+    Cycle(Vec<String>),
+}
+
+pub fn node_id(role: Role, host: &str) -> String {
+    match role {
+        Role::Server => format!("k3s-server/{host}"),
+        Role::Agent => format!("k3s-agent/{host}"),
+    }
+}
+
+pub const CLUSTER_READY: &str = "cluster-ready";
+pub const KUBECONFIG: &str = "kubeconfig";
+
+/// The URL joiners use to reach the first server.
+pub fn server_url(env: &Environment) -> String {
+    let init = env.cluster.init_server();
+    let addr = env.hosts.get(init).map_or(init, |h| h.address.as_str());
+    format!("https://{}:6443", bracket_v6(addr))
+}
+
+fn bracket_v6(addr: &str) -> String {
+    if addr.contains(':') { format!("[{addr}]") } else { addr.to_string() }
+}
+
+/// Desired k3s `config.yaml` keys of one node, without secrets (REFERENCE.md §1).
+pub fn node_config(env: &Environment, host: &str, role: Role) -> BTreeMap<String, Value> {
+    let c = &env.cluster;
+    let mut m: BTreeMap<String, Value> = BTreeMap::new();
+    let h = env.hosts.get(host);
+    m.insert("node-name".into(), json!(host));
+    let mut labels: BTreeMap<&str, &str> = c.node_labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    if let Some(h) = h {
+        labels.extend(h.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    }
+    if !labels.is_empty() {
+        m.insert("node-label".into(), json!(labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()));
+    }
+    let mut taints: Vec<String> = c.node_taints.clone();
+    if let Some(h) = h {
+        taints.extend(h.taints.iter().cloned());
+    }
+    if !taints.is_empty() {
+        m.insert("node-taint".into(), json!(taints));
+    }
+    let is_init = role == Role::Server && c.init_server() == host;
+    if !is_init {
+        m.insert("server".into(), json!(server_url(env)));
+    }
+    if role == Role::Server {
+        if c.ha && is_init {
+            m.insert("cluster-init".into(), json!(true));
+        }
+        // Every name the API is reached by must be in the serving certificate.
+        let mut sans: Vec<String> = vec![c.api_endpoint.clone()];
+        for s in &c.servers {
+            if let Some(sh) = env.hosts.get(s) {
+                sans.push(sh.address.clone());
+            }
+        }
+        sans.extend(c.tls_san.iter().cloned());
+        sans.sort();
+        sans.dedup();
+        m.insert("tls-san".into(), json!(sans));
+        if c.flannel_backend != "vxlan" {
+            m.insert("flannel-backend".into(), json!(c.flannel_backend));
+        }
+        if !c.disable.is_empty() {
+            m.insert("disable".into(), json!(c.disable));
+        }
+        if let Some(v) = &c.cluster_cidr {
+            m.insert("cluster-cidr".into(), json!(v));
+        }
+        if let Some(v) = &c.service_cidr {
+            m.insert("service-cidr".into(), json!(v));
+        }
+    }
+    for (k, v) in &c.extra_config {
+        if role == Role::Server || flags::AGENT_KEYS.contains(&k.as_str()) {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    m
+}
+
+fn hash_of(parts: &[&Value]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.to_string().as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// Build the desired resource graph of an environment.
+pub fn build(env: &Environment) -> Result<ResourceGraph, GraphError> {
+    let mut g = DiGraph::new();
+    let mut index = HashMap::new();
+    let c = &env.cluster;
+    let install = match &c.install {
+        crate::recipe::Install::Online { script_url } => json!({"online": script_url}),
+        crate::recipe::Install::Bundle { dir } => json!({"bundle": dir.display().to_string()}),
+    };
+    let mut add = |g: &mut DiGraph<Resource, ()>, r: Resource| {
+        let id = r.id.clone();
+        let ix = g.add_node(r);
+        index.insert(id, ix);
+        ix
+    };
+    let mut nodes = Vec::new();
+    let node = |host: &str, role: Role| {
+        let attrs = node_config(env, host, role);
+        let config = json!(attrs);
+        let hash = hash_of(&[&config, &json!(c.version), &json!(role), &install]);
+        Resource {
+            id: node_id(role, host),
+            kind: match role {
+                Role::Server => Kind::K3sServer { init: c.init_server() == host },
+                Role::Agent => Kind::K3sAgent,
+            },
+            host: Some(host.to_string()),
+            attrs,
+            hash,
+        }
+    };
+    let init = add(&mut g, node(c.init_server(), Role::Server));
+    nodes.push(init);
+    for s in c.servers.iter().skip(1) {
+        let ix = add(&mut g, node(s, Role::Server));
+        g.add_edge(init, ix, ());
+        nodes.push(ix);
+    }
+    for a in &c.agents {
+        let ix = add(&mut g, node(a, Role::Agent));
+        g.add_edge(init, ix, ());
+        nodes.push(ix);
+    }
+    let expected: Vec<&String> = c.servers.iter().chain(c.agents.iter()).collect();
+    let ready_attrs: BTreeMap<String, Value> =
+        [("nodes".to_string(), json!(expected)), ("version".to_string(), json!(c.version))].into();
+    let ready_hash = hash_of(&[&json!(ready_attrs)]);
+    let ready = add(
+        &mut g,
+        Resource {
+            id: CLUSTER_READY.into(),
+            kind: Kind::ClusterReady,
+            host: Some(c.init_server().to_string()),
+            attrs: ready_attrs,
+            hash: ready_hash,
+        },
+    );
+    for n in &nodes {
+        g.add_edge(*n, ready, ());
+    }
+    let kc_attrs: BTreeMap<String, Value> = [
+        ("context".to_string(), json!(env.kubeconfig.context)),
+        (
+            "path".to_string(),
+            json!(env.kubeconfig.path.as_ref().map(|p| p.display().to_string())),
+        ),
+        ("server".to_string(), json!(format!("https://{}:6443", bracket_v6(&c.api_endpoint)))),
+    ]
+    .into();
+    let kc_hash = hash_of(&[&json!(kc_attrs)]);
+    let kc = add(
+        &mut g,
+        Resource {
+            id: KUBECONFIG.into(),
+            kind: Kind::Kubeconfig,
+            host: Some(c.init_server().to_string()),
+            attrs: kc_attrs,
+            hash: kc_hash,
+        },
+    );
+    g.add_edge(ready, kc, ());
+    let rg = ResourceGraph { graph: g, index };
+    check_acyclic(&rg.graph, |r| r.id.clone())?;
+    Ok(rg)
+}
+
+/// Fail with the whole cycle (every member, in order) when the graph has one.
+pub fn check_acyclic<N, E>(g: &DiGraph<N, E>, name: impl Fn(&N) -> String) -> Result<(), GraphError> {
+    for scc in tarjan_scc(g) {
+        let self_loop = scc.len() == 1 && g.contains_edge(scc[0], scc[0]);
+        if scc.len() > 1 || self_loop {
+            let mut names: Vec<String> = scc.iter().rev().map(|ix| name(&g[*ix])).collect();
+            names.push(names[0].clone());
+            return Err(GraphError::Cycle(names));
+        }
+    }
+    Ok(())
+}
+
+/// Render the graph as Graphviz DOT.
+pub fn to_dot(rg: &ResourceGraph, name: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "digraph \"{}\" {{", escape(name));
+    let _ = writeln!(out, "  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];");
+    for ix in rg.graph.node_indices() {
+        let r = &rg.graph[ix];
+        let shape = match r.kind {
+            Kind::K3sServer { init: true } => ", style=bold",
+            Kind::ClusterReady | Kind::Kubeconfig => ", shape=ellipse",
+            _ => "",
+        };
+        let _ = writeln!(out, "  \"{}\" [label=\"{}\"{shape}];", escape(&r.id), escape(&r.id));
+    }
+    for e in rg.graph.edge_indices() {
+        if let Some((a, b)) = rg.graph.edge_endpoints(e) {
+            let _ = writeln!(out, "  \"{}\" -> \"{}\";", escape(&rg.graph[a].id), escape(&rg.graph[b].id));
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// What `up` will do to one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    NoOp,
+    Create,
+    Update,
+    Delete,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub id: String,
+    pub action: Action,
+    pub reason: String,
+    pub host: Option<String>,
+    /// For deletions: the role the resource had.
+    pub role: Option<Role>,
+}
+
+/// The plan: one entry per desired resource (in dependency order), then deletions.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub env: String,
+    pub changes: Vec<Change>,
+}
+
+impl Plan {
+    pub fn count(&self, action: Action) -> usize {
+        self.changes.iter().filter(|c| c.action == action).count()
+    }
+    pub fn to_change(&self) -> usize {
+        self.changes.iter().filter(|c| c.action != Action::NoOp).count()
+    }
+    pub fn get(&self, id: &str) -> Option<&Change> {
+        self.changes.iter().find(|c| c.id == id)
+    }
+}
+
+/// Compare the desired graph with the recorded state.
+pub fn plan(env: &Environment, rg: &ResourceGraph, state: Option<&State>) -> Plan {
+    let mut changes = Vec::new();
+    // Dependency order, stable and readable: first server, servers, agents, then the rest.
+    let rank = |r: &Resource| match r.kind {
+        Kind::K3sServer { init: true } => 0,
+        Kind::K3sServer { init: false } => 1,
+        Kind::K3sAgent => 2,
+        Kind::ClusterReady => 3,
+        Kind::Kubeconfig => 4,
+    };
+    let mut order: Vec<NodeIndex> = rg.graph.node_indices().collect();
+    order.sort_by(|a, b| (rank(&rg.graph[*a]), &rg.graph[*a].id).cmp(&(rank(&rg.graph[*b]), &rg.graph[*b].id)));
+    let mut changed_nodes = false;
+    for ix in order {
+        let r = &rg.graph[ix];
+        let recorded = state.and_then(|s| s.resources.get(&r.id));
+        let (action, reason) = match (&r.kind, recorded) {
+            (Kind::ClusterReady, rec) => {
+                if changed_nodes && rec.is_some() {
+                    (Action::Update, "nodes change: wait until every node is Ready".to_string())
+                } else {
+                    diff_reason(rec, r)
+                }
+            }
+            (_, rec) => diff_reason(rec, r),
+        };
+        if action != Action::NoOp && matches!(r.kind, Kind::K3sServer { .. } | Kind::K3sAgent) {
+            changed_nodes = true;
+        }
+        changes.push(Change {
+            id: r.id.clone(),
+            action,
+            reason,
+            host: r.host.clone(),
+            role: r.role(),
+        });
+    }
+    if let Some(s) = state {
+        // Agents first, then servers, the first server last.
+        let mut gone: Vec<(&String, &crate::state::ResourceState)> = s
+            .resources
+            .iter()
+            .filter(|(id, _)| !rg.index.contains_key(*id))
+            .collect();
+        gone.sort_by_key(|(id, rs)| (rs.role != Some(Role::Agent), s.cluster.init_server.as_deref() == rs.host.as_deref(), (*id).clone()));
+        for (id, rs) in gone {
+            let reason = match &rs.host {
+                Some(h) if !env.hosts.contains_key(h) => format!("host `{h}` is no longer in the recipe"),
+                Some(_) => "the host changed role".to_string(),
+                None => "no longer in the recipe".to_string(),
+            };
+            changes.push(Change {
+                id: id.clone(),
+                action: Action::Delete,
+                reason,
+                host: rs.host.clone(),
+                role: rs.role,
+            });
+        }
+    }
+    Plan {
+        env: env.name.clone(),
+        changes,
+    }
+}
+
+fn diff_reason(rec: Option<&crate::state::ResourceState>, r: &Resource) -> (Action, String) {
+    match rec {
+        None => (Action::Create, "not in state".to_string()),
+        Some(rs) if rs.status == Status::Pending => (Action::Create, "an earlier run did not finish it".to_string()),
+        Some(rs) if rs.status == Status::Failed => (
+            Action::Create,
+            format!("failed last time: {}", rs.last_error.as_deref().unwrap_or("unknown error")),
+        ),
+        Some(rs) if rs.hash != r.hash => {
+            let mut keys: Vec<&str> = r
+                .attrs
+                .iter()
+                .filter(|(k, v)| rs.attrs.get(*k) != Some(*v))
+                .map(|(k, _)| k.as_str())
+                .collect();
+            keys.extend(rs.attrs.keys().filter(|k| !r.attrs.contains_key(*k)).map(String::as_str));
+            if keys.is_empty() {
+                (Action::Update, "version or install source changed".to_string())
+            } else {
+                (Action::Update, format!("changed: {}", keys.join(", ")))
+            }
+        }
+        Some(_) => (Action::NoOp, "up to date".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cycle_is_reported_whole() {
+        let mut g: DiGraph<&str, ()> = DiGraph::new();
+        let a = g.add_node("a");
+        let b = g.add_node("b");
+        let c = g.add_node("c");
+        let d = g.add_node("d");
+        g.add_edge(a, b, ());
+        g.add_edge(b, c, ());
+        g.add_edge(c, a, ());
+        g.add_edge(c, d, ());
+        let err = check_acyclic(&g, |n| (*n).to_string()).expect_err("cycle");
+        let GraphError::Cycle(members) = err;
+        assert_eq!(members.len(), 4, "{members:?}");
+        for n in ["a", "b", "c"] {
+            assert!(members.iter().any(|m| m == n));
+        }
+        assert!(!members.iter().any(|m| m == "d"));
+    }
+}

@@ -1,0 +1,551 @@
+//! k3s on a host, following the install contract in REFERENCE.md §1.
+//!
+//! Every step checks before it changes: `apply_node` reads the host's facts first and
+//! does nothing when config.yaml, the binary version and the service already match.
+//! The cluster token reaches the host only inside /etc/rancher/k3s/config.yaml (0600),
+//! written from stdin; it is never in a command line, environment variable or log.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::recipe::{Install, Role};
+use crate::ssh::{Output, Remote, SshError, quote};
+
+pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
+pub const KUBECONFIG_PATH: &str = "/etc/rancher/k3s/k3s.yaml";
+pub const TOKEN_PATH: &str = "/var/lib/rancher/k3s/server/token";
+pub const BIN_PATH: &str = "/usr/local/bin/k3s";
+/// Where continuum keeps the install script on a host (removed by `down`).
+pub const WORK_DIR: &str = "/var/lib/continuum";
+const CONFIG_TEMPLATE: &str = include_str!("../../templates/k3s-config.yaml.tera");
+const SHORT: Duration = Duration::from_secs(60);
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum K3sError {
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error("{step} failed on `{host}` (exit {code}):\n{tail}")]
+    Step {
+        host: String,
+        step: String,
+        code: String,
+        tail: String,
+    },
+    #[error("`{host}` is {arch}; k3s has no build for it")]
+    UnsupportedArch { host: String, arch: String },
+    #[error("the bundle {dir} has no k3s binary for {arch} (expected {file}) needed by `{host}`")]
+    MissingBinary {
+        host: String,
+        arch: String,
+        dir: PathBuf,
+        file: String,
+    },
+    #[error("cannot read {path}")]
+    Local {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("k3s on `{host}` reports version {found}, but the recipe pins {wanted}")]
+    VersionMismatch { host: String, found: String, wanted: String },
+    #[error("`{host}` already runs k3s as {other}; remove it from the cluster first")]
+    RoleConflict { host: String, other: String },
+    #[error("cannot render the k3s config for `{host}`: {detail}")]
+    Render { host: String, detail: String },
+    #[error("the cluster is not ready after {secs} s: {detail}")]
+    NotReady { secs: u64, detail: String },
+    #[error("unexpected answer from k3s on `{host}`: {detail}")]
+    Protocol { host: String, detail: String },
+}
+
+/// What a host looks like now, as far as k3s is concerned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// k3s architecture name (amd64, arm64, arm).
+    pub arch: String,
+    pub config_sha: Option<String>,
+    pub version: Option<String>,
+    pub binary_sha: Option<String>,
+    pub script_sha: Option<String>,
+    /// Installed units (k3s, k3s-agent) and whether they are active.
+    pub units: BTreeMap<String, bool>,
+}
+
+const FACTS_SCRIPT: &str = r#"echo "arch=$(uname -m)"
+[ -f /etc/rancher/k3s/config.yaml ] && echo "config=$(sha256sum /etc/rancher/k3s/config.yaml | cut -d' ' -f1)"
+if [ -x /usr/local/bin/k3s ]; then
+  echo "version=$(/usr/local/bin/k3s --version 2>/dev/null | head -n1 | cut -d' ' -f3)"
+  echo "binary=$(sha256sum /usr/local/bin/k3s | cut -d' ' -f1)"
+fi
+[ -f /var/lib/continuum/install.sh ] && echo "script=$(sha256sum /var/lib/continuum/install.sh | cut -d' ' -f1)"
+for u in k3s k3s-agent; do
+  if [ -f /etc/systemd/system/$u.service ]; then
+    if systemctl is-active --quiet $u 2>/dev/null; then echo "unit=$u:active"; else echo "unit=$u:inactive"; fi
+  fi
+done
+true"#;
+
+fn k3s_arch(uname: &str) -> Option<&'static str> {
+    match uname {
+        "x86_64" | "amd64" => Some("amd64"),
+        "aarch64" | "arm64" => Some("arm64"),
+        "armv7l" | "armv7" | "armhf" => Some("arm"),
+        _ => None,
+    }
+}
+
+/// Bundle file name of the k3s binary for an architecture (as k3s releases name them).
+pub fn bundle_binary(arch: &str) -> &'static str {
+    match arch {
+        "arm64" => "k3s-arm64",
+        "arm" => "k3s-armhf",
+        _ => "k3s",
+    }
+}
+
+fn check(host: &str, step: &str, out: Output) -> Result<Output, K3sError> {
+    if out.success() {
+        Ok(out)
+    } else {
+        Err(K3sError::Step {
+            host: host.to_string(),
+            step: step.to_string(),
+            code: out.status.map_or_else(|| "signal".to_string(), |c| c.to_string()),
+            tail: out.tail(),
+        })
+    }
+}
+
+/// Read the host's k3s facts (one round trip, read-only).
+pub async fn facts<R: Remote>(r: &R) -> Result<Facts, K3sError> {
+    let out = check(r.name(), "reading host facts", r.run(FACTS_SCRIPT, None, true, SHORT).await?)?;
+    let mut f = Facts::default();
+    for line in out.stdout.lines() {
+        let Some((k, v)) = line.split_once('=') else { continue };
+        let v = v.trim().to_string();
+        match k {
+            "arch" => {
+                f.arch = k3s_arch(&v)
+                    .ok_or_else(|| K3sError::UnsupportedArch {
+                        host: r.name().to_string(),
+                        arch: v.clone(),
+                    })?
+                    .to_string();
+            }
+            "config" => f.config_sha = Some(v),
+            "version" if !v.is_empty() => f.version = Some(v),
+            "binary" => f.binary_sha = Some(v),
+            "script" => f.script_sha = Some(v),
+            "unit" => {
+                if let Some((u, s)) = v.split_once(':') {
+                    f.units.insert(u.to_string(), s == "active");
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(f)
+}
+
+/// Render config.yaml for a node; `token` is the only secret in it.
+pub fn render_config(
+    env: &str,
+    node: &str,
+    role: Role,
+    attrs: &BTreeMap<String, Value>,
+    token: &str,
+) -> Result<String, K3sError> {
+    let mut config = attrs.clone();
+    config.insert("token".into(), Value::String(token.to_string()));
+    let mut ctx = tera::Context::new();
+    ctx.insert("env", env);
+    ctx.insert("node", node);
+    ctx.insert("role", &role.to_string());
+    ctx.insert("config", &config);
+    tera::Tera::one_off(CONFIG_TEMPLATE, &ctx, false).map_err(|e| K3sError::Render {
+        host: node.to_string(),
+        detail: e.to_string(),
+    })
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Everything needed to converge k3s on one node.
+#[derive(Debug, Clone)]
+pub struct NodeSpec<'a> {
+    pub role: Role,
+    pub version: &'a str,
+    pub install: &'a Install,
+    /// Full config.yaml text (with the token).
+    pub config: String,
+}
+
+/// What `apply_node` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The node already matched; nothing was written.
+    Unchanged,
+    Changed,
+}
+
+fn unit_of(role: Role) -> &'static str {
+    match role {
+        Role::Server => "k3s",
+        Role::Agent => "k3s-agent",
+    }
+}
+
+/// Write `data` to `path` on the host atomically with `mode`, data on stdin.
+fn write_file_script(path: &str, mode: &str) -> String {
+    let tmp = format!("{path}.continuum-tmp");
+    format!(
+        "set -e; umask 077; mkdir -p {dir}; cat > {tmp}; chmod {mode} {tmp}; mv -f {tmp} {path}",
+        dir = quote(Path::new(path).parent().map_or("/", |p| p.to_str().unwrap_or("/"))),
+        tmp = quote(&tmp),
+        path = quote(path),
+    )
+}
+
+/// The install command line (no secrets in it).
+pub fn install_command(spec: &NodeSpec<'_>, force_restart: bool) -> String {
+    let mut env = vec![
+        format!("INSTALL_K3S_VERSION={}", quote(spec.version)),
+        format!("INSTALL_K3S_EXEC={}", role_word(spec.role)),
+    ];
+    if matches!(spec.install, Install::Bundle { .. }) {
+        env.push("INSTALL_K3S_SKIP_DOWNLOAD=true".into());
+    }
+    if force_restart {
+        env.push("INSTALL_K3S_FORCE_RESTART=true".into());
+    }
+    format!("env {} sh {WORK_DIR}/install.sh", env.join(" "))
+}
+
+fn role_word(role: Role) -> &'static str {
+    match role {
+        Role::Server => "server",
+        Role::Agent => "agent",
+    }
+}
+
+/// The remote commands `apply_node` may run, for `plan --verbose`.
+pub fn describe_apply(spec: &NodeSpec<'_>) -> Vec<String> {
+    let mut v = vec!["read facts: uname -m; sha256sum /etc/rancher/k3s/config.yaml; k3s --version; systemctl is-active".to_string()];
+    match spec.install {
+        Install::Bundle { dir } => {
+            v.push(format!("upload {}/{{k3s|k3s-arm64}} -> {BIN_PATH} (0755) if its sha256 differs", dir.display()));
+            v.push(format!("upload {}/install.sh -> {WORK_DIR}/install.sh (0700) if it differs", dir.display()));
+        }
+        Install::Online { script_url } => {
+            v.push(format!("curl -sfL {script_url} -o {WORK_DIR}/install.sh"));
+        }
+    }
+    v.push(format!("write {CONFIG_PATH} (0600, from stdin; holds the token)"));
+    v.push(install_command(spec, false));
+    v
+}
+
+/// Converge k3s on a node: upload what differs, write config.yaml, run the install
+/// script. Returns `Unchanged` without writing anything when the node already matches.
+pub async fn apply_node<R: Remote>(r: &R, spec: &NodeSpec<'_>, facts: &Facts) -> Result<Applied, K3sError> {
+    let host = r.name().to_string();
+    let unit = unit_of(spec.role);
+    let other = unit_of(match spec.role {
+        Role::Server => Role::Agent,
+        Role::Agent => Role::Server,
+    });
+    if facts.units.contains_key(other) {
+        return Err(K3sError::RoleConflict {
+            host,
+            other: other.to_string(),
+        });
+    }
+    let config_sha = sha256_hex(spec.config.as_bytes());
+    // Local artifacts for a bundle install, checked before anything changes.
+    let bundle = match spec.install {
+        Install::Bundle { dir } => {
+            let file = bundle_binary(&facts.arch);
+            let bin_path = dir.join(file);
+            if !bin_path.is_file() {
+                return Err(K3sError::MissingBinary {
+                    host,
+                    arch: facts.arch.clone(),
+                    dir: dir.clone(),
+                    file: file.to_string(),
+                });
+            }
+            let bin = std::fs::read(&bin_path).map_err(|source| K3sError::Local {
+                path: bin_path.clone(),
+                source,
+            })?;
+            let script_path = dir.join("install.sh");
+            let script = std::fs::read(&script_path).map_err(|source| K3sError::Local {
+                path: script_path.clone(),
+                source,
+            })?;
+            Some((bin, script))
+        }
+        Install::Online { .. } => None,
+    };
+    let binary_matches = match &bundle {
+        Some((bin, _)) => facts.binary_sha.as_deref() == Some(sha256_hex(bin).as_str()),
+        None => true,
+    };
+    let converged = facts.config_sha.as_deref() == Some(config_sha.as_str())
+        && facts.version.as_deref() == Some(spec.version)
+        && facts.units.get(unit) == Some(&true)
+        && binary_matches;
+    if converged {
+        return Ok(Applied::Unchanged);
+    }
+
+    check(&host, "preparing directories", r.run(&format!("mkdir -p /etc/rancher/k3s {WORK_DIR} && chmod 700 {WORK_DIR}"), None, true, SHORT).await?)?;
+    if let Some((bin, script)) = &bundle {
+        {
+            if !binary_matches {
+                check(&host, "uploading the k3s binary", r.run(&write_file_script(BIN_PATH, "0755"), Some(bin), true, INSTALL_TIMEOUT).await?)?;
+            }
+            if facts.script_sha.as_deref() != Some(sha256_hex(script).as_str()) {
+                check(&host, "uploading install.sh", r.run(&write_file_script(&format!("{WORK_DIR}/install.sh"), "0700"), Some(script), true, SHORT).await?)?;
+            }
+            let out = check(&host, "k3s --version", r.run(&format!("{BIN_PATH} --version"), None, true, SHORT).await?)?;
+            let found = out.stdout.lines().next().and_then(|l| l.split_whitespace().nth(2)).unwrap_or("").to_string();
+            if found != spec.version {
+                return Err(K3sError::VersionMismatch {
+                    host,
+                    found,
+                    wanted: spec.version.to_string(),
+                });
+            }
+        }
+    } else if let Install::Online { script_url } = spec.install {
+        {
+            let tmp = format!("{WORK_DIR}/install.sh.continuum-tmp");
+            check(
+                &host,
+                "downloading the k3s install script",
+                r.run(&format!("set -e; curl -sfL {} -o {tmp}; chmod 0700 {tmp}; mv -f {tmp} {WORK_DIR}/install.sh", quote(script_url)), None, true, INSTALL_TIMEOUT).await?,
+            )?;
+        }
+    }
+    let config_changed = facts.config_sha.as_deref() != Some(config_sha.as_str());
+    if config_changed {
+        check(&host, "writing config.yaml", r.run(&write_file_script(CONFIG_PATH, "0600"), Some(spec.config.as_bytes()), true, SHORT).await?)?;
+    }
+    // A change to config.yaml alone does not restart k3s (REFERENCE.md §1).
+    let force = config_changed && facts.units.contains_key(unit);
+    check(&host, "the k3s install script", r.run(&install_command(spec, force), None, true, INSTALL_TIMEOUT).await?)?;
+    Ok(Applied::Changed)
+}
+
+/// Read the secure join token (`K10...`) from the first server.
+pub async fn read_join_token<R: Remote>(r: &R) -> Result<String, K3sError> {
+    let out = check(r.name(), "reading the join token", r.run(&format!("cat {TOKEN_PATH}"), None, true, SHORT).await?)?;
+    let token = out.stdout.trim().to_string();
+    if !token.starts_with("K10") || !token.contains("::") {
+        return Err(K3sError::Protocol {
+            host: r.name().to_string(),
+            detail: format!("{TOKEN_PATH} is not in the secure token format"),
+        });
+    }
+    Ok(token)
+}
+
+/// One node as the API server reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub ready: String,
+    pub version: String,
+    pub arch: String,
+    pub roles: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `k3s kubectl get nodes -o json`, parsed.
+pub async fn list_nodes<R: Remote>(r: &R) -> Result<Vec<NodeInfo>, K3sError> {
+    let out = check(r.name(), "listing nodes", r.run(&format!("{BIN_PATH} kubectl get nodes -o json"), None, true, SHORT).await?)?;
+    parse_nodes(r.name(), &out.stdout)
+}
+
+pub fn parse_nodes(host: &str, json: &str) -> Result<Vec<NodeInfo>, K3sError> {
+    let v: Value = serde_json::from_str(json).map_err(|e| K3sError::Protocol {
+        host: host.to_string(),
+        detail: format!("node list is not JSON: {e}"),
+    })?;
+    let items = v.get("items").and_then(Value::as_array).ok_or_else(|| K3sError::Protocol {
+        host: host.to_string(),
+        detail: "node list has no items".into(),
+    })?;
+    let s = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+    Ok(items
+        .iter()
+        .map(|n| {
+            let labels: BTreeMap<String, String> = n
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+                .unwrap_or_default();
+            let ready = n
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|c| c.iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Ready")))
+                .and_then(|c| c.get("status").and_then(Value::as_str))
+                .unwrap_or("Unknown")
+                .to_string();
+            let mut roles: Vec<String> = labels
+                .keys()
+                .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/").map(str::to_string))
+                .collect();
+            roles.sort();
+            NodeInfo {
+                name: s(n, "/metadata/name"),
+                ready,
+                version: s(n, "/status/nodeInfo/kubeletVersion"),
+                arch: s(n, "/status/nodeInfo/architecture"),
+                roles,
+                labels,
+            }
+        })
+        .collect())
+}
+
+/// Wait until the API answers `/readyz`, CoreDNS is available (unless disabled) and
+/// every expected node is Ready; fail naming the nodes that are not.
+pub async fn wait_ready<R: Remote>(
+    r: &R,
+    expected: &[String],
+    coredns: bool,
+    timeout: Duration,
+) -> Result<Vec<NodeInfo>, K3sError> {
+    let start = Instant::now();
+    loop {
+        let last;
+        let readyz = r.run(&format!("{BIN_PATH} kubectl get --raw /readyz"), None, true, SHORT).await?;
+        if readyz.success() && readyz.stdout.trim() == "ok" {
+            let nodes = list_nodes(r).await?;
+            let missing: Vec<&str> = expected
+                .iter()
+                .filter(|e| !nodes.iter().any(|n| &n.name == *e))
+                .map(String::as_str)
+                .collect();
+            let not_ready: Vec<String> = nodes
+                .iter()
+                .filter(|n| expected.contains(&n.name) && n.ready != "True")
+                .map(|n| format!("{} (Ready={})", n.name, n.ready))
+                .collect();
+            let dns_ok = !coredns || {
+                let d = r.run(&format!("{BIN_PATH} kubectl -n kube-system get deployment coredns -o json"), None, true, SHORT).await?;
+                d.success()
+                    && serde_json::from_str::<Value>(&d.stdout)
+                        .ok()
+                        .and_then(|v| v.pointer("/status/availableReplicas").and_then(Value::as_u64))
+                        .unwrap_or(0)
+                        > 0
+            };
+            if missing.is_empty() && not_ready.is_empty() && dns_ok {
+                return Ok(nodes);
+            }
+            let mut parts = Vec::new();
+            if !missing.is_empty() {
+                parts.push(format!("not registered: {}", missing.join(", ")));
+            }
+            if !not_ready.is_empty() {
+                parts.push(format!("not Ready: {}", not_ready.join(", ")));
+            }
+            if !dns_ok {
+                parts.push("CoreDNS is not available".to_string());
+            }
+            last = parts.join("; ");
+        } else {
+            last = format!("/readyz answered: {}", readyz.tail());
+        }
+        if start.elapsed() >= timeout {
+            return Err(K3sError::NotReady {
+                secs: timeout.as_secs(),
+                detail: last,
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// The admin kubeconfig of a server (read with root rights; it is 0600 there).
+pub async fn read_kubeconfig<R: Remote>(r: &R) -> Result<String, K3sError> {
+    let out = check(r.name(), "reading the kubeconfig", r.run(&format!("cat {KUBECONFIG_PATH}"), None, true, SHORT).await?)?;
+    Ok(out.stdout)
+}
+
+/// Delete a Node object through a server; absent nodes are fine.
+pub async fn delete_node<R: Remote>(server: &R, node: &str) -> Result<(), K3sError> {
+    let out = server.run(&format!("{BIN_PATH} kubectl delete node {}", quote(node)), None, true, SHORT).await?;
+    if out.success() || out.stderr.contains("NotFound") || out.stderr.contains("not found") {
+        Ok(())
+    } else {
+        check(server.name(), "deleting the node object", out).map(|_| ())
+    }
+}
+
+/// Uninstall k3s (either role) and continuum's work files. Idempotent.
+pub async fn uninstall<R: Remote>(r: &R) -> Result<(), K3sError> {
+    let script = format!(
+        "set -e\nfor s in /usr/local/bin/k3s-agent-uninstall.sh /usr/local/bin/k3s-uninstall.sh; do if [ -x \"$s\" ]; then \"$s\"; fi; done\nrm -rf {WORK_DIR}"
+    );
+    check(r.name(), "uninstalling k3s", r.run(&script, None, true, INSTALL_TIMEOUT).await?)?;
+    Ok(())
+}
+
+pub const UNINSTALL_DESCRIPTION: &str = "k3s-agent-uninstall.sh / k3s-uninstall.sh, rm -rf /var/lib/continuum";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_renders_as_yaml_with_token() {
+        let mut attrs = BTreeMap::new();
+        attrs.insert("node-label".into(), serde_json::json!(["a=b", "gpu=true"]));
+        attrs.insert("cluster-init".into(), serde_json::json!(true));
+        attrs.insert("server".into(), serde_json::json!("https://10.0.0.1:6443"));
+        let text = render_config("farm", "pi-01", Role::Server, &attrs, "s3cr\"et").expect("render");
+        let back: BTreeMap<String, Value> = serde_saphyr::from_str(&text).expect("yaml");
+        assert_eq!(back["token"], serde_json::json!("s3cr\"et"));
+        assert_eq!(back["node-label"], serde_json::json!(["a=b", "gpu=true"]));
+        assert_eq!(back["cluster-init"], serde_json::json!(true));
+        assert!(text.starts_with("# Managed by continuum"));
+    }
+
+    #[test]
+    fn install_command_has_no_secret_and_honours_bundle() {
+        let install = Install::Bundle { dir: PathBuf::from("/b") };
+        let spec = NodeSpec {
+            role: Role::Agent,
+            version: "v1.31.4+k3s1",
+            install: &install,
+            config: "token: SECRET".into(),
+        };
+        let cmd = install_command(&spec, true);
+        assert!(!cmd.contains("SECRET"));
+        assert!(cmd.contains("INSTALL_K3S_SKIP_DOWNLOAD=true"));
+        assert!(cmd.contains("INSTALL_K3S_EXEC=agent"));
+        assert!(cmd.contains("INSTALL_K3S_FORCE_RESTART=true"));
+    }
+
+    #[test]
+    fn node_list_parses_real_shape() {
+        let json = r#"{"kind":"NodeList","items":[{"metadata":{"name":"a","labels":{"node-role.kubernetes.io/control-plane":"true","zone":"x"}},
+            "status":{"conditions":[{"type":"Ready","status":"True"}],"nodeInfo":{"kubeletVersion":"v1.31.4+k3s1","architecture":"amd64"}}}]}"#;
+        let nodes = parse_nodes("h", json).expect("parse");
+        assert_eq!(nodes[0].name, "a");
+        assert_eq!(nodes[0].ready, "True");
+        assert_eq!(nodes[0].roles, vec!["control-plane".to_string()]);
+        assert!(parse_nodes("h", "nope").is_err());
+    }
+}

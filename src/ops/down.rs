@@ -1,0 +1,158 @@
+//! `continuum down ENV`: uninstall k3s everywhere, agents first, then the joined
+//! servers, then the first server; remove the kubeconfig context; delete the state.
+//!
+//! Needs only the state (not the recipe). A host that cannot be reached keeps its
+//! resources in state and makes `down` fail, so a later `down` retries it; the other
+//! hosts are still cleaned.
+
+use std::sync::Arc;
+
+use petgraph::graph::DiGraph;
+use tokio_util::sync::CancellationToken;
+
+use super::{Event, OpsError, ResourceResult, Settings, SharedObserver, summarize};
+use crate::engine::{Outcome, walk};
+use crate::graph::{self, Action};
+use crate::k3s;
+use crate::recipe::Role;
+use crate::registry::kubeconfig;
+use crate::state::{State, Store};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DownReport {
+    pub results: Vec<ResourceResult>,
+    pub state_deleted: bool,
+}
+
+/// Tear the environment down.
+pub async fn down(
+    env: &str,
+    settings: &Settings,
+    obs: SharedObserver,
+    cancel: &CancellationToken,
+) -> Result<DownReport, OpsError> {
+    let store = Store::new(&settings.state_dir, env);
+    let _lock = store.lock()?;
+    let Some(state) = store.load()? else {
+        return Ok(DownReport {
+            results: Vec::new(),
+            state_deleted: false,
+        });
+    };
+    let pool = Arc::new(settings.pool(env)?);
+    let state = Arc::new(std::sync::Mutex::new(state));
+    let init = state.lock().ok().and_then(|s| s.cluster.init_server.clone());
+
+    // Phases: agents, joined servers, first server.
+    let nodes: Vec<(String, String, Role)> = {
+        let st = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.resources
+            .iter()
+            .filter_map(|(id, r)| Some((id.clone(), r.host.clone()?, r.role?)))
+            .collect()
+    };
+    let phase_of = |(_, host, role): &(String, String, Role)| match role {
+        Role::Agent => 0,
+        Role::Server if Some(host) != init.as_ref() => 1,
+        Role::Server => 2,
+    };
+    let mut results = Vec::new();
+    for phase in 0..3 {
+        let batch: Vec<(String, String, Role)> = nodes.iter().filter(|n| phase_of(n) == phase).cloned().collect();
+        if batch.is_empty() || cancel.is_cancelled() {
+            continue;
+        }
+        let mut g: DiGraph<(String, String), ()> = DiGraph::new();
+        for (id, host, _) in &batch {
+            g.add_node((id.clone(), host.clone()));
+        }
+        let outcomes = walk(&g, settings.concurrency, cancel, |n| n.0.clone(), |ix| {
+            let (id, host) = g[ix].clone();
+            let pool = pool.clone();
+            let state = state.clone();
+            let store = store.clone();
+            let obs = obs.clone();
+            async move {
+                obs.event(Event::Started {
+                    id: id.clone(),
+                    action: Action::Delete,
+                });
+                let target = {
+                    let st = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    st.hosts.get(&host).map(|h| h.to_host(&host))
+                };
+                let result = async {
+                    let target = target.ok_or_else(|| format!("no connection details for `{host}` in state"))?;
+                    let conn = pool.get(&target).await.map_err(|e| e.to_string())?;
+                    obs.event(Event::Progress {
+                        id: id.clone(),
+                        message: "uninstalling k3s".into(),
+                    });
+                    k3s::uninstall(conn.as_ref()).await.map_err(|e| e.to_string())?;
+                    pool.drop_conn(&host).await;
+                    let mut st = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    st.resources.remove(&id);
+                    if !st.resources.values().any(|r| r.host.as_deref() == Some(host.as_str())) {
+                        st.hosts.remove(&host);
+                    }
+                    store.save(&mut st).map_err(|e| e.to_string())
+                }
+                .await;
+                match &result {
+                    Ok(()) => obs.event(Event::Finished { id, changed: true }),
+                    Err(e) => obs.event(Event::Failed { id, error: e.clone() }),
+                }
+                result
+            }
+        })
+        .await;
+        for (ix, o) in outcomes.into_iter().enumerate() {
+            let (id, _) = &g[petgraph::graph::NodeIndex::new(ix)];
+            let (outcome, detail) = match o {
+                Outcome::Done => ("done", None),
+                Outcome::Failed(e) => ("failed", Some(e)),
+                Outcome::Skipped { because } => ("skipped", Some(because)),
+                Outcome::Cancelled => ("cancelled", None),
+            };
+            results.push(ResourceResult {
+                id: id.clone(),
+                action: Action::Delete,
+                outcome: outcome.into(),
+                changed: outcome == "done",
+                detail,
+            });
+        }
+    }
+    pool.close().await;
+
+    let remaining_nodes = {
+        let st = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.resources.values().any(|r| r.role.is_some())
+    };
+    let mut state_deleted = false;
+    if !remaining_nodes && !cancel.is_cancelled() {
+        let mut st = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        remove_kubeconfig(&mut st)?;
+        store.delete()?;
+        state_deleted = true;
+        results.push(ResourceResult {
+            id: graph::KUBECONFIG.into(),
+            action: Action::Delete,
+            outcome: "done".into(),
+            changed: true,
+            detail: None,
+        });
+    }
+    summarize(&results, cancel.is_cancelled())?;
+    Ok(DownReport { results, state_deleted })
+}
+
+fn remove_kubeconfig(st: &mut State) -> Result<(), OpsError> {
+    let Some(r) = st.resources.get(graph::KUBECONFIG) else { return Ok(()) };
+    let path = r.attrs.get("resolved_path").and_then(|v| v.as_str());
+    let context = r.attrs.get("context").and_then(|v| v.as_str());
+    if let (Some(p), Some(c)) = (path, context) {
+        kubeconfig::remove(std::path::Path::new(p), c)?;
+    }
+    Ok(())
+}

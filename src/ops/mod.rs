@@ -1,0 +1,159 @@
+//! Orchestration of the user-facing operations (`up`, `down`, `status`): ties the
+//! graph, the engine, the state store, SSH and k3s together. Progress goes to an
+//! `Observer` (the CLI's output layer); nothing here prints.
+//!
+//! Invariants: the environment lock is held for the whole operation; state is saved
+//! after every resource change (before a step: `pending`; after: `applied`/`failed`),
+//! so a crash at any point is resumed by the next `up`.
+
+pub mod down;
+pub mod status;
+pub mod up;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::graph::{Action, GraphError};
+use crate::k3s::K3sError;
+use crate::registry::kubeconfig::KubeconfigError;
+use crate::ssh::SshError;
+use crate::state::StateError;
+
+/// Something the user should see while an operation runs.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Started { id: String, action: Action },
+    Progress { id: String, message: String },
+    Finished { id: String, changed: bool },
+    Failed { id: String, error: String },
+    Skipped { id: String, because: String },
+    Cancelled { id: String },
+    Warning { message: String },
+}
+
+/// Receives progress events (the CLI renders them as bars, lines or JSON).
+pub trait Observer: Send + Sync {
+    fn event(&self, event: Event);
+}
+
+/// An observer that drops everything (tests, benchmarks).
+pub struct Silent;
+impl Observer for Silent {
+    fn event(&self, _: Event) {}
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error("cannot start the SSH connection pool")]
+    Pool(#[source] std::io::Error),
+    #[error("{failed} of {total} resource(s) failed:\n{details}")]
+    Partial {
+        failed: usize,
+        total: usize,
+        details: String,
+    },
+    #[error("interrupted: in-flight steps finished and state was saved; run the command again to resume")]
+    Interrupted,
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error(transparent)]
+    K3s(#[from] K3sError),
+    #[error(transparent)]
+    Kubeconfig(#[from] KubeconfigError),
+    #[error("cannot generate a secret: {0}")]
+    Random(String),
+}
+
+impl OpsError {
+    /// Whether a host key problem is (one of) the cause(s).
+    pub fn is_host_key(&self) -> bool {
+        match self {
+            OpsError::Ssh(SshError::HostKeyChanged { .. } | SshError::HostKeyMismatch { .. }) => true,
+            OpsError::Partial { details, .. } => details.contains("has CHANGED since it was pinned"),
+            _ => false,
+        }
+    }
+}
+
+/// Settings shared by the operations.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub state_dir: PathBuf,
+    pub concurrency: usize,
+    pub connect_timeout: Duration,
+    pub connect_attempts: u32,
+    pub replace_host_keys: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            state_dir: crate::state::default_dir(),
+            concurrency: 10,
+            connect_timeout: Duration::from_secs(10),
+            connect_attempts: 3,
+            replace_host_keys: Vec::new(),
+        }
+    }
+}
+
+impl Settings {
+    fn pool(&self, env: &str) -> Result<crate::ssh::Pool, OpsError> {
+        crate::ssh::Pool::new(crate::ssh::PoolOptions {
+            known_hosts: crate::ssh::known_hosts_path(&self.state_dir, env),
+            connect_timeout: self.connect_timeout,
+            connect_attempts: self.connect_attempts,
+            replace_host_keys: self.replace_host_keys.clone(),
+        })
+        .map_err(OpsError::Pool)
+    }
+}
+
+/// 32 random bytes from the OS CSPRNG, hex-encoded.
+pub fn random_secret() -> Result<String, OpsError> {
+    let mut buf = [0u8; 32];
+    getrandom::fill(&mut buf).map_err(|e| OpsError::Random(e.to_string()))?;
+    Ok(hex::encode(buf))
+}
+
+/// Per-resource result of an operation.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceResult {
+    pub id: String,
+    pub action: Action,
+    /// done, failed, skipped, cancelled
+    pub outcome: String,
+    pub changed: bool,
+    pub detail: Option<String>,
+}
+
+/// Turn engine outcomes into results, events already sent; fail when any failed.
+fn summarize(results: &[ResourceResult], cancelled: bool) -> Result<(), OpsError> {
+    let failed: Vec<&ResourceResult> = results.iter().filter(|r| r.outcome == "failed" || r.outcome == "skipped").collect();
+    if !failed.is_empty() {
+        let details = failed
+            .iter()
+            .map(|r| format!("  {}: {}", r.id, r.detail.as_deref().unwrap_or(&r.outcome)))
+            .collect::<Vec<_>>()
+            .join("\n");
+        return Err(OpsError::Partial {
+            failed: results.iter().filter(|r| r.outcome == "failed").count(),
+            total: results.len(),
+            details,
+        });
+    }
+    if cancelled {
+        return Err(OpsError::Interrupted);
+    }
+    Ok(())
+}
+
+type SharedObserver = Arc<dyn Observer>;

@@ -1,0 +1,441 @@
+//! `continuum up`: apply the plan. Walks the resource graph (plus deletions) with the
+//! engine; each step checks the host before changing it and records the result in
+//! state at once.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use tokio_util::sync::CancellationToken;
+
+use super::{Event, OpsError, ResourceResult, Settings, SharedObserver, random_secret, summarize};
+use crate::engine::{Outcome, walk};
+use crate::graph::{self, Action, Kind, Plan, ResourceGraph};
+use crate::k3s::{self, Applied, NodeSpec};
+use crate::recipe::{Environment, Host, Role};
+use crate::registry::kubeconfig;
+use crate::ssh::{HostConn, Pool};
+use crate::state::{HostState, ResourceState, Secret, State, Status, Store, now};
+
+/// What `up` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UpReport {
+    pub plan: Plan,
+    pub results: Vec<ResourceResult>,
+}
+
+impl UpReport {
+    pub fn changed(&self) -> usize {
+        self.results.iter().filter(|r| r.changed).count()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Step {
+    id: String,
+    action: Action,
+    kind: Option<Kind>,
+    host: Option<String>,
+    role: Option<Role>,
+}
+
+struct Ctx {
+    env: Environment,
+    rg: ResourceGraph,
+    pool: Pool,
+    store: Store,
+    state: Mutex<State>,
+    obs: SharedObserver,
+}
+
+/// Plan against the recorded state (read-only; no lock, no network).
+pub fn plan(env: &Environment, settings: &Settings) -> Result<(ResourceGraph, Plan), OpsError> {
+    let store = Store::new(&settings.state_dir, &env.name);
+    let state = store.load()?;
+    let rg = graph::build(env)?;
+    let plan = graph::plan(env, &rg, state.as_ref());
+    Ok((rg, plan))
+}
+
+/// Converge the environment. `Ok` only when every resource is applied.
+pub async fn up(
+    env: &Environment,
+    settings: &Settings,
+    obs: SharedObserver,
+    cancel: &CancellationToken,
+    approve: impl FnOnce(&Plan) -> bool,
+) -> Result<UpReport, OpsError> {
+    let store = Store::new(&settings.state_dir, &env.name);
+    let _lock = store.lock()?;
+    let mut state = store.load()?.unwrap_or_else(|| State::new(&env.name));
+    state.recipe = Some(env.recipe_path.clone());
+    if state.cluster.token.is_empty() {
+        // Saved before any host sees it, so a crash cannot produce two tokens.
+        state.cluster.token = Secret::new(random_secret()?);
+        store.save(&mut state)?;
+    }
+    let rg = graph::build(env)?;
+    let plan = graph::plan(env, &rg, Some(&state));
+    if plan.to_change() == 0 || !approve(&plan) {
+        return Ok(UpReport { plan, results: Vec::new() });
+    }
+
+    // Execution graph: the desired resources plus deletions, deletions before readiness
+    // and before a re-creation on the same host.
+    let mut g: DiGraph<Step, ()> = rg.graph.map(
+        |ix, r| {
+            let change = plan.get(&r.id);
+            Step {
+                id: r.id.clone(),
+                action: change.map_or(Action::NoOp, |c| c.action),
+                kind: Some(rg.graph[ix].kind.clone()),
+                host: r.host.clone(),
+                role: r.role(),
+            }
+        },
+        |_, ()| (),
+    );
+    let ready = rg.index.get(graph::CLUSTER_READY).copied();
+    for c in plan.changes.iter().filter(|c| c.action == Action::Delete) {
+        let ix = g.add_node(Step {
+            id: c.id.clone(),
+            action: Action::Delete,
+            kind: None,
+            host: c.host.clone(),
+            role: c.role,
+        });
+        if let Some(r) = ready {
+            g.add_edge(ix, r, ());
+        }
+        if let Some(h) = &c.host {
+            for role in [Role::Server, Role::Agent] {
+                if let Some(other) = rg.index.get(&graph::node_id(role, h)) {
+                    g.add_edge(ix, *other, ());
+                }
+            }
+        }
+    }
+
+    let ctx = Arc::new(Ctx {
+        env: env.clone(),
+        rg,
+        pool: settings.pool(&env.name)?,
+        store,
+        state: Mutex::new(state),
+        obs,
+    });
+    let changed: Arc<Mutex<BTreeMap<String, bool>>> = Arc::default();
+    let steps: Arc<Vec<Step>> = Arc::new(g.node_weights().cloned().collect());
+    let outcomes = walk(&g, settings.concurrency, cancel, |s| s.id.clone(), |ix: NodeIndex| {
+        let ctx = ctx.clone();
+        let steps = steps.clone();
+        let changed = changed.clone();
+        async move {
+            let step = &steps[ix.index()];
+            if step.action == Action::NoOp {
+                return Ok(());
+            }
+            ctx.obs.event(Event::Started {
+                id: step.id.clone(),
+                action: step.action,
+            });
+            match run_step(&ctx, step).await {
+                Ok(did_change) => {
+                    changed.lock().map(|mut m| m.insert(step.id.clone(), did_change)).ok();
+                    ctx.obs.event(Event::Finished {
+                        id: step.id.clone(),
+                        changed: did_change,
+                    });
+                    Ok(())
+                }
+                Err(e) => {
+                    let msg = error_text(&e);
+                    record_failure(&ctx, step, &msg);
+                    ctx.obs.event(Event::Failed {
+                        id: step.id.clone(),
+                        error: msg.clone(),
+                    });
+                    Err(msg)
+                }
+            }
+        }
+    })
+    .await;
+    ctx.pool.close().await;
+
+    let changed = changed.lock().map(|m| m.clone()).unwrap_or_default();
+    let mut results = Vec::new();
+    for (ix, outcome) in outcomes.iter().enumerate() {
+        let step = &steps[ix];
+        if step.action == Action::NoOp {
+            continue;
+        }
+        let (name, detail) = match outcome {
+            Outcome::Done => ("done", None),
+            Outcome::Failed(e) => ("failed", Some(e.clone())),
+            Outcome::Skipped { because } => {
+                ctx.obs.event(Event::Skipped {
+                    id: step.id.clone(),
+                    because: because.clone(),
+                });
+                ("skipped", Some(format!("skipped: {because}")))
+            }
+            Outcome::Cancelled => {
+                ctx.obs.event(Event::Cancelled { id: step.id.clone() });
+                ("cancelled", None)
+            }
+        };
+        results.push(ResourceResult {
+            id: step.id.clone(),
+            action: step.action,
+            outcome: name.to_string(),
+            changed: changed.get(&step.id).copied().unwrap_or(false),
+            detail,
+        });
+    }
+    summarize(&results, cancel.is_cancelled())?;
+    Ok(UpReport { plan, results })
+}
+
+fn error_text(e: &OpsError) -> String {
+    let mut s = e.to_string();
+    let mut cur = std::error::Error::source(e);
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// Mutate and save the state in one critical section.
+fn with_state<T>(ctx: &Ctx, f: impl FnOnce(&mut State) -> T) -> Result<T, OpsError> {
+    let mut st = ctx.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let out = f(&mut st);
+    ctx.store.save(&mut st)?;
+    Ok(out)
+}
+
+fn record_failure(ctx: &Ctx, step: &Step, msg: &str) {
+    let _ = with_state(ctx, |st| {
+        if let Some(r) = st.resources.get_mut(&step.id) {
+            r.status = Status::Failed;
+            r.last_error = Some(msg.to_string());
+            r.updated_at = now();
+        } else {
+            st.resources.insert(step.id.clone(), ResourceState {
+                status: Status::Failed,
+                hash: String::new(),
+                host: step.host.clone(),
+                role: step.role,
+                attrs: BTreeMap::new(),
+                last_error: Some(msg.to_string()),
+                updated_at: now(),
+            });
+        }
+    });
+}
+
+fn host_of(ctx: &Ctx, name: &str) -> Option<Host> {
+    if let Some(h) = ctx.env.hosts.get(name) {
+        return Some(h.clone());
+    }
+    let st = ctx.state.lock().ok()?;
+    st.hosts.get(name).map(|hs| hs.to_host(name))
+}
+
+async fn connect(ctx: &Ctx, name: &str) -> Result<Arc<HostConn>, OpsError> {
+    let host = host_of(ctx, name).ok_or_else(|| {
+        OpsError::Ssh(crate::ssh::SshError::Connect {
+            host: name.to_string(),
+            address: "?".into(),
+            attempts: 0,
+            detail: "the host is neither in the inventory nor in state".into(),
+        })
+    })?;
+    let conn = ctx.pool.get(&host).await?;
+    let fp = conn.fingerprint.clone();
+    with_state(ctx, |st| {
+        let e = st.hosts.entry(name.to_string()).or_default();
+        e.address = host.address.clone();
+        e.port = host.port;
+        e.user = host.user.clone();
+        e.key = host.key.clone();
+        e.bastion = host.bastion.clone();
+        e.host_key = host.host_key.clone();
+        if fp.is_some() {
+            e.host_key_fingerprint = fp;
+        }
+    })?;
+    Ok(conn)
+}
+
+async fn run_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
+    match (&step.kind, step.action) {
+        (_, Action::Delete) => delete_step(ctx, step).await,
+        (Some(Kind::K3sServer { .. } | Kind::K3sAgent), _) => node_step(ctx, step).await,
+        (Some(Kind::ClusterReady), _) => ready_step(ctx, step).await,
+        (Some(Kind::Kubeconfig), _) => kubeconfig_step(ctx, step).await,
+        (None, _) => Ok(false),
+    }
+}
+
+fn resource<'a>(ctx: &'a Ctx, id: &str) -> Option<&'a graph::Resource> {
+    ctx.rg.index.get(id).map(|ix| &ctx.rg.graph[*ix])
+}
+
+fn mark(ctx: &Ctx, id: &str, status: Status, extra: impl FnOnce(&mut State)) -> Result<(), OpsError> {
+    let r = resource(ctx, id).cloned();
+    with_state(ctx, |st| {
+        if let Some(r) = r {
+            let prev_attrs = st.resources.get(id).map(|p| p.attrs.clone());
+            st.resources.insert(id.to_string(), ResourceState {
+                status,
+                hash: if status == Status::Applied { r.hash.clone() } else { st.resources.get(id).map(|p| p.hash.clone()).unwrap_or_default() },
+                host: r.host.clone(),
+                role: r.role(),
+                attrs: if status == Status::Applied { r.attrs.clone() } else { prev_attrs.unwrap_or_default() },
+                last_error: None,
+                updated_at: now(),
+            });
+        }
+        extra(st);
+    })
+}
+
+async fn node_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
+    let host = step.host.clone().unwrap_or_default();
+    let role = step.role.unwrap_or(Role::Agent);
+    mark(ctx, &step.id, Status::Pending, |_| {})?;
+    let conn = connect(ctx, &host).await?;
+    ctx.obs.event(Event::Progress {
+        id: step.id.clone(),
+        message: "reading host facts".into(),
+    });
+    let facts = k3s::facts(conn.as_ref()).await?;
+    with_state(ctx, |st| {
+        st.hosts.entry(host.clone()).or_default().arch = Some(facts.arch.clone());
+    })?;
+    let is_init = ctx.env.cluster.init_server() == host && role == Role::Server;
+    let token = {
+        let st = ctx.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if is_init { st.cluster.token.clone() } else { st.cluster.join_token.clone() }
+    };
+    if token.is_empty() {
+        return Err(OpsError::K3s(k3s::K3sError::Protocol {
+            host,
+            detail: "no join token recorded: the first server has not finished".into(),
+        }));
+    }
+    let attrs = resource(ctx, &step.id).map(|r| r.attrs.clone()).unwrap_or_default();
+    let config = k3s::render_config(&ctx.env.name, &host, role, &attrs, token.expose())?;
+    let spec = NodeSpec {
+        role,
+        version: &ctx.env.cluster.version,
+        install: &ctx.env.cluster.install,
+        config,
+    };
+    ctx.obs.event(Event::Progress {
+        id: step.id.clone(),
+        message: "installing k3s".into(),
+    });
+    let applied = k3s::apply_node(conn.as_ref(), &spec, &facts).await?;
+    if is_init {
+        let join = k3s::read_join_token(conn.as_ref()).await?;
+        let url = graph::server_url(&ctx.env);
+        mark(ctx, &step.id, Status::Applied, |st| {
+            st.cluster.join_token = Secret::new(join);
+            st.cluster.server_url = Some(url);
+            st.cluster.init_server = Some(host.clone());
+        })?;
+    } else {
+        mark(ctx, &step.id, Status::Applied, |_| {})?;
+    }
+    Ok(applied == Applied::Changed)
+}
+
+async fn ready_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
+    let init = ctx.env.cluster.init_server().to_string();
+    let conn = connect(ctx, &init).await?;
+    let expected: Vec<String> = ctx.env.cluster.servers.iter().chain(ctx.env.cluster.agents.iter()).cloned().collect();
+    ctx.obs.event(Event::Progress {
+        id: step.id.clone(),
+        message: format!("waiting for {} node(s) to be Ready", expected.len()),
+    });
+    let coredns = !ctx.env.cluster.disable.iter().any(|d| d == "coredns");
+    k3s::wait_ready(conn.as_ref(), &expected, coredns, ctx.env.cluster.readiness_timeout).await?;
+    mark(ctx, &step.id, Status::Applied, |_| {})?;
+    Ok(false)
+}
+
+async fn kubeconfig_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
+    let init = ctx.env.cluster.init_server().to_string();
+    let conn = connect(ctx, &init).await?;
+    let text = k3s::read_kubeconfig(conn.as_ref()).await?;
+    let server = resource(ctx, &step.id)
+        .and_then(|r| r.attrs.get("server"))
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let entries = kubeconfig::from_k3s(&text, &ctx.env.kubeconfig.context, &server)?;
+    let path = kubeconfig::default_path(ctx.env.kubeconfig.path.as_deref());
+    // A moved or renamed context: remove the old entry first.
+    let old = {
+        let st = ctx.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.resources.get(&step.id).map(|r| r.attrs.clone())
+    };
+    if let Some(old) = old {
+        if let (Some(p), Some(c)) = (old.get("resolved_path").and_then(|v| v.as_str()), old.get("context").and_then(|v| v.as_str())) {
+            if p != path.display().to_string() || c != ctx.env.kubeconfig.context {
+                kubeconfig::remove(std::path::Path::new(p), c)?;
+            }
+        }
+    }
+    let changed = kubeconfig::merge(&path, entries)?;
+    let resolved = path.display().to_string();
+    mark(ctx, &step.id, Status::Applied, |st| {
+        if let Some(r) = st.resources.get_mut(graph::KUBECONFIG) {
+            r.attrs.insert("resolved_path".into(), serde_json::json!(resolved));
+        }
+    })?;
+    Ok(changed)
+}
+
+async fn delete_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
+    let Some(host) = step.host.clone() else {
+        with_state(ctx, |st| {
+            st.resources.remove(&step.id);
+        })?;
+        return Ok(true);
+    };
+    if ctx.env.cluster.init_server() != host && step.role.is_some() {
+        // Remove the Node object through the first server (its node-password secret
+        // would otherwise block a later re-join under the same name).
+        let init = ctx.env.cluster.init_server().to_string();
+        let server = connect(ctx, &init).await?;
+        k3s::delete_node(server.as_ref(), &host).await?;
+    }
+    let conn = connect(ctx, &host).await?;
+    ctx.obs.event(Event::Progress {
+        id: step.id.clone(),
+        message: "uninstalling k3s".into(),
+    });
+    k3s::uninstall(conn.as_ref()).await?;
+    ctx.pool.drop_conn(&host).await;
+    let still_used = ctx.env.hosts.contains_key(&host);
+    with_state(ctx, |st| {
+        st.resources.remove(&step.id);
+        if !still_used {
+            st.hosts.remove(&host);
+        }
+    })?;
+    Ok(true)
+}
+
+/// The state entry of a host, as recorded (used by tests).
+pub fn recorded_host(state: &State, name: &str) -> Option<HostState> {
+    state.hosts.get(name).cloned()
+}

@@ -1,0 +1,759 @@
+//! Loading and validating recipes and inventories.
+//!
+//! Invariant: `load_recipe` either returns a fully validated `Environment` (plus
+//! warnings) or every problem it found, each with file:line:col. It never panics on
+//! input and has no side effects besides reading the two files (and checking that
+//! referenced local paths exist).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_saphyr::Spanned;
+
+use super::diag::{Diagnostic, Pos, Severity, Sink, did_you_mean};
+use super::flags;
+use super::model::{Cluster, Environment, Host, Install, KubeconfigTarget};
+use super::raw::{self, InstallSource, RoleHint};
+
+/// Default online install script (REFERENCE.md §1).
+pub const DEFAULT_SCRIPT_URL: &str = "https://get.k3s.io";
+const DEFAULT_READINESS_TIMEOUT: u64 = 300;
+const FLANNEL_BACKENDS: &[&str] = &["vxlan", "host-gw", "wireguard-native", "none"];
+const DISABLE_ITEMS: &[&str] = &["traefik", "servicelb", "local-storage", "metrics-server", "coredns"];
+const TAINT_EFFECTS: &[&str] = &["NoSchedule", "PreferNoSchedule", "NoExecute"];
+
+/// Why a recipe could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", render(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+fn render(diags: &[Diagnostic]) -> String {
+    let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
+    let mut out = String::new();
+    for d in diags.iter().filter(|d| d.severity == Severity::Error) {
+        out.push_str(&d.to_string());
+        out.push('\n');
+    }
+    out.push_str(&format!("{errors} error(s) in the recipe or inventory"));
+    out
+}
+
+/// A validated environment and the warnings found on the way.
+#[derive(Debug)]
+pub struct Loaded {
+    pub env: Environment,
+    pub warnings: Vec<Diagnostic>,
+}
+
+fn pos<T>(s: &Spanned<T>) -> Pos {
+    Pos::of(&s.referenced)
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Parse YAML text into `T`, turning a serde error into a positioned diagnostic.
+fn parse<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, LoadError> {
+    serde_saphyr::from_str::<T>(text).map_err(|e| {
+        let p = e.location().map(|l| Pos::of(&l)).unwrap_or(Pos { line: 1, col: 1 });
+        let mut sink = Sink::new(file);
+        let message = e.without_snippet().to_string();
+        let message = message
+            .lines()
+            .next()
+            .unwrap_or("invalid YAML")
+            .trim()
+            .trim_start_matches("error: ")
+            .to_string();
+        let d = sink.error(p, message);
+        if d.message.contains("unknown field") {
+            d.help("remove the key or check its spelling against the documented schema");
+        }
+        LoadError::Invalid(sink.items)
+    })
+}
+
+/// Resolve `p` relative to the directory of `base` (a file), expanding `~/`.
+pub fn resolve_path(base: &Path, p: &str) -> PathBuf {
+    let expanded = expand_home(p);
+    let joined = if expanded.is_absolute() {
+        expanded
+    } else {
+        base.parent().unwrap_or(Path::new(".")).join(expanded)
+    };
+    normalize(&joined)
+}
+
+/// Remove `.` and `name/..` components lexically (no symlink resolution).
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.is_empty() {
+        PathBuf::from(".")
+    } else {
+        out.iter().collect()
+    }
+}
+
+/// Expand a leading `~/` to the home directory.
+pub fn expand_home(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), dirs::home_dir()) {
+        (Some(rest), Some(home)) => home.join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+/// Load a recipe and the inventory it names.
+pub fn load_recipe(path: &Path) -> Result<Loaded, LoadError> {
+    let text = read(path)?;
+    let recipe: raw::RecipeFile = parse(path, &text)?;
+    let inv_path = resolve_path(path, &recipe.inventory.value);
+    let inv_text = match std::fs::read_to_string(&inv_path) {
+        Ok(t) => t,
+        Err(e) => {
+            let mut sink = Sink::new(path);
+            sink.error(
+                pos(&recipe.inventory),
+                format!("cannot read inventory {}: {e}", inv_path.display()),
+            )
+            .help("the inventory path is relative to the recipe file");
+            return Err(LoadError::Invalid(sink.items));
+        }
+    };
+    let inventory: raw::InventoryFile = parse(&inv_path, &inv_text)?;
+
+    let mut inv_sink = Sink::new(&inv_path);
+    let (hosts, roles) = check_inventory(&inventory, &inv_path, &mut inv_sink);
+    let mut sink = Sink::new(path);
+    let env = check_recipe(&recipe, path, &inv_path, hosts, &roles, &mut sink);
+
+    let mut all = inv_sink.items;
+    all.extend(sink.items);
+    if all.iter().any(|d| d.severity == Severity::Error) {
+        return Err(LoadError::Invalid(all));
+    }
+    match env {
+        Some(env) => Ok(Loaded {
+            env,
+            warnings: all,
+        }),
+        None => Err(LoadError::Invalid(all)),
+    }
+}
+
+/// Load and validate an inventory on its own (for `inventory` commands).
+pub fn load_inventory(path: &Path) -> Result<(BTreeMap<String, Host>, Vec<Diagnostic>), LoadError> {
+    let text = read(path)?;
+    let inventory: raw::InventoryFile = parse(path, &text)?;
+    let mut sink = Sink::new(path);
+    let (hosts, _) = check_inventory(&inventory, path, &mut sink);
+    if sink.has_errors() {
+        return Err(LoadError::Invalid(sink.items));
+    }
+    Ok((hosts.into_iter().map(|(k, (h, _))| (k, h)).collect(), sink.items))
+}
+
+type HostTable = BTreeMap<String, (Host, Pos)>;
+
+fn check_inventory(
+    inv: &raw::InventoryFile,
+    path: &Path,
+    sink: &mut Sink<'_>,
+) -> (HostTable, BTreeMap<String, RoleHint>) {
+    let defaults = inv.defaults.as_ref();
+    let mut hosts: HostTable = BTreeMap::new();
+    let mut roles = BTreeMap::new();
+    let mut addresses: BTreeMap<(String, u16), (String, Pos)> = BTreeMap::new();
+    let mut missing_keys: BTreeSet<PathBuf> = BTreeSet::new();
+    if inv.hosts.value.is_empty() {
+        sink.error(pos(&inv.hosts), "the inventory lists no hosts");
+    }
+    for entry in &inv.hosts.value {
+        let h = &entry.value;
+        let name = h.name.value.trim();
+        if !is_dns_label(name) {
+            sink.error(pos(&h.name), format!("invalid host name `{name}`"))
+                .help("use lowercase letters, digits and `-` (at most 63), as for a Kubernetes node name");
+        }
+        if let Some((_, first)) = hosts.get(name) {
+            sink.error(pos(&h.name), format!("duplicate host name `{name}`"))
+                .help(format!("first defined at line {}", first.line));
+            continue;
+        }
+        let address = h.address.value.trim().to_string();
+        if !is_address(&address) {
+            sink.error(pos(&h.address), format!("invalid address `{address}` for host `{name}`"))
+                .help("give an IPv4/IPv6 address or a DNS name");
+        }
+        let port = match h.port.as_ref().or(defaults.and_then(|d| d.port.as_ref())) {
+            Some(p) if p.value == 0 => {
+                sink.error(pos(p), "port 0 is not a valid SSH port");
+                22
+            }
+            Some(p) => p.value,
+            None => 22,
+        };
+        if let Some((other, _)) = addresses.get(&(address.clone(), port)) {
+            sink.error(
+                pos(&h.address),
+                format!("host `{name}` has the same address and port as `{other}` ({address}:{port})"),
+            );
+        } else {
+            addresses.insert((address.clone(), port), (name.to_string(), pos(&h.name)));
+        }
+        let user = h
+            .user
+            .as_ref()
+            .or(defaults.and_then(|d| d.user.as_ref()))
+            .map(|u| u.value.clone());
+        let key = h.key.as_ref().or(defaults.and_then(|d| d.key.as_ref())).map(|k| {
+            let p = resolve_path(path, &k.value);
+            // A warning, not an error: the inventory may be planned on another machine.
+            if !p.exists() && missing_keys.insert(p.clone()) {
+                sink.warning(pos(k), format!("SSH key file {} does not exist here", p.display()))
+                    .help("key paths are relative to the inventory file; `~/` is expanded");
+            }
+            p
+        });
+        let bastion = h.bastion.as_ref().or(defaults.and_then(|d| d.bastion.as_ref())).map(|b| {
+            if !is_jump_spec(&b.value) {
+                sink.error(pos(b), format!("invalid bastion `{}`", b.value))
+                    .help("use `[user@]host[:port]`");
+            }
+            b.value.clone()
+        });
+        let labels = h.labels.as_ref().map(|l| {
+            for (k, v) in &l.value {
+                check_label(sink, pos(l), k, v);
+            }
+            l.value.clone()
+        });
+        for t in &h.taints {
+            check_taint(sink, t);
+        }
+        if let Some(k) = &h.host_key {
+            let parts: Vec<&str> = k.value.split_whitespace().collect();
+            if parts.len() < 2 || !parts[0].starts_with("ssh-") && !parts[0].starts_with("ecdsa-") {
+                sink.error(pos(k), "invalid host_key")
+                    .help("give the public host key as in known_hosts: `ssh-ed25519 AAAA...`");
+            }
+        }
+        if let Some(r) = &h.role {
+            roles.insert(name.to_string(), r.value);
+        }
+        hosts.insert(
+            name.to_string(),
+            (
+                Host {
+                    name: name.to_string(),
+                    address,
+                    port,
+                    user,
+                    key,
+                    bastion,
+                    labels: labels.unwrap_or_default(),
+                    taints: h.taints.iter().map(|t| t.value.clone()).collect(),
+                    host_key: h.host_key.as_ref().map(|k| k.value.trim().to_string()),
+                },
+                pos(&h.name),
+            ),
+        );
+    }
+    (hosts, roles)
+}
+
+#[allow(clippy::too_many_lines)]
+fn check_recipe(
+    r: &raw::RecipeFile,
+    path: &Path,
+    inv_path: &Path,
+    hosts: HostTable,
+    roles: &BTreeMap<String, RoleHint>,
+    sink: &mut Sink<'_>,
+) -> Option<Environment> {
+    let name = r.name.value.trim();
+    if !is_dns_label(name) {
+        sink.error(pos(&r.name), format!("invalid environment name `{name}`"))
+            .help("use lowercase letters, digits and `-` (at most 63); it names the state file and kube context");
+    }
+    let k = &r.k3s.value;
+
+    // Version pin: vMAJOR.MINOR.PATCH(-rcN)?+k3sN
+    let version = k.version.value.trim().to_string();
+    match parse_k3s_version(&version) {
+        None => {
+            sink.error(pos(&k.version), format!("invalid k3s version `{version}`"))
+                .help("pin a release such as `v1.31.4+k3s1` (see the k3s releases page)");
+        }
+        Some((1, minor)) if minor < 28 => {
+            sink.warning(pos(&k.version), format!("k3s {version} is out of upstream support"));
+        }
+        Some((major, _)) if major != 1 => {
+            sink.error(pos(&k.version), format!("unsupported k3s major version in `{version}`"));
+        }
+        Some(_) => {}
+    }
+
+    // Install source.
+    let install = match &k.install {
+        None => Install::Online {
+            script_url: DEFAULT_SCRIPT_URL.to_string(),
+        },
+        Some(i) => check_install(&i.value, path, sink),
+    };
+
+    // Servers and agents.
+    let host_names: Vec<&str> = hosts.keys().map(String::as_str).collect();
+    let mut seen: BTreeMap<String, Pos> = BTreeMap::new();
+    let mut pick = |list: &Spanned<Vec<Spanned<String>>>, what: &str, sink: &mut Sink<'_>| -> Vec<String> {
+        let mut out = Vec::new();
+        for n in &list.value {
+            let name = n.value.trim();
+            if !hosts.contains_key(name) {
+                let d = sink.error(
+                    pos(n),
+                    format!("{what} `{name}` is not a host of the inventory {}", inv_path.display()),
+                );
+                if let Some(s) = did_you_mean(name, host_names.iter().copied()) {
+                    d.help(format!("did you mean `{s}`?"));
+                }
+                continue;
+            }
+            if let Some(first) = seen.get(name) {
+                sink.error(pos(n), format!("host `{name}` is listed twice"))
+                    .help(format!("first listed at line {}", first.line));
+                continue;
+            }
+            seen.insert(name.to_string(), pos(n));
+            out.push(name.to_string());
+        }
+        out
+    };
+    let servers = match &k.servers {
+        Some(list) => pick(list, "server", sink),
+        None => roles
+            .iter()
+            .filter(|(_, r)| **r == RoleHint::Server)
+            .map(|(n, _)| n.clone())
+            .collect(),
+    };
+    let agents = match &k.agents {
+        Some(list) => pick(list, "agent", sink),
+        None => hosts
+            .keys()
+            .filter(|h| !servers.contains(h))
+            .cloned()
+            .collect(),
+    };
+    if servers.is_empty() && !sink.has_errors() {
+        let at = k.servers.as_ref().map_or(pos(&r.k3s), pos);
+        sink.error(at, "the cluster has no server")
+            .help("list at least one inventory host under `k3s.servers`, or give a host `role: server`");
+    }
+
+    // HA rules: embedded etcd needs an odd number (>= 3) of servers.
+    let ha = match &k.ha {
+        Some(h) => {
+            if h.value && servers.len() < 3 {
+                sink.error(
+                    pos(h),
+                    format!("HA needs at least 3 servers for etcd quorum; {} given", servers.len()),
+                )
+                .help("list 3 (or 5) servers, or set `ha: false` with a single server");
+            } else if h.value && servers.len() % 2 == 0 {
+                sink.warning(
+                    pos(h),
+                    format!("{} servers: an even number adds no fault tolerance to etcd", servers.len()),
+                );
+            } else if !h.value && servers.len() > 1 {
+                sink.error(pos(h), "several servers need HA (embedded etcd)")
+                    .help("set `ha: true` with an odd number of servers, or keep one server");
+            }
+            h.value
+        }
+        None => {
+            if servers.len() == 2 {
+                let at = k.servers.as_ref().map_or(pos(&r.k3s), pos);
+                sink.error(at, "2 servers cannot keep etcd quorum (losing either stops the cluster)")
+                    .help("use 1 server, or 3 with `ha: true`");
+            } else if servers.len() > 2 && servers.len() % 2 == 0 {
+                let at = k.servers.as_ref().map_or(pos(&r.k3s), pos);
+                sink.warning(at, format!("{} servers: an even number adds no fault tolerance to etcd", servers.len()));
+            }
+            servers.len() >= 3
+        }
+    };
+
+    let flannel_backend = match &k.flannel_backend {
+        None => "vxlan".to_string(),
+        Some(f) => {
+            let v = f.value.trim();
+            if !FLANNEL_BACKENDS.contains(&v) {
+                let d = sink.error(pos(f), format!("unknown flannel backend `{v}`"));
+                match v {
+                    "wireguard" | "ipsec" => {
+                        d.help("removed in k3s 1.26; use `wireguard-native`");
+                    }
+                    _ => {
+                        d.help(format!("expected one of: {}", FLANNEL_BACKENDS.join(", ")));
+                    }
+                }
+            }
+            v.to_string()
+        }
+    };
+    let mut disable = Vec::new();
+    for d in &k.disable {
+        let v = d.value.trim();
+        if DISABLE_ITEMS.contains(&v) {
+            if disable.iter().any(|x| x == v) {
+                sink.warning(pos(d), format!("`{v}` is disabled twice"));
+            } else {
+                disable.push(v.to_string());
+            }
+        } else {
+            let diag = sink.error(pos(d), format!("k3s has no packaged component `{v}` to disable"));
+            match did_you_mean(v, DISABLE_ITEMS.iter().copied()) {
+                Some(s) => diag.help(format!("did you mean `{s}`?")),
+                None => diag.help(format!("expected one of: {}", DISABLE_ITEMS.join(", "))),
+            };
+        }
+    }
+    let cluster_cidr = k.cluster_cidr.as_ref().and_then(|c| check_cidr(sink, c));
+    let service_cidr = k.service_cidr.as_ref().and_then(|c| check_cidr(sink, c));
+    if let (Some(a), Some(b), Some(sc)) = (&cluster_cidr, &service_cidr, &k.service_cidr) {
+        if cidrs_overlap(a, b) {
+            sink.error(pos(sc), format!("service CIDR {b} overlaps the cluster CIDR {a}"));
+        }
+    }
+    let mut tls_san = Vec::new();
+    for s in &k.tls_san {
+        if !is_address(s.value.trim()) {
+            sink.error(pos(s), format!("invalid tls_san entry `{}`", s.value));
+        }
+        tls_san.push(s.value.trim().to_string());
+    }
+    let node_labels = k
+        .node_labels
+        .as_ref()
+        .map(|l| {
+            for (key, v) in &l.value {
+                check_label(sink, pos(l), key, v);
+            }
+            l.value.clone()
+        })
+        .unwrap_or_default();
+    for t in &k.node_taints {
+        check_taint(sink, t);
+    }
+    let mut extra_config = BTreeMap::new();
+    if let Some(extra) = &k.extra_config {
+        for (key, value) in &extra.value {
+            if let Some((_, why)) = flags::MANAGED_KEYS.iter().find(|(m, _)| m == key) {
+                sink.error(pos(value), format!("`{key}` is managed by continuum")).help(*why);
+            } else if !flags::is_known(key) {
+                let d = sink.error(pos(value), format!("`{key}` is not a k3s configuration key"));
+                if let Some(s) = did_you_mean(key, flags::all_keys()) {
+                    d.help(format!("did you mean `{s}`?"));
+                }
+            } else {
+                extra_config.insert(key.clone(), value.value.clone());
+            }
+        }
+    }
+    let readiness_timeout = match &k.readiness_timeout {
+        Some(t) if t.value == 0 => {
+            sink.error(pos(t), "readiness_timeout must be at least 1 second");
+            DEFAULT_READINESS_TIMEOUT
+        }
+        Some(t) => t.value,
+        None => DEFAULT_READINESS_TIMEOUT,
+    };
+
+    let kubeconfig = KubeconfigTarget {
+        path: r
+            .kubeconfig
+            .as_ref()
+            .and_then(|k| k.path.as_ref())
+            .map(|p| resolve_path(path, &p.value)),
+        context: match r.kubeconfig.as_ref().and_then(|k| k.context.as_ref()) {
+            Some(c) if c.value.trim().is_empty() => {
+                sink.error(pos(c), "the kubeconfig context name is empty");
+                name.to_string()
+            }
+            Some(c) => c.value.trim().to_string(),
+            None => name.to_string(),
+        },
+    };
+
+    let api_endpoint = match &k.api_endpoint {
+        Some(a) => {
+            if !is_address(a.value.trim()) {
+                sink.error(pos(a), format!("invalid api_endpoint `{}`", a.value))
+                    .help("give the host name or address of the API server, without scheme or port");
+            }
+            a.value.trim().to_string()
+        }
+        None => servers
+            .first()
+            .and_then(|s| hosts.get(s))
+            .map(|(h, _)| h.address.clone())
+            .unwrap_or_default(),
+    };
+
+    if sink.has_errors() {
+        return None;
+    }
+    let used: BTreeSet<&String> = servers.iter().chain(agents.iter()).collect();
+    let hosts = hosts
+        .into_iter()
+        .filter(|(n, _)| used.contains(n))
+        .map(|(n, (h, _))| (n, h))
+        .collect();
+    Some(Environment {
+        name: name.to_string(),
+        recipe_path: path.to_path_buf(),
+        inventory_path: inv_path.to_path_buf(),
+        hosts,
+        cluster: Cluster {
+            version,
+            install,
+            servers,
+            agents,
+            ha,
+            flannel_backend,
+            disable,
+            cluster_cidr,
+            service_cidr,
+            tls_san,
+            node_labels,
+            node_taints: k.node_taints.iter().map(|t| t.value.trim().to_string()).collect(),
+            api_endpoint,
+            readiness_timeout: Duration::from_secs(readiness_timeout),
+            extra_config,
+        },
+        kubeconfig,
+    })
+}
+
+fn check_install(i: &raw::InstallSection, path: &Path, sink: &mut Sink<'_>) -> Install {
+    match i.source.value {
+        InstallSource::Online => {
+            if let Some(b) = &i.bundle {
+                sink.error(pos(b), "`bundle` is only used with `source: bundle`");
+            }
+            let url = i
+                .script_url
+                .as_ref()
+                .map_or(DEFAULT_SCRIPT_URL.to_string(), |u| u.value.trim().to_string());
+            if let Some(u) = &i.script_url {
+                match url::Url::parse(&url) {
+                    Ok(parsed) if parsed.scheme() == "https" => {}
+                    Ok(_) => {
+                        sink.error(pos(u), "the install script must be fetched over https");
+                    }
+                    Err(e) => {
+                        sink.error(pos(u), format!("invalid script_url: {e}"));
+                    }
+                }
+            }
+            Install::Online { script_url: url }
+        }
+        InstallSource::Bundle => {
+            if let Some(u) = &i.script_url {
+                sink.error(pos(u), "`script_url` is only used with `source: online`");
+            }
+            let Some(b) = &i.bundle else {
+                sink.error(pos(&i.source), "`source: bundle` needs a `bundle` directory")
+                    .help("point `bundle:` at a directory with install.sh and k3s / k3s-arm64");
+                return Install::Bundle { dir: PathBuf::new() };
+            };
+            let dir = resolve_path(path, &b.value);
+            if !dir.is_dir() {
+                sink.error(pos(b), format!("bundle directory {} does not exist", dir.display()));
+            } else {
+                if !dir.join("install.sh").is_file() {
+                    sink.error(pos(b), format!("bundle {} has no install.sh", dir.display()))
+                        .help("save https://get.k3s.io as install.sh in the bundle");
+                }
+                if !dir.join("k3s").is_file() && !dir.join("k3s-arm64").is_file() {
+                    sink.error(pos(b), format!("bundle {} has no k3s binary", dir.display()))
+                        .help("add `k3s` (amd64) and/or `k3s-arm64` from the k3s release");
+                }
+            }
+            Install::Bundle { dir }
+        }
+    }
+}
+
+/// `(major, minor)` of a k3s release tag such as `v1.31.4+k3s1` or `v1.32.0-rc1+k3s1`.
+pub fn parse_k3s_version(v: &str) -> Option<(u64, u64)> {
+    let rest = v.strip_prefix('v')?;
+    let (core, build) = rest.split_once('+')?;
+    let n = build.strip_prefix("k3s")?;
+    if n.is_empty() || !n.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let core = match core.split_once('-') {
+        Some((c, pre)) if !pre.is_empty() && pre.chars().all(|c| c.is_ascii_alphanumeric()) => c,
+        Some(_) => return None,
+        None => core,
+    };
+    let parts: Vec<&str> = core.split('.').collect();
+    if parts.len() != 3 {
+        return None;
+    }
+    let nums: Option<Vec<u64>> = parts.iter().map(|p| p.parse().ok()).collect();
+    let nums = nums?;
+    Some((nums[0], nums[1]))
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_address(s: &str) -> bool {
+    if s.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+fn is_jump_spec(s: &str) -> bool {
+    let host_port = s.rsplit_once('@').map_or(s, |(_, h)| h);
+    let host = match host_port.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok_and(|p| p > 0) => h,
+        Some(_) => return false,
+        None => host_port,
+    };
+    is_address(host)
+}
+
+fn check_label(sink: &mut Sink<'_>, at: Pos, key: &str, value: &str) {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let prefix_ok = prefix.is_none_or(|p| p.len() <= 253 && is_address(p));
+    if !name_ok || !prefix_ok {
+        sink.error(at, format!("invalid node label key `{key}`"))
+            .help("keys are `[prefix/]name`, name at most 63 characters of [A-Za-z0-9-_.]");
+    }
+    let value_ok = value.len() <= 63
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && (value.is_empty()
+            || value.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && value.ends_with(|c: char| c.is_ascii_alphanumeric()));
+    if !value_ok {
+        sink.error(at, format!("invalid value `{value}` for node label `{key}`"))
+            .help("values are at most 63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric");
+    }
+}
+
+fn check_taint(sink: &mut Sink<'_>, t: &Spanned<String>) {
+    let v = t.value.trim();
+    let ok = v.rsplit_once(':').is_some_and(|(kv, effect)| {
+        let key = kv.split_once('=').map_or(kv, |(k, _)| k);
+        TAINT_EFFECTS.contains(&effect) && !key.is_empty()
+    });
+    if !ok {
+        sink.error(pos(t), format!("invalid taint `{v}`"))
+            .help("write `key=value:Effect` or `key:Effect` with Effect one of NoSchedule, PreferNoSchedule, NoExecute");
+    }
+}
+
+fn check_cidr(sink: &mut Sink<'_>, c: &Spanned<String>) -> Option<String> {
+    let v = c.value.trim();
+    if parse_cidr(v).is_some() {
+        Some(v.to_string())
+    } else {
+        sink.error(pos(c), format!("invalid CIDR `{v}`")).help("write e.g. `10.42.0.0/16`");
+        None
+    }
+}
+
+fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+    let (ip, len) = s.split_once('/')?;
+    let ip: IpAddr = ip.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    (len <= max).then_some((ip, len))
+}
+
+fn cidrs_overlap(a: &str, b: &str) -> bool {
+    let (Some((IpAddr::V4(a), la)), Some((IpAddr::V4(b), lb))) = (parse_cidr(a), parse_cidr(b)) else {
+        return false;
+    };
+    let len = la.min(lb);
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+    (u32::from(a) & mask) == (u32::from(b) & mask)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_k3s_version("v1.31.4+k3s1"), Some((1, 31)));
+        assert_eq!(parse_k3s_version("v1.32.0-rc1+k3s1"), Some((1, 32)));
+        assert_eq!(parse_k3s_version("1.31.4+k3s1"), None);
+        assert_eq!(parse_k3s_version("v1.31+k3s1"), None);
+        assert_eq!(parse_k3s_version("v1.31.4"), None);
+        assert_eq!(parse_k3s_version("latest"), None);
+    }
+
+    #[test]
+    fn cidr_overlap() {
+        assert!(cidrs_overlap("10.42.0.0/16", "10.42.128.0/17"));
+        assert!(!cidrs_overlap("10.42.0.0/16", "10.43.0.0/16"));
+    }
+
+    #[test]
+    fn jump_specs() {
+        assert!(is_jump_spec("ops@jump.example.org:2222"));
+        assert!(is_jump_spec("10.0.0.1"));
+        assert!(!is_jump_spec("ops@:22"));
+        assert!(!is_jump_spec("host:0"));
+    }
+}

@@ -1,0 +1,12 @@
+//! Recipes and inventories: the YAML a user writes, its validation (with file:line:col
+//! diagnostics) and the validated model the rest of continuum consumes.
+
+pub mod diag;
+pub mod flags;
+pub mod load;
+pub mod model;
+pub mod raw;
+
+pub use diag::{Diagnostic, Severity};
+pub use load::{LoadError, Loaded, load_inventory, load_recipe};
+pub use model::{Cluster, Environment, Host, Install, KubeconfigTarget, Role};

@@ -1,0 +1,410 @@
+//! Per-environment state: one JSON file per environment in the state directory,
+//! written atomically (temp file + fsync + rename + directory fsync) with mode 0600,
+//! guarded by an exclusive lock file that names the holder's PID.
+//!
+//! Invariants: a reader never sees a half-written file; a crash at any point leaves
+//! either the previous or the next complete state; secrets live only here (0600) and in
+//! the hosts' 0600 config files.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::recipe::Role;
+
+pub const STATE_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot access state directory {path}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read state file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state file {path} is corrupt")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("state file {path} has version {found}; this continuum understands {STATE_VERSION}")]
+    Version { path: PathBuf, found: u32 },
+    #[error("cannot write state file {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "environment `{env}` is locked by another continuum process (pid {pid}); wait for it to finish, or remove {lock} if that process is gone"
+    )]
+    Locked { env: String, pid: String, lock: PathBuf },
+    #[error("no state for environment `{env}` in {dir}")]
+    NotFound { env: String, dir: PathBuf },
+}
+
+/// A secret string: serialised into the 0600 state file, never shown by `Debug`.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Everything continuum knows about one environment.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct State {
+    pub version: u32,
+    pub env: String,
+    /// Incremented on every save.
+    pub serial: u64,
+    pub recipe: Option<PathBuf>,
+    pub cluster: ClusterState,
+    /// Hosts contacted so far, by inventory name.
+    pub hosts: BTreeMap<String, HostState>,
+    /// Applied resources, by resource id (`k3s-server/pi-01`, `kubeconfig`, ...).
+    pub resources: BTreeMap<String, ResourceState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct ClusterState {
+    /// Cluster secret given to the first server (CSPRNG, 32 bytes hex).
+    pub token: Secret,
+    /// Secure join token read back from the first server (`K10<ca hash>::server:<secret>`).
+    pub join_token: Secret,
+    /// `https://ADDRESS:6443` of the first server, as joiners use it.
+    pub server_url: Option<String>,
+    pub init_server: Option<String>,
+}
+
+/// How to reach a host again without the inventory (for `down` and `status`).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+pub struct HostState {
+    pub address: String,
+    pub port: u16,
+    pub user: Option<String>,
+    pub key: Option<PathBuf>,
+    pub bastion: Option<String>,
+    pub host_key: Option<String>,
+    /// SHA256 fingerprint of the pinned host key.
+    pub host_key_fingerprint: Option<String>,
+    /// `uname -m` as k3s names it (amd64, arm64).
+    pub arch: Option<String>,
+}
+
+/// Status of a resource after the last attempt.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Fully applied and verified.
+    Applied,
+    /// Started but not finished (crash, Ctrl-C) or failed: the next `up` redoes it.
+    Pending,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ResourceState {
+    pub status: Status,
+    /// Hash of the desired configuration that was applied.
+    pub hash: String,
+    pub host: Option<String>,
+    pub role: Option<Role>,
+    /// Non-secret view of what was applied (for plan diffs).
+    #[serde(default)]
+    pub attrs: BTreeMap<String, serde_json::Value>,
+    pub last_error: Option<String>,
+    pub updated_at: u64,
+}
+
+impl HostState {
+    /// The inventory view of this host, for reconnecting.
+    pub fn to_host(&self, name: &str) -> crate::recipe::Host {
+        crate::recipe::Host {
+            name: name.to_string(),
+            address: self.address.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            key: self.key.clone(),
+            bastion: self.bastion.clone(),
+            labels: BTreeMap::new(),
+            taints: Vec::new(),
+            host_key: self.host_key.clone(),
+        }
+    }
+}
+
+impl State {
+    pub fn new(env: &str) -> Self {
+        State {
+            version: STATE_VERSION,
+            env: env.to_string(),
+            ..State::default()
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The state directory: `--state-dir`, else `$XDG_STATE_HOME/continuum`, else
+/// `~/.local/state/continuum`.
+pub fn default_dir() -> PathBuf {
+    dirs::state_dir()
+        .or_else(|| dirs::home_dir().map(|h| h.join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("continuum")
+}
+
+/// Handle to one environment's files under the state directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+    env: String,
+}
+
+/// Exclusive lock on an environment; released on drop.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // The lock is the flock, not the file; removing it keeps the directory tidy.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+impl Store {
+    pub fn new(dir: &Path, env: &str) -> Self {
+        Store {
+            dir: dir.to_path_buf(),
+            env: env.to_string(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(format!("{}.json", self.env))
+    }
+
+    /// known_hosts file holding the host keys pinned for this environment.
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.join(format!("{}.known_hosts", self.env))
+    }
+
+    fn ensure_dir(&self) -> Result<(), StateError> {
+        let err = |source| StateError::Dir {
+            path: self.dir.clone(),
+            source,
+        };
+        fs::create_dir_all(&self.dir).map_err(err)?;
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(err)
+    }
+
+    /// Take the exclusive lock for this environment or fail naming the holder.
+    pub fn lock(&self) -> Result<Lock, StateError> {
+        self.ensure_dir()?;
+        let path = self.dir.join(format!("{}.lock", self.env));
+        let err = |source| StateError::Write {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                return Err(StateError::Locked {
+                    env: self.env.clone(),
+                    pid: if pid.trim().is_empty() { "unknown".into() } else { pid.trim().to_string() },
+                    lock: path,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
+        }
+        file.set_len(0).map_err(err)?;
+        file.rewind().map_err(err)?;
+        write!(file, "{}", std::process::id()).map_err(err)?;
+        file.flush().map_err(err)?;
+        Ok(Lock { _file: file, path })
+    }
+
+    pub fn exists(&self) -> bool {
+        self.path().exists()
+    }
+
+    /// Load the state; `Ok(None)` when the environment has none yet.
+    pub fn load(&self) -> Result<Option<State>, StateError> {
+        let path = self.path();
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StateError::Read { path, source }),
+        };
+        let state: State = serde_json::from_str(&text).map_err(|source| StateError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
+        if state.version != STATE_VERSION {
+            return Err(StateError::Version {
+                path,
+                found: state.version,
+            });
+        }
+        Ok(Some(state))
+    }
+
+    pub fn load_existing(&self) -> Result<State, StateError> {
+        self.load()?.ok_or_else(|| StateError::NotFound {
+            env: self.env.clone(),
+            dir: self.dir.clone(),
+        })
+    }
+
+    /// Atomically replace the state file (mode 0600) and bump the serial.
+    pub fn save(&self, state: &mut State) -> Result<(), StateError> {
+        self.ensure_dir()?;
+        state.serial += 1;
+        let bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Write {
+            path: self.path(),
+            source: std::io::Error::other(e),
+        })?;
+        write_atomic(&self.path(), &bytes, 0o600).map_err(|source| StateError::Write {
+            path: self.path(),
+            source,
+        })
+    }
+
+    /// Remove the state, its known_hosts and lock (after a successful `down`).
+    pub fn delete(&self) -> Result<(), StateError> {
+        for p in [self.path(), self.known_hosts()] {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(StateError::Write { path: p, source }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Names of the environments that have a state file.
+    pub fn list(dir: &Path) -> Result<Vec<String>, StateError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(StateError::Dir {
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let mut out: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                name.strip_suffix(".json").map(str::to_string)
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Write `bytes` to `path` atomically with `mode`: temp file in the same directory,
+/// fsync, rename over the target, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".continuum-")
+        .permissions(fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_load_roundtrip_with_private_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(&dir.path().join("s"), "farm");
+        let mut st = State::new("farm");
+        st.cluster.token = Secret::new("abc");
+        store.save(&mut st).expect("save");
+        let back = store.load().expect("load").expect("present");
+        assert_eq!(back, st);
+        let mode = fs::metadata(store.path()).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dmode = fs::metadata(store.dir()).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(dmode, 0o700);
+        assert_eq!(format!("{:?}", st.cluster.token), "Secret(***)");
+    }
+
+    #[test]
+    fn second_lock_is_refused_with_pid() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(dir.path(), "farm");
+        let _held = store.lock().expect("first lock");
+        let err = store.lock().expect_err("second lock must fail");
+        let msg = err.to_string();
+        assert!(msg.contains(&std::process::id().to_string()), "{msg}");
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(dir.path(), "farm");
+        fs::write(store.path(), "{ not json").expect("write");
+        assert!(matches!(store.load(), Err(StateError::Corrupt { .. })));
+    }
+}
