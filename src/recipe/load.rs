@@ -79,6 +79,9 @@ fn parse<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, L
             .trim()
             .trim_start_matches("error: ")
             .to_string();
+        // The position is already in the `file:line:col:` prefix; do not repeat it.
+        let suffix = format!(" at line {}, column {}", p.line, p.col);
+        let message = message.strip_suffix(&suffix).map_or(message.clone(), str::to_string);
         let d = sink.error(p, message);
         if d.message.contains("unknown field") {
             d.help("remove the key or check its spelling against the documented schema");

@@ -200,10 +200,11 @@ pub struct Lock {
     path: PathBuf,
 }
 
-impl Drop for Lock {
-    fn drop(&mut self) {
-        // The lock is the flock, not the file; removing it keeps the directory tidy.
-        let _ = fs::remove_file(&self.path);
+impl Lock {
+    /// The lock file (kept between runs: removing it could let two processes lock
+    /// different inodes of the same name).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 

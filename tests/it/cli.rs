@@ -1,0 +1,105 @@
+//! CLI behaviour that needs no hosts: help, plan output, exit codes, refusal paths.
+
+use assert_cmd::Command;
+
+use crate::harness::root;
+
+fn continuum(state: &std::path::Path) -> Command {
+    let mut c = Command::cargo_bin("continuum").expect("binary");
+    c.env("CONTINUUM_STATE_DIR", state).env("KUBECONFIG", state.join("kubeconfig"));
+    c
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = Command::cargo_bin("continuum").expect("bin").arg("--help").output().expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    insta::assert_snapshot!("help", text);
+}
+
+#[test]
+fn plan_of_the_example_recipe() {
+    let state = tempfile::tempdir().expect("tmp");
+    let out = continuum(state.path())
+        .current_dir(root())
+        .args(["plan", "recipes/farm-edge.yaml"])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    insta::assert_snapshot!("plan_farm_edge", String::from_utf8_lossy(&out.stdout).to_string());
+}
+
+#[test]
+fn plan_json_is_machine_readable() {
+    let state = tempfile::tempdir().expect("tmp");
+    let out = continuum(state.path())
+        .current_dir(root())
+        .args(["plan", "recipes/farm-edge.yaml", "--output", "json"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["plan"]["env"], "farm-edge");
+    assert_eq!(v["plan"]["changes"].as_array().map(Vec::len), Some(5));
+}
+
+#[test]
+fn graph_prints_dot_with_edges() {
+    let out = Command::cargo_bin("continuum")
+        .expect("bin")
+        .current_dir(root())
+        .args(["graph", "recipes/farm-ha.yaml"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let dot = String::from_utf8_lossy(&out.stdout);
+    assert!(dot.starts_with("digraph \"farm\""));
+    assert!(dot.contains("\"k3s-server/pi-01\" -> \"k3s-server/pi-02\";"));
+    assert!(dot.contains("\"k3s-server/pi-01\" -> \"k3s-agent/jetson-01\";"));
+    assert!(dot.contains("\"cluster-ready\" -> \"kubeconfig\";"));
+}
+
+#[test]
+fn up_without_yes_and_without_terminal_is_refused() {
+    let state = tempfile::tempdir().expect("tmp");
+    let out = continuum(state.path())
+        .current_dir(root())
+        .args(["up", "recipes/farm-edge.yaml"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("re-run with --yes"));
+    assert!(!state.path().join("farm-edge.json").exists(), "nothing may be written");
+}
+
+#[test]
+fn status_of_unknown_environment_is_an_error() {
+    let state = tempfile::tempdir().expect("tmp");
+    let out = continuum(state.path()).args(["status", "nope"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no state for environment `nope`"));
+}
+
+#[test]
+fn down_of_unknown_environment_is_a_no_op() {
+    let state = tempfile::tempdir().expect("tmp");
+    let out = continuum(state.path()).args(["down", "nope", "--yes"]).output().expect("run");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to destroy"));
+}
+
+#[test]
+fn a_second_up_on_a_locked_environment_names_the_holder() {
+    let state = tempfile::tempdir().expect("tmp");
+    let store = continuum::state::Store::new(state.path(), "farm-edge");
+    let _lock = store.lock().expect("lock");
+    let out = continuum(state.path())
+        .current_dir(root())
+        .args(["up", "recipes/farm-edge.yaml", "--yes"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+}

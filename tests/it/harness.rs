@@ -1,0 +1,247 @@
+//! Test harness around tests/fleet/fleet.sh: start hosts, look inside them, write
+//! recipes and inventories for them, and run the continuum binary against them with
+//! a private state directory and kubeconfig.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether the fleet is available; tests that need it return early otherwise.
+pub fn fleet_available(test: &str) -> bool {
+    let ok = std::env::var("CONTINUUM_FLEET").is_ok_and(|v| v == "1");
+    if !ok {
+        eprintln!("{test}: skipped (needs the test fleet: run `bash .ci/run`, which sets CONTINUUM_FLEET=1)");
+    }
+    ok
+}
+
+pub fn fleet_sh(args: &[&str]) -> Output {
+    Command::new("bash")
+        .arg(root().join("tests/fleet/fleet.sh"))
+        .args(args)
+        .output()
+        .expect("run fleet.sh")
+}
+
+fn must(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn client_key() -> PathBuf {
+    PathBuf::from(must(fleet_sh(&["key"]), "fleet.sh key").trim())
+}
+
+/// Hosts started for one test; deleted when dropped.
+pub struct Fleet {
+    pub hosts: Vec<(String, String)>,
+}
+
+impl Fleet {
+    /// Start `names` at 10.250.0.FIRST.. (in parallel).
+    pub fn start(names: &[&str], first: u8) -> Fleet {
+        let hosts: Vec<(String, String)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ((*n).to_string(), format!("10.250.0.{}", usize::from(first) + i)))
+            .collect();
+        let handles: Vec<_> = hosts
+            .iter()
+            .cloned()
+            .map(|(n, ip)| std::thread::spawn(move || (n.clone(), fleet_sh(&["up", &n, &ip]))))
+            .collect();
+        let fleet = Fleet { hosts };
+        for h in handles {
+            let (n, out) = h.join().expect("join");
+            must(out, &format!("fleet.sh up {n}"));
+        }
+        fleet
+    }
+
+    pub fn ip(&self, name: &str) -> String {
+        self.hosts.iter().find(|(n, _)| n == name).map(|(_, ip)| ip.clone()).expect("known host")
+    }
+
+    /// Run a shell command inside a host as root; (exit code, stdout).
+    pub fn exec(&self, name: &str, cmd: &str) -> (i32, String) {
+        let out = fleet_sh(&["exec", name, "--", "sh", "-c", cmd]);
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn exec_ok(&self, name: &str, cmd: &str) -> String {
+        let (code, out) = self.exec(name, cmd);
+        assert_eq!(code, 0, "`{cmd}` on {name} failed: {out}");
+        out
+    }
+
+    pub fn stop(&self, name: &str) {
+        must(fleet_sh(&["stop", name]), "fleet.sh stop");
+    }
+
+    pub fn restart(&self, name: &str) {
+        must(fleet_sh(&["up", name, &self.ip(name)]), "fleet.sh up (restart)");
+    }
+
+    pub fn rekey(&self, name: &str) {
+        must(fleet_sh(&["rekey", name]), "fleet.sh rekey");
+    }
+
+    /// Number of SSH logins the host's sshd accepted so far.
+    pub fn logins(&self, name: &str) -> usize {
+        let (_, out) = self.exec(name, "grep -c 'Accepted publickey' /var/log/sshd.log || true");
+        out.trim().parse().unwrap_or(0)
+    }
+
+    /// Paths and mtimes of every k3s/continuum file on the host.
+    pub fn k3s_files(&self, name: &str) -> String {
+        let (_, out) = self.exec(
+            name,
+            "find /etc/rancher /var/lib/continuum /usr/local/bin /etc/systemd/system -type f -name '*' 2>/dev/null | grep -E 'rancher|continuum|k3s' | sort | while read f; do echo \"$f $(stat -c %Y.%s \"$f\")\"; done",
+        );
+        out
+    }
+
+    /// k3s leftovers on the host (empty when clean).
+    pub fn k3s_leftovers(&self, name: &str) -> String {
+        let (_, out) = self.exec(
+            name,
+            "ls -d /etc/rancher/k3s /var/lib/rancher/k3s /etc/rancher/node /usr/local/bin/k3s* /etc/systemd/system/k3s* /var/lib/continuum 2>/dev/null; true",
+        );
+        out.trim().to_string()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for (n, _) in &self.hosts {
+            let _ = fleet_sh(&["down", n]);
+        }
+    }
+}
+
+/// One host line of a generated inventory.
+pub struct HostDef<'a> {
+    pub name: &'a str,
+    pub ip: String,
+    pub labels: &'a [(&'a str, &'a str)],
+}
+
+/// A temporary workspace: inventory, recipe, state directory and kubeconfig.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    pub env: String,
+}
+
+impl Workspace {
+    pub fn new(env: &str) -> Workspace {
+        Workspace {
+            dir: tempfile::Builder::new().prefix("cit").tempdir().expect("tempdir"),
+            env: env.to_string(),
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+    pub fn recipe(&self) -> PathBuf {
+        self.dir.path().join("recipe.yaml")
+    }
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir().join(format!("{}.json", self.env))
+    }
+
+    pub fn write_inventory(&self, hosts: &[HostDef<'_>], user: &str) {
+        let key = client_key();
+        let mut s = format!("defaults:\n  user: {user}\n  key: {}\nhosts:\n", key.display());
+        for h in hosts {
+            s.push_str(&format!("  - name: {}\n    address: {}\n", h.name, h.ip));
+            if !h.labels.is_empty() {
+                s.push_str("    labels:\n");
+                for (k, v) in h.labels {
+                    s.push_str(&format!("      {k}: \"{v}\"\n"));
+                }
+            }
+        }
+        std::fs::write(self.dir.path().join("inventory.yaml"), s).expect("write inventory");
+    }
+
+    /// A recipe over the inventory; `servers` first is the init server.
+    pub fn write_recipe(&self, servers: &[&str], extra: &str) {
+        let s = format!(
+            "name: {env}\ninventory: inventory.yaml\nk3s:\n  version: v1.31.4+k3s1\n  install:\n    source: bundle\n    bundle: {bundle}\n  servers: [{servers}]\n  readiness_timeout: 90\n{extra}",
+            env = self.env,
+            bundle = root().join("tests/k3s-double").display(),
+            servers = servers.join(", "),
+        );
+        std::fs::write(self.recipe(), s).expect("write recipe");
+    }
+
+    /// The continuum binary with this workspace's state dir and kubeconfig.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_continuum"));
+        c.env("CONTINUUM_STATE_DIR", self.state_dir())
+            .env("KUBECONFIG", self.kubeconfig())
+            .env_remove("CONTINUUM_LOG")
+            .stdin(std::process::Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run continuum")
+    }
+
+    pub fn up(&self) -> Output {
+        let recipe = self.recipe();
+        self.run(&["up", recipe.to_str().expect("utf8"), "--yes", "--connect-timeout", "3", "--connect-attempts", "2"])
+    }
+
+    pub fn state(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.state_file()).expect("state file");
+        serde_json::from_str(&text).expect("state json")
+    }
+}
+
+pub fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[track_caller]
+pub fn assert_ok(out: &Output, what: &str) {
+    assert!(out.status.success(), "{what} failed ({:?}):\n{}", out.status.code(), text(out));
+}
+
+/// Nodes as the server's API reports them: name -> labels.
+pub fn node_labels(fleet: &Fleet, server: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    let json = fleet.exec_ok(server, "k3s kubectl get nodes -o json");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("nodes json");
+    v["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|n| {
+            let labels = n["metadata"]["labels"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+                .unwrap_or_default();
+            (n["metadata"]["name"].as_str().unwrap_or("").to_string(), labels)
+        })
+        .collect()
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}

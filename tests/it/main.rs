@@ -1,0 +1,9 @@
+//! The single integration-test binary (one link for every integration test).
+//!
+//! `fleet` tests need root, the test fleet (tests/fleet/fleet.sh) and the k3s test
+//! double (tests/k3s-double); `.ci/run` provides them and sets CONTINUUM_FLEET=1.
+//! Without it they print why and return.
+
+mod cli;
+mod e2e;
+mod harness;
