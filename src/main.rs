@@ -17,12 +17,16 @@ fn main() {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CONTINUUM_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+            tracing_subscriber::EnvFilter::try_from_env("CONTINUUM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -31,7 +35,9 @@ fn main() {
     };
     let result = runtime.block_on(cli::run(cli));
     if let Err(err) = result {
-        if let Some(e @ continuum::recipe::LoadError::Invalid(_)) = err.downcast_ref::<continuum::recipe::LoadError>() {
+        if let Some(e @ continuum::recipe::LoadError::Invalid(_)) =
+            err.downcast_ref::<continuum::recipe::LoadError>()
+        {
             // Diagnostics already say `file:line:col: error: ...`.
             eprintln!("{e}");
             std::process::exit(cli::exit_code(&err));

@@ -137,7 +137,11 @@ impl Cli {
 
     fn printer(&self) -> Printer {
         Printer::new(
-            if self.global.output == OutputArg::Json { Format::Json } else { Format::Text },
+            if self.global.output == OutputArg::Json {
+                Format::Json
+            } else {
+                Format::Text
+            },
             self.global.quiet,
             self.global.verbose,
         )
@@ -177,7 +181,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Up(args) => {
             let env = load(&printer, &args.recipe)?;
             let mut settings = cli.settings(Some(&args.conn));
-            settings.replace_host_keys.clone_from(&args.replace_host_key);
+            settings
+                .replace_host_keys
+                .clone_from(&args.replace_host_key);
             for h in &args.replace_host_key {
                 if !env.hosts.contains_key(h) {
                     bail!("--replace-host-key {h}: no host `{h}` in the recipe's inventory");
@@ -216,7 +222,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 if !interactive {
                     return Err(anyhow::Error::new(NeedsYes));
                 }
-                if !output::confirm(&format!("Destroy environment `{env}` (uninstall k3s on every host)?")) {
+                if !output::confirm(&format!(
+                    "Destroy environment `{env}` (uninstall k3s on every host)?"
+                )) {
                     bail!("cancelled");
                 }
             }
@@ -279,10 +287,14 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
                 _ => exit::ERROR,
             };
         }
-        if cause.downcast_ref::<recipe::LoadError>().is_some() || cause.downcast_ref::<NeedsYes>().is_some() {
+        if cause.downcast_ref::<recipe::LoadError>().is_some()
+            || cause.downcast_ref::<NeedsYes>().is_some()
+        {
             return exit::INVALID;
         }
-        if let Some(crate::state::StateError::Locked { .. }) = cause.downcast_ref::<crate::state::StateError>() {
+        if let Some(crate::state::StateError::Locked { .. }) =
+            cause.downcast_ref::<crate::state::StateError>()
+        {
             return exit::LOCKED;
         }
     }

@@ -52,7 +52,11 @@ fn symbol(a: Action) -> &'static str {
 
 impl Printer {
     pub fn new(format: Format, quiet: bool, verbose: u8) -> Self {
-        Printer { format, quiet, verbose }
+        Printer {
+            format,
+            quiet,
+            verbose,
+        }
     }
 
     pub fn format(&self) -> Format {
@@ -121,7 +125,10 @@ impl Printer {
 
     pub fn up_summary(&self, r: &UpReport) {
         match self.format {
-            Format::Json => out(&json!({"event": "summary", "changed": r.changed(), "results": r.results}).to_string()),
+            Format::Json => out(
+                &json!({"event": "summary", "changed": r.changed(), "results": r.results})
+                    .to_string(),
+            ),
             Format::Text if self.quiet => {}
             Format::Text => {
                 if r.results.is_empty() {
@@ -165,7 +172,16 @@ impl Printer {
         if let Some(e) = &s.live_error {
             out(&format!("(live data unavailable: {e})"));
         }
-        let header = ["HOST", "ROLE", "ADDRESS", "ARCH", "VERSION", "READY", "STATE", "LAST ERROR"];
+        let header = [
+            "HOST",
+            "ROLE",
+            "ADDRESS",
+            "ARCH",
+            "VERSION",
+            "READY",
+            "STATE",
+            "LAST ERROR",
+        ];
         let rows: Vec<[String; 8]> = s
             .nodes
             .iter()
@@ -178,7 +194,9 @@ impl Printer {
                     n.version.clone().unwrap_or_else(|| "-".into()),
                     n.ready.clone().unwrap_or_else(|| "-".into()),
                     format!("{:?}", n.state).to_lowercase(),
-                    n.last_error.as_deref().map_or("-".into(), |e| e.lines().next().unwrap_or("").chars().take(60).collect()),
+                    n.last_error.as_deref().map_or("-".into(), |e| {
+                        e.lines().next().unwrap_or("").chars().take(60).collect()
+                    }),
                 ]
             })
             .collect();
@@ -220,7 +238,10 @@ fn remote_commands(env: &Environment, c: &crate::graph::Change) -> Vec<String> {
     use crate::recipe::Role;
     match (c.action, c.role) {
         (Action::Delete, Some(Role::Agent | Role::Server)) => vec![
-            format!("k3s kubectl delete node {} (on the first server)", c.host.as_deref().unwrap_or("?")),
+            format!(
+                "k3s kubectl delete node {} (on the first server)",
+                c.host.as_deref().unwrap_or("?")
+            ),
             crate::k3s::UNINSTALL_DESCRIPTION.to_string(),
         ],
         (_, Some(role)) => crate::k3s::describe_apply(&crate::k3s::NodeSpec {
@@ -234,7 +255,10 @@ fn remote_commands(env: &Environment, c: &crate::graph::Change) -> Vec<String> {
             "k3s kubectl get nodes -o json (until every node is Ready)".into(),
             "k3s kubectl -n kube-system get deployment coredns -o json".into(),
         ],
-        _ if c.id == crate::graph::KUBECONFIG => vec![format!("cat {} (as root), merged locally", crate::k3s::KUBECONFIG_PATH)],
+        _ if c.id == crate::graph::KUBECONFIG => vec![format!(
+            "cat {} (as root), merged locally",
+            crate::k3s::KUBECONFIG_PATH
+        )],
         _ => Vec::new(),
     }
 }
@@ -274,7 +298,10 @@ impl Reporter {
             bars.entry(id.to_string())
                 .or_insert_with(|| {
                     let b = multi.add(ProgressBar::new_spinner());
-                    b.set_style(ProgressStyle::with_template("{spinner} {prefix:<32} {wide_msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                    b.set_style(
+                        ProgressStyle::with_template("{spinner} {prefix:<32} {wide_msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
                     b.set_prefix(id.to_string());
                     b.enable_steady_tick(Duration::from_millis(120));
                     b
@@ -301,20 +328,35 @@ impl Observer for Reporter {
             Event::Warning { .. } => None,
         } {
             match &event {
-                Event::Started { action, .. } => bar.set_message(format!("{action:?}").to_lowercase()),
+                Event::Started { action, .. } => {
+                    bar.set_message(format!("{action:?}").to_lowercase())
+                }
                 Event::Progress { message, .. } => bar.set_message(message.clone()),
-                Event::Finished { changed, .. } => bar.finish_with_message(if *changed { "✓ changed" } else { "✓ unchanged" }),
-                Event::Failed { error, .. } => bar.finish_with_message(format!("✗ {}", error.lines().next().unwrap_or(""))),
-                Event::Skipped { because, .. } => bar.finish_with_message(format!("skipped ({because})")),
+                Event::Finished { changed, .. } => bar.finish_with_message(if *changed {
+                    "✓ changed"
+                } else {
+                    "✓ unchanged"
+                }),
+                Event::Failed { error, .. } => {
+                    bar.finish_with_message(format!("✗ {}", error.lines().next().unwrap_or("")))
+                }
+                Event::Skipped { because, .. } => {
+                    bar.finish_with_message(format!("skipped ({because})"))
+                }
                 Event::Cancelled { .. } => bar.finish_with_message("cancelled"),
                 Event::Warning { .. } => {}
             }
             return;
         }
         let line = match &event {
-            Event::Started { id, action } if !self.quiet => format!("{id}: {}", format!("{action:?}").to_lowercase()),
+            Event::Started { id, action } if !self.quiet => {
+                format!("{id}: {}", format!("{action:?}").to_lowercase())
+            }
             Event::Progress { id, message } if !self.quiet => format!("{id}: {message}"),
-            Event::Finished { id, changed } if !self.quiet => format!("{id}: done ({})", if *changed { "changed" } else { "unchanged" }),
+            Event::Finished { id, changed } if !self.quiet => format!(
+                "{id}: done ({})",
+                if *changed { "changed" } else { "unchanged" }
+            ),
             Event::Failed { id, error } => failed_line(id, error),
             Event::Skipped { id, because } => format!("{id}: skipped ({because})"),
             Event::Cancelled { id } if !self.quiet => format!("{id}: cancelled"),

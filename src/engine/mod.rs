@@ -21,7 +21,9 @@ pub enum Outcome {
     Done,
     Failed(String),
     /// Not started because a dependency failed.
-    Skipped { because: String },
+    Skipped {
+        because: String,
+    },
     /// Not started because the walk was cancelled.
     Cancelled,
 }
@@ -48,7 +50,10 @@ where
         .node_indices()
         .map(|ix| graph.neighbors_directed(ix, Direction::Incoming).count())
         .collect();
-    let mut ready: VecDeque<NodeIndex> = graph.node_indices().filter(|ix| waiting[ix.index()] == 0).collect();
+    let mut ready: VecDeque<NodeIndex> = graph
+        .node_indices()
+        .filter(|ix| waiting[ix.index()] == 0)
+        .collect();
     let mut running: JoinSet<(NodeIndex, Result<(), String>)> = JoinSet::new();
 
     loop {
@@ -151,16 +156,38 @@ mod tests {
     async fn failure_skips_only_descendants() {
         let g = diamond();
         let names: Vec<&str> = g.node_weights().copied().collect();
-        let out = walk(&g, 4, &CancellationToken::new(), |n| (*n).to_string(), |ix| {
-            let name = names[ix.index()];
-            async move { if name == "a" { Err("boom".to_string()) } else { Ok(()) } }
-        })
+        let out = walk(
+            &g,
+            4,
+            &CancellationToken::new(),
+            |n| (*n).to_string(),
+            |ix| {
+                let name = names[ix.index()];
+                async move {
+                    if name == "a" {
+                        Err("boom".to_string())
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+        )
         .await;
         assert_eq!(out[0], Outcome::Done);
         assert_eq!(out[1], Outcome::Failed("boom".into()));
-        assert_eq!(out[2], Outcome::Skipped { because: "a failed".into() });
+        assert_eq!(
+            out[2],
+            Outcome::Skipped {
+                because: "a failed".into()
+            }
+        );
         assert_eq!(out[3], Outcome::Done, "independent branch finishes");
-        assert_eq!(out[4], Outcome::Skipped { because: "a failed".into() });
+        assert_eq!(
+            out[4],
+            Outcome::Skipped {
+                because: "a failed".into()
+            }
+        );
     }
 
     #[tokio::test]
@@ -171,17 +198,23 @@ mod tests {
         }
         let now = Arc::new(AtomicUsize::new(0));
         let max = Arc::new(AtomicUsize::new(0));
-        let out = walk(&g, 3, &CancellationToken::new(), |n| n.to_string(), |_| {
-            let now = now.clone();
-            let max = max.clone();
-            async move {
-                let cur = now.fetch_add(1, Ordering::SeqCst) + 1;
-                max.fetch_max(cur, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                now.fetch_sub(1, Ordering::SeqCst);
-                Ok(())
-            }
-        })
+        let out = walk(
+            &g,
+            3,
+            &CancellationToken::new(),
+            |n| n.to_string(),
+            |_| {
+                let now = now.clone();
+                let max = max.clone();
+                async move {
+                    let cur = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    max.fetch_max(cur, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            },
+        )
         .await;
         assert!(out.iter().all(|o| *o == Outcome::Done));
         assert_eq!(max.load(Ordering::SeqCst), 3);
@@ -193,17 +226,23 @@ mod tests {
         let cancel = CancellationToken::new();
         let c2 = cancel.clone();
         let names: Vec<&str> = g.node_weights().copied().collect();
-        let out = walk(&g, 1, &cancel, |n| (*n).to_string(), |ix| {
-            let name = names[ix.index()];
-            let c2 = c2.clone();
-            async move {
-                if name == "root" {
-                    c2.cancel();
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+        let out = walk(
+            &g,
+            1,
+            &cancel,
+            |n| (*n).to_string(),
+            |ix| {
+                let name = names[ix.index()];
+                let c2 = c2.clone();
+                async move {
+                    if name == "root" {
+                        c2.cancel();
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Ok(())
                 }
-                Ok(())
-            }
-        })
+            },
+        )
         .await;
         assert_eq!(out[0], Outcome::Done, "in-flight step completes");
         assert!(out[1..].iter().all(|o| *o == Outcome::Cancelled), "{out:?}");

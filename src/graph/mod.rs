@@ -22,7 +22,9 @@ use crate::state::{State, Status};
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Kind {
     /// k3s server on a host; `init` for the first one.
-    K3sServer { init: bool },
+    K3sServer {
+        init: bool,
+    },
     K3sAgent,
     /// Every expected node Ready, API `/readyz` ok.
     ClusterReady,
@@ -83,7 +85,11 @@ pub fn server_url(env: &Environment) -> String {
 }
 
 fn bracket_v6(addr: &str) -> String {
-    if addr.contains(':') { format!("[{addr}]") } else { addr.to_string() }
+    if addr.contains(':') {
+        format!("[{addr}]")
+    } else {
+        addr.to_string()
+    }
 }
 
 /// Desired k3s `config.yaml` keys of one node, without secrets (REFERENCE.md §1).
@@ -92,12 +98,24 @@ pub fn node_config(env: &Environment, host: &str, role: Role) -> BTreeMap<String
     let mut m: BTreeMap<String, Value> = BTreeMap::new();
     let h = env.hosts.get(host);
     m.insert("node-name".into(), json!(host));
-    let mut labels: BTreeMap<&str, &str> = c.node_labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut labels: BTreeMap<&str, &str> = c
+        .node_labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     if let Some(h) = h {
         labels.extend(h.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     }
     if !labels.is_empty() {
-        m.insert("node-label".into(), json!(labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()));
+        m.insert(
+            "node-label".into(),
+            json!(
+                labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+            ),
+        );
     }
     let mut taints: Vec<String> = c.node_taints.clone();
     if let Some(h) = h {
@@ -178,7 +196,9 @@ pub fn build(env: &Environment) -> Result<ResourceGraph, GraphError> {
         Resource {
             id: node_id(role, host),
             kind: match role {
-                Role::Server => Kind::K3sServer { init: c.init_server() == host },
+                Role::Server => Kind::K3sServer {
+                    init: c.init_server() == host,
+                },
                 Role::Agent => Kind::K3sAgent,
             },
             host: Some(host.to_string()),
@@ -199,8 +219,11 @@ pub fn build(env: &Environment) -> Result<ResourceGraph, GraphError> {
         nodes.push(ix);
     }
     let expected: Vec<&String> = c.servers.iter().chain(c.agents.iter()).collect();
-    let ready_attrs: BTreeMap<String, Value> =
-        [("nodes".to_string(), json!(expected)), ("version".to_string(), json!(c.version))].into();
+    let ready_attrs: BTreeMap<String, Value> = [
+        ("nodes".to_string(), json!(expected)),
+        ("version".to_string(), json!(c.version)),
+    ]
+    .into();
     let ready_hash = hash_of(&[&json!(ready_attrs)]);
     let ready = add(
         &mut g,
@@ -219,9 +242,17 @@ pub fn build(env: &Environment) -> Result<ResourceGraph, GraphError> {
         ("context".to_string(), json!(env.kubeconfig.context)),
         (
             "path".to_string(),
-            json!(env.kubeconfig.path.as_ref().map(|p| p.display().to_string())),
+            json!(
+                env.kubeconfig
+                    .path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+            ),
         ),
-        ("server".to_string(), json!(format!("https://{}:6443", bracket_v6(&c.api_endpoint)))),
+        (
+            "server".to_string(),
+            json!(format!("https://{}:6443", bracket_v6(&c.api_endpoint))),
+        ),
     ]
     .into();
     let kc_hash = hash_of(&[&json!(kc_attrs)]);
@@ -242,7 +273,10 @@ pub fn build(env: &Environment) -> Result<ResourceGraph, GraphError> {
 }
 
 /// Fail with the whole cycle (every member, in order) when the graph has one.
-pub fn check_acyclic<N, E>(g: &DiGraph<N, E>, name: impl Fn(&N) -> String) -> Result<(), GraphError> {
+pub fn check_acyclic<N, E>(
+    g: &DiGraph<N, E>,
+    name: impl Fn(&N) -> String,
+) -> Result<(), GraphError> {
     for scc in tarjan_scc(g) {
         let self_loop = scc.len() == 1 && g.contains_edge(scc[0], scc[0]);
         if scc.len() > 1 || self_loop {
@@ -258,7 +292,10 @@ pub fn check_acyclic<N, E>(g: &DiGraph<N, E>, name: impl Fn(&N) -> String) -> Re
 pub fn to_dot(rg: &ResourceGraph, name: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "digraph \"{}\" {{", escape(name));
-    let _ = writeln!(out, "  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];");
+    let _ = writeln!(
+        out,
+        "  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];"
+    );
     for ix in rg.graph.node_indices() {
         let r = &rg.graph[ix];
         let shape = match r.kind {
@@ -266,11 +303,21 @@ pub fn to_dot(rg: &ResourceGraph, name: &str) -> String {
             Kind::ClusterReady | Kind::Kubeconfig => ", shape=ellipse",
             _ => "",
         };
-        let _ = writeln!(out, "  \"{}\" [label=\"{}\"{shape}];", escape(&r.id), escape(&r.id));
+        let _ = writeln!(
+            out,
+            "  \"{}\" [label=\"{}\"{shape}];",
+            escape(&r.id),
+            escape(&r.id)
+        );
     }
     for e in rg.graph.edge_indices() {
         if let Some((a, b)) = rg.graph.edge_endpoints(e) {
-            let _ = writeln!(out, "  \"{}\" -> \"{}\";", escape(&rg.graph[a].id), escape(&rg.graph[b].id));
+            let _ = writeln!(
+                out,
+                "  \"{}\" -> \"{}\";",
+                escape(&rg.graph[a].id),
+                escape(&rg.graph[b].id)
+            );
         }
     }
     out.push_str("}\n");
@@ -313,7 +360,10 @@ impl Plan {
         self.changes.iter().filter(|c| c.action == action).count()
     }
     pub fn to_change(&self) -> usize {
-        self.changes.iter().filter(|c| c.action != Action::NoOp).count()
+        self.changes
+            .iter()
+            .filter(|c| c.action != Action::NoOp)
+            .count()
     }
     pub fn get(&self, id: &str) -> Option<&Change> {
         self.changes.iter().find(|c| c.id == id)
@@ -332,7 +382,9 @@ pub fn plan(env: &Environment, rg: &ResourceGraph, state: Option<&State>) -> Pla
         Kind::Kubeconfig => 4,
     };
     let mut order: Vec<NodeIndex> = rg.graph.node_indices().collect();
-    order.sort_by(|a, b| (rank(&rg.graph[*a]), &rg.graph[*a].id).cmp(&(rank(&rg.graph[*b]), &rg.graph[*b].id)));
+    order.sort_by(|a, b| {
+        (rank(&rg.graph[*a]), &rg.graph[*a].id).cmp(&(rank(&rg.graph[*b]), &rg.graph[*b].id))
+    });
     let mut changed_nodes = false;
     for ix in order {
         let r = &rg.graph[ix];
@@ -340,7 +392,10 @@ pub fn plan(env: &Environment, rg: &ResourceGraph, state: Option<&State>) -> Pla
         let (action, reason) = match (&r.kind, recorded) {
             (Kind::ClusterReady, rec) => {
                 if changed_nodes && rec.is_some() {
-                    (Action::Update, "nodes change: wait until every node is Ready".to_string())
+                    (
+                        Action::Update,
+                        "nodes change: wait until every node is Ready".to_string(),
+                    )
                 } else {
                     diff_reason(rec, r)
                 }
@@ -365,10 +420,18 @@ pub fn plan(env: &Environment, rg: &ResourceGraph, state: Option<&State>) -> Pla
             .iter()
             .filter(|(id, _)| !rg.index.contains_key(*id))
             .collect();
-        gone.sort_by_key(|(id, rs)| (rs.role != Some(Role::Agent), s.cluster.init_server.as_deref() == rs.host.as_deref(), (*id).clone()));
+        gone.sort_by_key(|(id, rs)| {
+            (
+                rs.role != Some(Role::Agent),
+                s.cluster.init_server.as_deref() == rs.host.as_deref(),
+                (*id).clone(),
+            )
+        });
         for (id, rs) in gone {
             let reason = match &rs.host {
-                Some(h) if !env.hosts.contains_key(h) => format!("host `{h}` is no longer in the recipe"),
+                Some(h) if !env.hosts.contains_key(h) => {
+                    format!("host `{h}` is no longer in the recipe")
+                }
                 Some(_) => "the host changed role".to_string(),
                 None => "no longer in the recipe".to_string(),
             };
@@ -390,10 +453,16 @@ pub fn plan(env: &Environment, rg: &ResourceGraph, state: Option<&State>) -> Pla
 fn diff_reason(rec: Option<&crate::state::ResourceState>, r: &Resource) -> (Action, String) {
     match rec {
         None => (Action::Create, "not in state".to_string()),
-        Some(rs) if rs.status == Status::Pending => (Action::Create, "an earlier run did not finish it".to_string()),
+        Some(rs) if rs.status == Status::Pending => (
+            Action::Create,
+            "an earlier run did not finish it".to_string(),
+        ),
         Some(rs) if rs.status == Status::Failed => (
             Action::Create,
-            format!("failed last time: {}", rs.last_error.as_deref().unwrap_or("unknown error")),
+            format!(
+                "failed last time: {}",
+                rs.last_error.as_deref().unwrap_or("unknown error")
+            ),
         ),
         Some(rs) if rs.hash != r.hash => {
             let mut keys: Vec<&str> = r
@@ -402,9 +471,17 @@ fn diff_reason(rec: Option<&crate::state::ResourceState>, r: &Resource) -> (Acti
                 .filter(|(k, v)| rs.attrs.get(*k) != Some(*v))
                 .map(|(k, _)| k.as_str())
                 .collect();
-            keys.extend(rs.attrs.keys().filter(|k| !r.attrs.contains_key(*k)).map(String::as_str));
+            keys.extend(
+                rs.attrs
+                    .keys()
+                    .filter(|k| !r.attrs.contains_key(*k))
+                    .map(String::as_str),
+            );
             if keys.is_empty() {
-                (Action::Update, "version or install source changed".to_string())
+                (
+                    Action::Update,
+                    "version or install source changed".to_string(),
+                )
             } else {
                 (Action::Update, format!("changed: {}", keys.join(", ")))
             }

@@ -52,7 +52,11 @@ pub enum K3sError {
         source: std::io::Error,
     },
     #[error("k3s on `{host}` reports version {found}, but the recipe pins {wanted}")]
-    VersionMismatch { host: String, found: String, wanted: String },
+    VersionMismatch {
+        host: String,
+        found: String,
+        wanted: String,
+    },
     #[error("`{host}` already runs k3s as {other}; remove it from the cluster first")]
     RoleConflict { host: String, other: String },
     #[error("cannot render the k3s config for `{host}`: {detail}")]
@@ -115,7 +119,9 @@ fn check(host: &str, step: &str, out: Output) -> Result<Output, K3sError> {
         Err(K3sError::Step {
             host: host.to_string(),
             step: step.to_string(),
-            code: out.status.map_or_else(|| "signal".to_string(), |c| c.to_string()),
+            code: out
+                .status
+                .map_or_else(|| "signal".to_string(), |c| c.to_string()),
             tail: out.tail(),
         })
     }
@@ -123,10 +129,16 @@ fn check(host: &str, step: &str, out: Output) -> Result<Output, K3sError> {
 
 /// Read the host's k3s facts (one round trip, read-only).
 pub async fn facts<R: Remote>(r: &R) -> Result<Facts, K3sError> {
-    let out = check(r.name(), "reading host facts", r.run(FACTS_SCRIPT, None, true, SHORT).await?)?;
+    let out = check(
+        r.name(),
+        "reading host facts",
+        r.run(FACTS_SCRIPT, None, true, SHORT).await?,
+    )?;
     let mut f = Facts::default();
     for line in out.stdout.lines() {
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         let v = v.trim().to_string();
         match k {
             "arch" => {
@@ -207,7 +219,11 @@ fn write_file_script(path: &str, mode: &str) -> String {
     let tmp = format!("{path}.continuum-tmp");
     format!(
         "set -e; umask 077; mkdir -p {dir}; cat > {tmp}; chmod {mode} {tmp}; mv -f {tmp} {path}",
-        dir = quote(Path::new(path).parent().map_or("/", |p| p.to_str().unwrap_or("/"))),
+        dir = quote(
+            Path::new(path)
+                .parent()
+                .map_or("/", |p| p.to_str().unwrap_or("/"))
+        ),
         tmp = quote(&tmp),
         path = quote(path),
     )
@@ -240,21 +256,33 @@ pub fn describe_apply(spec: &NodeSpec<'_>) -> Vec<String> {
     let mut v = vec!["read facts: uname -m; sha256sum /etc/rancher/k3s/config.yaml; k3s --version; systemctl is-active".to_string()];
     match spec.install {
         Install::Bundle { dir } => {
-            v.push(format!("upload {}/{{k3s|k3s-arm64}} -> {BIN_PATH} (0755) if its sha256 differs", dir.display()));
-            v.push(format!("upload {}/install.sh -> {WORK_DIR}/install.sh (0700) if it differs", dir.display()));
+            v.push(format!(
+                "upload {}/{{k3s|k3s-arm64}} -> {BIN_PATH} (0755) if its sha256 differs",
+                dir.display()
+            ));
+            v.push(format!(
+                "upload {}/install.sh -> {WORK_DIR}/install.sh (0700) if it differs",
+                dir.display()
+            ));
         }
         Install::Online { script_url } => {
             v.push(format!("curl -sfL {script_url} -o {WORK_DIR}/install.sh"));
         }
     }
-    v.push(format!("write {CONFIG_PATH} (0600, from stdin; holds the token)"));
+    v.push(format!(
+        "write {CONFIG_PATH} (0600, from stdin; holds the token)"
+    ));
     v.push(install_command(spec, false));
     v
 }
 
 /// Converge k3s on a node: upload what differs, write config.yaml, run the install
 /// script. Returns `Unchanged` without writing anything when the node already matches.
-pub async fn apply_node<R: Remote>(r: &R, spec: &NodeSpec<'_>, facts: &Facts) -> Result<Applied, K3sError> {
+pub async fn apply_node<R: Remote>(
+    r: &R,
+    spec: &NodeSpec<'_>,
+    facts: &Facts,
+) -> Result<Applied, K3sError> {
     let host = r.name().to_string();
     let unit = unit_of(spec.role);
     let other = unit_of(match spec.role {
@@ -306,17 +334,58 @@ pub async fn apply_node<R: Remote>(r: &R, spec: &NodeSpec<'_>, facts: &Facts) ->
         return Ok(Applied::Unchanged);
     }
 
-    check(&host, "preparing directories", r.run(&format!("mkdir -p /etc/rancher/k3s {WORK_DIR} && chmod 700 {WORK_DIR}"), None, true, SHORT).await?)?;
+    check(
+        &host,
+        "preparing directories",
+        r.run(
+            &format!("mkdir -p /etc/rancher/k3s {WORK_DIR} && chmod 700 {WORK_DIR}"),
+            None,
+            true,
+            SHORT,
+        )
+        .await?,
+    )?;
     if let Some((bin, script)) = &bundle {
         {
             if !binary_matches {
-                check(&host, "uploading the k3s binary", r.run(&write_file_script(BIN_PATH, "0755"), Some(bin), true, INSTALL_TIMEOUT).await?)?;
+                check(
+                    &host,
+                    "uploading the k3s binary",
+                    r.run(
+                        &write_file_script(BIN_PATH, "0755"),
+                        Some(bin),
+                        true,
+                        INSTALL_TIMEOUT,
+                    )
+                    .await?,
+                )?;
             }
             if facts.script_sha.as_deref() != Some(sha256_hex(script).as_str()) {
-                check(&host, "uploading install.sh", r.run(&write_file_script(&format!("{WORK_DIR}/install.sh"), "0700"), Some(script), true, SHORT).await?)?;
+                check(
+                    &host,
+                    "uploading install.sh",
+                    r.run(
+                        &write_file_script(&format!("{WORK_DIR}/install.sh"), "0700"),
+                        Some(script),
+                        true,
+                        SHORT,
+                    )
+                    .await?,
+                )?;
             }
-            let out = check(&host, "k3s --version", r.run(&format!("{BIN_PATH} --version"), None, true, SHORT).await?)?;
-            let found = out.stdout.lines().next().and_then(|l| l.split_whitespace().nth(2)).unwrap_or("").to_string();
+            let out = check(
+                &host,
+                "k3s --version",
+                r.run(&format!("{BIN_PATH} --version"), None, true, SHORT)
+                    .await?,
+            )?;
+            let found = out
+                .stdout
+                .lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(2))
+                .unwrap_or("")
+                .to_string();
             if found != spec.version {
                 return Err(K3sError::VersionMismatch {
                     host,
@@ -337,17 +406,37 @@ pub async fn apply_node<R: Remote>(r: &R, spec: &NodeSpec<'_>, facts: &Facts) ->
     }
     let config_changed = facts.config_sha.as_deref() != Some(config_sha.as_str());
     if config_changed {
-        check(&host, "writing config.yaml", r.run(&write_file_script(CONFIG_PATH, "0600"), Some(spec.config.as_bytes()), true, SHORT).await?)?;
+        check(
+            &host,
+            "writing config.yaml",
+            r.run(
+                &write_file_script(CONFIG_PATH, "0600"),
+                Some(spec.config.as_bytes()),
+                true,
+                SHORT,
+            )
+            .await?,
+        )?;
     }
     // A change to config.yaml alone does not restart k3s (REFERENCE.md §1).
     let force = config_changed && facts.units.contains_key(unit);
-    check(&host, "the k3s install script", r.run(&install_command(spec, force), None, true, INSTALL_TIMEOUT).await?)?;
+    check(
+        &host,
+        "the k3s install script",
+        r.run(&install_command(spec, force), None, true, INSTALL_TIMEOUT)
+            .await?,
+    )?;
     Ok(Applied::Changed)
 }
 
 /// Read the secure join token (`K10...`) from the first server.
 pub async fn read_join_token<R: Remote>(r: &R) -> Result<String, K3sError> {
-    let out = check(r.name(), "reading the join token", r.run(&format!("cat {TOKEN_PATH}"), None, true, SHORT).await?)?;
+    let out = check(
+        r.name(),
+        "reading the join token",
+        r.run(&format!("cat {TOKEN_PATH}"), None, true, SHORT)
+            .await?,
+    )?;
     let token = out.stdout.trim().to_string();
     if !token.starts_with("K10") || !token.contains("::") {
         return Err(K3sError::Protocol {
@@ -371,7 +460,17 @@ pub struct NodeInfo {
 
 /// `k3s kubectl get nodes -o json`, parsed.
 pub async fn list_nodes<R: Remote>(r: &R) -> Result<Vec<NodeInfo>, K3sError> {
-    let out = check(r.name(), "listing nodes", r.run(&format!("{BIN_PATH} kubectl get nodes -o json"), None, true, SHORT).await?)?;
+    let out = check(
+        r.name(),
+        "listing nodes",
+        r.run(
+            &format!("{BIN_PATH} kubectl get nodes -o json"),
+            None,
+            true,
+            SHORT,
+        )
+        .await?,
+    )?;
     parse_nodes(r.name(), &out.stdout)
 }
 
@@ -380,29 +479,47 @@ pub fn parse_nodes(host: &str, json: &str) -> Result<Vec<NodeInfo>, K3sError> {
         host: host.to_string(),
         detail: format!("node list is not JSON: {e}"),
     })?;
-    let items = v.get("items").and_then(Value::as_array).ok_or_else(|| K3sError::Protocol {
-        host: host.to_string(),
-        detail: "node list has no items".into(),
-    })?;
-    let s = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+    let items = v
+        .get("items")
+        .and_then(Value::as_array)
+        .ok_or_else(|| K3sError::Protocol {
+            host: host.to_string(),
+            detail: "node list has no items".into(),
+        })?;
+    let s = |v: &Value, p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     Ok(items
         .iter()
         .map(|n| {
             let labels: BTreeMap<String, String> = n
                 .pointer("/metadata/labels")
                 .and_then(Value::as_object)
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                        .collect()
+                })
                 .unwrap_or_default();
             let ready = n
                 .pointer("/status/conditions")
                 .and_then(Value::as_array)
-                .and_then(|c| c.iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Ready")))
+                .and_then(|c| {
+                    c.iter()
+                        .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+                })
                 .and_then(|c| c.get("status").and_then(Value::as_str))
                 .unwrap_or("Unknown")
                 .to_string();
             let mut roles: Vec<String> = labels
                 .keys()
-                .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/").map(str::to_string))
+                .filter_map(|k| {
+                    k.strip_prefix("node-role.kubernetes.io/")
+                        .map(str::to_string)
+                })
                 .collect();
             roles.sort();
             NodeInfo {
@@ -428,7 +545,14 @@ pub async fn wait_ready<R: Remote>(
     let start = Instant::now();
     loop {
         let last;
-        let readyz = r.run(&format!("{BIN_PATH} kubectl get --raw /readyz"), None, true, SHORT).await?;
+        let readyz = r
+            .run(
+                &format!("{BIN_PATH} kubectl get --raw /readyz"),
+                None,
+                true,
+                SHORT,
+            )
+            .await?;
         if readyz.success() && readyz.stdout.trim() == "ok" {
             let nodes = list_nodes(r).await?;
             let missing: Vec<&str> = expected
@@ -442,11 +566,23 @@ pub async fn wait_ready<R: Remote>(
                 .map(|n| format!("{} (Ready={})", n.name, n.ready))
                 .collect();
             let dns_ok = !coredns || {
-                let d = r.run(&format!("{BIN_PATH} kubectl -n kube-system get deployment coredns -o json"), None, true, SHORT).await?;
+                let d = r
+                    .run(
+                        &format!(
+                            "{BIN_PATH} kubectl -n kube-system get deployment coredns -o json"
+                        ),
+                        None,
+                        true,
+                        SHORT,
+                    )
+                    .await?;
                 d.success()
                     && serde_json::from_str::<Value>(&d.stdout)
                         .ok()
-                        .and_then(|v| v.pointer("/status/availableReplicas").and_then(Value::as_u64))
+                        .and_then(|v| {
+                            v.pointer("/status/availableReplicas")
+                                .and_then(Value::as_u64)
+                        })
                         .unwrap_or(0)
                         > 0
             };
@@ -479,13 +615,25 @@ pub async fn wait_ready<R: Remote>(
 
 /// The admin kubeconfig of a server (read with root rights; it is 0600 there).
 pub async fn read_kubeconfig<R: Remote>(r: &R) -> Result<String, K3sError> {
-    let out = check(r.name(), "reading the kubeconfig", r.run(&format!("cat {KUBECONFIG_PATH}"), None, true, SHORT).await?)?;
+    let out = check(
+        r.name(),
+        "reading the kubeconfig",
+        r.run(&format!("cat {KUBECONFIG_PATH}"), None, true, SHORT)
+            .await?,
+    )?;
     Ok(out.stdout)
 }
 
 /// Delete a Node object through a server; absent nodes are fine.
 pub async fn delete_node<R: Remote>(server: &R, node: &str) -> Result<(), K3sError> {
-    let out = server.run(&format!("{BIN_PATH} kubectl delete node {}", quote(node)), None, true, SHORT).await?;
+    let out = server
+        .run(
+            &format!("{BIN_PATH} kubectl delete node {}", quote(node)),
+            None,
+            true,
+            SHORT,
+        )
+        .await?;
     if out.success() || out.stderr.contains("NotFound") || out.stderr.contains("not found") {
         Ok(())
     } else {
@@ -498,11 +646,16 @@ pub async fn uninstall<R: Remote>(r: &R) -> Result<(), K3sError> {
     let script = format!(
         "set -e\nfor s in /usr/local/bin/k3s-agent-uninstall.sh /usr/local/bin/k3s-uninstall.sh; do if [ -x \"$s\" ]; then \"$s\"; fi; done\nrm -rf {WORK_DIR}"
     );
-    check(r.name(), "uninstalling k3s", r.run(&script, None, true, INSTALL_TIMEOUT).await?)?;
+    check(
+        r.name(),
+        "uninstalling k3s",
+        r.run(&script, None, true, INSTALL_TIMEOUT).await?,
+    )?;
     Ok(())
 }
 
-pub const UNINSTALL_DESCRIPTION: &str = "k3s-agent-uninstall.sh / k3s-uninstall.sh, rm -rf /var/lib/continuum";
+pub const UNINSTALL_DESCRIPTION: &str =
+    "k3s-agent-uninstall.sh / k3s-uninstall.sh, rm -rf /var/lib/continuum";
 
 #[cfg(test)]
 mod tests {
@@ -514,7 +667,8 @@ mod tests {
         attrs.insert("node-label".into(), serde_json::json!(["a=b", "gpu=true"]));
         attrs.insert("cluster-init".into(), serde_json::json!(true));
         attrs.insert("server".into(), serde_json::json!("https://10.0.0.1:6443"));
-        let text = render_config("farm", "pi-01", Role::Server, &attrs, "s3cr\"et").expect("render");
+        let text =
+            render_config("farm", "pi-01", Role::Server, &attrs, "s3cr\"et").expect("render");
         let back: BTreeMap<String, Value> = serde_saphyr::from_str(&text).expect("yaml");
         assert_eq!(back["token"], serde_json::json!("s3cr\"et"));
         assert_eq!(back["node-label"], serde_json::json!(["a=b", "gpu=true"]));
@@ -524,7 +678,9 @@ mod tests {
 
     #[test]
     fn install_command_has_no_secret_and_honours_bundle() {
-        let install = Install::Bundle { dir: PathBuf::from("/b") };
+        let install = Install::Bundle {
+            dir: PathBuf::from("/b"),
+        };
         let spec = NodeSpec {
             role: Role::Agent,
             version: "v1.31.4+k3s1",

@@ -41,11 +41,16 @@ pub async fn down(
     };
     let pool = Arc::new(settings.pool(env)?);
     let state = Arc::new(std::sync::Mutex::new(state));
-    let init = state.lock().ok().and_then(|s| s.cluster.init_server.clone());
+    let init = state
+        .lock()
+        .ok()
+        .and_then(|s| s.cluster.init_server.clone());
 
     // Phases: agents, joined servers, first server.
     let nodes: Vec<(String, String, Role)> = {
-        let st = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let st = state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         st.resources
             .iter()
             .filter_map(|(id, r)| Some((id.clone(), r.host.clone()?, r.role?)))
@@ -58,7 +63,11 @@ pub async fn down(
     };
     let mut results = Vec::new();
     for phase in 0..3 {
-        let batch: Vec<(String, String, Role)> = nodes.iter().filter(|n| phase_of(n) == phase).cloned().collect();
+        let batch: Vec<(String, String, Role)> = nodes
+            .iter()
+            .filter(|n| phase_of(n) == phase)
+            .cloned()
+            .collect();
         if batch.is_empty() || cancel.is_cancelled() {
             continue;
         }
@@ -66,45 +75,66 @@ pub async fn down(
         for (id, host, _) in &batch {
             g.add_node((id.clone(), host.clone()));
         }
-        let outcomes = walk(&g, settings.concurrency, cancel, |n| n.0.clone(), |ix| {
-            let (id, host) = g[ix].clone();
-            let pool = pool.clone();
-            let state = state.clone();
-            let store = store.clone();
-            let obs = obs.clone();
-            async move {
-                obs.event(Event::Started {
-                    id: id.clone(),
-                    action: Action::Delete,
-                });
-                let target = {
-                    let st = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    st.hosts.get(&host).map(|h| h.to_host(&host))
-                };
-                let result = async {
-                    let target = target.ok_or_else(|| format!("no connection details for `{host}` in state"))?;
-                    let conn = pool.get(&target).await.map_err(|e| e.to_string())?;
-                    obs.event(Event::Progress {
+        let outcomes = walk(
+            &g,
+            settings.concurrency,
+            cancel,
+            |n| n.0.clone(),
+            |ix| {
+                let (id, host) = g[ix].clone();
+                let pool = pool.clone();
+                let state = state.clone();
+                let store = store.clone();
+                let obs = obs.clone();
+                async move {
+                    obs.event(Event::Started {
                         id: id.clone(),
-                        message: "uninstalling k3s".into(),
+                        action: Action::Delete,
                     });
-                    k3s::uninstall(conn.as_ref()).await.map_err(|e| e.to_string())?;
-                    pool.drop_conn(&host).await;
-                    let mut st = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    st.resources.remove(&id);
-                    if !st.resources.values().any(|r| r.host.as_deref() == Some(host.as_str())) {
-                        st.hosts.remove(&host);
+                    let target = {
+                        let st = state
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        st.hosts.get(&host).map(|h| h.to_host(&host))
+                    };
+                    let result = async {
+                        let target = target.ok_or_else(|| {
+                            format!("no connection details for `{host}` in state")
+                        })?;
+                        let conn = pool.get(&target).await.map_err(|e| e.to_string())?;
+                        obs.event(Event::Progress {
+                            id: id.clone(),
+                            message: "uninstalling k3s".into(),
+                        });
+                        k3s::uninstall(conn.as_ref())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        pool.drop_conn(&host).await;
+                        let mut st = state
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        st.resources.remove(&id);
+                        if !st
+                            .resources
+                            .values()
+                            .any(|r| r.host.as_deref() == Some(host.as_str()))
+                        {
+                            st.hosts.remove(&host);
+                        }
+                        store.save(&mut st).map_err(|e| e.to_string())
                     }
-                    store.save(&mut st).map_err(|e| e.to_string())
+                    .await;
+                    match &result {
+                        Ok(()) => obs.event(Event::Finished { id, changed: true }),
+                        Err(e) => obs.event(Event::Failed {
+                            id,
+                            error: e.clone(),
+                        }),
+                    }
+                    result
                 }
-                .await;
-                match &result {
-                    Ok(()) => obs.event(Event::Finished { id, changed: true }),
-                    Err(e) => obs.event(Event::Failed { id, error: e.clone() }),
-                }
-                result
-            }
-        })
+            },
+        )
         .await;
         for (ix, o) in outcomes.into_iter().enumerate() {
             let (id, _) = &g[petgraph::graph::NodeIndex::new(ix)];
@@ -126,12 +156,17 @@ pub async fn down(
     pool.close().await;
 
     let remaining_nodes = {
-        let st = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let st = state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         st.resources.values().any(|r| r.role.is_some())
     };
     let mut state_deleted = false;
     if !remaining_nodes && !cancel.is_cancelled() {
-        let mut st = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let mut st = state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         remove_kubeconfig(&mut st)?;
         store.delete()?;
         state_deleted = true;
@@ -144,11 +179,16 @@ pub async fn down(
         });
     }
     summarize(&results, cancel.is_cancelled())?;
-    Ok(DownReport { results, state_deleted })
+    Ok(DownReport {
+        results,
+        state_deleted,
+    })
 }
 
 fn remove_kubeconfig(st: &mut State) -> Result<(), OpsError> {
-    let Some(r) = st.resources.get(graph::KUBECONFIG) else { return Ok(()) };
+    let Some(r) = st.resources.get(graph::KUBECONFIG) else {
+        return Ok(());
+    };
     let path = r.attrs.get("resolved_path").and_then(|v| v.as_str());
     let context = r.attrs.get("context").and_then(|v| v.as_str());
     if let (Some(p), Some(c)) = (path, context) {

@@ -60,7 +60,9 @@ pub enum OpsError {
         total: usize,
         details: String,
     },
-    #[error("interrupted: in-flight steps finished and state was saved; run the command again to resume")]
+    #[error(
+        "interrupted: in-flight steps finished and state was saved; run the command again to resume"
+    )]
     Interrupted,
     #[error(transparent)]
     Ssh(#[from] SshError),
@@ -76,8 +78,12 @@ impl OpsError {
     /// Whether a host key problem is (one of) the cause(s).
     pub fn is_host_key(&self) -> bool {
         match self {
-            OpsError::Ssh(SshError::HostKeyChanged { .. } | SshError::HostKeyMismatch { .. }) => true,
-            OpsError::Partial { details, .. } => details.contains("has CHANGED since it was pinned"),
+            OpsError::Ssh(SshError::HostKeyChanged { .. } | SshError::HostKeyMismatch { .. }) => {
+                true
+            }
+            OpsError::Partial { details, .. } => {
+                details.contains("has CHANGED since it was pinned")
+            }
             _ => false,
         }
     }
@@ -137,7 +143,10 @@ pub struct ResourceResult {
 
 /// Turn engine outcomes into results, events already sent; fail when any failed.
 fn summarize(results: &[ResourceResult], cancelled: bool) -> Result<(), OpsError> {
-    let failed: Vec<&ResourceResult> = results.iter().filter(|r| r.outcome == "failed" || r.outcome == "skipped").collect();
+    let failed: Vec<&ResourceResult> = results
+        .iter()
+        .filter(|r| r.outcome == "failed" || r.outcome == "skipped")
+        .collect();
     if !failed.is_empty() {
         let details = failed
             .iter()

@@ -53,37 +53,40 @@ pub async fn status(env: &str, settings: &Settings, live: bool) -> Result<Status
         .collect();
     nodes.sort_by(|a, b| (&b.role, &a.host).cmp(&(&a.role, &b.host)));
     let mut live_error = None;
-    if live {
-        if let Some(init) = state.cluster.init_server.clone() {
-            let result = async {
-                let pool = settings.pool(env)?;
-                let host = state
-                    .hosts
-                    .get(&init)
-                    .map(|h| h.to_host(&init))
-                    .ok_or_else(|| OpsError::K3s(k3s::K3sError::Protocol { host: init.clone(), detail: "no connection details in state".into() }))?;
-                let conn = pool.get(&host).await?;
-                let listed = k3s::list_nodes(conn.as_ref()).await;
-                pool.close().await;
-                Ok::<_, OpsError>(listed?)
-            }
-            .await;
-            match result {
-                Ok(listed) => {
-                    for n in &mut nodes {
-                        if let Some(l) = listed.iter().find(|l| l.name == n.host) {
-                            n.ready = Some(l.ready.clone());
-                            n.version = Some(l.version.clone());
-                            if n.arch.is_none() && !l.arch.is_empty() {
-                                n.arch = Some(l.arch.clone());
-                            }
-                        } else {
-                            n.ready = Some("NotRegistered".into());
+    if live && let Some(init) = state.cluster.init_server.clone() {
+        let result = async {
+            let pool = settings.pool(env)?;
+            let host = state
+                .hosts
+                .get(&init)
+                .map(|h| h.to_host(&init))
+                .ok_or_else(|| {
+                    OpsError::K3s(k3s::K3sError::Protocol {
+                        host: init.clone(),
+                        detail: "no connection details in state".into(),
+                    })
+                })?;
+            let conn = pool.get(&host).await?;
+            let listed = k3s::list_nodes(conn.as_ref()).await;
+            pool.close().await;
+            Ok::<_, OpsError>(listed?)
+        }
+        .await;
+        match result {
+            Ok(listed) => {
+                for n in &mut nodes {
+                    if let Some(l) = listed.iter().find(|l| l.name == n.host) {
+                        n.ready = Some(l.ready.clone());
+                        n.version = Some(l.version.clone());
+                        if n.arch.is_none() && !l.arch.is_empty() {
+                            n.arch = Some(l.arch.clone());
                         }
+                    } else {
+                        n.ready = Some("NotRegistered".into());
                     }
                 }
-                Err(e) => live_error = Some(e.to_string()),
             }
+            Err(e) => live_error = Some(e.to_string()),
         }
     }
     Ok(StatusReport {

@@ -77,7 +77,10 @@ pub async fn up(
     let rg = graph::build(env)?;
     let plan = graph::plan(env, &rg, Some(&state));
     if plan.to_change() == 0 || !approve(&plan) {
-        return Ok(UpReport { plan, results: Vec::new() });
+        return Ok(UpReport {
+            plan,
+            results: Vec::new(),
+        });
     }
 
     // Execution graph: the desired resources plus deletions, deletions before readiness
@@ -126,40 +129,49 @@ pub async fn up(
     });
     let changed: Arc<Mutex<BTreeMap<String, bool>>> = Arc::default();
     let steps: Arc<Vec<Step>> = Arc::new(g.node_weights().cloned().collect());
-    let outcomes = walk(&g, settings.concurrency, cancel, |s| s.id.clone(), |ix: NodeIndex| {
-        let ctx = ctx.clone();
-        let steps = steps.clone();
-        let changed = changed.clone();
-        async move {
-            let step = &steps[ix.index()];
-            if step.action == Action::NoOp {
-                return Ok(());
-            }
-            ctx.obs.event(Event::Started {
-                id: step.id.clone(),
-                action: step.action,
-            });
-            match run_step(&ctx, step).await {
-                Ok(did_change) => {
-                    changed.lock().map(|mut m| m.insert(step.id.clone(), did_change)).ok();
-                    ctx.obs.event(Event::Finished {
-                        id: step.id.clone(),
-                        changed: did_change,
-                    });
-                    Ok(())
+    let outcomes = walk(
+        &g,
+        settings.concurrency,
+        cancel,
+        |s| s.id.clone(),
+        |ix: NodeIndex| {
+            let ctx = ctx.clone();
+            let steps = steps.clone();
+            let changed = changed.clone();
+            async move {
+                let step = &steps[ix.index()];
+                if step.action == Action::NoOp {
+                    return Ok(());
                 }
-                Err(e) => {
-                    let msg = error_text(&e);
-                    record_failure(&ctx, step, &msg);
-                    ctx.obs.event(Event::Failed {
-                        id: step.id.clone(),
-                        error: msg.clone(),
-                    });
-                    Err(msg)
+                ctx.obs.event(Event::Started {
+                    id: step.id.clone(),
+                    action: step.action,
+                });
+                match run_step(&ctx, step).await {
+                    Ok(did_change) => {
+                        changed
+                            .lock()
+                            .map(|mut m| m.insert(step.id.clone(), did_change))
+                            .ok();
+                        ctx.obs.event(Event::Finished {
+                            id: step.id.clone(),
+                            changed: did_change,
+                        });
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let msg = error_text(&e);
+                        record_failure(&ctx, step, &msg);
+                        ctx.obs.event(Event::Failed {
+                            id: step.id.clone(),
+                            error: msg.clone(),
+                        });
+                        Err(msg)
+                    }
                 }
             }
-        }
-    })
+        },
+    )
     .await;
     ctx.pool.close().await;
 
@@ -181,7 +193,9 @@ pub async fn up(
                 ("skipped", Some(format!("skipped: {because}")))
             }
             Outcome::Cancelled => {
-                ctx.obs.event(Event::Cancelled { id: step.id.clone() });
+                ctx.obs.event(Event::Cancelled {
+                    id: step.id.clone(),
+                });
                 ("cancelled", None)
             }
         };
@@ -213,7 +227,10 @@ fn error_text(e: &OpsError) -> String {
 
 /// Mutate and save the state in one critical section.
 fn with_state<T>(ctx: &Ctx, f: impl FnOnce(&mut State) -> T) -> Result<T, OpsError> {
-    let mut st = ctx.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut st = ctx
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let out = f(&mut st);
     ctx.store.save(&mut st)?;
     Ok(out)
@@ -226,15 +243,18 @@ fn record_failure(ctx: &Ctx, step: &Step, msg: &str) {
             r.last_error = Some(msg.to_string());
             r.updated_at = now();
         } else {
-            st.resources.insert(step.id.clone(), ResourceState {
-                status: Status::Failed,
-                hash: String::new(),
-                host: step.host.clone(),
-                role: step.role,
-                attrs: BTreeMap::new(),
-                last_error: Some(msg.to_string()),
-                updated_at: now(),
-            });
+            st.resources.insert(
+                step.id.clone(),
+                ResourceState {
+                    status: Status::Failed,
+                    hash: String::new(),
+                    host: step.host.clone(),
+                    role: step.role,
+                    attrs: BTreeMap::new(),
+                    last_error: Some(msg.to_string()),
+                    updated_at: now(),
+                },
+            );
         }
     });
 }
@@ -287,20 +307,39 @@ fn resource<'a>(ctx: &'a Ctx, id: &str) -> Option<&'a graph::Resource> {
     ctx.rg.index.get(id).map(|ix| &ctx.rg.graph[*ix])
 }
 
-fn mark(ctx: &Ctx, id: &str, status: Status, extra: impl FnOnce(&mut State)) -> Result<(), OpsError> {
+fn mark(
+    ctx: &Ctx,
+    id: &str,
+    status: Status,
+    extra: impl FnOnce(&mut State),
+) -> Result<(), OpsError> {
     let r = resource(ctx, id).cloned();
     with_state(ctx, |st| {
         if let Some(r) = r {
             let prev_attrs = st.resources.get(id).map(|p| p.attrs.clone());
-            st.resources.insert(id.to_string(), ResourceState {
-                status,
-                hash: if status == Status::Applied { r.hash.clone() } else { st.resources.get(id).map(|p| p.hash.clone()).unwrap_or_default() },
-                host: r.host.clone(),
-                role: r.role(),
-                attrs: if status == Status::Applied { r.attrs.clone() } else { prev_attrs.unwrap_or_default() },
-                last_error: None,
-                updated_at: now(),
-            });
+            st.resources.insert(
+                id.to_string(),
+                ResourceState {
+                    status,
+                    hash: if status == Status::Applied {
+                        r.hash.clone()
+                    } else {
+                        st.resources
+                            .get(id)
+                            .map(|p| p.hash.clone())
+                            .unwrap_or_default()
+                    },
+                    host: r.host.clone(),
+                    role: r.role(),
+                    attrs: if status == Status::Applied {
+                        r.attrs.clone()
+                    } else {
+                        prev_attrs.unwrap_or_default()
+                    },
+                    last_error: None,
+                    updated_at: now(),
+                },
+            );
         }
         extra(st);
     })
@@ -321,8 +360,15 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
     })?;
     let is_init = ctx.env.cluster.init_server() == host && role == Role::Server;
     let token = {
-        let st = ctx.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if is_init { st.cluster.token.clone() } else { st.cluster.join_token.clone() }
+        let st = ctx
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if is_init {
+            st.cluster.token.clone()
+        } else {
+            st.cluster.join_token.clone()
+        }
     };
     if token.is_empty() {
         return Err(OpsError::K3s(k3s::K3sError::Protocol {
@@ -330,7 +376,9 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
             detail: "no join token recorded: the first server has not finished".into(),
         }));
     }
-    let attrs = resource(ctx, &step.id).map(|r| r.attrs.clone()).unwrap_or_default();
+    let attrs = resource(ctx, &step.id)
+        .map(|r| r.attrs.clone())
+        .unwrap_or_default();
     let config = k3s::render_config(&ctx.env.name, &host, role, &attrs, token.expose())?;
     let spec = NodeSpec {
         role,
@@ -360,13 +408,26 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
 async fn ready_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
     let init = ctx.env.cluster.init_server().to_string();
     let conn = connect(ctx, &init).await?;
-    let expected: Vec<String> = ctx.env.cluster.servers.iter().chain(ctx.env.cluster.agents.iter()).cloned().collect();
+    let expected: Vec<String> = ctx
+        .env
+        .cluster
+        .servers
+        .iter()
+        .chain(ctx.env.cluster.agents.iter())
+        .cloned()
+        .collect();
     ctx.obs.event(Event::Progress {
         id: step.id.clone(),
         message: format!("waiting for {} node(s) to be Ready", expected.len()),
     });
     let coredns = !ctx.env.cluster.disable.iter().any(|d| d == "coredns");
-    k3s::wait_ready(conn.as_ref(), &expected, coredns, ctx.env.cluster.readiness_timeout).await?;
+    k3s::wait_ready(
+        conn.as_ref(),
+        &expected,
+        coredns,
+        ctx.env.cluster.readiness_timeout,
+    )
+    .await?;
     mark(ctx, &step.id, Status::Applied, |_| {})?;
     Ok(false)
 }
@@ -384,21 +445,27 @@ async fn kubeconfig_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
     let path = kubeconfig::default_path(ctx.env.kubeconfig.path.as_deref());
     // A moved or renamed context: remove the old entry first.
     let old = {
-        let st = ctx.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let st = ctx
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         st.resources.get(&step.id).map(|r| r.attrs.clone())
     };
-    if let Some(old) = old {
-        if let (Some(p), Some(c)) = (old.get("resolved_path").and_then(|v| v.as_str()), old.get("context").and_then(|v| v.as_str())) {
-            if p != path.display().to_string() || c != ctx.env.kubeconfig.context {
-                kubeconfig::remove(std::path::Path::new(p), c)?;
-            }
-        }
+    if let Some(old) = old
+        && let (Some(p), Some(c)) = (
+            old.get("resolved_path").and_then(|v| v.as_str()),
+            old.get("context").and_then(|v| v.as_str()),
+        )
+        && (p != path.display().to_string() || c != ctx.env.kubeconfig.context)
+    {
+        kubeconfig::remove(std::path::Path::new(p), c)?;
     }
     let changed = kubeconfig::merge(&path, entries)?;
     let resolved = path.display().to_string();
     mark(ctx, &step.id, Status::Applied, |st| {
         if let Some(r) = st.resources.get_mut(graph::KUBECONFIG) {
-            r.attrs.insert("resolved_path".into(), serde_json::json!(resolved));
+            r.attrs
+                .insert("resolved_path".into(), serde_json::json!(resolved));
         }
     })?;
     Ok(changed)

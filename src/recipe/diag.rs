@@ -82,7 +82,12 @@ impl<'a> Sink<'a> {
         self.push(Severity::Warning, pos, message)
     }
 
-    fn push(&mut self, severity: Severity, pos: Pos, message: impl Into<String>) -> &mut Diagnostic {
+    fn push(
+        &mut self,
+        severity: Severity,
+        pos: Pos,
+        message: impl Into<String>,
+    ) -> &mut Diagnostic {
         self.items.push(Diagnostic {
             severity,
             file: self.file.to_path_buf(),
@@ -108,7 +113,10 @@ impl Diagnostic {
 
 /// The closest candidate to `word` by edit distance, when it is close enough to be a
 /// plausible typo ("did you mean ...").
-pub fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+pub fn did_you_mean<'c>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
     let limit = (word.len() / 3).max(2);
     candidates
         .into_iter()
@@ -138,7 +146,10 @@ mod tests {
 
     #[test]
     fn suggests_close_names_only() {
-        assert_eq!(did_you_mean("servres", ["servers", "agents"]), Some("servers"));
+        assert_eq!(
+            did_you_mean("servres", ["servers", "agents"]),
+            Some("servers")
+        );
         assert_eq!(did_you_mean("zzz", ["servers", "agents"]), None);
     }
 }

@@ -21,7 +21,13 @@ use super::raw::{self, InstallSource, RoleHint};
 pub const DEFAULT_SCRIPT_URL: &str = "https://get.k3s.io";
 const DEFAULT_READINESS_TIMEOUT: u64 = 300;
 const FLANNEL_BACKENDS: &[&str] = &["vxlan", "host-gw", "wireguard-native", "none"];
-const DISABLE_ITEMS: &[&str] = &["traefik", "servicelb", "local-storage", "metrics-server", "coredns"];
+const DISABLE_ITEMS: &[&str] = &[
+    "traefik",
+    "servicelb",
+    "local-storage",
+    "metrics-server",
+    "coredns",
+];
 const TAINT_EFFECTS: &[&str] = &["NoSchedule", "PreferNoSchedule", "NoExecute"];
 
 /// Why a recipe could not be loaded.
@@ -38,7 +44,10 @@ pub enum LoadError {
 }
 
 fn render(diags: &[Diagnostic]) -> String {
-    let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     let mut out = String::new();
     for d in diags.iter().filter(|d| d.severity == Severity::Error) {
         out.push_str(&d.to_string());
@@ -69,7 +78,10 @@ fn read(path: &Path) -> Result<String, LoadError> {
 /// Parse YAML text into `T`, turning a serde error into a positioned diagnostic.
 fn parse<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, LoadError> {
     serde_saphyr::from_str::<T>(text).map_err(|e| {
-        let p = e.location().map(|l| Pos::of(&l)).unwrap_or(Pos { line: 1, col: 1 });
+        let p = e
+            .location()
+            .map(|l| Pos::of(&l))
+            .unwrap_or(Pos { line: 1, col: 1 });
         let mut sink = Sink::new(file);
         let message = e.without_snippet().to_string();
         let message = message
@@ -81,7 +93,9 @@ fn parse<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, L
             .to_string();
         // The position is already in the `file:line:col:` prefix; do not repeat it.
         let suffix = format!(" at line {}, column {}", p.line, p.col);
-        let message = message.strip_suffix(&suffix).map_or(message.clone(), str::to_string);
+        let message = message
+            .strip_suffix(&suffix)
+            .map_or(message.clone(), str::to_string);
         let d = sink.error(p, message);
         if d.message.contains("unknown field") {
             d.help("remove the key or check its spelling against the documented schema");
@@ -159,10 +173,7 @@ pub fn load_recipe(path: &Path) -> Result<Loaded, LoadError> {
         return Err(LoadError::Invalid(all));
     }
     match env {
-        Some(env) => Ok(Loaded {
-            env,
-            warnings: all,
-        }),
+        Some(env) => Ok(Loaded { env, warnings: all }),
         None => Err(LoadError::Invalid(all)),
     }
 }
@@ -176,7 +187,10 @@ pub fn load_inventory(path: &Path) -> Result<(BTreeMap<String, Host>, Vec<Diagno
     if sink.has_errors() {
         return Err(LoadError::Invalid(sink.items));
     }
-    Ok((hosts.into_iter().map(|(k, (h, _))| (k, h)).collect(), sink.items))
+    Ok((
+        hosts.into_iter().map(|(k, (h, _))| (k, h)).collect(),
+        sink.items,
+    ))
 }
 
 type HostTable = BTreeMap<String, (Host, Pos)>;
@@ -208,8 +222,11 @@ fn check_inventory(
         }
         let address = h.address.value.trim().to_string();
         if !is_address(&address) {
-            sink.error(pos(&h.address), format!("invalid address `{address}` for host `{name}`"))
-                .help("give an IPv4/IPv6 address or a DNS name");
+            sink.error(
+                pos(&h.address),
+                format!("invalid address `{address}` for host `{name}`"),
+            )
+            .help("give an IPv4/IPv6 address or a DNS name");
         }
         let port = match h.port.as_ref().or(defaults.and_then(|d| d.port.as_ref())) {
             Some(p) if p.value == 0 => {
@@ -222,7 +239,9 @@ fn check_inventory(
         if let Some((other, _)) = addresses.get(&(address.clone(), port)) {
             sink.error(
                 pos(&h.address),
-                format!("host `{name}` has the same address and port as `{other}` ({address}:{port})"),
+                format!(
+                    "host `{name}` has the same address and port as `{other}` ({address}:{port})"
+                ),
             );
         } else {
             addresses.insert((address.clone(), port), (name.to_string(), pos(&h.name)));
@@ -232,22 +251,33 @@ fn check_inventory(
             .as_ref()
             .or(defaults.and_then(|d| d.user.as_ref()))
             .map(|u| u.value.clone());
-        let key = h.key.as_ref().or(defaults.and_then(|d| d.key.as_ref())).map(|k| {
-            let p = resolve_path(path, &k.value);
-            // A warning, not an error: the inventory may be planned on another machine.
-            if !p.exists() && missing_keys.insert(p.clone()) {
-                sink.warning(pos(k), format!("SSH key file {} does not exist here", p.display()))
+        let key = h
+            .key
+            .as_ref()
+            .or(defaults.and_then(|d| d.key.as_ref()))
+            .map(|k| {
+                let p = resolve_path(path, &k.value);
+                // A warning, not an error: the inventory may be planned on another machine.
+                if !p.exists() && missing_keys.insert(p.clone()) {
+                    sink.warning(
+                        pos(k),
+                        format!("SSH key file {} does not exist here", p.display()),
+                    )
                     .help("key paths are relative to the inventory file; `~/` is expanded");
-            }
-            p
-        });
-        let bastion = h.bastion.as_ref().or(defaults.and_then(|d| d.bastion.as_ref())).map(|b| {
-            if !is_jump_spec(&b.value) {
-                sink.error(pos(b), format!("invalid bastion `{}`", b.value))
-                    .help("use `[user@]host[:port]`");
-            }
-            b.value.clone()
-        });
+                }
+                p
+            });
+        let bastion = h
+            .bastion
+            .as_ref()
+            .or(defaults.and_then(|d| d.bastion.as_ref()))
+            .map(|b| {
+                if !is_jump_spec(&b.value) {
+                    sink.error(pos(b), format!("invalid bastion `{}`", b.value))
+                        .help("use `[user@]host[:port]`");
+                }
+                b.value.clone()
+            });
         let labels = h.labels.as_ref().map(|l| {
             for (k, v) in &l.value {
                 check_label(sink, pos(l), k, v);
@@ -312,10 +342,16 @@ fn check_recipe(
                 .help("pin a release such as `v1.31.4+k3s1` (see the k3s releases page)");
         }
         Some((1, minor)) if minor < 28 => {
-            sink.warning(pos(&k.version), format!("k3s {version} is out of upstream support"));
+            sink.warning(
+                pos(&k.version),
+                format!("k3s {version} is out of upstream support"),
+            );
         }
         Some((major, _)) if major != 1 => {
-            sink.error(pos(&k.version), format!("unsupported k3s major version in `{version}`"));
+            sink.error(
+                pos(&k.version),
+                format!("unsupported k3s major version in `{version}`"),
+            );
         }
         Some(_) => {}
     }
@@ -331,30 +367,34 @@ fn check_recipe(
     // Servers and agents.
     let host_names: Vec<&str> = hosts.keys().map(String::as_str).collect();
     let mut seen: BTreeMap<String, Pos> = BTreeMap::new();
-    let mut pick = |list: &Spanned<Vec<Spanned<String>>>, what: &str, sink: &mut Sink<'_>| -> Vec<String> {
-        let mut out = Vec::new();
-        for n in &list.value {
-            let name = n.value.trim();
-            if !hosts.contains_key(name) {
-                let d = sink.error(
-                    pos(n),
-                    format!("{what} `{name}` is not a host of the inventory {}", inv_path.display()),
-                );
-                if let Some(s) = did_you_mean(name, host_names.iter().copied()) {
-                    d.help(format!("did you mean `{s}`?"));
+    let mut pick =
+        |list: &Spanned<Vec<Spanned<String>>>, what: &str, sink: &mut Sink<'_>| -> Vec<String> {
+            let mut out = Vec::new();
+            for n in &list.value {
+                let name = n.value.trim();
+                if !hosts.contains_key(name) {
+                    let d = sink.error(
+                        pos(n),
+                        format!(
+                            "{what} `{name}` is not a host of the inventory {}",
+                            inv_path.display()
+                        ),
+                    );
+                    if let Some(s) = did_you_mean(name, host_names.iter().copied()) {
+                        d.help(format!("did you mean `{s}`?"));
+                    }
+                    continue;
                 }
-                continue;
+                if let Some(first) = seen.get(name) {
+                    sink.error(pos(n), format!("host `{name}` is listed twice"))
+                        .help(format!("first listed at line {}", first.line));
+                    continue;
+                }
+                seen.insert(name.to_string(), pos(n));
+                out.push(name.to_string());
             }
-            if let Some(first) = seen.get(name) {
-                sink.error(pos(n), format!("host `{name}` is listed twice"))
-                    .help(format!("first listed at line {}", first.line));
-                continue;
-            }
-            seen.insert(name.to_string(), pos(n));
-            out.push(name.to_string());
-        }
-        out
-    };
+            out
+        };
     let servers = match &k.servers {
         Some(list) => pick(list, "server", sink),
         None => roles
@@ -373,8 +413,9 @@ fn check_recipe(
     };
     if servers.is_empty() && !sink.has_errors() {
         let at = k.servers.as_ref().map_or(pos(&r.k3s), pos);
-        sink.error(at, "the cluster has no server")
-            .help("list at least one inventory host under `k3s.servers`, or give a host `role: server`");
+        sink.error(at, "the cluster has no server").help(
+            "list at least one inventory host under `k3s.servers`, or give a host `role: server`",
+        );
     }
 
     // HA rules: embedded etcd needs an odd number (>= 3) of servers.
@@ -383,13 +424,19 @@ fn check_recipe(
             if h.value && servers.len() < 3 {
                 sink.error(
                     pos(h),
-                    format!("HA needs at least 3 servers for etcd quorum; {} given", servers.len()),
+                    format!(
+                        "HA needs at least 3 servers for etcd quorum; {} given",
+                        servers.len()
+                    ),
                 )
                 .help("list 3 (or 5) servers, or set `ha: false` with a single server");
             } else if h.value && servers.len() % 2 == 0 {
                 sink.warning(
                     pos(h),
-                    format!("{} servers: an even number adds no fault tolerance to etcd", servers.len()),
+                    format!(
+                        "{} servers: an even number adds no fault tolerance to etcd",
+                        servers.len()
+                    ),
                 );
             } else if !h.value && servers.len() > 1 {
                 sink.error(pos(h), "several servers need HA (embedded etcd)")
@@ -400,11 +447,20 @@ fn check_recipe(
         None => {
             if servers.len() == 2 {
                 let at = k.servers.as_ref().map_or(pos(&r.k3s), pos);
-                sink.error(at, "2 servers cannot keep etcd quorum (losing either stops the cluster)")
-                    .help("use 1 server, or 3 with `ha: true`");
+                sink.error(
+                    at,
+                    "2 servers cannot keep etcd quorum (losing either stops the cluster)",
+                )
+                .help("use 1 server, or 3 with `ha: true`");
             } else if servers.len() > 2 && servers.len() % 2 == 0 {
                 let at = k.servers.as_ref().map_or(pos(&r.k3s), pos);
-                sink.warning(at, format!("{} servers: an even number adds no fault tolerance to etcd", servers.len()));
+                sink.warning(
+                    at,
+                    format!(
+                        "{} servers: an even number adds no fault tolerance to etcd",
+                        servers.len()
+                    ),
+                );
             }
             servers.len() >= 3
         }
@@ -438,7 +494,10 @@ fn check_recipe(
                 disable.push(v.to_string());
             }
         } else {
-            let diag = sink.error(pos(d), format!("k3s has no packaged component `{v}` to disable"));
+            let diag = sink.error(
+                pos(d),
+                format!("k3s has no packaged component `{v}` to disable"),
+            );
             match did_you_mean(v, DISABLE_ITEMS.iter().copied()) {
                 Some(s) => diag.help(format!("did you mean `{s}`?")),
                 None => diag.help(format!("expected one of: {}", DISABLE_ITEMS.join(", "))),
@@ -447,10 +506,13 @@ fn check_recipe(
     }
     let cluster_cidr = k.cluster_cidr.as_ref().and_then(|c| check_cidr(sink, c));
     let service_cidr = k.service_cidr.as_ref().and_then(|c| check_cidr(sink, c));
-    if let (Some(a), Some(b), Some(sc)) = (&cluster_cidr, &service_cidr, &k.service_cidr) {
-        if cidrs_overlap(a, b) {
-            sink.error(pos(sc), format!("service CIDR {b} overlaps the cluster CIDR {a}"));
-        }
+    if let (Some(a), Some(b), Some(sc)) = (&cluster_cidr, &service_cidr, &k.service_cidr)
+        && cidrs_overlap(a, b)
+    {
+        sink.error(
+            pos(sc),
+            format!("service CIDR {b} overlaps the cluster CIDR {a}"),
+        );
     }
     let mut tls_san = Vec::new();
     for s in &k.tls_san {
@@ -476,9 +538,13 @@ fn check_recipe(
     if let Some(extra) = &k.extra_config {
         for (key, value) in &extra.value {
             if let Some((_, why)) = flags::MANAGED_KEYS.iter().find(|(m, _)| m == key) {
-                sink.error(pos(value), format!("`{key}` is managed by continuum")).help(*why);
+                sink.error(pos(value), format!("`{key}` is managed by continuum"))
+                    .help(*why);
             } else if !flags::is_known(key) {
-                let d = sink.error(pos(value), format!("`{key}` is not a k3s configuration key"));
+                let d = sink.error(
+                    pos(value),
+                    format!("`{key}` is not a k3s configuration key"),
+                );
                 if let Some(s) = did_you_mean(key, flags::all_keys()) {
                     d.help(format!("did you mean `{s}`?"));
                 }
@@ -516,7 +582,9 @@ fn check_recipe(
         Some(a) => {
             if !is_address(a.value.trim()) {
                 sink.error(pos(a), format!("invalid api_endpoint `{}`", a.value))
-                    .help("give the host name or address of the API server, without scheme or port");
+                    .help(
+                        "give the host name or address of the API server, without scheme or port",
+                    );
             }
             a.value.trim().to_string()
         }
@@ -553,7 +621,11 @@ fn check_recipe(
             service_cidr,
             tls_san,
             node_labels,
-            node_taints: k.node_taints.iter().map(|t| t.value.trim().to_string()).collect(),
+            node_taints: k
+                .node_taints
+                .iter()
+                .map(|t| t.value.trim().to_string())
+                .collect(),
             api_endpoint,
             readiness_timeout: Duration::from_secs(readiness_timeout),
             extra_config,
@@ -571,7 +643,9 @@ fn check_install(i: &raw::InstallSection, path: &Path, sink: &mut Sink<'_>) -> I
             let url = i
                 .script_url
                 .as_ref()
-                .map_or(DEFAULT_SCRIPT_URL.to_string(), |u| u.value.trim().to_string());
+                .map_or(DEFAULT_SCRIPT_URL.to_string(), |u| {
+                    u.value.trim().to_string()
+                });
             if let Some(u) = &i.script_url {
                 match url::Url::parse(&url) {
                     Ok(parsed) if parsed.scheme() == "https" => {}
@@ -590,21 +664,35 @@ fn check_install(i: &raw::InstallSection, path: &Path, sink: &mut Sink<'_>) -> I
                 sink.error(pos(u), "`script_url` is only used with `source: online`");
             }
             let Some(b) = &i.bundle else {
-                sink.error(pos(&i.source), "`source: bundle` needs a `bundle` directory")
-                    .help("point `bundle:` at a directory with install.sh and k3s / k3s-arm64");
-                return Install::Bundle { dir: PathBuf::new() };
+                sink.error(
+                    pos(&i.source),
+                    "`source: bundle` needs a `bundle` directory",
+                )
+                .help("point `bundle:` at a directory with install.sh and k3s / k3s-arm64");
+                return Install::Bundle {
+                    dir: PathBuf::new(),
+                };
             };
             let dir = resolve_path(path, &b.value);
             if !dir.is_dir() {
-                sink.error(pos(b), format!("bundle directory {} does not exist", dir.display()));
+                sink.error(
+                    pos(b),
+                    format!("bundle directory {} does not exist", dir.display()),
+                );
             } else {
                 if !dir.join("install.sh").is_file() {
-                    sink.error(pos(b), format!("bundle {} has no install.sh", dir.display()))
-                        .help("save https://get.k3s.io as install.sh in the bundle");
+                    sink.error(
+                        pos(b),
+                        format!("bundle {} has no install.sh", dir.display()),
+                    )
+                    .help("save https://get.k3s.io as install.sh in the bundle");
                 }
                 if !dir.join("k3s").is_file() && !dir.join("k3s-arm64").is_file() {
-                    sink.error(pos(b), format!("bundle {} has no k3s binary", dir.display()))
-                        .help("add `k3s` (amd64) and/or `k3s-arm64` from the k3s release");
+                    sink.error(
+                        pos(b),
+                        format!("bundle {} has no k3s binary", dir.display()),
+                    )
+                    .help("add `k3s` (amd64) and/or `k3s-arm64` from the k3s release");
                 }
             }
             Install::Bundle { dir }
@@ -637,7 +725,8 @@ pub fn parse_k3s_version(v: &str) -> Option<(u64, u64)> {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -674,7 +763,9 @@ fn check_label(sink: &mut Sink<'_>, at: Pos, key: &str, value: &str) {
     };
     let name_ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     let prefix_ok = prefix.is_none_or(|p| p.len() <= 253 && is_address(p));
@@ -683,13 +774,20 @@ fn check_label(sink: &mut Sink<'_>, at: Pos, key: &str, value: &str) {
             .help("keys are `[prefix/]name`, name at most 63 characters of [A-Za-z0-9-_.]");
     }
     let value_ok = value.len() <= 63
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && (value.is_empty()
             || value.starts_with(|c: char| c.is_ascii_alphanumeric())
                 && value.ends_with(|c: char| c.is_ascii_alphanumeric()));
     if !value_ok {
-        sink.error(at, format!("invalid value `{value}` for node label `{key}`"))
-            .help("values are at most 63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric");
+        sink.error(
+            at,
+            format!("invalid value `{value}` for node label `{key}`"),
+        )
+        .help(
+            "values are at most 63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric",
+        );
     }
 }
 
@@ -710,7 +808,8 @@ fn check_cidr(sink: &mut Sink<'_>, c: &Spanned<String>) -> Option<String> {
     if parse_cidr(v).is_some() {
         Some(v.to_string())
     } else {
-        sink.error(pos(c), format!("invalid CIDR `{v}`")).help("write e.g. `10.42.0.0/16`");
+        sink.error(pos(c), format!("invalid CIDR `{v}`"))
+            .help("write e.g. `10.42.0.0/16`");
         None
     }
 }
@@ -724,11 +823,16 @@ fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
 }
 
 fn cidrs_overlap(a: &str, b: &str) -> bool {
-    let (Some((IpAddr::V4(a), la)), Some((IpAddr::V4(b), lb))) = (parse_cidr(a), parse_cidr(b)) else {
+    let (Some((IpAddr::V4(a), la)), Some((IpAddr::V4(b), lb))) = (parse_cidr(a), parse_cidr(b))
+    else {
         return false;
     };
     let len = la.min(lb);
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    };
     (u32::from(a) & mask) == (u32::from(b) & mask)
 }
 

@@ -40,7 +40,9 @@ pub fn default_path(explicit: Option<&Path>) -> PathBuf {
     {
         return first;
     }
-    dirs::home_dir().unwrap_or_else(|| PathBuf::from(".")).join(".kube/config")
+    dirs::home_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".kube/config")
 }
 
 fn load(path: &Path) -> Result<Value, KubeconfigError> {
@@ -63,7 +65,10 @@ fn empty() -> Value {
 }
 
 fn named<'a>(doc: &'a Value, list: &str, name: &str) -> Option<&'a Value> {
-    doc.get(list)?.as_array()?.iter().find(|e| e.get("name").and_then(Value::as_str) == Some(name))
+    doc.get(list)?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("name").and_then(Value::as_str) == Some(name))
 }
 
 fn upsert(doc: &mut Map<String, Value>, list: &str, entry: Value) {
@@ -89,17 +94,25 @@ fn remove_named(doc: &mut Map<String, Value>, list: &str, name: &str) -> bool {
 
 /// Build the entries for `context` from a k3s admin kubeconfig (names `default`),
 /// pointing at `server`.
-pub fn from_k3s(k3s_yaml: &str, context: &str, server: &str) -> Result<(Value, Value, Value), KubeconfigError> {
+pub fn from_k3s(
+    k3s_yaml: &str,
+    context: &str,
+    server: &str,
+) -> Result<(Value, Value, Value), KubeconfigError> {
     let src: Value = serde_saphyr::from_str(k3s_yaml).map_err(|e| KubeconfigError::Parse {
         path: PathBuf::from(crate::k3s::KUBECONFIG_PATH),
         detail: e.without_snippet().to_string(),
     })?;
     let cluster = named(&src, "clusters", "default")
         .and_then(|c| c.get("cluster"))
-        .ok_or_else(|| KubeconfigError::Incomplete { what: "cluster `default`".into() })?;
+        .ok_or_else(|| KubeconfigError::Incomplete {
+            what: "cluster `default`".into(),
+        })?;
     let user = named(&src, "users", "default")
         .and_then(|u| u.get("user"))
-        .ok_or_else(|| KubeconfigError::Incomplete { what: "user `default`".into() })?;
+        .ok_or_else(|| KubeconfigError::Incomplete {
+            what: "user `default`".into(),
+        })?;
     let mut cluster = cluster.clone();
     if let Some(m) = cluster.as_object_mut() {
         m.insert("server".into(), Value::String(server.to_string()));
@@ -119,7 +132,8 @@ fn save(path: &Path, doc: &Value) -> Result<(), KubeconfigError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let text = serde_saphyr::to_string(doc).map_err(|e| err(std::io::Error::other(e.to_string())))?;
+    let text =
+        serde_saphyr::to_string(doc).map_err(|e| err(std::io::Error::other(e.to_string())))?;
     crate::state::write_atomic(path, text.as_bytes(), 0o600).map_err(err)
 }
 
@@ -127,7 +141,12 @@ fn save(path: &Path, doc: &Value) -> Result<(), KubeconfigError> {
 pub fn merge(path: &Path, entries: (Value, Value, Value)) -> Result<bool, KubeconfigError> {
     let mut doc = load(path)?;
     let before = doc.clone();
-    let context = entries.2.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let context = entries
+        .2
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let Some(map) = doc.as_object_mut() else {
         return Err(KubeconfigError::Parse {
             path: path.to_path_buf(),
@@ -137,7 +156,10 @@ pub fn merge(path: &Path, entries: (Value, Value, Value)) -> Result<bool, Kubeco
     upsert(map, "clusters", entries.0);
     upsert(map, "users", entries.1);
     upsert(map, "contexts", entries.2);
-    let has_current = map.get("current-context").and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+    let has_current = map
+        .get("current-context")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty());
     if !has_current {
         map.insert("current-context".into(), Value::String(context));
     }
@@ -156,7 +178,9 @@ pub fn remove(path: &Path, context: &str) -> Result<bool, KubeconfigError> {
         return Ok(false);
     }
     let mut doc = load(path)?;
-    let Some(map) = doc.as_object_mut() else { return Ok(false) };
+    let Some(map) = doc.as_object_mut() else {
+        return Ok(false);
+    };
     let mut changed = remove_named(map, "contexts", context);
     changed |= remove_named(map, "clusters", context);
     changed |= remove_named(map, "users", context);
@@ -193,13 +217,19 @@ mod tests {
         .expect("write");
         let entries = from_k3s(K3S, "farm", "https://10.0.0.1:6443").expect("entries");
         assert!(merge(&path, entries.clone()).expect("merge"));
-        assert!(!merge(&path, entries).expect("merge again"), "second merge changes nothing");
+        assert!(
+            !merge(&path, entries).expect("merge again"),
+            "second merge changes nothing"
+        );
         let doc = load(&path).expect("load");
         assert!(named(&doc, "contexts", "other").is_some());
         assert!(named(&doc, "contexts", "farm").is_some());
         assert_eq!(doc["current-context"], "other");
         assert_eq!(doc["x-custom"], "keep");
-        assert_eq!(named(&doc, "clusters", "farm").expect("c")["cluster"]["server"], "https://10.0.0.1:6443");
+        assert_eq!(
+            named(&doc, "clusters", "farm").expect("c")["cluster"]["server"],
+            "https://10.0.0.1:6443"
+        );
         let mode = std::fs::metadata(&path).expect("m").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert!(remove(&path, "farm").expect("remove"));

@@ -34,7 +34,9 @@ pub enum SshError {
         address: String,
         pinned: String,
     },
-    #[error("host key of `{host}` ({address}) does not match the `host_key` pinned in the inventory")]
+    #[error(
+        "host key of `{host}` ({address}) does not match the `host_key` pinned in the inventory"
+    )]
     HostKeyMismatch { host: String, address: String },
     #[error("cannot connect to `{host}` ({address}) after {attempts} attempt(s): {detail}")]
     Connect {
@@ -48,9 +50,17 @@ pub enum SshError {
     )]
     NoSudo { host: String, user: String },
     #[error("lost the connection to `{host}` while running `{what}`: {detail}")]
-    Disconnected { host: String, what: String, detail: String },
+    Disconnected {
+        host: String,
+        what: String,
+        detail: String,
+    },
     #[error("`{what}` on `{host}` did not finish within {secs} s")]
-    Timeout { host: String, what: String, secs: u64 },
+    Timeout {
+        host: String,
+        what: String,
+        secs: u64,
+    },
     #[error("cannot manage known_hosts {path}: {detail}")]
     KnownHosts { path: PathBuf, detail: String },
 }
@@ -69,7 +79,11 @@ impl Output {
     }
     /// Last lines of stderr (or stdout) for error messages.
     pub fn tail(&self) -> String {
-        let src = if self.stderr.trim().is_empty() { &self.stdout } else { &self.stderr };
+        let src = if self.stderr.trim().is_empty() {
+            &self.stdout
+        } else {
+            &self.stderr
+        };
         let lines: Vec<&str> = src.trim().lines().collect();
         lines[lines.len().saturating_sub(6)..].join("\n")
     }
@@ -77,7 +91,10 @@ impl Output {
 
 /// Quote a string for a POSIX shell.
 pub fn quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -111,8 +128,12 @@ pub struct PoolOptions {
 pub struct Pool {
     opts: PoolOptions,
     control_dir: tempfile::TempDir,
-    conns: Mutex<HashMap<String, Arc<Mutex<Option<Arc<HostConn>>>>>>,
+    conns: Mutex<HashMap<String, Slot>>,
 }
+
+/// A host's connection, opened at most once at a time (the inner lock serialises
+/// connection attempts to the same host).
+type Slot = Arc<Mutex<Option<Arc<HostConn>>>>;
 
 /// An open master connection to one host.
 pub struct HostConn {
@@ -142,10 +163,10 @@ impl Pool {
             map.entry(host.name.clone()).or_default().clone()
         };
         let mut guard = slot.lock().await;
-        if let Some(c) = guard.as_ref() {
-            if c.session.check().await.is_ok() {
-                return Ok(c.clone());
-            }
+        if let Some(c) = guard.as_ref()
+            && c.session.check().await.is_ok()
+        {
+            return Ok(c.clone());
         }
         let conn = Arc::new(self.connect(host).await?);
         *guard = Some(conn.clone());
@@ -155,12 +176,11 @@ impl Pool {
     /// Forget a host's connection (after a reboot or a failure).
     pub async fn drop_conn(&self, host: &str) {
         let slot = self.conns.lock().await.remove(host);
-        if let Some(slot) = slot {
-            if let Some(c) = slot.lock().await.take() {
-                if let Ok(c) = Arc::try_unwrap(c) {
-                    let _ = c.session.close().await;
-                }
-            }
+        if let Some(slot) = slot
+            && let Some(c) = slot.lock().await.take()
+            && let Ok(c) = Arc::try_unwrap(c)
+        {
+            let _ = c.session.close().await;
         }
     }
 
@@ -168,10 +188,10 @@ impl Pool {
     pub async fn close(&self) {
         let slots: Vec<_> = self.conns.lock().await.drain().map(|(_, s)| s).collect();
         for slot in slots {
-            if let Some(c) = slot.lock().await.take() {
-                if let Ok(c) = Arc::try_unwrap(c) {
-                    let _ = c.session.close().await;
-                }
+            if let Some(c) = slot.lock().await.take()
+                && let Ok(c) = Arc::try_unwrap(c)
+            {
+                let _ = c.session.close().await;
             }
         }
     }
@@ -204,7 +224,9 @@ impl Pool {
                 .await
                 .map_err(|e| kh_err(format!("ssh-keygen -R: {e}")))?;
             if !out.status.success() {
-                return Err(kh_err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+                return Err(kh_err(
+                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                ));
             }
             let _ = std::fs::remove_file(path.with_extension("known_hosts.old"));
         }
@@ -218,7 +240,8 @@ impl Pool {
                     .open(path)
                     .map_err(|e| kh_err(e.to_string()))?;
                 use std::io::Write;
-                f.write_all(line.as_bytes()).map_err(|e| kh_err(e.to_string()))?;
+                f.write_all(line.as_bytes())
+                    .map_err(|e| kh_err(e.to_string()))?;
             }
         }
         Ok(())
@@ -290,7 +313,8 @@ impl Pool {
                                 .unwrap_or_else(|| "unknown".into()),
                         });
                     }
-                    let permanent = detail.contains("Permission denied") || detail.contains("Could not resolve");
+                    let permanent = detail.contains("Permission denied")
+                        || detail.contains("Could not resolve");
                     if permanent || attempt >= self.opts.connect_attempts {
                         return Err(SshError::Connect {
                             host: host.name.clone(),
@@ -349,12 +373,21 @@ impl HostConn {
         &self.address
     }
 
-    async fn exec(&self, cmdline: &str, stdin: Option<&[u8]>, timeout: Duration) -> Result<Output, SshError> {
-        let _permit = self.channels.acquire().await.map_err(|e| SshError::Disconnected {
-            host: self.name.clone(),
-            what: short(cmdline),
-            detail: e.to_string(),
-        })?;
+    async fn exec(
+        &self,
+        cmdline: &str,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Output, SshError> {
+        let _permit = self
+            .channels
+            .acquire()
+            .await
+            .map_err(|e| SshError::Disconnected {
+                host: self.name.clone(),
+                what: short(cmdline),
+                detail: e.to_string(),
+            })?;
         let disc = |e: openssh::Error| SshError::Disconnected {
             host: self.name.clone(),
             what: short(cmdline),
@@ -362,16 +395,22 @@ impl HostConn {
         };
         let fut = async {
             let mut cmd = self.session.raw_command(cmdline);
-            cmd.stdin(if stdin.is_some() { openssh::Stdio::piped() } else { openssh::Stdio::null() })
-                .stdout(openssh::Stdio::piped())
-                .stderr(openssh::Stdio::piped());
+            cmd.stdin(if stdin.is_some() {
+                openssh::Stdio::piped()
+            } else {
+                openssh::Stdio::null()
+            })
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped());
             let mut child = cmd.spawn().await.map_err(disc)?;
             if let (Some(data), Some(mut w)) = (stdin, child.stdin().take()) {
-                w.write_all(data).await.map_err(|e| SshError::Disconnected {
-                    host: self.name.clone(),
-                    what: short(cmdline),
-                    detail: e.to_string(),
-                })?;
+                w.write_all(data)
+                    .await
+                    .map_err(|e| SshError::Disconnected {
+                        host: self.name.clone(),
+                        what: short(cmdline),
+                        detail: e.to_string(),
+                    })?;
                 w.shutdown().await.ok();
                 drop(w);
             }
@@ -394,12 +433,26 @@ impl HostConn {
 }
 
 fn short(cmd: &str) -> String {
-    let first = cmd.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-    if first.len() > 80 { format!("{}...", &first[..first.floor_char_boundary(80)]) } else { first.to_string() }
+    let first = cmd
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    if first.len() > 80 {
+        format!("{}...", &first[..first.floor_char_boundary(80)])
+    } else {
+        first.to_string()
+    }
 }
 
 impl Remote for HostConn {
-    async fn run(&self, script: &str, stdin: Option<&[u8]>, root: bool, timeout: Duration) -> Result<Output, SshError> {
+    async fn run(
+        &self,
+        script: &str,
+        stdin: Option<&[u8]>,
+        root: bool,
+        timeout: Duration,
+    ) -> Result<Output, SshError> {
         let cmdline = if root && self.sudo {
             format!("sudo -n sh -c {}", quote(script))
         } else {

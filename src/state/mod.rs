@@ -49,7 +49,11 @@ pub enum StateError {
     #[error(
         "environment `{env}` is locked by another continuum process (pid {pid}); wait for it to finish, or remove {lock} if that process is gone"
     )]
-    Locked { env: String, pid: String, lock: PathBuf },
+    Locked {
+        env: String,
+        pid: String,
+        lock: PathBuf,
+    },
     #[error("no state for environment `{env}` in {dir}")]
     NotFound { env: String, dir: PathBuf },
 }
@@ -261,7 +265,11 @@ impl Store {
                 let _ = file.read_to_string(&mut pid);
                 return Err(StateError::Locked {
                     env: self.env.clone(),
-                    pid: if pid.trim().is_empty() { "unknown".into() } else { pid.trim().to_string() },
+                    pid: if pid.trim().is_empty() {
+                        "unknown".into()
+                    } else {
+                        pid.trim().to_string()
+                    },
                     lock: path,
                 });
             }
@@ -384,9 +392,17 @@ mod tests {
         store.save(&mut st).expect("save");
         let back = store.load().expect("load").expect("present");
         assert_eq!(back, st);
-        let mode = fs::metadata(store.path()).expect("meta").permissions().mode() & 0o777;
+        let mode = fs::metadata(store.path())
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
-        let dmode = fs::metadata(store.dir()).expect("meta").permissions().mode() & 0o777;
+        let dmode = fs::metadata(store.dir())
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(dmode, 0o700);
         assert_eq!(format!("{:?}", st.cluster.token), "Secret(***)");
     }

@@ -6,13 +6,18 @@ use crate::harness::root;
 
 fn continuum(state: &std::path::Path) -> Command {
     let mut c = Command::cargo_bin("continuum").expect("binary");
-    c.env("CONTINUUM_STATE_DIR", state).env("KUBECONFIG", state.join("kubeconfig"));
+    c.env("CONTINUUM_STATE_DIR", state)
+        .env("KUBECONFIG", state.join("kubeconfig"));
     c
 }
 
 #[test]
 fn help_lists_the_commands() {
-    let out = Command::cargo_bin("continuum").expect("bin").arg("--help").output().expect("run");
+    let out = Command::cargo_bin("continuum")
+        .expect("bin")
+        .arg("--help")
+        .output()
+        .expect("run");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     insta::assert_snapshot!("help", text);
@@ -26,8 +31,15 @@ fn plan_of_the_example_recipe() {
         .args(["plan", "recipes/farm-edge.yaml"])
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    insta::assert_snapshot!("plan_farm_edge", String::from_utf8_lossy(&out.stdout).to_string());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    insta::assert_snapshot!(
+        "plan_farm_edge",
+        String::from_utf8_lossy(&out.stdout).to_string()
+    );
 }
 
 #[test]
@@ -70,13 +82,19 @@ fn up_without_yes_and_without_terminal_is_refused() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("re-run with --yes"));
-    assert!(!state.path().join("farm-edge.json").exists(), "nothing may be written");
+    assert!(
+        !state.path().join("farm-edge.json").exists(),
+        "nothing may be written"
+    );
 }
 
 #[test]
 fn status_of_unknown_environment_is_an_error() {
     let state = tempfile::tempdir().expect("tmp");
-    let out = continuum(state.path()).args(["status", "nope"]).output().expect("run");
+    let out = continuum(state.path())
+        .args(["status", "nope"])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no state for environment `nope`"));
 }
@@ -84,7 +102,10 @@ fn status_of_unknown_environment_is_an_error() {
 #[test]
 fn down_of_unknown_environment_is_a_no_op() {
     let state = tempfile::tempdir().expect("tmp");
-    let out = continuum(state.path()).args(["down", "nope", "--yes"]).output().expect("run");
+    let out = continuum(state.path())
+        .args(["down", "nope", "--yes"])
+        .output()
+        .expect("run");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to destroy"));
 }
@@ -101,5 +122,8 @@ fn a_second_up_on_a_locked_environment_names_the_holder() {
         .expect("run");
     assert_eq!(out.status.code(), Some(4));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
 }

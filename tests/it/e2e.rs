@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Fleet, HostDef, Workspace, assert_ok, fleet_available, node_labels, path_str, text};
+use crate::harness::{
+    Fleet, HostDef, Workspace, assert_ok, fleet_available, node_labels, path_str, text,
+};
 
 /// 1 server + 2 agents come up; kubectl accepts the kubeconfig; a second `up` changes
 /// nothing; a 4th host joins alone; `down` leaves nothing behind.
@@ -20,7 +22,11 @@ fn lifecycle_up_idempotent_grow_down() {
             .map(|h| HostDef {
                 name: h,
                 ip: fleet.ip(h),
-                labels: if h.starts_with("lc-a") { &[("continuum.io/tier", "edge")] } else { &[] },
+                labels: if h.starts_with("lc-a") {
+                    &[("continuum.io/tier", "edge")]
+                } else {
+                    &[]
+                },
             })
             .collect()
     };
@@ -34,34 +40,58 @@ fn lifecycle_up_idempotent_grow_down() {
     let t = Instant::now();
     let up = ws.up();
     assert_ok(&up, "first up");
-    eprintln!("first up (1 server + 2 agents): {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "first up (1 server + 2 agents): {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     // The API lists both agents with their labels.
     let nodes = node_labels(&fleet, "lc-srv");
     assert_eq!(nodes.len(), 3, "{nodes:?}");
     for a in ["lc-a1", "lc-a2"] {
         let l = &nodes[a];
-        assert_eq!(l.get("continuum.io/tier").map(String::as_str), Some("edge"), "{a}: {l:?}");
+        assert_eq!(
+            l.get("continuum.io/tier").map(String::as_str),
+            Some("edge"),
+            "{a}: {l:?}"
+        );
         assert_eq!(l.get("continuum.io/env").map(String::as_str), Some("lc"));
     }
     // config.yaml is private on every host; the token is in no output.
     let state = ws.state();
-    let token = state["cluster"]["token"].as_str().expect("token").to_string();
+    let token = state["cluster"]["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
     assert!(!text(&up).contains(&token));
     for h in &names[..3] {
         let mode = fleet.exec_ok(h, "stat -c %a /etc/rancher/k3s/config.yaml");
         assert_eq!(mode.trim(), "600", "{h}");
     }
-    let state_mode = std::fs::metadata(ws.state_file()).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
+    let state_mode = std::fs::metadata(ws.state_file())
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
     assert_eq!(state_mode.ok(), Some(0o600));
 
     // The real kubectl accepts the merged kubeconfig.
     let kc = std::process::Command::new("kubectl")
-        .args(["config", "view", "--kubeconfig", path_str(&ws.kubeconfig()), "--context", "lc", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"])
+        .args([
+            "config",
+            "view",
+            "--kubeconfig",
+            path_str(&ws.kubeconfig()),
+            "--context",
+            "lc",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ])
         .output()
         .expect("kubectl");
     assert!(kc.status.success(), "kubectl config view: {}", text(&kc));
-    assert_eq!(String::from_utf8_lossy(&kc.stdout), format!("https://{}:6443", fleet.ip("lc-srv")));
+    assert_eq!(
+        String::from_utf8_lossy(&kc.stdout),
+        format!("https://{}:6443", fleet.ip("lc-srv"))
+    );
 
     // Second up: nothing to change, no SSH session to any host, no file touched.
     let logins: Vec<usize> = names[..3].iter().map(|h| fleet.logins(h)).collect();
@@ -70,8 +100,16 @@ fn lifecycle_up_idempotent_grow_down() {
     assert_ok(&again, "second up");
     assert!(text(&again).contains("0 to change"), "{}", text(&again));
     for (i, h) in names[..3].iter().enumerate() {
-        assert_eq!(fleet.logins(h), logins[i], "{h} saw an SSH login on a converged up");
-        assert_eq!(fleet.k3s_files(h), files[i], "{h}: files changed on a converged up");
+        assert_eq!(
+            fleet.logins(h),
+            logins[i],
+            "{h} saw an SSH login on a converged up"
+        );
+        assert_eq!(
+            fleet.k3s_files(h),
+            files[i],
+            "{h}: files changed on a converged up"
+        );
     }
 
     // A 4th host in the inventory: only it is joined.
@@ -82,10 +120,22 @@ fn lifecycle_up_idempotent_grow_down() {
     let grow = ws.up();
     assert_ok(&grow, "up with a 4th host");
     for (i, h) in names[1..3].iter().enumerate() {
-        assert_eq!(fleet.logins(h), logins[i + 1], "{h} was contacted when only lc-a3 joined");
-        assert_eq!(fleet.k3s_files(h), files[i + 1], "{h}: files changed when only lc-a3 joined");
+        assert_eq!(
+            fleet.logins(h),
+            logins[i + 1],
+            "{h} was contacted when only lc-a3 joined"
+        );
+        assert_eq!(
+            fleet.k3s_files(h),
+            files[i + 1],
+            "{h}: files changed when only lc-a3 joined"
+        );
     }
-    assert_eq!(fleet.k3s_files("lc-srv"), files[0], "server files changed when only lc-a3 joined");
+    assert_eq!(
+        fleet.k3s_files("lc-srv"),
+        files[0],
+        "server files changed when only lc-a3 joined"
+    );
     assert_eq!(node_labels(&fleet, "lc-srv").len(), 4);
 
     let status = ws.run(&["status", "lc", "--output", "json"]);
@@ -93,7 +143,12 @@ fn lifecycle_up_idempotent_grow_down() {
     let s: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
     let nodes = s["nodes"].as_array().expect("nodes");
     assert_eq!(nodes.len(), 4);
-    assert!(nodes.iter().all(|n| n["ready"] == "True" && n["arch"] == "amd64" && n["version"] == "v1.31.4+k3s1"), "{s}");
+    assert!(
+        nodes.iter().all(|n| n["ready"] == "True"
+            && n["arch"] == "amd64"
+            && n["version"] == "v1.31.4+k3s1"),
+        "{s}"
+    );
 
     let down = ws.run(&["down", "lc", "--yes"]);
     assert_ok(&down, "down");
@@ -101,7 +156,10 @@ fn lifecycle_up_idempotent_grow_down() {
         assert_eq!(fleet.k3s_leftovers(h), "", "{h} still has k3s files");
     }
     let kc = std::fs::read_to_string(ws.kubeconfig()).unwrap_or_default();
-    assert!(!kc.contains("name: lc"), "context left in kubeconfig:\n{kc}");
+    assert!(
+        !kc.contains("name: lc"),
+        "context left in kubeconfig:\n{kc}"
+    );
     assert!(!ws.state_file().exists(), "state not deleted");
 }
 
@@ -115,13 +173,28 @@ fn stopped_host_fails_alone_and_resumes() {
     let names = ["sh-srv", "sh-a1", "sh-a2"];
     let fleet = Fleet::start(&names, 30);
     let ws = Workspace::new("sh");
-    let defs: Vec<HostDef<'_>> = names.iter().map(|h| HostDef { name: h, ip: fleet.ip(h), labels: &[] }).collect();
+    let defs: Vec<HostDef<'_>> = names
+        .iter()
+        .map(|h| HostDef {
+            name: h,
+            ip: fleet.ip(h),
+            labels: &[],
+        })
+        .collect();
     ws.write_inventory(&defs, "ops");
     ws.write_recipe(&["sh-srv"], "");
 
     let child = ws
         .cmd()
-        .args(["up", path_str(&ws.recipe()), "--yes", "--connect-timeout", "2", "--connect-attempts", "2"])
+        .args([
+            "up",
+            path_str(&ws.recipe()),
+            "--yes",
+            "--connect-timeout",
+            "2",
+            "--connect-attempts",
+            "2",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -129,24 +202,42 @@ fn stopped_host_fails_alone_and_resumes() {
     std::thread::sleep(Duration::from_millis(300));
     fleet.stop("sh-a2");
     let out = child.wait_with_output().expect("wait");
-    assert_eq!(out.status.code(), Some(3), "partial failure exit code:\n{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "partial failure exit code:\n{}",
+        text(&out)
+    );
     let all = text(&out);
     assert!(all.contains("sh-a2"), "{all}");
     let state = ws.state();
     assert_eq!(state["resources"]["k3s-server/sh-srv"]["status"], "applied");
     assert_eq!(state["resources"]["k3s-agent/sh-a1"]["status"], "applied");
     assert_eq!(state["resources"]["k3s-agent/sh-a2"]["status"], "failed");
-    assert!(state["resources"]["k3s-agent/sh-a2"]["last_error"].as_str().is_some_and(|e| e.contains("sh-a2")));
+    assert!(
+        state["resources"]["k3s-agent/sh-a2"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("sh-a2"))
+    );
 
     fleet.restart("sh-a2");
     let a1_logins = fleet.logins("sh-a1");
     let a1_files = fleet.k3s_files("sh-a1");
     let plan = ws.run(&["plan", path_str(&ws.recipe())]);
     let p = text(&plan);
-    assert!(p.contains("+ k3s-agent/sh-a2") && !p.contains("k3s-agent/sh-a1 ") && !p.contains("k3s-server/sh-srv"), "{p}");
+    assert!(
+        p.contains("+ k3s-agent/sh-a2")
+            && !p.contains("k3s-agent/sh-a1 ")
+            && !p.contains("k3s-server/sh-srv"),
+        "{p}"
+    );
     let again = ws.up();
     assert_ok(&again, "up after the host came back");
-    assert_eq!(fleet.logins("sh-a1"), a1_logins, "sh-a1 was contacted again");
+    assert_eq!(
+        fleet.logins("sh-a1"),
+        a1_logins,
+        "sh-a1 was contacted again"
+    );
     assert_eq!(fleet.k3s_files("sh-a1"), a1_files);
     assert_eq!(node_labels(&fleet, "sh-srv").len(), 3);
     assert_ok(&ws.run(&["down", "sh", "--yes"]), "down");
@@ -162,7 +253,14 @@ fn kill_9_mid_up_then_resume() {
     let names = ["k9-srv", "k9-a1", "k9-a2"];
     let fleet = Fleet::start(&names, 40);
     let ws = Workspace::new("k9");
-    let defs: Vec<HostDef<'_>> = names.iter().map(|h| HostDef { name: h, ip: fleet.ip(h), labels: &[] }).collect();
+    let defs: Vec<HostDef<'_>> = names
+        .iter()
+        .map(|h| HostDef {
+            name: h,
+            ip: fleet.ip(h),
+            labels: &[],
+        })
+        .collect();
     ws.write_inventory(&defs, "ops");
     ws.write_recipe(&["k9-srv"], "");
 
@@ -176,10 +274,10 @@ fn kill_9_mid_up_then_resume() {
     // Kill as soon as the first server is recorded and the agents are under way.
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        if let Ok(t) = std::fs::read_to_string(ws.state_file()) {
-            if t.contains("\"k3s-agent/") {
-                break;
-            }
+        if let Ok(t) = std::fs::read_to_string(ws.state_file())
+            && t.contains("\"k3s-agent/")
+        {
+            break;
         }
         assert!(Instant::now() < deadline, "up never reached the agents");
         std::thread::sleep(Duration::from_millis(20));
@@ -193,12 +291,24 @@ fn kill_9_mid_up_then_resume() {
     let again = ws.up();
     assert_ok(&again, "up after kill -9");
     let after = ws.state();
-    assert_eq!(after["cluster"]["token"], token, "the cluster token changed");
-    for id in ["k3s-server/k9-srv", "k3s-agent/k9-a1", "k3s-agent/k9-a2", "cluster-ready", "kubeconfig"] {
+    assert_eq!(
+        after["cluster"]["token"], token,
+        "the cluster token changed"
+    );
+    for id in [
+        "k3s-server/k9-srv",
+        "k3s-agent/k9-a1",
+        "k3s-agent/k9-a2",
+        "cluster-ready",
+        "kubeconfig",
+    ] {
         assert_eq!(after["resources"][id]["status"], "applied", "{id}: {after}");
     }
     let nodes = node_labels(&fleet, "k9-srv");
-    assert_eq!(nodes.keys().cloned().collect::<Vec<_>>(), vec!["k9-a1", "k9-a2", "k9-srv"]);
+    assert_eq!(
+        nodes.keys().cloned().collect::<Vec<_>>(),
+        vec!["k9-a1", "k9-a2", "k9-srv"]
+    );
     // Exactly one k3s process per host, one config.
     for h in names {
         let n = fleet.exec_ok(h, "pgrep -f 'k3s (server|agent)' | wc -l");
@@ -217,23 +327,54 @@ fn changed_host_key_is_refused() {
     }
     let fleet = Fleet::start(&["hk-srv"], 50);
     let ws = Workspace::new("hk");
-    ws.write_inventory(&[HostDef { name: "hk-srv", ip: fleet.ip("hk-srv"), labels: &[] }], "root");
+    ws.write_inventory(
+        &[HostDef {
+            name: "hk-srv",
+            ip: fleet.ip("hk-srv"),
+            labels: &[],
+        }],
+        "root",
+    );
     ws.write_recipe(&["hk-srv"], "");
     assert_ok(&ws.up(), "first up");
-    let fp = ws.state()["hosts"]["hk-srv"]["host_key_fingerprint"].as_str().expect("pinned fingerprint").to_string();
+    let fp = ws.state()["hosts"]["hk-srv"]["host_key_fingerprint"]
+        .as_str()
+        .expect("pinned fingerprint")
+        .to_string();
     assert!(fp.starts_with("SHA256:"));
 
     fleet.rekey("hk-srv");
     // Force a contact: a label change updates the node.
-    ws.write_inventory(&[HostDef { name: "hk-srv", ip: fleet.ip("hk-srv"), labels: &[("zone", "b")] }], "root");
+    ws.write_inventory(
+        &[HostDef {
+            name: "hk-srv",
+            ip: fleet.ip("hk-srv"),
+            labels: &[("zone", "b")],
+        }],
+        "root",
+    );
     let out = ws.up();
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
     let msg = text(&out);
-    assert!(msg.contains("has CHANGED") && msg.contains("--replace-host-key hk-srv") && msg.contains(&fp), "{msg}");
+    assert!(
+        msg.contains("has CHANGED")
+            && msg.contains("--replace-host-key hk-srv")
+            && msg.contains(&fp),
+        "{msg}"
+    );
 
-    let out = ws.run(&["up", path_str(&ws.recipe()), "--yes", "--replace-host-key", "hk-srv"]);
+    let out = ws.run(&[
+        "up",
+        path_str(&ws.recipe()),
+        "--yes",
+        "--replace-host-key",
+        "hk-srv",
+    ]);
     assert_ok(&out, "up with --replace-host-key");
-    let new_fp = ws.state()["hosts"]["hk-srv"]["host_key_fingerprint"].as_str().expect("fp").to_string();
+    let new_fp = ws.state()["hosts"]["hk-srv"]["host_key_fingerprint"]
+        .as_str()
+        .expect("fp")
+        .to_string();
     assert_ne!(new_fp, fp);
     assert_ok(&ws.run(&["down", "hk", "--yes"]), "down");
 }
@@ -246,10 +387,21 @@ fn user_without_sudo_is_a_clear_error() {
     }
     let fleet = Fleet::start(&["ns-srv"], 60);
     let ws = Workspace::new("ns");
-    ws.write_inventory(&[HostDef { name: "ns-srv", ip: fleet.ip("ns-srv"), labels: &[] }], "nosudo");
+    ws.write_inventory(
+        &[HostDef {
+            name: "ns-srv",
+            ip: fleet.ip("ns-srv"),
+            labels: &[],
+        }],
+        "nosudo",
+    );
     ws.write_recipe(&["ns-srv"], "");
     let out = ws.up();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(text(&out).contains("cannot run sudo without a password"), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot run sudo without a password"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(fleet.k3s_leftovers("ns-srv"), "");
 }

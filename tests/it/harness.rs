@@ -16,7 +16,9 @@ pub fn root() -> PathBuf {
 pub fn fleet_available(test: &str) -> bool {
     let ok = std::env::var("CONTINUUM_FLEET").is_ok_and(|v| v == "1");
     if !ok {
-        eprintln!("{test}: skipped (needs the test fleet: run `bash .ci/run`, which sets CONTINUUM_FLEET=1)");
+        eprintln!(
+            "{test}: skipped (needs the test fleet: run `bash .ci/run`, which sets CONTINUUM_FLEET=1)"
+        );
     }
     ok
 }
@@ -54,7 +56,12 @@ impl Fleet {
         let hosts: Vec<(String, String)> = names
             .iter()
             .enumerate()
-            .map(|(i, n)| ((*n).to_string(), format!("10.250.0.{}", usize::from(first) + i)))
+            .map(|(i, n)| {
+                (
+                    (*n).to_string(),
+                    format!("10.250.0.{}", usize::from(first) + i),
+                )
+            })
             .collect();
         let handles: Vec<_> = hosts
             .iter()
@@ -70,13 +77,20 @@ impl Fleet {
     }
 
     pub fn ip(&self, name: &str) -> String {
-        self.hosts.iter().find(|(n, _)| n == name).map(|(_, ip)| ip.clone()).expect("known host")
+        self.hosts
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, ip)| ip.clone())
+            .expect("known host")
     }
 
     /// Run a shell command inside a host as root; (exit code, stdout).
     pub fn exec(&self, name: &str, cmd: &str) -> (i32, String) {
         let out = fleet_sh(&["exec", name, "--", "sh", "-c", cmd]);
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     }
 
     pub fn exec_ok(&self, name: &str, cmd: &str) -> String {
@@ -90,7 +104,10 @@ impl Fleet {
     }
 
     pub fn restart(&self, name: &str) {
-        must(fleet_sh(&["up", name, &self.ip(name)]), "fleet.sh up (restart)");
+        must(
+            fleet_sh(&["up", name, &self.ip(name)]),
+            "fleet.sh up (restart)",
+        );
     }
 
     pub fn rekey(&self, name: &str) {
@@ -99,7 +116,10 @@ impl Fleet {
 
     /// Number of SSH logins the host's sshd accepted so far.
     pub fn logins(&self, name: &str) -> usize {
-        let (_, out) = self.exec(name, "grep -c 'Accepted publickey' /var/log/sshd.log || true");
+        let (_, out) = self.exec(
+            name,
+            "grep -c 'Accepted publickey' /var/log/sshd.log || true",
+        );
         out.trim().parse().unwrap_or(0)
     }
 
@@ -146,7 +166,10 @@ pub struct Workspace {
 impl Workspace {
     pub fn new(env: &str) -> Workspace {
         Workspace {
-            dir: tempfile::Builder::new().prefix("cit").tempdir().expect("tempdir"),
+            dir: tempfile::Builder::new()
+                .prefix("cit")
+                .tempdir()
+                .expect("tempdir"),
             env: env.to_string(),
         }
     }
@@ -166,7 +189,10 @@ impl Workspace {
 
     pub fn write_inventory(&self, hosts: &[HostDef<'_>], user: &str) {
         let key = client_key();
-        let mut s = format!("defaults:\n  user: {user}\n  key: {}\nhosts:\n", key.display());
+        let mut s = format!(
+            "defaults:\n  user: {user}\n  key: {}\nhosts:\n",
+            key.display()
+        );
         for h in hosts {
             s.push_str(&format!("  - name: {}\n    address: {}\n", h.name, h.ip));
             if !h.labels.is_empty() {
@@ -206,7 +232,15 @@ impl Workspace {
 
     pub fn up(&self) -> Output {
         let recipe = self.recipe();
-        self.run(&["up", recipe.to_str().expect("utf8"), "--yes", "--connect-timeout", "3", "--connect-attempts", "2"])
+        self.run(&[
+            "up",
+            recipe.to_str().expect("utf8"),
+            "--yes",
+            "--connect-timeout",
+            "3",
+            "--connect-attempts",
+            "2",
+        ])
     }
 
     pub fn state(&self) -> serde_json::Value {
@@ -216,12 +250,21 @@ impl Workspace {
 }
 
 pub fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[track_caller]
 pub fn assert_ok(out: &Output, what: &str) {
-    assert!(out.status.success(), "{what} failed ({:?}):\n{}", out.status.code(), text(out));
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}):\n{}",
+        out.status.code(),
+        text(out)
+    );
 }
 
 /// Nodes as the server's API reports them: name -> labels.
@@ -235,9 +278,16 @@ pub fn node_labels(fleet: &Fleet, server: &str) -> BTreeMap<String, BTreeMap<Str
         .map(|n| {
             let labels = n["metadata"]["labels"]
                 .as_object()
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                        .collect()
+                })
                 .unwrap_or_default();
-            (n["metadata"]["name"].as_str().unwrap_or("").to_string(), labels)
+            (
+                n["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                labels,
+            )
         })
         .collect()
 }
