@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Self-test of the k3s TEST DOUBLE (not k3s) on the test fleet (tests/fleet/fleet.sh).
+# Uses hosts at 10.250.0.200-209 only (kd-* names) and deletes them at the end
+# (KEEP=1 keeps them). Run as root:  tests/k3s-double/selftest.sh
+# Scenarios: 1 server + 2 agents; idempotent re-install; wrong token / CA hash;
+# unknown config keys; HA with cluster-init + critical-config mismatch; node
+# password clash; uninstall leaves nothing; host stop + up comes back via boot.d.
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+F=${FLEET:-$HERE/../fleet/fleet.sh}
+NET=10.250.0
+FAILS=0
+
+pass() { printf 'PASS  %s\n' "$*"; }
+fail() { printf 'FAIL  %s\n' "$*"; FAILS=$((FAILS + 1)); return 1; }
+check() { if eval "$2"; then pass "$1"; else fail "$1"; fi; }   # check WHAT 'CONDITION'
+has() { grep -qF -- "$1" <<<"$out"; }                              # has TEXT (in $out)
+x() { "$F" exec "$@"; }                      # x HOST -- CMD...
+push() {                                     # push HOST: bundle into the host
+    x "$1" -- sh -c 'mkdir -p /root/bundle && cat > /root/bundle/install.sh' < "$HERE/install.sh"
+    x "$1" -- sh -c 'cat > /usr/local/bin/k3s && chmod 755 /usr/local/bin/k3s' < "$HERE/k3s"
+}
+config() { x "$1" -- sh -c 'mkdir -p /etc/rancher/k3s && umask 077 && cat > /etc/rancher/k3s/config.yaml'; }
+install() { # install HOST ROLE [ENV...]: prints output, returns the script's exit code
+    local h=$1 role=$2; shift 2
+    x "$h" -- env INSTALL_K3S_SKIP_DOWNLOAD=true INSTALL_K3S_EXEC="$role" "$@" sh /root/bundle/install.sh 2>&1
+}
+nodes_json() { x "$1" -- k3s kubectl get nodes -o json; }
+ready_names() { # HOST -> "name:Ready ..." sorted
+    nodes_json "$1" | python3 -c '
+import json, sys
+for n in json.load(sys.stdin)["items"]:
+    st = [c["status"] for c in n["status"]["conditions"] if c["type"] == "Ready"][0]
+    print(n["metadata"]["name"] + ":" + st)' | sort | tr '\n' ' '
+}
+wait_for() { # wait_for SECONDS 'CONDITION'
+    for _ in $(seq 1 $(($1 * 2))); do eval "$2" && return 0; sleep 0.5; done
+    return 1
+}
+
+check "k3s-arm64 is k3s with BUILD_ARCH=arm64 (run regen-arm64.sh)" \
+    'diff <(grep -v "^BUILD_ARCH = " "$HERE/k3s") <(grep -v "^BUILD_ARCH = " "$HERE/k3s-arm64") >/dev/null && grep -q "^BUILD_ARCH = \"arm64\"" "$HERE/k3s-arm64"'
+
+HOSTS=(kd1:200 kd2:201 kd3:202 kh1:203 kh2:204 kh3:205 kh4:206 kx1:207)
+for hp in "${HOSTS[@]}"; do "$F" down "${hp%:*}" >/dev/null 2>&1 || true; done
+for hp in "${HOSTS[@]}"; do "$F" up "${hp%:*}" "$NET.${hp#*:}" >/dev/null || { echo "fleet up failed"; exit 1; }; done
+for hp in "${HOSTS[@]}"; do push "${hp%:*}"; done
+
+echo "== 1. one server + two agents (token only in config.yaml)"
+printf 'node-label:\n  - site=lab\n' | config kd1
+out=$(install kd1 server); rc=$?
+check "server install exits 0" '[ $rc -eq 0 ]' || echo "$out"
+TOKEN=$(x kd1 -- cat /var/lib/rancher/k3s/server/token)
+SECRET=${TOKEN##*::server:}
+HASH=${TOKEN:3:64}
+check "token file is K10 format, mode 600" \
+    '[[ $TOKEN =~ ^K10[0-9a-f]{64}::server: ]] && [ "$(x kd1 -- stat -c %a /var/lib/rancher/k3s/server/token)" = 600 ]'
+for h in kd2 kd3; do
+    printf 'server: https://%s.200:6443\ntoken: %s\nnode-label:\n  - pool=%s\n  - nvidia.com/gpu.present=false\n' "$NET" "$TOKEN" "$h" | config $h
+    out=$(install $h agent); rc=$?
+    check "agent $h install exits 0 (returns after registration)" '[ $rc -eq 0 ]' || echo "$out"
+    check "agent $h: token not in the unit or env file" \
+        '! x $h -- cat /etc/systemd/system/k3s-agent.service.env /etc/systemd/system/k3s-agent.service | grep -qF "$SECRET"'
+done
+check "3 nodes Ready" 'wait_for 10 "[ \"\$(ready_names kd1)\" = \"kd1:True kd2:True kd3:True \" ]"'
+labels=$(nodes_json kd1 | python3 -c '
+import json,sys
+for n in json.load(sys.stdin)["items"]:
+    l = n["metadata"]["labels"]; print(n["metadata"]["name"], l.get("pool"), l.get("site"), l["kubernetes.io/arch"], "control-plane" if "node-role.kubernetes.io/control-plane" in l else "-")')
+echo "$labels" | sed 's/^/      /'
+check "agents carry their node-labels" \
+    'grep -q "^kd2 kd2 None amd64 -" <<<"$labels" && grep -q "^kd3 kd3 None amd64 -" <<<"$labels" && grep -q "^kd1 None lab amd64 control-plane" <<<"$labels"'
+x kd1 -- k3s kubectl get nodes | sed 's/^/      /'
+check "get --raw /readyz = ok" '[ "$(x kd1 -- kubectl get --raw /readyz)" = ok ]'
+check "coredns available" 'wait_for 5 "x kd1 -- k3s kubectl -n kube-system get deployment coredns -o json | grep -q \"\\\"availableReplicas\\\": 1\""'
+check "/cacerts without auth" 'curl -ks https://$NET.200:6443/cacerts | grep -q "BEGIN CERTIFICATE"'
+check "API refuses requests without the admin client cert" '[ "$(curl -ks -o /dev/null -w "%{http_code}" https://$NET.200:6443/api/v1/nodes)" = 401 ]'
+out=$(x kd1 -- su nosudo -s /bin/sh -c 'k3s kubectl get nodes' 2>&1); rc=$?
+check "kubectl as non-root: permission denied" \
+    '[ $rc -eq 1 ] && has "error loading config file \"/etc/rancher/k3s/k3s.yaml\": open /etc/rancher/k3s/k3s.yaml: permission denied"'
+out=$(x kd1 -- k3s kubectl get pods -A 2>&1); rc=$?
+check "unsupported kubectl invocation fails" '[ $rc -eq 1 ] && has "kubectl double: unsupported invocation: get pods -A"'
+out=$(x kd1 -- sh -c 'kubectl cordon kd2 && kubectl label node kd2 a=b && kubectl get node kd2 -o json && kubectl uncordon kd2 && kubectl drain kd3 --ignore-daemonsets --delete-emptydir-data --timeout=60s && kubectl uncordon kd3' 2>&1); rc=$?
+check "cordon / label / drain / uncordon" '[ $rc -eq 0 ] && has "\"unschedulable\": true" && has "node/kd3 drained" && has "\"a\": \"b\""'
+out=$(x kd1 -- kubectl get node nope -o json 2>&1); rc=$?
+check "NotFound node" '[ $rc -eq 1 ] && has "Error from server (NotFound): nodes \"nope\" not found"'
+
+echo "== 2. second identical install changes no file"
+for h in kd1 kd2 kd3; do
+    role=server; [ $h = kd1 ] || role=agent
+    x $h -- sh -c 'touch /tmp/.marker; sleep 1.1'
+    out=$(install $h $role); rc=$?
+    changed=$(x $h -- sh -c 'find / -xdev -newer /tmp/.marker ! -path /tmp ! -path "/tmp/*" ! -path "/var/log/*" 2>/dev/null')
+    check "$h: re-install exits 0, no restart, changed files: [${changed}]" '[ $rc -eq 0 ] && [ -z "$changed" ] && has "No change detected"'
+done
+out=$(install kd2 agent INSTALL_K3S_FORCE_RESTART=true); rc=$?
+check "INSTALL_K3S_FORCE_RESTART=true restarts" '[ $rc -eq 0 ] && has Restarting'
+
+echo "== 3. wrong token and wrong CA hash fail clearly"
+printf 'server: https://%s.200:6443\ntoken: K10%s::server:wrong-secret\n' "$NET" "$HASH" | config kx1
+out=$(install kx1 agent); rc=$?
+echo "$out" | tail -n 2 | sed 's/^/      /'
+check "wrong token: install fails with 401" '[ $rc -ne 0 ] && has "401 Unauthorized"'
+check "wrong token: secret not printed" '! has wrong-secret'
+printf 'server: https://%s.200:6443\ntoken: K10%s::server:%s\n' "$NET" "$(printf '0%.0s' $(seq 64))" "$SECRET" | config kx1
+out=$(install kx1 agent); rc=$?
+echo "$out" | tail -n 1 | sed 's/^/      /'
+check "wrong CA hash: install fails" '[ $rc -ne 0 ] && has "token CA hash does not match the Cluster CA certificate hash"'
+check "wrong CA hash: secret not printed" '! has "$SECRET"'
+
+echo "== 4. unknown / wrong-role config keys and bad environment fail"
+printf 'server: https://%s.200:6443\ntoken: %s\nnode-lable:\n  - a=b\n' "$NET" "$TOKEN" | config kx1
+out=$(install kx1 agent); rc=$?
+echo "$out" | tail -n 1 | sed 's/^/      /'
+check "unknown key node-lable rejected" '[ $rc -ne 0 ] && has "unknown configuration key \\\"node-lable\\\""'
+printf 'server: https://%s.200:6443\ntoken: %s\ncluster-init: true\n' "$NET" "$TOKEN" | config kx1
+out=$(install kx1 agent); rc=$?
+check "server-only key cluster-init rejected on agent" '[ $rc -ne 0 ] && has "cluster-init\\\" is a k3s server flag"'
+printf 'server: https://%s.200:6443\ntoken: %s\nnode-taint:\n  - a=b:Sometimes\n' "$NET" "$TOKEN" | config kx1
+out=$(install kx1 agent); rc=$?
+check "bad taint effect rejected" '[ $rc -ne 0 ] && has "effect must be one of"'
+out=$(x kx1 -- env INSTALL_K3S_EXEC=agent sh /root/bundle/install.sh 2>&1); rc=$?
+check "no INSTALL_K3S_SKIP_DOWNLOAD: cannot download" '[ $rc -ne 0 ] && has "double: cannot download k3s (no network)"'
+out=$(install kx1 agent INSTALL_K3S_FOO=1); rc=$?
+check "unknown INSTALL_K3S_FOO rejected" '[ $rc -ne 0 ] && has "double: unknown variable INSTALL_K3S_FOO"'
+out=$(x kx1 -- env INSTALL_K3S_SKIP_DOWNLOAD=true K3S_URL=https://$NET.200:6443 sh /root/bundle/install.sh 2>&1); rc=$?
+check "K3S_URL without token: the real fatal message" \
+    '[ $rc -ne 0 ] && has "Defaulted k3s exec command to '"'agent'"' because K3S_URL is defined, but K3S_TOKEN or K3S_TOKEN_FILE is not defined."'
+printf 'server: https://%s.200:6443\ntoken: %s\nnode-name: kd2\n' "$NET" "$TOKEN" | config kx1
+out=$(install kx1 agent); rc=$?
+check "duplicate node name: node password rejected" '[ $rc -ne 0 ] && has "Node password rejected, duplicate hostname"'
+printf 'server: https://%s.200:6443\ntoken: %s\n' "$NET" "$TOKEN" | config kx1
+out=$(install kx1 server); rc=$?
+check "joining a server without embedded etcd fails" '[ $rc -ne 0 ] && has "not running embedded etcd"'
+x kx1 -- sh -c 'cp /usr/local/bin/k3s /root/k3s-amd64 && cat > /usr/local/bin/k3s' < "$HERE/k3s-arm64"
+out=$(install kx1 agent); rc=$?
+check "k3s-arm64 on an x86_64 host: exec format error" '[ $rc -ne 0 ] && has "Exec format error"'
+x kx1 -- sh -c 'mv /root/k3s-amd64 /usr/local/bin/k3s'
+x kx1 -- sh -c '/usr/local/bin/k3s-uninstall.sh; /usr/local/bin/k3s-agent-uninstall.sh' >/dev/null 2>&1
+
+echo "== 5. HA: 3 servers, cluster-init on the first; cluster-cidr mismatch rejected"
+printf 'cluster-init: true\ntoken: ha-shared-secret\ntls-san:\n  - k3s.example.test\n' | config kh1
+out=$(install kh1 server); rc=$?
+check "kh1 (cluster-init) up" '[ $rc -eq 0 ]' || echo "$out"
+for h in kh2 kh3; do
+    printf 'server: https://%s.203:6443\ntoken: ha-shared-secret\ntls-san:\n  - k3s.example.test\n' "$NET" | config $h
+    out=$(install $h server); rc=$?
+    check "$h joined" '[ $rc -eq 0 ]' || echo "$out"
+done
+for h in kh1 kh2 kh3; do
+    check "$h lists 3 Ready servers" 'wait_for 10 "[ \"\$(ready_names $h)\" = \"kh1:True kh2:True kh3:True \" ]"'
+done
+x kh2 -- k3s kubectl get nodes | sed 's/^/      /'
+check "same token file on all servers" '[ "$(x kh1 -- cat /var/lib/rancher/k3s/server/token)" = "$(x kh3 -- cat /var/lib/rancher/k3s/server/token)" ]'
+printf 'server: https://%s.203:6443\ntoken: ha-shared-secret\ncluster-cidr: 10.99.0.0/16\n' "$NET" | config kh4
+out=$(install kh4 server); rc=$?
+echo "$out" | tail -n 1 | sed 's/^/      /'
+check "kh4 with another cluster-cidr rejected" '[ $rc -ne 0 ] && has "critical configuration value mismatch between servers: cluster-cidr"'
+check "secret not printed" '! has ha-shared-secret'
+
+echo "== 6. uninstall leaves no k3s files"
+x kd1 -- kubectl delete node kd3 >/dev/null
+out=$(x kd3 -- /usr/local/bin/k3s-agent-uninstall.sh 2>&1); rc=$?
+left=$(x kd3 -- sh -c 'find / -xdev \( -path /proc -prune \) -o \( -name "*k3s*" -o -name "*rancher*" -o -path /var/lib/kubelet \) -print 2>/dev/null; ls /run | grep k3s; ps -eo args | grep "k3s agent" | grep -v grep')
+check "kd3 agent uninstall: nothing left [${left}]" '[ $rc -eq 0 ] && [ -z "$left" ]'
+out=$(x kh3 -- /usr/local/bin/k3s-uninstall.sh 2>&1); rc=$?
+left=$(x kh3 -- sh -c 'find / -xdev \( -path /proc -prune \) -o \( -name "*k3s*" -o -name "*rancher*" -o -path /var/lib/kubelet \) -print 2>/dev/null; ls /run | grep k3s; ps -eo args | grep "k3s server" | grep -v grep')
+check "kh3 server uninstall: nothing left [${left}]" '[ $rc -eq 0 ] && [ -z "$left" ]'
+
+echo "== 7. host stop + up: the boot hook starts k3s again"
+"$F" stop kd2 >/dev/null
+check "kd2 goes Unknown while its host is stopped" 'wait_for 25 "[ \"\$(ready_names kd1)\" = \"kd1:True kd2:Unknown \" ]"'
+"$F" up kd2 "$NET.201" >/dev/null
+check "kd2 Ready again after its host restarted" 'wait_for 20 "[ \"\$(ready_names kd1)\" = \"kd1:True kd2:True \" ]"'
+"$F" stop kd1 >/dev/null
+"$F" up kd1 "$NET.200" >/dev/null
+check "server kd1 back after its host restarted, kd2 Ready" 'wait_for 20 "[ \"\$(ready_names kd1 2>/dev/null)\" = \"kd1:True kd2:True \" ]"'
+x kd1 -- k3s kubectl get nodes | sed 's/^/      /'
+
+if [ "${KEEP:-0}" != 1 ]; then
+    for hp in "${HOSTS[@]}"; do "$F" down "${hp%:*}" >/dev/null 2>&1 || true; done
+fi
+echo "== $FAILS failure(s)"
+[ "$FAILS" -eq 0 ]
