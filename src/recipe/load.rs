@@ -278,12 +278,7 @@ fn check_inventory(
                 }
                 b.value.clone()
             });
-        let labels = h.labels.as_ref().map(|l| {
-            for (k, v) in &l.value {
-                check_label(sink, pos(l), k, v);
-            }
-            l.value.clone()
-        });
+        let labels = h.labels.as_ref().map(|l| checked_labels(sink, &l.value));
         for t in &h.taints {
             check_taint(sink, t);
         }
@@ -524,12 +519,7 @@ fn check_recipe(
     let node_labels = k
         .node_labels
         .as_ref()
-        .map(|l| {
-            for (key, v) in &l.value {
-                check_label(sink, pos(l), key, v);
-            }
-            l.value.clone()
-        })
+        .map(|l| checked_labels(sink, &l.value))
         .unwrap_or_default();
     for t in &k.node_taints {
         check_taint(sink, t);
@@ -735,6 +725,10 @@ fn is_address(s: &str) -> bool {
     if s.parse::<IpAddr>().is_ok() {
         return true;
     }
+    // `10.0.0.256` is a broken IPv4 address, not a DNS name.
+    if s.split('.').all(|l| l.chars().all(|c| c.is_ascii_digit())) {
+        return false;
+    }
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|l| {
@@ -754,6 +748,20 @@ fn is_jump_spec(s: &str) -> bool {
         None => host_port,
     };
     is_address(host)
+}
+
+/// Check every label (each reported at its own value) and return them plain.
+fn checked_labels(
+    sink: &mut Sink<'_>,
+    labels: &BTreeMap<String, Spanned<String>>,
+) -> BTreeMap<String, String> {
+    for (k, v) in labels {
+        check_label(sink, pos(v), k, &v.value);
+    }
+    labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.value.clone()))
+        .collect()
 }
 
 fn check_label(sink: &mut Sink<'_>, at: Pos, key: &str, value: &str) {

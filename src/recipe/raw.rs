@@ -44,7 +44,7 @@ pub struct K3sSection {
     #[serde(default)]
     pub tls_san: Vec<Spanned<String>>,
     #[serde(default)]
-    pub node_labels: Option<Spanned<BTreeMap<String, String>>>,
+    pub node_labels: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     #[serde(default)]
     pub node_taints: Vec<Spanned<String>>,
     /// Address users and continuum reach the API server by (default: the first
@@ -125,7 +125,7 @@ pub struct HostEntry {
     #[serde(default)]
     pub role: Option<Spanned<RoleHint>>,
     #[serde(default)]
-    pub labels: Option<Spanned<BTreeMap<String, String>>>,
+    pub labels: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     #[serde(default)]
     pub taints: Vec<Spanned<String>>,
     /// A pinned host key (`ssh-ed25519 AAAA...`), checked at first contact.

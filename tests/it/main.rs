@@ -7,3 +7,4 @@
 mod cli;
 mod e2e;
 mod harness;
+mod recipes;

@@ -1,0 +1,685 @@
+//! Malformed recipes and inventories (tests/fixtures/bad): each must be rejected with a
+//! `file:line:col` diagnostic pointing at the offending key or value, never a panic.
+//!
+//! Recipe fixtures name `../good/inventory.yaml`. Inventory fixtures (`inv_*.yaml`) are
+//! loaded through a recipe generated in a temporary directory that names them by
+//! absolute path, so their diagnostics still carry the fixture's own file name.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use continuum::recipe::{Diagnostic, LoadError, Severity, load_recipe};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A recipe that uses the inventory at `inventory` and lets role hints pick servers.
+fn recipe_for_inventory(inventory: &Path) -> String {
+    let quoted = inventory.display().to_string().replace('\'', "''");
+    format!("name: inventory-check\ninventory: '{quoted}'\nk3s:\n  version: v1.31.4+k3s1\n")
+}
+
+/// Load `bad/<fixture>` the way `continuum validate` does and return its diagnostics.
+fn diagnostics(fixture: &str) -> Vec<Diagnostic> {
+    let path = fixtures().join("bad").join(fixture);
+    assert!(path.is_file(), "missing fixture {}", path.display());
+    let tmp = tempfile::tempdir().expect("create a temporary directory");
+    let recipe = if fixture.starts_with("inv_") {
+        let recipe = tmp.path().join("recipe.yaml");
+        std::fs::write(&recipe, recipe_for_inventory(&path)).expect("write the generated recipe");
+        recipe
+    } else {
+        path
+    };
+    match load_recipe(&recipe) {
+        Ok(loaded) => panic!("{fixture} loaded, with warnings {:#?}", loaded.warnings),
+        Err(LoadError::Invalid(diags)) => diags,
+        Err(e) => panic!("{fixture}: expected diagnostics, got {e:?}"),
+    }
+}
+
+fn listing(diags: &[Diagnostic]) -> String {
+    diags.iter().map(|d| format!("  {d}\n")).collect()
+}
+
+/// Assert that loading `fixture` reports an error at `bad/<fixture>:line:col` whose
+/// message contains `fragment`; return that diagnostic for further checks.
+fn expect_error_in(fixture: &str, file: &str, line: u64, col: u64, fragment: &str) -> Diagnostic {
+    let diags = diagnostics(fixture);
+    for d in &diags {
+        assert!(
+            d.pos.line >= 1 && d.pos.col >= 1,
+            "{fixture}: unpositioned diagnostic {d}"
+        );
+    }
+    let at = diags.iter().find(|d| {
+        d.severity == Severity::Error
+            && d.file.ends_with(Path::new("bad").join(file))
+            && (d.pos.line, d.pos.col) == (line, col)
+    });
+    let Some(d) = at else {
+        panic!(
+            "{fixture}: no error at bad/{file}:{line}:{col}; got:\n{}",
+            listing(&diags)
+        );
+    };
+    assert!(
+        d.message.contains(fragment),
+        "{fixture}: error at {line}:{col} does not mention {fragment:?}:\n  {d}"
+    );
+    d.clone()
+}
+
+fn expect_error(fixture: &str, line: u64, col: u64, fragment: &str) -> Diagnostic {
+    expect_error_in(fixture, fixture, line, col, fragment)
+}
+
+fn expect_help(d: &Diagnostic, fragment: &str) {
+    let help = d.help.as_deref().unwrap_or_default();
+    assert!(
+        help.contains(fragment),
+        "help of `{d}` does not mention {fragment:?}"
+    );
+}
+
+// --- YAML syntax and types -------------------------------------------------------------
+
+#[test]
+fn yaml_syntax_error_is_positioned() {
+    // The flow sequence on line 5 is never closed; the parser notices on line 6.
+    let d = expect_error("yaml_syntax.yaml", 6, 9, "illegal placement of ':'");
+    assert!(
+        !d.message.contains("at line"),
+        "position repeated in message: {d}"
+    );
+}
+
+#[test]
+fn empty_file_is_rejected() {
+    expect_error("empty.yaml", 1, 1, "unexpected end of input");
+}
+
+#[test]
+fn top_level_list_is_rejected() {
+    expect_error("top_level_list.yaml", 1, 1, "expected mapping");
+}
+
+#[test]
+fn k3s_as_string_is_rejected() {
+    expect_error("k3s_string.yaml", 3, 6, "expected mapping");
+}
+
+#[test]
+fn string_where_list_expected() {
+    expect_error("servers_string.yaml", 5, 12, "expected sequence");
+}
+
+#[test]
+fn number_where_string_expected_is_checked_as_text() {
+    // `version: 1.31` is read as the string "1.31", then refused as a version pin.
+    expect_error("version_number.yaml", 4, 12, "invalid k3s version `1.31`");
+}
+
+#[test]
+fn mapping_where_string_expected() {
+    expect_error("name_mapping.yaml", 2, 3, "expected string");
+}
+
+#[test]
+fn non_boolean_ha_is_rejected() {
+    expect_error("ha_not_bool.yaml", 6, 7, "invalid boolean");
+}
+
+#[test]
+fn duplicate_yaml_key_is_rejected() {
+    expect_error("duplicate_key.yaml", 6, 1, "duplicate mapping key: name");
+}
+
+#[test]
+fn port_out_of_range_is_rejected() {
+    expect_error("inv_port_too_big.yaml", 5, 11, "invalid u16");
+}
+
+#[test]
+fn port_zero_is_rejected() {
+    expect_error("inv_port_zero.yaml", 3, 9, "port 0 is not a valid SSH port");
+}
+
+// --- unknown and missing keys ----------------------------------------------------------
+
+#[test]
+fn unknown_top_level_key() {
+    let d = expect_error("unknown_top_key.yaml", 6, 1, "unknown field `kubeconfg`");
+    expect_help(&d, "check its spelling");
+}
+
+#[test]
+fn unknown_k3s_key() {
+    let d = expect_error("unknown_k3s_key.yaml", 5, 3, "unknown field `servres`");
+    expect_help(&d, "check its spelling");
+}
+
+#[test]
+fn unknown_install_key() {
+    let d = expect_error("unknown_install_key.yaml", 7, 5, "unknown field `script`");
+    assert!(
+        d.message.contains("script_url"),
+        "expected keys not listed: {d}"
+    );
+    expect_help(&d, "check its spelling");
+}
+
+#[test]
+fn unknown_inventory_host_key() {
+    let d = expect_error("inv_unknown_host_key.yaml", 5, 5, "unknown field `adress`");
+    expect_help(&d, "remove the key or check its spelling");
+}
+
+#[test]
+fn unknown_inventory_defaults_key() {
+    let d = expect_error(
+        "inv_unknown_defaults_key.yaml",
+        3,
+        3,
+        "unknown field `identity`",
+    );
+    expect_help(&d, "check its spelling");
+}
+
+// serde reports a missing field at the last key read in the mapping that lacks it
+// (serde_saphyr's fallback location), not at the mapping's first line.
+
+#[test]
+fn missing_name() {
+    expect_error("missing_name.yaml", 2, 1, "missing field `name`");
+}
+
+#[test]
+fn missing_k3s_version() {
+    expect_error("missing_version.yaml", 4, 3, "missing field `version`");
+}
+
+#[test]
+fn missing_host_address() {
+    expect_error("inv_missing_address.yaml", 6, 5, "missing field `address`");
+}
+
+// --- names and versions ----------------------------------------------------------------
+
+#[test]
+fn invalid_environment_name() {
+    let d = expect_error(
+        "bad_env_name.yaml",
+        1,
+        7,
+        "invalid environment name `Farm_Edge`",
+    );
+    expect_help(&d, "lowercase");
+}
+
+#[test]
+fn k3s_version_without_v_and_build() {
+    let d = expect_error("version_no_v.yaml", 4, 12, "invalid k3s version `1.31.4`");
+    expect_help(&d, "v1.31.4+k3s1");
+}
+
+#[test]
+fn k3s_version_without_patch() {
+    expect_error("version_short.yaml", 4, 12, "invalid k3s version `v1.31`");
+}
+
+#[test]
+fn k3s_version_latest() {
+    expect_error("version_latest.yaml", 4, 12, "invalid k3s version `latest`");
+}
+
+// --- servers, agents and HA --------------------------------------------------------------
+
+#[test]
+fn dangling_server_suggests_a_host() {
+    let d = expect_error(
+        "dangling_server.yaml",
+        5,
+        20,
+        "server `srv-9x` is not a host of the inventory",
+    );
+    expect_help(&d, "did you mean `srv-");
+}
+
+#[test]
+fn dangling_agent_suggests_a_host() {
+    let d = expect_error("dangling_agent.yaml", 8, 7, "agent `agnet-2` is not a host");
+    expect_help(&d, "did you mean `agent-2`?");
+}
+
+#[test]
+fn host_listed_as_server_and_agent() {
+    let d = expect_error(
+        "host_listed_twice.yaml",
+        8,
+        7,
+        "host `srv-1` is listed twice",
+    );
+    expect_help(&d, "first listed at line 5");
+}
+
+#[test]
+fn duplicate_host_name_in_inventory() {
+    let d = expect_error(
+        "inv_duplicate_name.yaml",
+        7,
+        11,
+        "duplicate host name `srv-1`",
+    );
+    expect_help(&d, "first defined at line 2");
+}
+
+#[test]
+fn duplicate_address_and_port_in_inventory() {
+    expect_error(
+        "inv_duplicate_address.yaml",
+        8,
+        14,
+        "same address and port as `srv-1` (10.0.0.1:2222)",
+    );
+}
+
+#[test]
+fn two_servers_without_ha() {
+    let d = expect_error(
+        "two_servers.yaml",
+        5,
+        12,
+        "2 servers cannot keep etcd quorum",
+    );
+    expect_help(&d, "ha: true");
+}
+
+#[test]
+fn ha_with_one_server() {
+    expect_error("ha_one_server.yaml", 6, 7, "HA needs at least 3 servers");
+}
+
+#[test]
+fn ha_false_with_three_servers() {
+    expect_error("ha_false_three.yaml", 6, 7, "several servers need HA");
+}
+
+#[test]
+fn even_number_of_ha_servers_is_only_a_warning() {
+    let loaded = load_recipe(&fixtures().join("good/even_ha.yaml")).expect("4 HA servers load");
+    assert_eq!(loaded.env.cluster.servers.len(), 4);
+    assert!(loaded.env.cluster.ha);
+    let [w] = loaded.warnings.as_slice() else {
+        panic!("expected one warning, got:\n{}", listing(&loaded.warnings));
+    };
+    assert_eq!(w.severity, Severity::Warning);
+    assert!(w.file.ends_with("good/even_ha.yaml"), "{w}");
+    assert_eq!((w.pos.line, w.pos.col), (6, 7), "{w}");
+    assert!(
+        w.message.contains("an even number adds no fault tolerance"),
+        "{w}"
+    );
+}
+
+// --- networking, labels, taints, extra_config --------------------------------------------
+
+#[test]
+fn unknown_flannel_backend() {
+    let d = expect_error(
+        "flannel_unknown.yaml",
+        6,
+        20,
+        "unknown flannel backend `geneve`",
+    );
+    expect_help(&d, "vxlan");
+}
+
+#[test]
+fn flannel_wireguard_suggests_wireguard_native() {
+    let d = expect_error(
+        "flannel_wireguard.yaml",
+        6,
+        20,
+        "unknown flannel backend `wireguard`",
+    );
+    expect_help(&d, "wireguard-native");
+}
+
+#[test]
+fn unknown_disable_item_suggests_a_component() {
+    let d = expect_error(
+        "disable_typo.yaml",
+        6,
+        22,
+        "no packaged component `servicelbb`",
+    );
+    expect_help(&d, "did you mean `servicelb`?");
+}
+
+#[test]
+fn invalid_cluster_cidr() {
+    expect_error("bad_cidr.yaml", 6, 17, "invalid CIDR `10.42.0.0/33`");
+}
+
+#[test]
+fn overlapping_cluster_and_service_cidrs() {
+    expect_error(
+        "overlapping_cidrs.yaml",
+        7,
+        17,
+        "overlaps the cluster CIDR 10.42.0.0/16",
+    );
+}
+
+#[test]
+fn invalid_tls_san() {
+    expect_error(
+        "bad_tls_san.yaml",
+        6,
+        30,
+        "invalid tls_san entry `https://k3s.example.org`",
+    );
+}
+
+// Label errors point at the offending entry's value.
+
+#[test]
+fn invalid_node_label_key() {
+    expect_error(
+        "bad_label_key.yaml",
+        8,
+        15,
+        "invalid node label key `-bad-key`",
+    );
+}
+
+#[test]
+fn invalid_node_label_value() {
+    expect_error(
+        "bad_label_value.yaml",
+        8,
+        11,
+        "invalid value `field a` for node label `zone`",
+    );
+}
+
+#[test]
+fn invalid_host_label_value() {
+    expect_error(
+        "inv_bad_label.yaml",
+        7,
+        13,
+        "invalid value `-field-a` for node label `zone`",
+    );
+}
+
+#[test]
+fn invalid_taint_effect() {
+    let d = expect_error("bad_taint.yaml", 8, 7, "invalid taint `gpu=true:Sometimes`");
+    expect_help(&d, "NoSchedule");
+}
+
+#[test]
+fn extra_config_managed_token() {
+    let d = expect_error("extra_token.yaml", 7, 12, "`token` is managed by continuum");
+    expect_help(&d, "generated");
+}
+
+#[test]
+fn extra_config_managed_cluster_init() {
+    let d = expect_error(
+        "extra_cluster_init.yaml",
+        8,
+        19,
+        "`cluster-init` is managed by continuum",
+    );
+    expect_help(&d, "k3s.ha: true");
+}
+
+#[test]
+fn extra_config_unknown_key_suggests_a_flag() {
+    let d = expect_error(
+        "extra_unknown.yaml",
+        7,
+        19,
+        "`kubelet-args` is not a k3s configuration key",
+    );
+    expect_help(&d, "did you mean `kubelet-arg`?");
+}
+
+#[test]
+fn readiness_timeout_zero() {
+    expect_error(
+        "readiness_zero.yaml",
+        6,
+        22,
+        "readiness_timeout must be at least 1 second",
+    );
+}
+
+// --- install source ----------------------------------------------------------------------
+
+#[test]
+fn bundle_source_without_bundle() {
+    let d = expect_error(
+        "bundle_without_dir.yaml",
+        6,
+        13,
+        "`source: bundle` needs a `bundle` directory",
+    );
+    expect_help(&d, "install.sh");
+}
+
+#[test]
+fn bundle_directory_missing() {
+    expect_error(
+        "bundle_dir_missing.yaml",
+        7,
+        13,
+        "no-such-bundle does not exist",
+    );
+}
+
+#[test]
+fn bundle_with_online_source() {
+    expect_error(
+        "bundle_with_online.yaml",
+        7,
+        13,
+        "`bundle` is only used with `source: bundle`",
+    );
+}
+
+#[test]
+fn script_url_must_be_https() {
+    expect_error("script_url_http.yaml", 7, 17, "must be fetched over https");
+}
+
+// --- inventory ---------------------------------------------------------------------------
+
+#[test]
+fn missing_inventory_points_at_recipe_inventory_line() {
+    let d = expect_error("inventory_missing.yaml", 2, 12, "cannot read inventory");
+    assert!(d.message.contains("no-such-inventory.yaml"), "{d}");
+    expect_help(&d, "relative to the recipe file");
+}
+
+#[test]
+fn empty_hosts_list() {
+    expect_error("inv_empty_hosts.yaml", 3, 8, "the inventory lists no hosts");
+}
+
+#[test]
+fn invalid_bastion_port() {
+    let d = expect_error(
+        "inv_bad_bastion.yaml",
+        2,
+        12,
+        "invalid bastion `ops@gateway.example.org:99999`",
+    );
+    expect_help(&d, "[user@]host[:port]");
+}
+
+#[test]
+fn invalid_host_key() {
+    let d = expect_error("inv_bad_host_key.yaml", 5, 15, "invalid host_key");
+    expect_help(&d, "ssh-ed25519");
+}
+
+// --- good fixtures and examples ----------------------------------------------------------
+
+#[test]
+fn minimal_recipe_loads_without_warnings() {
+    let loaded = load_recipe(&fixtures().join("good/minimal.yaml")).expect("minimal recipe loads");
+    assert!(loaded.warnings.is_empty(), "{}", listing(&loaded.warnings));
+    assert_eq!(loaded.env.name, "minimal");
+    assert_eq!(loaded.env.cluster.servers, ["srv-1"]);
+    assert_eq!(loaded.env.cluster.agents, ["agent-1", "agent-2"]);
+}
+
+// --- the binary ----------------------------------------------------------------------------
+
+/// `continuum validate bad/<fixture>` exits 2 and prints `<path>:line:col: error:`.
+fn validate_rejects(fixture: &str, line: u64, col: u64) {
+    let path = fixtures().join("bad").join(fixture);
+    let state = tempfile::tempdir().expect("create a temporary state directory");
+    let out = Command::cargo_bin("continuum")
+        .expect("the continuum binary is built")
+        .env("CONTINUUM_STATE_DIR", state.path())
+        .env_remove("CONTINUUM_LOG")
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .expect("run continuum validate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{fixture}: stderr:\n{stderr}");
+    let expected = format!("{}:{line}:{col}: error:", path.display());
+    assert!(
+        stderr.contains(&expected),
+        "{fixture}: no {expected:?} in stderr:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "{fixture}: panic in stderr:\n{stderr}"
+    );
+}
+
+#[test]
+fn cli_validate_reports_yaml_syntax_error() {
+    validate_rejects("yaml_syntax.yaml", 6, 9);
+}
+
+#[test]
+fn cli_validate_reports_unknown_key() {
+    validate_rejects("unknown_k3s_key.yaml", 5, 3);
+}
+
+#[test]
+fn cli_validate_reports_dangling_server() {
+    validate_rejects("dangling_server.yaml", 5, 20);
+}
+
+#[test]
+fn cli_validate_reports_empty_file() {
+    validate_rejects("empty.yaml", 1, 1);
+}
+
+#[test]
+fn cli_validate_reports_missing_inventory() {
+    validate_rejects("inventory_missing.yaml", 2, 12);
+}
+
+#[test]
+fn cli_validate_accepts_a_good_recipe() {
+    let state = tempfile::tempdir().expect("create a temporary state directory");
+    Command::cargo_bin("continuum")
+        .expect("the continuum binary is built")
+        .env("CONTINUUM_STATE_DIR", state.path())
+        .arg("validate")
+        .arg(fixtures().join("good/minimal.yaml"))
+        .assert()
+        .success();
+}
+
+// --- robustness ----------------------------------------------------------------------------
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read a fixture directory")
+        .map(|e| e.expect("read a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every fixture (and example), cut at every 7th byte, is rejected or loaded, never panics.
+#[test]
+fn truncated_fixtures_never_panic() {
+    let root = fixtures();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sources = yaml_files(&root.join("bad"));
+    sources.extend(yaml_files(&root.join("good")));
+    sources.extend(yaml_files(&repo.join("recipes")));
+    assert!(
+        sources.len() > 40,
+        "fixtures not found under {}",
+        root.display()
+    );
+
+    // Mirror the fixture layout so that `../good/inventory.yaml` still resolves.
+    let tmp = tempfile::tempdir().expect("create a temporary directory");
+    let good = tmp.path().join("good");
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir_all(&good).expect("create good/");
+    std::fs::create_dir_all(&bad).expect("create bad/");
+    for f in yaml_files(&root.join("good")) {
+        std::fs::copy(&f, good.join(f.file_name().expect("file name")))
+            .expect("copy a good fixture");
+    }
+    let recipe = bad.join("recipe.yaml");
+    let inventory = bad.join("inventory.yaml");
+    let mut runs = 0;
+    for source in &sources {
+        let bytes = std::fs::read(source).expect("read a fixture");
+        let is_inventory = source
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("inv_") || n == "inventory.yaml");
+        for cut in (0..=bytes.len()).step_by(7) {
+            if is_inventory {
+                std::fs::write(&inventory, &bytes[..cut]).expect("write a truncated inventory");
+                std::fs::write(&recipe, recipe_for_inventory(&inventory)).expect("write a recipe");
+            } else {
+                std::fs::write(&recipe, &bytes[..cut]).expect("write a truncated recipe");
+            }
+            let outcome = std::panic::catch_unwind(|| load_recipe(&recipe));
+            let Ok(result) = outcome else {
+                panic!(
+                    "load_recipe panicked on {} cut at byte {cut}",
+                    source.display()
+                );
+            };
+            if let Err(LoadError::Invalid(diags)) = result {
+                assert!(
+                    diags.iter().any(|d| d.severity == Severity::Error),
+                    "{} cut at {cut}: rejected without an error",
+                    source.display()
+                );
+            }
+            runs += 1;
+        }
+    }
+    assert!(runs > 100, "only {runs} truncations tried");
+}
+
+#[test]
+fn numeric_address_must_be_a_valid_ip() {
+    expect_error(
+        "inv_bad_address.yaml",
+        3,
+        14,
+        "invalid address `10.0.0.256` for host `srv-1`",
+    );
+}
