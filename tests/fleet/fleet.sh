@@ -1,0 +1,681 @@
+#!/usr/bin/env bash
+# tests/fleet/fleet.sh -- SSH test fleet harness for continuum's tests.
+#
+# THIS IS A TEST HARNESS, NOT A PRODUCT COMPONENT. It emulates Linux hosts on one
+# machine so tests can point continuum at real sshd servers:
+#
+#   host = network namespace (veth pair to bridge $FLEET_BRIDGE, 10.250.0.0/24)
+#          + unshare --uts --mount --pid (own hostname, own mounts, own PID 1)
+#          + overlay mount of a cached Debian bookworm rootfs (per-host upper dir)
+#          + proc/sys/dev/devpts + tmpfs /run and /tmp, chroot, /usr/sbin/sshd -D
+#
+# Must run as root on Linux (no Docker needed). See tests/fleet/README.md and
+# `fleet.sh help`. Hosts outlive this script; `fleet.sh down-all` cleans up.
+set -euo pipefail
+
+# ----------------------------------------------------------------------------
+# Settings
+# ----------------------------------------------------------------------------
+FLEET_CACHE=${FLEET_CACHE:-/var/cache/continuum-fleet}
+FLEET_RUN=${FLEET_RUN:-/run/cfleet}
+FLEET_BRIDGE=${FLEET_BRIDGE:-cfleet0}
+FLEET_MIRROR=${FLEET_MIRROR:-http://deb.debian.org/debian}
+FLEET_UP_TIMEOUT=${FLEET_UP_TIMEOUT:-20}
+# Host key types each host generates at first start (and on rekey). The default is
+# what `ssh-keygen -A` makes; RSA costs ~1 s of CPU per host, so big parallel fleets
+# RSA keys cost ~1 s of CPU per host; ed25519 is what OpenSSH clients prefer anyway.
+FLEET_HOST_KEY_TYPES=${FLEET_HOST_KEY_TYPES:-ed25519}
+
+NET_PREFIX=10.250.0            # the fleet uses 10.250.0.0/24 and nothing else
+BRIDGE_IP=$NET_PREFIX.1
+NETNS_PREFIX=cfleet-           # netns name = cfleet-NAME
+VETH_PREFIX=cfv                # host-side veth = cfv + 8 hex of sha1(NAME)
+SUITE=bookworm
+ARCH=amd64
+# Bump ROOTFS_VERSION whenever ROOTFS_PACKAGES or prepare_rootfs() change:
+# the cache directory name changes, so a stale rootfs is never reused.
+ROOTFS_VERSION=v1
+ROOTFS_PACKAGES=openssh-server,sudo,iproute2,ca-certificates,curl,python3,python3-yaml,openssl,procps
+ROOTFS_DIR=$FLEET_CACHE/rootfs-$SUITE-$ARCH-$ROOTFS_VERSION
+
+SAFE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+SELF=$(readlink -f "${BASH_SOURCE[0]}")
+
+usage() {
+    cat <<EOF
+fleet.sh -- SSH test fleet harness (emulated hosts for continuum tests; not a product part)
+
+usage: fleet.sh COMMAND [ARGS]
+
+  deps                     apt-get install the controller-side tools if missing
+  rootfs                   build/cache the base rootfs once; prints its path
+  key                      create the client keypair once; prints the private key path
+  up NAME IP               start (or restart) host NAME at IP (10.250.0.2-254)
+  up-n PREFIX N FIRST      start PREFIX1..PREFIXN at 10.250.0.FIRST.. in parallel
+  stop NAME                kill the host (all its processes); keep its disk and network
+  cut NAME | uncut NAME    set the host's link down / up (network partition)
+  rekey NAME               new SSH host keys + sshd restart
+  exec NAME -- CMD...      run CMD inside the host (as root), pass through exit code
+  ssh [USER@]NAME -- CMD   ssh into the host with the client key (throwaway known_hosts)
+  down NAME                stop and delete the host (netns, veth, disk)
+  down-all                 delete every host, the bridge and \$FLEET_RUN
+  list                     one line per host: NAME IP running|stopped
+
+settings (env): FLEET_CACHE=$FLEET_CACHE FLEET_RUN=$FLEET_RUN FLEET_BRIDGE=$FLEET_BRIDGE
+                FLEET_MIRROR=$FLEET_MIRROR FLEET_UP_TIMEOUT=$FLEET_UP_TIMEOUT
+                FLEET_HOST_KEY_TYPES="$FLEET_HOST_KEY_TYPES"
+EOF
+}
+
+# ----------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------
+log() { printf 'fleet: %s\n' "$*" >&2; }
+die() { printf 'fleet: error: %s\n' "$*" >&2; exit 1; }
+
+need_root() { [ "$(id -u)" -eq 0 ] || die "must run as root"; }
+
+check_name() {
+    [[ $1 =~ ^[a-z][a-z0-9-]{0,39}$ ]] ||
+        die "bad host name '$1' (want [a-z][a-z0-9-]*, at most 40 chars)"
+}
+
+check_ip() {
+    local ip=$1 last
+    [[ $ip =~ ^10\.250\.0\.([0-9]{1,3})$ ]] || die "IP '$ip' is not inside $NET_PREFIX.0/24"
+    last=${BASH_REMATCH[1]}
+    ((10#$last >= 2 && 10#$last <= 254)) || die "IP '$ip': last octet must be 2..254"
+}
+
+hostdir() { printf '%s/%s' "$FLEET_RUN" "$1"; }
+netns_of() { printf '%s%s' "$NETNS_PREFIX" "$1"; }
+veth_of() { printf '%s%s' "$VETH_PREFIX" "$(printf '%s' "$1" | sha1sum | cut -c1-8)"; }
+
+# Run "$@" while holding an exclusive flock on file $1 (fd 9 is closed for children
+# that we start in the background, so a long-lived host never keeps a lock).
+with_lock() {
+    local lockfile=$1; shift
+    mkdir -p "$(dirname "$lockfile")"
+    (
+        flock -w 120 9 || die "timeout waiting for lock $lockfile"
+        "$@"
+    ) 9>"$lockfile"
+}
+
+# PID (host view) of the host's namespace init if it is running, else fail.
+running_pid() {
+    local h pid cmd
+    h=$(hostdir "$1")
+    [ -s "$h/pid" ] || return 1
+    pid=$(<"$h/pid")
+    [ -r "/proc/$pid/cmdline" ] || return 1
+    cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+    # a zombie has an empty cmdline; a recycled PID has a different one
+    [[ $cmd == *" __init $1 "* ]] || return 1
+    printf '%s' "$pid"
+}
+
+pid_gone() { # true when PID does not exist or is a zombie
+    local st
+    [ -e "/proc/$1" ] || return 0
+    st=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null) || return 0
+    [ -z "$st" ] || [ "$st" = Z ] || [ "$st" = X ]
+}
+
+tcp_open() { timeout 1 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
+
+# rm -rf that refuses to descend into anything still mounted
+safe_rm() {
+    local d=$1
+    [ -n "$d" ] && [ "$d" != / ] || die "safe_rm: refusing '$d'"
+    [ -e "$d" ] || return 0
+    if awk -v d="$(readlink -f "$d")" '$2 == d || index($2, d "/") == 1 { f = 1 } END { exit !f }' /proc/mounts; then
+        die "refusing to delete $d: something is still mounted below it (see /proc/mounts)"
+    fi
+    rm -rf --one-file-system "$d"
+}
+
+# ----------------------------------------------------------------------------
+# deps
+# ----------------------------------------------------------------------------
+cmd_deps() {
+    need_root
+    local -A pkg_of=(
+        [debootstrap]=debootstrap [ip]=iproute2 [tc]=iproute2
+        [unshare]=util-linux [nsenter]=util-linux [flock]=util-linux [setsid]=util-linux
+        [mount]=mount [ssh]=openssh-client [ssh-keygen]=openssh-client
+        [timeout]=coreutils [sha1sum]=coreutils [gpgv]=gpgv
+    )
+    local c missing=()
+    for c in "${!pkg_of[@]}"; do
+        command -v "$c" >/dev/null 2>&1 || missing+=("${pkg_of[$c]}")
+    done
+    [ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
+    if [ ${#missing[@]} -eq 0 ]; then
+        log "deps: all present"
+        return 0
+    fi
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    log "deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2 || log "deps: apt-get update reported errors (continuing)"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
+        die "apt-get install ${missing[*]} failed"
+}
+
+# ----------------------------------------------------------------------------
+# rootfs
+# ----------------------------------------------------------------------------
+prepare_rootfs() { # $1 = freshly debootstrapped dir
+    local r=$1 u
+    rm -f "$r"/etc/ssh/ssh_host_*             # each host makes its own at first start
+    for u in ops nosudo; do
+        chroot "$r" /usr/sbin/useradd --create-home --shell /bin/bash "$u"
+    done
+    # '*' = no password, but not "locked" (sshd refuses locked accounts without PAM)
+    for u in root ops nosudo; do chroot "$r" /usr/sbin/usermod -p '*' "$u"; done
+    printf 'ops ALL=(ALL:ALL) NOPASSWD: ALL\n' >"$r/etc/sudoers.d/ops"
+    chmod 0440 "$r/etc/sudoers.d/ops"
+    chroot "$r" /usr/sbin/visudo -c -q -f /etc/sudoers.d/ops
+    mkdir -p "$r/etc/fleet/boot.d"
+    printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$r/etc/hosts"
+    printf '# test fleet host: no DNS\n' >"$r/etc/resolv.conf"
+    rm -f "$r/etc/hostname" "$r/etc/machine-id" "$r/var/lib/dbus/machine-id"
+    : >"$r/etc/machine-id"
+    printf 'continuum test fleet rootfs %s %s %s\npackages: %s\n' \
+        "$SUITE" "$ARCH" "$ROOTFS_VERSION" "$ROOTFS_PACKAGES" >"$r/etc/fleet/rootfs-version"
+    chroot "$r" /usr/bin/apt-get clean
+}
+
+build_rootfs_locked() {
+    [ -d "$ROOTFS_DIR" ] && return 0
+    command -v debootstrap >/dev/null || die "debootstrap missing: run 'fleet.sh deps' first"
+    local d
+    for d in "$FLEET_CACHE"/.build-*; do   # leftovers of an interrupted build
+        [ -e "$d" ] || continue
+        awk -v d="$d" 'index($2, d "/") == 1 { print $2 }' /proc/mounts | sort -r |
+            while read -r m; do umount -l "$m" || true; done
+        safe_rm "$d"
+    done
+    local tmp t0=$SECONDS
+    tmp=$(mktemp -d "$FLEET_CACHE/.build-$ROOTFS_VERSION.XXXXXX")
+    log "rootfs: debootstrap $SUITE/$ARCH into $tmp (takes ~75 s; log: $tmp.log)"
+    if ! debootstrap --arch="$ARCH" --variant=minbase --include="$ROOTFS_PACKAGES" \
+        "$SUITE" "$tmp" "$FLEET_MIRROR" >"$tmp.log" 2>&1; then
+        tail -n 20 "$tmp.log" >&2
+        die "debootstrap failed (full log: $tmp.log; build dir $tmp left for inspection)"
+    fi
+    prepare_rootfs "$tmp"
+    mv -T "$tmp" "$ROOTFS_DIR"        # atomic: the final name only ever holds a finished rootfs
+    mv "$tmp.log" "$ROOTFS_DIR.log"
+    log "rootfs: ready in $((SECONDS - t0)) s: $ROOTFS_DIR ($(du -sh "$ROOTFS_DIR" | cut -f1))"
+}
+
+ensure_rootfs() {
+    [ -d "$ROOTFS_DIR" ] && return 0
+    mkdir -p "$FLEET_CACHE"
+    with_lock "$FLEET_CACHE/.lock" build_rootfs_locked
+}
+
+cmd_rootfs() {
+    need_root
+    ensure_rootfs
+    printf '%s\n' "$ROOTFS_DIR"
+}
+
+# ----------------------------------------------------------------------------
+# key
+# ----------------------------------------------------------------------------
+make_key_locked() {
+    [ -s "$FLEET_RUN/id_ed25519" ] && [ -s "$FLEET_RUN/id_ed25519.pub" ] && return 0
+    rm -f "$FLEET_RUN/id_ed25519" "$FLEET_RUN/id_ed25519.pub"
+    ssh-keygen -q -t ed25519 -N '' -C continuum-test-fleet -f "$FLEET_RUN/id_ed25519" </dev/null
+    log "key: created $FLEET_RUN/id_ed25519"
+}
+
+ensure_key() {
+    [ -s "$FLEET_RUN/id_ed25519.pub" ] && return 0
+    mkdir -p "$FLEET_RUN"; chmod 0755 "$FLEET_RUN"
+    with_lock "$FLEET_RUN/.lock" make_key_locked
+}
+
+cmd_key() {
+    need_root
+    ensure_key
+    printf '%s\n' "$FLEET_RUN/id_ed25519"
+}
+
+# ----------------------------------------------------------------------------
+# network (shared steps run under $FLEET_RUN/.lock)
+# ----------------------------------------------------------------------------
+ensure_bridge_locked() {
+    if ! ip link show dev "$FLEET_BRIDGE" >/dev/null 2>&1; then
+        ip link add name "$FLEET_BRIDGE" type bridge stp_state 0 forward_delay 0
+        log "net: created bridge $FLEET_BRIDGE"
+    fi
+    ip -4 addr show dev "$FLEET_BRIDGE" | grep -q " $BRIDGE_IP/24 " ||
+        ip addr add "$BRIDGE_IP/24" dev "$FLEET_BRIDGE"
+    ip link set dev "$FLEET_BRIDGE" up
+    # br_netfilter (built into some kernels) passes bridged frames through iptables;
+    # a FORWARD policy of DROP would then cut host<->host traffic. Turn it off while
+    # the fleet exists; down-all restores the saved values.
+    local k f v
+    for k in iptables ip6tables arptables; do
+        f=/proc/sys/net/bridge/bridge-nf-call-$k
+        [ -w "$f" ] || continue
+        v=$(<"$f")
+        [ "$v" = 0 ] && continue
+        grep -q "^$k=" "$FLEET_RUN/.sysctl-saved" 2>/dev/null ||
+            printf '%s=%s\n' "$k" "$v" >>"$FLEET_RUN/.sysctl-saved"
+        echo 0 >"$f"
+        log "net: set net.bridge.bridge-nf-call-$k=0 (was $v; restored by down-all)"
+    done
+}
+
+# Create the host's netns + veth (kept across stop/up) and give it IP.
+setup_host_net_locked() {
+    local name=$1 ip=$2 ns veth other
+    ns=$(netns_of "$name"); veth=$(veth_of "$name")
+    # the IP must not belong to another host of this fleet
+    for other in "$FLEET_RUN"/*/ip; do
+        [ -e "$other" ] || continue
+        [ "$(basename "$(dirname "$other")")" = "$name" ] && continue
+        [ "$(<"$other")" = "$ip" ] && die "IP $ip already belongs to host $(basename "$(dirname "$other")")"
+    done
+    ensure_bridge_locked
+    [ -e "/run/netns/$ns" ] || ip netns add "$ns"
+    if ! ip link show dev "$veth" >/dev/null 2>&1; then
+        ip -n "$ns" link del eth0 2>/dev/null || true
+        ip link add name "$veth" type veth peer name eth0 netns "$ns"
+    fi
+    ip link set dev "$veth" master "$FLEET_BRIDGE" up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" addr flush dev eth0
+    ip -n "$ns" addr add "$ip/24" dev eth0
+    ip -n "$ns" link set eth0 up
+    mkdir -p "$(hostdir "$name")"
+    printf '%s\n' "$ip" >"$(hostdir "$name")/ip"
+}
+
+# ----------------------------------------------------------------------------
+# Inside a host: PID 1 of the host's PID namespace (runs `fleet.sh __init NAME IP`)
+# ----------------------------------------------------------------------------
+check_key_types() {
+    local t
+    for t in $FLEET_HOST_KEY_TYPES; do
+        case $t in rsa | ecdsa | ed25519) ;; *) die "FLEET_HOST_KEY_TYPES: unknown type '$t'" ;; esac
+    done
+}
+
+# Shell snippet, run inside a host: create missing host keys of $FLEET_HOST_KEY_TYPES.
+host_keygen_sh() {
+    printf 'for t in %s; do [ -e /etc/ssh/ssh_host_${t}_key ] || ssh-keygen -q -t $t -N "" -C "root@$(hostname)" -f /etc/ssh/ssh_host_${t}_key </dev/null || exit 1; done' "$FLEET_HOST_KEY_TYPES"
+}
+
+write_sshd_config() { # $1 = rootfs path as seen by init, $2 = IP
+    local t
+    {
+    printf '# written by tests/fleet/fleet.sh at every host start (test fleet host)\n'
+    printf 'ListenAddress %s\nPort 22\n' "$2"
+    for t in ed25519 ecdsa rsa; do
+        if [[ " $FLEET_HOST_KEY_TYPES " == *" $t "* ]]; then
+            printf 'HostKey /etc/ssh/ssh_host_%s_key\n' "$t"
+        fi
+    done
+    cat <<EOF
+KexAlgorithms curve25519-sha256
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+AuthorizedKeysFile .ssh/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM yes
+UseDNS no
+MaxStartups 100:30:200
+MaxSessions 10
+LogLevel VERBOSE
+PrintMotd no
+PrintLastLog no
+PidFile /run/sshd.pid
+AcceptEnv LANG LC_*
+Subsystem sftp /usr/lib/openssh/sftp-server
+EOF
+    } >"$1/etc/ssh/sshd_config"
+}
+
+install_authorized_key() { # $1 = rootfs, $2 = user, $3 = home, $4 = pubkey line
+    local r=$1 u=$2 home=$3 key=$4
+    mkdir -p "$r$home/.ssh"
+    touch "$r$home/.ssh/authorized_keys"
+    grep -qxF "$key" "$r$home/.ssh/authorized_keys" || printf '%s\n' "$key" >>"$r$home/.ssh/authorized_keys"
+    chroot "$r" /bin/sh -c "chown -R $u: $home/.ssh && chmod 700 $home/.ssh && chmod 600 $home/.ssh/authorized_keys"
+}
+
+host_init() {
+    local name=$1 ip=$2 h r hpid ppid
+    h=$(hostdir "$name"); r=$h/root
+    set +e
+    # Our host-side PID: /proc is still the controller's procfs here.
+    read -r hpid _ _ ppid _ </proc/self/stat
+    printf '%s\n' "$ppid" >"$h/upid"
+    printf '%s\n' "$hpid" >"$h/pid.new" && mv "$h/pid.new" "$h/pid"
+    echo "[$(date -Is)] host $name ($ip) init, host pid $hpid"
+    set -e
+    # This mount ns copied the netns handles of other hosts; drop them so a
+    # deleted host's namespace is not kept alive by ours.
+    local i
+    for i in 1 2 3 4; do mountpoint -q /run/netns 2>/dev/null || break; umount -l /run/netns || break; done
+    hostname "$name"
+    mkdir -p "$r" "$h/upper" "$h/work"
+    mount -t overlay overlay -o "lowerdir=$FLEET_ROOTFS,upperdir=$h/upper,workdir=$h/work" "$r"
+    mount -t proc -o nosuid,nodev,noexec proc "$r/proc"
+    mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$r/sys"
+    mount -t tmpfs -o mode=0755,nosuid,size=65536k tmpfs "$r/dev"
+    mknod -m 666 "$r/dev/null" c 1 3;    mknod -m 666 "$r/dev/zero" c 1 5
+    mknod -m 666 "$r/dev/full" c 1 7;    mknod -m 666 "$r/dev/random" c 1 8
+    mknod -m 666 "$r/dev/urandom" c 1 9; mknod -m 666 "$r/dev/tty" c 5 0
+    ln -s /proc/self/fd "$r/dev/fd";     ln -s /proc/self/fd/0 "$r/dev/stdin"
+    ln -s /proc/self/fd/1 "$r/dev/stdout"; ln -s /proc/self/fd/2 "$r/dev/stderr"
+    mkdir -m 0755 "$r/dev/pts"; mkdir -m 1777 "$r/dev/shm"
+    mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts "$r/dev/pts"
+    ln -s pts/ptmx "$r/dev/ptmx"
+    mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$r/dev/shm"
+    mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$r/run"
+    mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$r/tmp"
+    mkdir -p -m 0755 "$r/run/sshd" "$r/run/lock"
+
+    # identity
+    printf '%s\n' "$name" >"$r/etc/hostname"
+    { grep -v '# fleet$' "$r/etc/hosts" 2>/dev/null || true
+      printf '%s\t%s # fleet\n' "$ip" "$name"; } >"$r/etc/hosts.new"
+    mv "$r/etc/hosts.new" "$r/etc/hosts"
+    [ -s "$r/etc/machine-id" ] || od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$r/etc/machine-id"
+
+    # access
+    local key
+    key=$(<"$FLEET_RUN/id_ed25519.pub")
+    install_authorized_key "$r" root /root "$key"
+    install_authorized_key "$r" ops /home/ops "$key"
+    install_authorized_key "$r" nosudo /home/nosudo "$key"
+    write_sshd_config "$r" "$ip"
+    chroot "$r" /usr/bin/env -i PATH="$SAFE_PATH" /bin/sh -c "$(host_keygen_sh)"
+    set +e
+
+    # "services enabled at boot": every executable in /etc/fleet/boot.d, sorted
+    chroot "$r" /usr/bin/env -i PATH="$SAFE_PATH" HOME=/root LANG=C.UTF-8 /bin/bash -c '
+        shopt -s nullglob
+        for f in /etc/fleet/boot.d/*; do
+            [ -f "$f" ] && [ -x "$f" ] || continue
+            echo "[$(date -Is)] boot.d: running $f"
+            timeout 60 "$f" </dev/null
+            rc=$?
+            [ $rc -eq 0 ] || echo "[$(date -Is)] boot.d: $f FAILED rc=$rc"
+        done' >>"$r/var/log/fleet-boot.log" 2>&1
+    grep FAILED "$r/var/log/fleet-boot.log" 2>/dev/null | tail -n 5
+
+    # supervise sshd (PID 1 stays a shell that reaps orphans; `rekey` restarts sshd)
+    chroot "$r" /usr/sbin/sshd -t -f /etc/ssh/sshd_config || echo "sshd -t failed"
+    local rc started
+    while :; do
+        started=$SECONDS
+        chroot "$r" /usr/bin/env -i PATH="$SAFE_PATH" LANG=C.UTF-8 \
+            /usr/sbin/sshd -D -f /etc/ssh/sshd_config -E /var/log/sshd.log &
+        wait $!
+        rc=$?
+        echo "[$(date -Is)] sshd exited rc=$rc, restarting"
+        if ((SECONDS - started < 2)); then sleep 2; else sleep 0.2; fi  # no busy loop if broken
+    done
+}
+
+# ----------------------------------------------------------------------------
+# up / stop / down
+# ----------------------------------------------------------------------------
+up_locked() { # per-host lock held
+    local name=$1 ip=$2 h pid old
+    h=$(hostdir "$name")
+    if pid=$(running_pid "$name"); then
+        old=$(cat "$h/ip" 2>/dev/null || true)
+        [ "$old" = "$ip" ] || die "host $name is running at $old, not $ip (stop it first)"
+        wait_ready "$name" "$ip"
+        log "up: $name already running at $ip (pid $pid)"
+        return 0
+    fi
+    with_lock "$FLEET_RUN/.lock" setup_host_net_locked "$name" "$ip"
+    [ -d "$h/upper" ] && log "up: $name: reusing its disk $h/upper"
+    mkdir -p "$h/upper" "$h/work" "$h/root"
+    rm -f "$h/pid" "$h/upid"
+    printf '[%s] ---- up %s %s\n' "$(date -Is)" "$name" "$ip" >>"$h/console.log"
+    # Detached from us: new session, stdin /dev/null, output to console.log,
+    # no inherited lock fds.
+    (
+        cd /
+        exec setsid env -i PATH="$SAFE_PATH" FLEET_RUN="$FLEET_RUN" FLEET_ROOTFS="$ROOTFS_DIR" \
+            FLEET_HOST_KEY_TYPES="$FLEET_HOST_KEY_TYPES" \
+            nsenter --net="/run/netns/$(netns_of "$name")" -- \
+            unshare --uts --mount --pid --fork --kill-child --propagation private \
+            bash "$SELF" __init "$name" "$ip"
+    ) </dev/null >>"$h/console.log" 2>&1 8>&- 9>&- &
+    wait_ready "$name" "$ip" stop-on-failure
+    log "up: $name ready at $ip (pid $(<"$h/pid"))"
+}
+
+wait_ready() { # NAME IP [stop-on-failure]
+    local name=$1 ip=$2 stop_on_fail=${3:-} h deadline
+    h=$(hostdir "$name")
+    deadline=$((SECONDS + FLEET_UP_TIMEOUT))
+    while ((SECONDS < deadline)); do
+        if [ -s "$h/pid" ] && ! running_pid "$name" >/dev/null; then
+            log "up: $name: host init died; console log:"
+            tail -n 20 "$h/console.log" >&2 || true
+            stop_host "$name"
+            die "host $name failed to start"
+        fi
+        tcp_open "$ip" 22 && return 0
+        sleep 0.1
+    done
+    log "up: $name: console log tail:"; tail -n 10 "$h/console.log" >&2 || true
+    log "up: $name: sshd.log tail:"; tail -n 20 "$h/upper/var/log/sshd.log" >&2 || true
+    if [ -n "$stop_on_fail" ]; then
+        stop_host "$name"
+        log "up: $name: stopped again; logs: $h/console.log, $h/upper/var/log/{sshd,fleet-boot}.log"
+    fi
+    die "host $name: sshd not accepting TCP on $ip:22 after ${FLEET_UP_TIMEOUT}s"
+}
+
+cmd_up() {
+    [ $# -eq 2 ] || die "usage: fleet.sh up NAME IP"
+    need_root; check_name "$1"; check_ip "$2"; check_key_types
+    ensure_rootfs
+    ensure_key
+    with_lock "$FLEET_RUN/.$1.lock" up_locked "$1" "$2" 8>&-
+    printf '%s\n' "$2"
+}
+
+cmd_up_n() {
+    [ $# -eq 3 ] || die "usage: fleet.sh up-n PREFIX N FIRST_OCTET"
+    local prefix=$1 n=$2 first=$3 i pids=() fail=0
+    [[ $n =~ ^[0-9]+$ && $first =~ ^[0-9]+$ ]] || die "N and FIRST_OCTET must be numbers"
+    ((first >= 2 && first + n - 1 <= 254)) || die "octets $first..$((first + n - 1)) out of 2..254"
+    need_root; ensure_rootfs; ensure_key
+    for ((i = 1; i <= n; i++)); do
+        bash "$SELF" up "$prefix$i" "$NET_PREFIX.$((first + i - 1))" >/dev/null &
+        pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i" || fail=$((fail + 1)); done
+    ((fail == 0)) || die "up-n: $fail of $n hosts failed to start"
+    for ((i = 1; i <= n; i++)); do printf '%s %s\n' "$prefix$i" "$NET_PREFIX.$((first + i - 1))"; done
+}
+
+stop_host() {
+    local name=$1 h pid upid i
+    h=$(hostdir "$name")
+    if pid=$(running_pid "$name"); then
+        kill -KILL "$pid" 2>/dev/null || true   # PID 1 of the namespace: everything in it dies
+    fi
+    upid=$(cat "$h/upid" 2>/dev/null || true)
+    for ((i = 0; i < 100; i++)); do
+        { [ -z "${pid:-}" ] || pid_gone "$pid"; } && break
+        sleep 0.05
+    done
+    # the unshare parent exits once its child is gone; it holds the mount namespace
+    # (with the overlay) until then
+    if [ -n "$upid" ] && [ -r "/proc/$upid/cmdline" ] &&
+        tr '\0' ' ' <"/proc/$upid/cmdline" | grep -q "unshare.* __init $name "; then
+        for ((i = 0; i < 100; i++)); do pid_gone "$upid" && break; sleep 0.05; done
+        pid_gone "$upid" || kill -KILL "$upid" 2>/dev/null || true
+    fi
+    { [ -z "${pid:-}" ] || pid_gone "$pid"; } || die "host $name: pid $pid did not die"
+    rm -f "$h/pid" "$h/upid"
+}
+
+cmd_stop() {
+    [ $# -eq 1 ] || die "usage: fleet.sh stop NAME"
+    need_root; check_name "$1"
+    [ -d "$(hostdir "$1")" ] || die "no such host: $1"
+    with_lock "$FLEET_RUN/.$1.lock" stop_host "$1"
+    log "stop: $1 stopped (disk and network kept)"
+}
+
+down_host() {
+    local name=$1 h ns veth
+    h=$(hostdir "$name"); ns=$(netns_of "$name"); veth=$(veth_of "$name")
+    stop_host "$name"
+    ip link del dev "$veth" 2>/dev/null || true
+    [ -e "/run/netns/$ns" ] && ip netns del "$ns"
+    safe_rm "$h"
+}
+
+cmd_down() {
+    [ $# -eq 1 ] || die "usage: fleet.sh down NAME"
+    need_root; check_name "$1"
+    with_lock "$FLEET_RUN/.$1.lock" down_host "$1"
+    log "down: $1 deleted"
+}
+
+cmd_down_all() {
+    need_root
+    local d name l ns
+    if [ -d "$FLEET_RUN" ]; then
+        for d in "$FLEET_RUN"/*/; do
+            [ -e "$d/ip" ] || [ -e "$d/upper" ] || continue
+            name=$(basename "$d")
+            check_name "$name"
+            down_host "$name"
+            log "down-all: deleted $name"
+        done
+    fi
+    # anything of ours that has no state dir any more
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$NETNS_PREFIX" || true); do
+        ip netns del "$ns" || true
+    done
+    for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep "^$VETH_PREFIX" || true); do
+        ip link del dev "$l" 2>/dev/null || true
+    done
+    if ip link show dev "$FLEET_BRIDGE" >/dev/null 2>&1; then
+        ip link del dev "$FLEET_BRIDGE"
+        log "down-all: deleted bridge $FLEET_BRIDGE"
+    fi
+    if [ -s "$FLEET_RUN/.sysctl-saved" ]; then
+        while IFS== read -r k v; do
+            echo "$v" >"/proc/sys/net/bridge/bridge-nf-call-$k" &&
+                log "down-all: restored net.bridge.bridge-nf-call-$k=$v"
+        done <"$FLEET_RUN/.sysctl-saved"
+    fi
+    safe_rm "$FLEET_RUN"
+    log "down-all: clean"
+}
+
+# ----------------------------------------------------------------------------
+# cut / uncut / rekey / exec / ssh / list
+# ----------------------------------------------------------------------------
+need_host() { check_name "$1"; [ -e "$(hostdir "$1")/ip" ] || die "no such host: $1"; }
+
+cmd_cut() {
+    [ $# -eq 1 ] || die "usage: fleet.sh cut|uncut NAME"
+    need_root; need_host "$1"
+    ip link set dev "$(veth_of "$1")" "$CUT_STATE"
+    log "$CUT_VERB: $1 link $(veth_of "$1") $CUT_STATE"
+}
+
+cmd_exec() {
+    [ $# -ge 1 ] || die "usage: fleet.sh exec NAME -- CMD..."
+    local name=$1 pid; shift
+    [ "${1:-}" = -- ] && shift
+    [ $# -ge 1 ] || die "usage: fleet.sh exec NAME -- CMD..."
+    need_root; need_host "$name"
+    pid=$(running_pid "$name") || die "host $name is not running"
+    exec nsenter -t "$pid" -n -u -m -p -- chroot "$(hostdir "$name")/root" \
+        /usr/bin/env -i PATH="$SAFE_PATH" HOME=/root USER=root LOGNAME=root \
+        LANG=C.UTF-8 TERM="${TERM:-dumb}" "$@"
+}
+
+cmd_rekey() {
+    [ $# -eq 1 ] || die "usage: fleet.sh rekey NAME"
+    local name=$1 ip
+    need_root; need_host "$name"
+    running_pid "$name" >/dev/null || die "host $name is not running"
+    ip=$(<"$(hostdir "$name")/ip")
+    check_key_types
+    bash "$SELF" exec "$name" -- /bin/sh -c '
+        set -e
+        rm -f /etc/ssh/ssh_host_*
+        '"$(host_keygen_sh)"'
+        old=$(cat /run/sshd.pid)
+        kill "$old"
+        while kill -0 "$old" 2>/dev/null; do sleep 0.05; done' ||
+        die "rekey: $name: could not replace keys / stop sshd"
+    wait_ready "$name" "$ip"
+    log "rekey: $name has new host keys; sshd restarted"
+}
+
+cmd_ssh() {
+    [ $# -ge 1 ] || die "usage: fleet.sh ssh [USER@]NAME -- CMD..."
+    local target=$1 user=root name ip; shift
+    [ "${1:-}" = -- ] && shift
+    if [[ $target == *@* ]]; then user=${target%@*}; name=${target#*@}; else name=$target; fi
+    need_host "$name"
+    ip=$(<"$(hostdir "$name")/ip")
+    exec ssh -i "$FLEET_RUN/id_ed25519" -o IdentitiesOnly=yes -o BatchMode=yes \
+        -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
+        -o ConnectTimeout=5 "$user@$ip" "$@"
+}
+
+cmd_list() {
+    local d name state
+    [ -d "$FLEET_RUN" ] || return 0
+    for d in "$FLEET_RUN"/*/; do
+        [ -e "$d/ip" ] || continue
+        name=$(basename "$d")
+        if running_pid "$name" >/dev/null; then state=running; else state=stopped; fi
+        printf '%s %s %s\n' "$name" "$(<"$d/ip")" "$state"
+    done
+}
+
+# ----------------------------------------------------------------------------
+main() {
+    local cmd=${1:-help}
+    [ $# -gt 0 ] && shift
+    case $cmd in
+        deps) cmd_deps "$@" ;;
+        rootfs) cmd_rootfs "$@" ;;
+        key) cmd_key "$@" ;;
+        up) cmd_up "$@" ;;
+        up-n) cmd_up_n "$@" ;;
+        stop) cmd_stop "$@" ;;
+        cut) CUT_STATE=down CUT_VERB=cut cmd_cut "$@" ;;
+        uncut) CUT_STATE=up CUT_VERB=uncut cmd_cut "$@" ;;
+        rekey) cmd_rekey "$@" ;;
+        exec) cmd_exec "$@" ;;
+        ssh) cmd_ssh "$@" ;;
+        down) cmd_down "$@" ;;
+        down-all) cmd_down_all "$@" ;;
+        list) cmd_list "$@" ;;
+        __init) host_init "$@" ;;   # internal: PID 1 of a host (started by `up`)
+        help | -h | --help) usage ;;
+        *) usage >&2; die "unknown command: $cmd" ;;
+    esac
+}
+
+# Keep `main; exit` on one line: bash reads scripts lazily, and long-running
+# hosts must never read a later (edited) version of this file.
+main "$@"; exit $?
