@@ -21,9 +21,8 @@ FLEET_RUN=${FLEET_RUN:-/run/cfleet}
 FLEET_BRIDGE=${FLEET_BRIDGE:-cfleet0}
 FLEET_MIRROR=${FLEET_MIRROR:-http://deb.debian.org/debian}
 FLEET_UP_TIMEOUT=${FLEET_UP_TIMEOUT:-20}
-# Host key types each host generates at first start (and on rekey). The default is
-# what `ssh-keygen -A` makes; RSA costs ~1 s of CPU per host, so big parallel fleets
-# RSA keys cost ~1 s of CPU per host; ed25519 is what OpenSSH clients prefer anyway.
+# Host key types each host generates at first start (and on rekey). RSA would cost
+# ~1 s of CPU per host; ed25519 is what OpenSSH clients prefer anyway.
 FLEET_HOST_KEY_TYPES=${FLEET_HOST_KEY_TYPES:-ed25519}
 
 NET_PREFIX=10.250.0            # the fleet uses 10.250.0.0/24 and nothing else
