@@ -39,7 +39,12 @@ struct Step {
     role: Option<Role>,
 }
 
+/// At most this many agents join at once: a join costs the server a CPU spike
+/// (REFERENCE.md §1, "Sizing").
+const JOIN_BATCH: usize = 50;
+
 struct Ctx {
+    joins: tokio::sync::Semaphore,
     env: Environment,
     rg: ResourceGraph,
     pool: Pool,
@@ -120,6 +125,7 @@ pub async fn up(
     }
 
     let ctx = Arc::new(Ctx {
+        joins: tokio::sync::Semaphore::new(JOIN_BATCH),
         env: env.clone(),
         rg,
         pool: settings.pool(&env.name)?,
@@ -390,6 +396,11 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
         id: step.id.clone(),
         message: "installing k3s".into(),
     });
+    let _join_slot = if role == Role::Agent {
+        ctx.joins.acquire().await.ok()
+    } else {
+        None
+    };
     let applied = k3s::apply_node(conn.as_ref(), &spec, &facts).await?;
     if is_init {
         let join = k3s::read_join_token(conn.as_ref()).await?;
