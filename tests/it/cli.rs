@@ -51,7 +51,16 @@ fn plan_json_is_machine_readable() {
         .output()
         .expect("run");
     assert!(out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    // JSON Lines: warnings (e.g. a key file missing on this machine) come as their own
+    // events before the plan.
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    let v = lines
+        .iter()
+        .find(|v| v["event"] == "plan")
+        .expect("a plan event");
     assert_eq!(v["plan"]["env"], "farm-edge");
     assert_eq!(v["plan"]["changes"].as_array().map(Vec::len), Some(5));
 }
