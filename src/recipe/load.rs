@@ -209,7 +209,7 @@ fn check_inventory(
         sink.error(pos(&inv.hosts), "the inventory lists no hosts");
     }
     for entry in &inv.hosts.value {
-        let h = &entry.value;
+        let h = entry;
         let name = h.name.value.trim();
         if !is_dns_label(name) {
             sink.error(pos(&h.name), format!("invalid host name `{name}`"))

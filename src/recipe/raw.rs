@@ -93,7 +93,7 @@ pub struct KubeconfigSection {
 pub struct InventoryFile {
     #[serde(default)]
     pub defaults: Option<HostDefaults>,
-    pub hosts: Spanned<Vec<Spanned<HostEntry>>>,
+    pub hosts: Spanned<Vec<HostEntry>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
