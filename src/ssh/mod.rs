@@ -379,20 +379,17 @@ impl HostConn {
         stdin: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Output, SshError> {
+        let lost = |detail: String| SshError::Disconnected {
+            host: self.name.clone(),
+            what: short(cmdline),
+            detail,
+        };
         let _permit = self
             .channels
             .acquire()
             .await
-            .map_err(|e| SshError::Disconnected {
-                host: self.name.clone(),
-                what: short(cmdline),
-                detail: e.to_string(),
-            })?;
-        let disc = |e: openssh::Error| SshError::Disconnected {
-            host: self.name.clone(),
-            what: short(cmdline),
-            detail: error_chain(&e),
-        };
+            .map_err(|e| lost(e.to_string()))?;
+        let disc = |e: openssh::Error| lost(error_chain(&e));
         let fut = async {
             let mut cmd = self.session.raw_command(cmdline);
             cmd.stdin(if stdin.is_some() {
@@ -404,13 +401,7 @@ impl HostConn {
             .stderr(openssh::Stdio::piped());
             let mut child = cmd.spawn().await.map_err(disc)?;
             if let (Some(data), Some(mut w)) = (stdin, child.stdin().take()) {
-                w.write_all(data)
-                    .await
-                    .map_err(|e| SshError::Disconnected {
-                        host: self.name.clone(),
-                        what: short(cmdline),
-                        detail: e.to_string(),
-                    })?;
+                w.write_all(data).await.map_err(|e| lost(e.to_string()))?;
                 w.shutdown().await.ok();
                 drop(w);
             }

@@ -173,15 +173,7 @@ fn stopped_host_fails_alone_and_resumes() {
     let names = ["sh-srv", "sh-a1", "sh-a2"];
     let fleet = Fleet::start(&names, 30);
     let ws = Workspace::new("sh");
-    let defs: Vec<HostDef<'_>> = names
-        .iter()
-        .map(|h| HostDef {
-            name: h,
-            ip: fleet.ip(h),
-            labels: &[],
-        })
-        .collect();
-    ws.write_inventory(&defs, "ops");
+    ws.write_inventory(&fleet.defs(), "ops");
     ws.write_recipe(&["sh-srv"], "");
 
     let child = ws
@@ -253,15 +245,7 @@ fn kill_9_mid_up_then_resume() {
     let names = ["k9-srv", "k9-a1", "k9-a2"];
     let fleet = Fleet::start(&names, 40);
     let ws = Workspace::new("k9");
-    let defs: Vec<HostDef<'_>> = names
-        .iter()
-        .map(|h| HostDef {
-            name: h,
-            ip: fleet.ip(h),
-            labels: &[],
-        })
-        .collect();
-    ws.write_inventory(&defs, "ops");
+    ws.write_inventory(&fleet.defs(), "ops");
     ws.write_recipe(&["k9-srv"], "");
 
     let mut child = ws

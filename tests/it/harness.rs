@@ -76,6 +76,18 @@ impl Fleet {
         fleet
     }
 
+    /// Inventory entries for every host of the fleet, without labels.
+    pub fn defs(&self) -> Vec<HostDef<'_>> {
+        self.hosts
+            .iter()
+            .map(|(n, ip)| HostDef {
+                name: n,
+                ip: ip.clone(),
+                labels: &[],
+            })
+            .collect()
+    }
+
     pub fn ip(&self, name: &str) -> String {
         self.hosts
             .iter()
