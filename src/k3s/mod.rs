@@ -112,6 +112,17 @@ pub fn bundle_binary(arch: &str) -> &'static str {
     }
 }
 
+/// Run `script` as root on `r`; a non-zero exit is a `K3sError::Step` named `step`.
+async fn run_root<R: Remote>(
+    r: &R,
+    step: &str,
+    script: &str,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Output, K3sError> {
+    check(r.name(), step, r.run(script, stdin, true, timeout).await?)
+}
+
 fn check(host: &str, step: &str, out: Output) -> Result<Output, K3sError> {
     if out.success() {
         Ok(out)
@@ -129,11 +140,7 @@ fn check(host: &str, step: &str, out: Output) -> Result<Output, K3sError> {
 
 /// Read the host's k3s facts (one round trip, read-only).
 pub async fn facts<R: Remote>(r: &R) -> Result<Facts, K3sError> {
-    let out = check(
-        r.name(),
-        "reading host facts",
-        r.run(FACTS_SCRIPT, None, true, SHORT).await?,
-    )?;
+    let out = run_root(r, "reading host facts", FACTS_SCRIPT, None, SHORT).await?;
     let mut f = Facts::default();
     for line in out.stdout.lines() {
         let Some((k, v)) = line.split_once('=') else {
@@ -334,109 +341,95 @@ pub async fn apply_node<R: Remote>(
         return Ok(Applied::Unchanged);
     }
 
-    check(
-        &host,
+    run_root(
+        r,
         "preparing directories",
-        r.run(
-            &format!("mkdir -p /etc/rancher/k3s {WORK_DIR} && chmod 700 {WORK_DIR}"),
+        &format!("mkdir -p /etc/rancher/k3s {WORK_DIR} && chmod 700 {WORK_DIR}"),
+        None,
+        SHORT,
+    )
+    .await?;
+    if let Some((bin, script)) = &bundle {
+        if !binary_matches {
+            run_root(
+                r,
+                "uploading the k3s binary",
+                &write_file_script(BIN_PATH, "0755"),
+                Some(bin),
+                INSTALL_TIMEOUT,
+            )
+            .await?;
+        }
+        if facts.script_sha.as_deref() != Some(sha256_hex(script).as_str()) {
+            run_root(
+                r,
+                "uploading install.sh",
+                &write_file_script(&format!("{WORK_DIR}/install.sh"), "0700"),
+                Some(script),
+                SHORT,
+            )
+            .await?;
+        }
+        let out = run_root(
+            r,
+            "k3s --version",
+            &format!("{BIN_PATH} --version"),
             None,
-            true,
             SHORT,
         )
-        .await?,
-    )?;
-    if let Some((bin, script)) = &bundle {
-        {
-            if !binary_matches {
-                check(
-                    &host,
-                    "uploading the k3s binary",
-                    r.run(
-                        &write_file_script(BIN_PATH, "0755"),
-                        Some(bin),
-                        true,
-                        INSTALL_TIMEOUT,
-                    )
-                    .await?,
-                )?;
-            }
-            if facts.script_sha.as_deref() != Some(sha256_hex(script).as_str()) {
-                check(
-                    &host,
-                    "uploading install.sh",
-                    r.run(
-                        &write_file_script(&format!("{WORK_DIR}/install.sh"), "0700"),
-                        Some(script),
-                        true,
-                        SHORT,
-                    )
-                    .await?,
-                )?;
-            }
-            let out = check(
-                &host,
-                "k3s --version",
-                r.run(&format!("{BIN_PATH} --version"), None, true, SHORT)
-                    .await?,
-            )?;
-            let found = out
-                .stdout
-                .lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(2))
-                .unwrap_or("")
-                .to_string();
-            if found != spec.version {
-                return Err(K3sError::VersionMismatch {
-                    host,
-                    found,
-                    wanted: spec.version.to_string(),
-                });
-            }
+        .await?;
+        let found = out
+            .stdout
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or("")
+            .to_string();
+        if found != spec.version {
+            return Err(K3sError::VersionMismatch {
+                host,
+                found,
+                wanted: spec.version.to_string(),
+            });
         }
     } else if let Install::Online { script_url } = spec.install {
-        {
-            let tmp = format!("{WORK_DIR}/install.sh.continuum-tmp");
-            check(
-                &host,
-                "downloading the k3s install script",
-                r.run(&format!("set -e; curl -sfL {} -o {tmp}; chmod 0700 {tmp}; mv -f {tmp} {WORK_DIR}/install.sh", quote(script_url)), None, true, INSTALL_TIMEOUT).await?,
-            )?;
-        }
+        let tmp = format!("{WORK_DIR}/install.sh.continuum-tmp");
+        run_root(r, "downloading the k3s install script", &format!("set -e; curl -sfL {} -o {tmp}; chmod 0700 {tmp}; mv -f {tmp} {WORK_DIR}/install.sh", quote(script_url)), None, INSTALL_TIMEOUT).await?;
     }
     let config_changed = facts.config_sha.as_deref() != Some(config_sha.as_str());
     if config_changed {
-        check(
-            &host,
+        run_root(
+            r,
             "writing config.yaml",
-            r.run(
-                &write_file_script(CONFIG_PATH, "0600"),
-                Some(spec.config.as_bytes()),
-                true,
-                SHORT,
-            )
-            .await?,
-        )?;
+            &write_file_script(CONFIG_PATH, "0600"),
+            Some(spec.config.as_bytes()),
+            SHORT,
+        )
+        .await?;
     }
     // A change to config.yaml alone does not restart k3s (REFERENCE.md §1).
     let force = config_changed && facts.units.contains_key(unit);
-    check(
-        &host,
+    run_root(
+        r,
         "the k3s install script",
-        r.run(&install_command(spec, force), None, true, INSTALL_TIMEOUT)
-            .await?,
-    )?;
+        &install_command(spec, force),
+        None,
+        INSTALL_TIMEOUT,
+    )
+    .await?;
     Ok(Applied::Changed)
 }
 
 /// Read the secure join token (`K10...`) from the first server.
 pub async fn read_join_token<R: Remote>(r: &R) -> Result<String, K3sError> {
-    let out = check(
-        r.name(),
+    let out = run_root(
+        r,
         "reading the join token",
-        r.run(&format!("cat {TOKEN_PATH}"), None, true, SHORT)
-            .await?,
-    )?;
+        &format!("cat {TOKEN_PATH}"),
+        None,
+        SHORT,
+    )
+    .await?;
     let token = out.stdout.trim().to_string();
     if !token.starts_with("K10") || !token.contains("::") {
         return Err(K3sError::Protocol {
@@ -460,17 +453,14 @@ pub struct NodeInfo {
 
 /// `k3s kubectl get nodes -o json`, parsed.
 pub async fn list_nodes<R: Remote>(r: &R) -> Result<Vec<NodeInfo>, K3sError> {
-    let out = check(
-        r.name(),
+    let out = run_root(
+        r,
         "listing nodes",
-        r.run(
-            &format!("{BIN_PATH} kubectl get nodes -o json"),
-            None,
-            true,
-            SHORT,
-        )
-        .await?,
-    )?;
+        &format!("{BIN_PATH} kubectl get nodes -o json"),
+        None,
+        SHORT,
+    )
+    .await?;
     parse_nodes(r.name(), &out.stdout)
 }
 
@@ -615,12 +605,14 @@ pub async fn wait_ready<R: Remote>(
 
 /// The admin kubeconfig of a server (read with root rights; it is 0600 there).
 pub async fn read_kubeconfig<R: Remote>(r: &R) -> Result<String, K3sError> {
-    let out = check(
-        r.name(),
+    let out = run_root(
+        r,
         "reading the kubeconfig",
-        r.run(&format!("cat {KUBECONFIG_PATH}"), None, true, SHORT)
-            .await?,
-    )?;
+        &format!("cat {KUBECONFIG_PATH}"),
+        None,
+        SHORT,
+    )
+    .await?;
     Ok(out.stdout)
 }
 
@@ -646,11 +638,7 @@ pub async fn uninstall<R: Remote>(r: &R) -> Result<(), K3sError> {
     let script = format!(
         "set -e\nfor s in /usr/local/bin/k3s-agent-uninstall.sh /usr/local/bin/k3s-uninstall.sh; do if [ -x \"$s\" ]; then \"$s\"; fi; done\nrm -rf {WORK_DIR}"
     );
-    check(
-        r.name(),
-        "uninstalling k3s",
-        r.run(&script, None, true, INSTALL_TIMEOUT).await?,
-    )?;
+    run_root(r, "uninstalling k3s", &script, None, INSTALL_TIMEOUT).await?;
     Ok(())
 }
 
