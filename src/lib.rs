@@ -1,6 +1,7 @@
 //! continuum: provision k3s (and, later, the OSCAR serverless layer) over SSH hosts and
 //! cloud VMs from a declarative recipe. See ARCHITECTURE.md for the module map.
 
+pub mod aws;
 pub mod cli;
 pub mod engine;
 pub mod graph;

@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 use crate::recipe::{Environment, Role, flags};
 use crate::state::{State, Status};
 
+mod cloud;
+
 /// What a graph node stands for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -30,6 +32,31 @@ pub enum Kind {
     ClusterReady,
     /// The cluster's context merged into the user's kubeconfig.
     Kubeconfig,
+    /// AWS site resources (`cloud.rs`).
+    AwsVpc,
+    AwsSubnet,
+    AwsInternetGateway,
+    AwsRoute,
+    AwsSecurityGroup,
+    AwsKeyPair,
+    AwsInstances {
+        group: String,
+    },
+}
+
+impl Kind {
+    pub fn is_cloud(&self) -> bool {
+        matches!(
+            self,
+            Kind::AwsVpc
+                | Kind::AwsSubnet
+                | Kind::AwsInternetGateway
+                | Kind::AwsRoute
+                | Kind::AwsSecurityGroup
+                | Kind::AwsKeyPair
+                | Kind::AwsInstances { .. }
+        )
+    }
 }
 
 /// One desired resource.
@@ -177,6 +204,7 @@ fn hash_of(parts: &[&Value]) -> String {
 pub fn build(env: &Environment) -> Result<ResourceGraph, GraphError> {
     let mut g = DiGraph::new();
     let mut index = HashMap::new();
+    let instance_groups = cloud::build(env, &mut g, &mut index);
     let c = &env.cluster;
     let install = match &c.install {
         crate::recipe::Install::Online { script_url } => json!({"online": script_url}),
@@ -237,6 +265,9 @@ pub fn build(env: &Environment) -> Result<ResourceGraph, GraphError> {
     );
     for n in &nodes {
         g.add_edge(*n, ready, ());
+        for grp in &instance_groups {
+            g.add_edge(*grp, *n, ());
+        }
     }
     let kc_attrs: BTreeMap<String, Value> = [
         ("context".to_string(), json!(env.kubeconfig.context)),
@@ -375,11 +406,15 @@ pub fn plan(env: &Environment, rg: &ResourceGraph, state: Option<&State>) -> Pla
     let mut changes = Vec::new();
     // Dependency order, stable and readable: first server, servers, agents, then the rest.
     let rank = |r: &Resource| match r.kind {
-        Kind::K3sServer { init: true } => 0,
-        Kind::K3sServer { init: false } => 1,
-        Kind::K3sAgent => 2,
-        Kind::ClusterReady => 3,
-        Kind::Kubeconfig => 4,
+        Kind::AwsVpc => 0,
+        Kind::AwsSubnet | Kind::AwsInternetGateway => 1,
+        Kind::AwsRoute | Kind::AwsSecurityGroup | Kind::AwsKeyPair => 2,
+        Kind::AwsInstances { .. } => 3,
+        Kind::K3sServer { init: true } => 4,
+        Kind::K3sServer { init: false } => 5,
+        Kind::K3sAgent => 6,
+        Kind::ClusterReady => 7,
+        Kind::Kubeconfig => 8,
     };
     let mut order: Vec<NodeIndex> = rg.graph.node_indices().collect();
     order.sort_by(|a, b| {

@@ -54,6 +54,8 @@ pub async fn down(
         st.resources
             .iter()
             .filter_map(|(id, r)| Some((id.clone(), r.host.clone()?, r.role?)))
+            // Nodes on AWS instances go with their instances (terminated below).
+            .filter(|(_, host, _)| super::cloud::group_of(&st, host).is_none())
             .collect()
     };
     let phase_of = |(_, host, role): &(String, String, Role)| match role {
@@ -155,11 +157,75 @@ pub async fn down(
     }
     pool.close().await;
 
+    // The AWS site: terminate by tag sweep, then the network, in order. Only once the
+    // on-prem nodes are gone (a failure there keeps the cloud side for a retry too).
+    let onprem_failed = results.iter().any(|r| r.outcome != "done");
+    if !onprem_failed && !cancel.is_cancelled() {
+        let cloud_hosts: Vec<String> = {
+            let st = state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            st.aws
+                .as_ref()
+                .map(|c| {
+                    c.groups
+                        .values()
+                        .flat_map(|g| g.instances.keys().cloned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let outcome = super::cloud::teardown(env, settings, &state, &store, &obs).await;
+        match outcome {
+            Ok(None) => {}
+            Ok(Some(t)) => {
+                let mut st = state
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                st.resources
+                    .retain(|_, r| r.host.as_ref().is_none_or(|h| !cloud_hosts.contains(h)));
+                st.hosts.retain(|h, _| !cloud_hosts.contains(h));
+                store.save(&mut st)?;
+                drop(st);
+                results.push(ResourceResult {
+                    id: "aws".into(),
+                    action: Action::Delete,
+                    outcome: "done".into(),
+                    changed: true,
+                    detail: Some(format!(
+                        "terminated {} instance(s); deleted {}",
+                        t.terminated.len(),
+                        if t.deleted.is_empty() {
+                            "no network resources".to_string()
+                        } else {
+                            t.deleted.join(", ")
+                        }
+                    )),
+                });
+            }
+            Err(e) => {
+                let msg = super::up::error_text(&e);
+                obs.event(Event::Failed {
+                    id: "aws".into(),
+                    error: msg.clone(),
+                });
+                results.push(ResourceResult {
+                    id: "aws".into(),
+                    action: Action::Delete,
+                    outcome: "failed".into(),
+                    changed: false,
+                    detail: Some(msg),
+                });
+            }
+        }
+    }
+
     let remaining_nodes = {
         let st = state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         st.resources.values().any(|r| r.role.is_some())
+            || st.aws.as_ref().is_some_and(|c| !c.is_empty())
     };
     let mut state_deleted = false;
     if !remaining_nodes && !cancel.is_cancelled() {

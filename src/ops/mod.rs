@@ -6,6 +6,7 @@
 //! after every resource change (before a step: `pending`; after: `applied`/`failed`),
 //! so a crash at any point is resumed by the next `up`.
 
+mod cloud;
 pub mod down;
 pub mod status;
 pub mod up;
@@ -72,6 +73,8 @@ pub enum OpsError {
     Kubeconfig(#[from] KubeconfigError),
     #[error("cannot generate a secret: {0}")]
     Random(String),
+    #[error(transparent)]
+    Cloud(#[from] crate::aws::provision::ProvisionError),
 }
 
 impl OpsError {
@@ -97,6 +100,20 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub connect_attempts: u32,
     pub replace_host_keys: Vec<String>,
+    /// EC2 provider to use instead of the SDK's (tests: fault injection, counting).
+    pub ec2: Option<Ec2Override>,
+    /// Waits and retries of the AWS provisioning steps.
+    pub cloud: crate::aws::provision::Options,
+}
+
+/// An injected `Ec2Api` (not `Debug` itself).
+#[derive(Clone)]
+pub struct Ec2Override(pub Arc<dyn crate::aws::Ec2Api>);
+
+impl std::fmt::Debug for Ec2Override {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ec2Override({})", self.0.region())
+    }
 }
 
 impl Default for Settings {
@@ -107,6 +124,8 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(10),
             connect_attempts: 3,
             replace_host_keys: Vec::new(),
+            ec2: None,
+            cloud: crate::aws::provision::Options::default(),
         }
     }
 }

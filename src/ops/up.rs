@@ -43,22 +43,73 @@ struct Step {
 /// (REFERENCE.md §1, "Sizing").
 const JOIN_BATCH: usize = 50;
 
-struct Ctx {
+pub(super) struct Ctx {
     joins: tokio::sync::Semaphore,
-    env: Environment,
-    rg: ResourceGraph,
+    /// The recipe's environment, before cloud addresses are filled in.
+    base: Environment,
+    /// `base` with AWS addresses from state; refreshed after each instance group.
+    env: std::sync::RwLock<Arc<Environment>>,
+    rg: std::sync::RwLock<Arc<ResourceGraph>>,
     pool: Pool,
-    store: Store,
-    state: Mutex<State>,
-    obs: SharedObserver,
+    pub(super) store: Store,
+    pub(super) state: Mutex<State>,
+    pub(super) obs: SharedObserver,
+    pub(super) cloud: Option<super::cloud::CloudCtx>,
+    state_dir: std::path::PathBuf,
+}
+
+impl Ctx {
+    pub(super) fn env(&self) -> Arc<Environment> {
+        self.env
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+    /// A desired attribute of a resource in the current graph.
+    pub(super) fn rg_attr(&self, id: &str, key: &str) -> Option<serde_json::Value> {
+        resource(self, id).and_then(|r| r.attrs.get(key).cloned())
+    }
+    fn rg(&self) -> Arc<ResourceGraph> {
+        self.rg
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+    /// Re-resolve AWS addresses from state and rebuild the desired graph (ids are
+    /// unchanged; attributes that name addresses change).
+    pub(super) fn refresh(&self) -> Result<(), OpsError> {
+        let cloud = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .aws
+            .clone();
+        let env = crate::aws::provision::resolve(&self.base, cloud.as_ref(), &self.state_dir);
+        let rg = graph::build(&env)?;
+        *self
+            .env
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(env);
+        *self
+            .rg
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(rg);
+        Ok(())
+    }
 }
 
 /// Plan against the recorded state (read-only; no lock, no network).
 pub fn plan(env: &Environment, settings: &Settings) -> Result<(ResourceGraph, Plan), OpsError> {
     let store = Store::new(&settings.state_dir, &env.name);
     let state = store.load()?;
-    let rg = graph::build(env)?;
-    let plan = graph::plan(env, &rg, state.as_ref());
+    // AWS addresses come from state (unknown ones stay empty until `up` creates them).
+    let env = crate::aws::provision::resolve(
+        env,
+        state.as_ref().and_then(|s| s.aws.as_ref()),
+        &settings.state_dir,
+    );
+    let rg = graph::build(&env)?;
+    let plan = graph::plan(&env, &rg, state.as_ref());
     Ok((rg, plan))
 }
 
@@ -79,9 +130,19 @@ pub async fn up(
         state.cluster.token = Secret::new(random_secret()?);
         store.save(&mut state)?;
     }
-    let rg = graph::build(env)?;
-    let plan = graph::plan(env, &rg, Some(&state));
-    if plan.to_change() == 0 || !approve(&plan) {
+    let base = env.clone();
+    let env = crate::aws::provision::resolve(&base, state.aws.as_ref(), &settings.state_dir);
+    let rg = graph::build(&env)?;
+    let plan = graph::plan(&env, &rg, Some(&state));
+    if plan.to_change() == 0 {
+        return Ok(UpReport {
+            plan,
+            results: Vec::new(),
+        });
+    }
+    // Cloud: credentials, then instance types and images checked before any spend.
+    let cloud = super::cloud::prepare(&base, &plan, settings, &store, &mut state).await?;
+    if !approve(&plan) {
         return Ok(UpReport {
             plan,
             results: Vec::new(),
@@ -121,17 +182,27 @@ pub async fn up(
                     g.add_edge(ix, *other, ());
                 }
             }
+            // A node on an instance that is going away leaves the cluster before its
+            // group terminates the instance.
+            if let Some(grp) = super::cloud::group_of(&state, h)
+                && let Some(gix) = rg.index.get(&crate::aws::provision::group_id(&grp))
+            {
+                g.add_edge(ix, *gix, ());
+            }
         }
     }
 
     let ctx = Arc::new(Ctx {
         joins: tokio::sync::Semaphore::new(JOIN_BATCH),
-        env: env.clone(),
-        rg,
         pool: settings.pool(&env.name)?,
+        env: std::sync::RwLock::new(Arc::new(env)),
+        rg: std::sync::RwLock::new(Arc::new(rg)),
+        base,
         store,
         state: Mutex::new(state),
         obs,
+        cloud,
+        state_dir: settings.state_dir.clone(),
     });
     let changed: Arc<Mutex<BTreeMap<String, bool>>> = Arc::default();
     let steps: Arc<Vec<Step>> = Arc::new(g.node_weights().cloned().collect());
@@ -217,7 +288,7 @@ pub async fn up(
     Ok(UpReport { plan, results })
 }
 
-fn error_text(e: &OpsError) -> String {
+pub(super) fn error_text(e: &OpsError) -> String {
     let mut s = e.to_string();
     let mut cur = std::error::Error::source(e);
     while let Some(c) = cur {
@@ -232,7 +303,7 @@ fn error_text(e: &OpsError) -> String {
 }
 
 /// Mutate and save the state in one critical section.
-fn with_state<T>(ctx: &Ctx, f: impl FnOnce(&mut State) -> T) -> Result<T, OpsError> {
+pub(super) fn with_state<T>(ctx: &Ctx, f: impl FnOnce(&mut State) -> T) -> Result<T, OpsError> {
     let mut st = ctx
         .state
         .lock()
@@ -266,7 +337,7 @@ fn record_failure(ctx: &Ctx, step: &Step, msg: &str) {
 }
 
 fn host_of(ctx: &Ctx, name: &str) -> Option<Host> {
-    if let Some(h) = ctx.env.hosts.get(name) {
+    if let Some(h) = ctx.env().hosts.get(name) {
         return Some(h.clone());
     }
     let st = ctx.state.lock().ok()?;
@@ -301,16 +372,27 @@ async fn connect(ctx: &Ctx, name: &str) -> Result<Arc<HostConn>, OpsError> {
 
 async fn run_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
     match (&step.kind, step.action) {
+        (_, Action::Delete) if step.id.starts_with("aws-") => {
+            super::cloud::delete_step(ctx, &step.id).await
+        }
         (_, Action::Delete) => delete_step(ctx, step).await,
         (Some(Kind::K3sServer { .. } | Kind::K3sAgent), _) => node_step(ctx, step).await,
         (Some(Kind::ClusterReady), _) => ready_step(ctx, step).await,
         (Some(Kind::Kubeconfig), _) => kubeconfig_step(ctx, step).await,
+        (Some(k), action) => {
+            // Cloud resources (`Kind::is_cloud`).
+            mark(ctx, &step.id, Status::Pending, |_| {})?;
+            let changed = super::cloud::step(ctx, &step.id, k, action).await?;
+            mark(ctx, &step.id, Status::Applied, |_| {})?;
+            Ok(changed)
+        }
         (None, _) => Ok(false),
     }
 }
 
-fn resource<'a>(ctx: &'a Ctx, id: &str) -> Option<&'a graph::Resource> {
-    ctx.rg.index.get(id).map(|ix| &ctx.rg.graph[*ix])
+fn resource(ctx: &Ctx, id: &str) -> Option<graph::Resource> {
+    let rg = ctx.rg();
+    rg.index.get(id).map(|ix| rg.graph[*ix].clone())
 }
 
 fn mark(
@@ -319,7 +401,7 @@ fn mark(
     status: Status,
     extra: impl FnOnce(&mut State),
 ) -> Result<(), OpsError> {
-    let r = resource(ctx, id).cloned();
+    let r = resource(ctx, id);
     with_state(ctx, |st| {
         if let Some(r) = r {
             let prev_attrs = st.resources.get(id).map(|p| p.attrs.clone());
@@ -364,7 +446,7 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
     with_state(ctx, |st| {
         st.hosts.entry(host.clone()).or_default().arch = Some(facts.arch.clone());
     })?;
-    let is_init = ctx.env.cluster.init_server() == host && role == Role::Server;
+    let is_init = ctx.env().cluster.init_server() == host && role == Role::Server;
     let token = {
         let st = ctx
             .state
@@ -385,11 +467,11 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
     let attrs = resource(ctx, &step.id)
         .map(|r| r.attrs.clone())
         .unwrap_or_default();
-    let config = k3s::render_config(&ctx.env.name, &host, role, &attrs, token.expose())?;
+    let config = k3s::render_config(&ctx.env().name, &host, role, &attrs, token.expose())?;
     let spec = NodeSpec {
         role,
-        version: &ctx.env.cluster.version,
-        install: &ctx.env.cluster.install,
+        version: &ctx.env().cluster.version,
+        install: &ctx.env().cluster.install,
         config,
     };
     ctx.obs.event(Event::Progress {
@@ -404,7 +486,7 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
     let applied = k3s::apply_node(conn.as_ref(), &spec, &facts).await?;
     if is_init {
         let join = k3s::read_join_token(conn.as_ref()).await?;
-        let url = graph::server_url(&ctx.env);
+        let url = graph::server_url(&ctx.env());
         mark(ctx, &step.id, Status::Applied, |st| {
             st.cluster.join_token = Secret::new(join);
             st.cluster.server_url = Some(url);
@@ -417,26 +499,26 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
 }
 
 async fn ready_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
-    let init = ctx.env.cluster.init_server().to_string();
+    let init = ctx.env().cluster.init_server().to_string();
     let conn = connect(ctx, &init).await?;
-    let expected: Vec<String> = ctx
-        .env
+    let env = ctx.env();
+    let expected: Vec<String> = env
         .cluster
         .servers
         .iter()
-        .chain(ctx.env.cluster.agents.iter())
+        .chain(env.cluster.agents.iter())
         .cloned()
         .collect();
     ctx.obs.event(Event::Progress {
         id: step.id.clone(),
         message: format!("waiting for {} node(s) to be Ready", expected.len()),
     });
-    let coredns = !ctx.env.cluster.disable.iter().any(|d| d == "coredns");
+    let coredns = !ctx.env().cluster.disable.iter().any(|d| d == "coredns");
     k3s::wait_ready(
         conn.as_ref(),
         &expected,
         coredns,
-        ctx.env.cluster.readiness_timeout,
+        ctx.env().cluster.readiness_timeout,
     )
     .await?;
     mark(ctx, &step.id, Status::Applied, |_| {})?;
@@ -444,16 +526,15 @@ async fn ready_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
 }
 
 async fn kubeconfig_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
-    let init = ctx.env.cluster.init_server().to_string();
+    let init = ctx.env().cluster.init_server().to_string();
     let conn = connect(ctx, &init).await?;
     let text = k3s::read_kubeconfig(conn.as_ref()).await?;
-    let server = resource(ctx, &step.id)
-        .and_then(|r| r.attrs.get("server"))
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
-    let entries = kubeconfig::from_k3s(&text, &ctx.env.kubeconfig.context, &server)?;
-    let path = kubeconfig::default_path(ctx.env.kubeconfig.path.as_deref());
+    let server = ctx
+        .rg_attr(&step.id, "server")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let entries = kubeconfig::from_k3s(&text, &ctx.env().kubeconfig.context, &server)?;
+    let path = kubeconfig::default_path(ctx.env().kubeconfig.path.as_deref());
     // A moved or renamed context: remove the old entry first.
     let old = {
         let st = ctx
@@ -467,7 +548,7 @@ async fn kubeconfig_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
             old.get("resolved_path").and_then(|v| v.as_str()),
             old.get("context").and_then(|v| v.as_str()),
         )
-        && (p != path.display().to_string() || c != ctx.env.kubeconfig.context)
+        && (p != path.display().to_string() || c != ctx.env().kubeconfig.context)
     {
         kubeconfig::remove(std::path::Path::new(p), c)?;
     }
@@ -489,10 +570,10 @@ async fn delete_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
         })?;
         return Ok(true);
     };
-    if ctx.env.cluster.init_server() != host && step.role.is_some() {
+    if ctx.env().cluster.init_server() != host && step.role.is_some() {
         // Remove the Node object through the first server (its node-password secret
         // would otherwise block a later re-join under the same name).
-        let init = ctx.env.cluster.init_server().to_string();
+        let init = ctx.env().cluster.init_server().to_string();
         let server = connect(ctx, &init).await?;
         k3s::delete_node(server.as_ref(), &host).await?;
     }
@@ -503,7 +584,7 @@ async fn delete_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
     });
     k3s::uninstall(conn.as_ref()).await?;
     ctx.pool.drop_conn(&host).await;
-    let still_used = ctx.env.hosts.contains_key(&host);
+    let still_used = ctx.env().hosts.contains_key(&host);
     with_state(ctx, |st| {
         st.resources.remove(&step.id);
         if !still_used {

@@ -64,7 +64,7 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
 }
 
-fn pos<T>(s: &Spanned<T>) -> Pos {
+pub(super) fn pos<T>(s: &Spanned<T>) -> Pos {
     Pos::of(&s.referenced)
 }
 
@@ -143,37 +143,54 @@ pub fn expand_home(p: &str) -> PathBuf {
     }
 }
 
-/// Load a recipe and the inventory it names.
+/// Load a recipe and the inventory it names (and its AWS site's hosts).
 pub fn load_recipe(path: &Path) -> Result<Loaded, LoadError> {
     let text = read(path)?;
     let recipe: raw::RecipeFile = parse(path, &text)?;
-    let inv_path = resolve_path(path, &recipe.inventory.value);
-    let inv_text = match std::fs::read_to_string(&inv_path) {
-        Ok(t) => t,
-        Err(e) => {
-            let mut sink = Sink::new(path);
-            sink.error(
-                pos(&recipe.inventory),
-                format!("cannot read inventory {}: {e}", inv_path.display()),
-            )
-            .help("the inventory path is relative to the recipe file");
-            return Err(LoadError::Invalid(sink.items));
+    let mut all = Vec::new();
+    let (mut hosts, mut roles, inv_path) = match &recipe.inventory {
+        Some(inv) => {
+            let inv_path = resolve_path(path, &inv.value);
+            let inv_text = match std::fs::read_to_string(&inv_path) {
+                Ok(t) => t,
+                Err(e) => {
+                    let mut sink = Sink::new(path);
+                    sink.error(
+                        pos(inv),
+                        format!("cannot read inventory {}: {e}", inv_path.display()),
+                    )
+                    .help("the inventory path is relative to the recipe file");
+                    return Err(LoadError::Invalid(sink.items));
+                }
+            };
+            let inventory: raw::InventoryFile = parse(&inv_path, &inv_text)?;
+            let mut inv_sink = Sink::new(&inv_path);
+            let (hosts, roles) = check_inventory(&inventory, &inv_path, &mut inv_sink);
+            all.extend(inv_sink.items);
+            (hosts, roles, inv_path)
         }
+        None => (HostTable::new(), BTreeMap::new(), path.to_path_buf()),
     };
-    let inventory: raw::InventoryFile = parse(&inv_path, &inv_text)?;
-
-    let mut inv_sink = Sink::new(&inv_path);
-    let (hosts, roles) = check_inventory(&inventory, &inv_path, &mut inv_sink);
     let mut sink = Sink::new(path);
-    let env = check_recipe(&recipe, path, &inv_path, hosts, &roles, &mut sink);
+    let mut groups = super::aws::Groups::new();
+    let site = recipe.aws.as_ref().and_then(|a| {
+        super::aws::check_site(a, path, &mut sink, &mut hosts, &mut roles, &mut groups)
+    });
+    if recipe.inventory.is_none() && recipe.aws.is_none() {
+        sink.error(pos(&recipe.name), "the recipe has no hosts")
+            .help("name an inventory (`inventory: ../inventories/farm.yaml`) or declare an `aws:` site");
+    }
+    let env = check_recipe(&recipe, path, &inv_path, hosts, &roles, &groups, &mut sink);
 
-    let mut all = inv_sink.items;
     all.extend(sink.items);
     if all.iter().any(|d| d.severity == Severity::Error) {
         return Err(LoadError::Invalid(all));
     }
     match env {
-        Some(env) => Ok(Loaded { env, warnings: all }),
+        Some(mut env) => {
+            env.aws = site;
+            Ok(Loaded { env, warnings: all })
+        }
         None => Err(LoadError::Invalid(all)),
     }
 }
@@ -193,7 +210,7 @@ pub fn load_inventory(path: &Path) -> Result<(BTreeMap<String, Host>, Vec<Diagno
     ))
 }
 
-type HostTable = BTreeMap<String, (Host, Pos)>;
+pub(super) type HostTable = BTreeMap<String, (Host, Pos)>;
 
 fn check_inventory(
     inv: &raw::InventoryFile,
@@ -305,6 +322,7 @@ fn check_inventory(
                     labels: labels.unwrap_or_default(),
                     taints: h.taints.iter().map(|t| t.value.clone()).collect(),
                     host_key: h.host_key.as_ref().map(|k| k.value.trim().to_string()),
+                    cloud: None,
                 },
                 pos(&h.name),
             ),
@@ -320,6 +338,7 @@ fn check_recipe(
     inv_path: &Path,
     hosts: HostTable,
     roles: &BTreeMap<String, RoleHint>,
+    groups: &super::aws::Groups,
     sink: &mut Sink<'_>,
 ) -> Option<Environment> {
     let name = r.name.value.trim();
@@ -365,11 +384,18 @@ fn check_recipe(
     let mut pick =
         |list: &Spanned<Vec<Spanned<String>>>, what: &str, sink: &mut Sink<'_>| -> Vec<String> {
             let mut out = Vec::new();
+            let mut names: Vec<(&str, Pos)> = Vec::new();
             for n in &list.value {
-                let name = n.value.trim();
+                match groups.get(n.value.trim()) {
+                    // An instance group stands for all its hosts.
+                    Some(members) => names.extend(members.iter().map(|m| (m.as_str(), pos(n)))),
+                    None => names.push((n.value.trim(), pos(n))),
+                }
+            }
+            for (name, at) in names {
                 if !hosts.contains_key(name) {
                     let d = sink.error(
-                        pos(n),
+                        at,
                         format!(
                             "{what} `{name}` is not a host of the inventory {}",
                             inv_path.display()
@@ -381,11 +407,11 @@ fn check_recipe(
                     continue;
                 }
                 if let Some(first) = seen.get(name) {
-                    sink.error(pos(n), format!("host `{name}` is listed twice"))
+                    sink.error(at, format!("host `{name}` is listed twice"))
                         .help(format!("first listed at line {}", first.line));
                     continue;
                 }
-                seen.insert(name.to_string(), pos(n));
+                seen.insert(name.to_string(), at);
                 out.push(name.to_string());
             }
             out
@@ -595,6 +621,7 @@ fn check_recipe(
         .map(|(n, (h, _))| (n, h))
         .collect();
     Some(Environment {
+        aws: None,
         name: name.to_string(),
         recipe_path: path.to_path_buf(),
         inventory_path: inv_path.to_path_buf(),
@@ -712,7 +739,7 @@ pub fn parse_k3s_version(v: &str) -> Option<(u64, u64)> {
     Some((nums[0], nums[1]))
 }
 
-fn is_dns_label(s: &str) -> bool {
+pub(super) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.chars()
@@ -740,7 +767,7 @@ fn is_address(s: &str) -> bool {
         })
 }
 
-fn is_jump_spec(s: &str) -> bool {
+pub(super) fn is_jump_spec(s: &str) -> bool {
     let host_port = s.rsplit_once('@').map_or(s, |(_, h)| h);
     let host = match host_port.rsplit_once(':') {
         Some((h, p)) if p.parse::<u16>().is_ok_and(|p| p > 0) => h,
@@ -751,7 +778,7 @@ fn is_jump_spec(s: &str) -> bool {
 }
 
 /// Check every label (each reported at its own value) and return them plain.
-fn checked_labels(
+pub(super) fn checked_labels(
     sink: &mut Sink<'_>,
     labels: &BTreeMap<String, Spanned<String>>,
 ) -> BTreeMap<String, String> {
@@ -799,7 +826,7 @@ fn check_label(sink: &mut Sink<'_>, at: Pos, key: &str, value: &str) {
     }
 }
 
-fn check_taint(sink: &mut Sink<'_>, t: &Spanned<String>) {
+pub(super) fn check_taint(sink: &mut Sink<'_>, t: &Spanned<String>) {
     let v = t.value.trim();
     let ok = v.rsplit_once(':').is_some_and(|(kv, effect)| {
         let key = kv.split_once('=').map_or(kv, |(k, _)| k);
@@ -822,7 +849,7 @@ fn check_cidr(sink: &mut Sink<'_>, c: &Spanned<String>) -> Option<String> {
     }
 }
 
-fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+pub(super) fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
     let (ip, len) = s.split_once('/')?;
     let ip: IpAddr = ip.parse().ok()?;
     let len: u8 = len.parse().ok()?;

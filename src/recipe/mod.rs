@@ -1,6 +1,7 @@
 //! Recipes and inventories: the YAML a user writes, its validation (with file:line:col
 //! diagnostics) and the validated model the rest of continuum consumes.
 
+pub mod aws;
 pub mod diag;
 pub mod flags;
 pub mod load;
@@ -9,4 +10,7 @@ pub mod raw;
 
 pub use diag::{Diagnostic, Severity};
 pub use load::{LoadError, Loaded, load_inventory, load_recipe};
-pub use model::{Cluster, Environment, Host, Install, KubeconfigTarget, Role};
+pub use model::{
+    AddressKind, AwsSite, AwsSsh, CloudHost, Cluster, Environment, Firewall, Host, ImageRef,
+    Install, InstanceGroup, KubeconfigTarget, Role, VpcChoice,
+};

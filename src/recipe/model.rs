@@ -15,6 +15,8 @@ pub struct Environment {
     pub hosts: BTreeMap<String, Host>,
     pub cluster: Cluster,
     pub kubeconfig: KubeconfigTarget,
+    /// The AWS site, when the recipe declares one.
+    pub aws: Option<AwsSite>,
 }
 
 /// An SSH-reachable machine from the inventory.
@@ -31,6 +33,8 @@ pub struct Host {
     pub taints: Vec<String>,
     /// Pinned host key (`TYPE BASE64`), from the inventory.
     pub host_key: Option<String>,
+    /// Set for AWS instances: their address is known only once the instance exists.
+    pub cloud: Option<CloudHost>,
 }
 
 /// Desired k3s cluster.
@@ -106,5 +110,96 @@ impl Cluster {
         } else {
             None
         }
+    }
+}
+
+/// Where a host comes from: the inventory, or an instance group of the AWS site.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CloudHost {
+    /// Instance group name (hosts are named `GROUP-INDEX`).
+    pub group: String,
+    pub index: u32,
+}
+
+/// An AWS site: network, firewall, key pair and instance groups in one region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSite {
+    pub region: String,
+    pub vpc: VpcChoice,
+    /// Subnet to create (in the created or default VPC); `None`: the default subnet.
+    pub subnet_cidr: Option<String>,
+    pub availability_zone: Option<String>,
+    pub ssh: AwsSsh,
+    pub firewall: Firewall,
+    pub groups: Vec<InstanceGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VpcChoice {
+    /// The region's default VPC (not created, never deleted).
+    Default,
+    Create {
+        cidr: String,
+    },
+}
+
+/// How continuum reaches instances over SSH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSsh {
+    pub user: String,
+    /// Private key whose `.pub` is imported as the key pair; `None`: an ed25519 key
+    /// generated for the environment in the state directory.
+    pub key: Option<PathBuf>,
+    pub address: AddressKind,
+    /// `[user@]host[:port]` ProxyJump (for private addresses from outside the VPC).
+    pub bastion: Option<String>,
+    /// How long to wait for an instance to run and answer SSH.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressKind {
+    Private,
+    Public,
+}
+
+/// Who may reach the instances (the rules the cluster needs are derived from these
+/// and from the cluster: node-to-node, wireguard).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Firewall {
+    pub ssh_from: Vec<String>,
+    pub api_from: Vec<String>,
+    /// Open 80/443 (the serverless layer's ingress).
+    pub http: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceGroup {
+    pub name: String,
+    pub count: u32,
+    pub instance_type: String,
+    pub image: ImageRef,
+    pub root_volume_gb: Option<u32>,
+    pub spot: bool,
+    /// `file:line:col` of `instance_type` and `image`, for errors found against the API.
+    pub at_type: String,
+    pub at_image: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageRef {
+    Id(String),
+    /// Newest image whose name matches, from this owner (account id or alias).
+    Lookup {
+        name: String,
+        owner: String,
+        architecture: Option<String>,
+    },
+}
+
+impl InstanceGroup {
+    pub fn host_name(&self, index: u32) -> String {
+        format!("{}-{index}", self.name)
     }
 }

@@ -14,11 +14,16 @@ use serde_saphyr::Spanned;
 #[serde(deny_unknown_fields)]
 pub struct RecipeFile {
     pub name: Spanned<String>,
-    /// Path of the inventory file, relative to the recipe file.
-    pub inventory: Spanned<String>,
+    /// Path of the inventory file, relative to the recipe file (optional when an
+    /// AWS site provides the hosts).
+    #[serde(default)]
+    pub inventory: Option<Spanned<String>>,
     pub k3s: Spanned<K3sSection>,
     #[serde(default)]
     pub kubeconfig: Option<KubeconfigSection>,
+    /// An AWS site whose instance groups become hosts (`GROUP-INDEX`).
+    #[serde(default)]
+    pub aws: Option<Spanned<AwsSection>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,4 +143,97 @@ pub struct HostEntry {
 pub enum RoleHint {
     Server,
     Agent,
+}
+
+/// `aws:` in a recipe.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSection {
+    pub region: Spanned<String>,
+    #[serde(default)]
+    pub network: Option<Spanned<NetworkSection>>,
+    pub ssh: Spanned<AwsSshSection>,
+    #[serde(default)]
+    pub firewall: Option<Spanned<FirewallSection>>,
+    pub instance_groups: Spanned<Vec<Spanned<GroupSection>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Create a VPC with this CIDR (omit to use the region's default VPC).
+    #[serde(default)]
+    pub vpc_cidr: Option<Spanned<String>>,
+    #[serde(default)]
+    pub subnet_cidr: Option<Spanned<String>>,
+    #[serde(default)]
+    pub availability_zone: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSshSection {
+    pub user: Spanned<String>,
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub address: Option<Spanned<AddressKindRaw>>,
+    #[serde(default)]
+    pub bastion: Option<Spanned<String>>,
+    #[serde(default)]
+    pub timeout: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressKindRaw {
+    Private,
+    Public,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirewallSection {
+    #[serde(default)]
+    pub ssh_from: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub api_from: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub http: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSection {
+    pub name: Spanned<String>,
+    pub count: Spanned<u32>,
+    pub instance_type: Spanned<String>,
+    pub image: Spanned<ImageSection>,
+    #[serde(default)]
+    pub root_volume_gb: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub spot: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub role: Option<Spanned<RoleHint>>,
+    #[serde(default)]
+    pub labels: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    #[serde(default)]
+    pub taints: Vec<Spanned<String>>,
+}
+
+/// `image: ami-0123...` or `image: {name: PATTERN, owner: ACCOUNT, architecture: arm64}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ImageSection {
+    Id(String),
+    Lookup(ImageLookup),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageLookup {
+    pub name: String,
+    pub owner: String,
+    #[serde(default)]
+    pub architecture: Option<String>,
 }

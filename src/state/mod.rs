@@ -94,6 +94,10 @@ pub struct State {
     pub hosts: BTreeMap<String, HostState>,
     /// Applied resources, by resource id (`k3s-server/pi-01`, `kubeconfig`, ...).
     pub resources: BTreeMap<String, ResourceState>,
+    /// AWS resources continuum created or adopted (ids recorded the moment EC2
+    /// returns them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<crate::aws::provision::CloudState>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
@@ -160,6 +164,7 @@ impl HostState {
             labels: BTreeMap::new(),
             taints: Vec::new(),
             host_key: self.host_key.clone(),
+            cloud: None,
         }
     }
 }

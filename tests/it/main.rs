@@ -4,6 +4,7 @@
 //! double (tests/k3s-double); `.ci/run` provides them and sets CONTINUUM_FLEET=1.
 //! Without it they print why and return.
 
+mod aws;
 mod cli;
 mod e2e;
 mod harness;

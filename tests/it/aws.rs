@@ -1,0 +1,705 @@
+//! The AWS site against the moto EC2 emulator (REFERENCE.md §3) and the SSH test fleet.
+//!
+//! Each test starts its own moto server on a free loopback port. Instances get private
+//! IPs in the recipe's subnet in order (.4, .5, ... of the subnet), and the subnet lies
+//! in the fleet's 10.250.0.0/24, so fleet hosts started at those addresses stand in for
+//! the instances: continuum's normal connect-by-private-IP path reaches real sshd hosts
+//! (DESIGN.md §4). Subnets per test: .64/27 (e2e), .192/27 (faults), .224/27 (kill -9).
+//!
+//! Slow boots, throttling, 5xx and dependency violations come from
+//! `continuum::aws::fault::Instrumented`, a test double of EC2's failure behaviour.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use continuum::aws::fault::{Faults, Instrumented};
+use continuum::aws::provision::{self, CloudState, Journal};
+use continuum::aws::sdk::SdkEc2;
+use continuum::aws::{Ec2Api, NetKind};
+
+use crate::harness::{Fleet, Workspace, client_key, fleet_available, root, text};
+
+const REGION: &str = "eu-west-1";
+/// An x86_64 Ubuntu image from moto's built-in catalogue.
+const AMI: &str = "ami-785db401";
+
+fn moto_bin() -> Option<PathBuf> {
+    let p = std::env::var_os("CONTINUUM_MOTO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/continuum-venv/bin/moto_server"));
+    p.is_file().then_some(p)
+}
+
+/// Whether the emulator is installed. Under the full test run (CONTINUUM_FLEET=1,
+/// which scripts/test sets after installing it) a missing emulator is a failure.
+fn moto_available(test: &str) -> bool {
+    let have = moto_bin().is_some();
+    if !have {
+        assert!(
+            std::env::var("CONTINUUM_FLEET").is_ok_and(|v| v != "1")
+                || std::env::var("CONTINUUM_FLEET").is_err(),
+            "{test}: moto_server not found; scripts/test installs it (tests/pyenv/setup.sh)"
+        );
+        eprintln!("{test}: skipped (needs moto_server: run tests/pyenv/setup.sh)");
+    }
+    have
+}
+
+/// A moto server on a free loopback port, killed on drop.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let bin = moto_bin().expect("moto_server");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto_server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn api(&self) -> SdkEc2 {
+        SdkEc2::for_endpoint(REGION, &self.url(), "test", "test").await
+    }
+
+    /// The environment variables that point the binary's SDK at this server.
+    fn env(&self, c: &mut Command) {
+        c.env("AWS_ENDPOINT_URL_EC2", self.url())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A recipe with a created VPC in the fleet range: `cp` (1 server) and `w` (agents).
+fn write_recipe(ws: &Workspace, subnet: &str, agents: u32, image: &str) {
+    let s = format!(
+        r#"name: {env}
+k3s:
+  version: v1.31.4+k3s1
+  install:
+    source: bundle
+    bundle: {bundle}
+  servers: [cp]
+  readiness_timeout: 90
+kubeconfig:
+  path: {kc}
+aws:
+  region: {REGION}
+  network:
+    vpc_cidr: 10.250.0.0/24
+    subnet_cidr: {subnet}
+  ssh:
+    user: ops
+    key: {key}
+    timeout: 60
+  firewall:
+    ssh_from: [10.250.0.0/24]
+  instance_groups:
+    - name: cp
+      count: 1
+      instance_type: t3.medium
+      image: {image}
+      role: server
+      root_volume_gb: 20
+    - name: w
+      count: {agents}
+      instance_type: t3.small
+      image:
+        name: "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*"
+        owner: "099720109477"
+"#,
+        env = ws.env,
+        bundle = root().join("tests/k3s-double").display(),
+        kc = ws.kubeconfig().display(),
+        key = client_key().display(),
+    );
+    std::fs::write(ws.recipe(), s).expect("write recipe");
+}
+
+fn continuum(ws: &Workspace, moto: &Moto, args: &[&str]) -> std::process::Output {
+    let mut c = ws.cmd();
+    moto.env(&mut c);
+    c.args(args).output().expect("run continuum")
+}
+
+fn up(ws: &Workspace, moto: &Moto) -> std::process::Output {
+    let recipe = ws.recipe();
+    continuum(
+        ws,
+        moto,
+        &[
+            "up",
+            recipe.to_str().expect("utf8"),
+            "--yes",
+            "--connect-timeout",
+            "3",
+        ],
+    )
+}
+
+/// Everything tagged with the environment that still exists.
+async fn sweep(api: &dyn Ec2Api, env: &str) -> Vec<String> {
+    let mut left: Vec<String> = api
+        .describe_instances(env)
+        .await
+        .expect("describe instances")
+        .into_iter()
+        .filter(|i| i.state != "terminated")
+        .map(|i| format!("instance {} ({})", i.id, i.state))
+        .collect();
+    for kind in [
+        NetKind::SecurityGroup,
+        NetKind::KeyPair,
+        NetKind::RouteTable,
+        NetKind::InternetGateway,
+        NetKind::Subnet,
+        NetKind::Vpc,
+    ] {
+        for t in api
+            .describe_tagged(kind, env)
+            .await
+            .expect("describe tagged")
+        {
+            left.push(format!("{kind} {}", t.id));
+        }
+    }
+    left
+}
+
+async fn live_instances(api: &dyn Ec2Api, env: &str) -> usize {
+    api.describe_instances(env)
+        .await
+        .expect("describe instances")
+        .iter()
+        .filter(|i| i.state != "terminated")
+        .count()
+}
+
+/// Fleet hosts standing in for the instances moto will hand out in `subnet_base`/27.
+fn fleet_for(prefix: &str, first: u8, n: usize) -> Fleet {
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    Fleet::start(&refs, first)
+}
+
+/// Names of the nodes whose Ready condition is True, as the server's API lists them.
+fn ready_nodes(fleet: &Fleet, server: &str) -> Vec<String> {
+    let json = fleet.exec_ok(server, "k3s kubectl get nodes -o json");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("nodes json");
+    let mut names: Vec<String> = v["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|n| {
+            n["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        })
+        .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The fleet host standing in for instance `cp-0` (by its private IP in state).
+fn server_host(fleet: &Fleet, st: &serde_json::Value) -> String {
+    let ip = st["aws"]["groups"]["cp"]["instances"]["cp-0"]["private_ip"]
+        .as_str()
+        .expect("server ip")
+        .to_string();
+    fleet
+        .hosts
+        .iter()
+        .find(|(_, h)| *h == ip)
+        .map(|(n, _)| n.clone())
+        .expect("fleet host at the server's private IP")
+}
+
+#[test]
+fn aws_vpc_cluster_up_then_down_leaves_nothing() {
+    if !fleet_available("aws_vpc_cluster_up_then_down_leaves_nothing")
+        || !moto_available("aws_vpc_cluster_up_then_down_leaves_nothing")
+    {
+        return;
+    }
+    let moto = Moto::start();
+    // Subnet 10.250.0.64/27: moto hands out .68, .69, .70.
+    let fleet = fleet_for("awe", 68, 3);
+    let ws = Workspace::new("awe");
+    write_recipe(&ws, "10.250.0.64/27", 2, AMI);
+
+    let plan = continuum(&ws, &moto, &["plan", ws.recipe().to_str().expect("utf8")]);
+    let p = text(&plan);
+    assert!(plan.status.success(), "{p}");
+    for id in [
+        "aws-vpc",
+        "aws-subnet",
+        "aws-internet-gateway",
+        "aws-route",
+        "aws-security-group",
+        "aws-key-pair",
+        "aws-instances/cp",
+        "aws-instances/w",
+        "k3s-server/cp-0",
+        "k3s-agent/w-1",
+    ] {
+        assert!(p.contains(id), "plan lacks {id}:\n{p}");
+    }
+
+    let out = up(&ws, &moto);
+    assert!(out.status.success(), "up failed:\n{}", text(&out));
+    let st = ws.state();
+    for id in [
+        "aws-vpc",
+        "aws-instances/w",
+        "k3s-agent/w-0",
+        "cluster-ready",
+    ] {
+        assert_eq!(st["resources"][id]["status"], "applied", "{id}: {st:#}");
+    }
+    let aws = &st["aws"];
+    assert!(
+        aws["vpc"]["id"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("vpc-"))
+    );
+    assert_eq!(
+        aws["groups"]["w"]["instances"].as_object().map(|m| m.len()),
+        Some(2)
+    );
+    // The cluster is real (on the k3s double): 3 Ready nodes named after the instances.
+    let server = server_host(&fleet, &st);
+    assert_eq!(ready_nodes(&fleet, &server), ["cp-0", "w-0", "w-1"]);
+    // The security group carries what the cluster needs.
+    let rules = aws["rules"].to_string();
+    assert!(
+        rules.contains("\"to_port\":6443") && rules.contains("\"source\":\"self\""),
+        "{rules}"
+    );
+
+    // Idempotent: a second up changes nothing and launches nothing.
+    let again = up(&ws, &moto);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(text(&again).contains("0 to change"), "{}", text(&again));
+    let rt = rt();
+    let api = rt.block_on(moto.api());
+    assert_eq!(rt.block_on(live_instances(&api, "awe")), 3);
+
+    let down = continuum(&ws, &moto, &["down", "awe", "--yes"]);
+    assert!(down.status.success(), "down failed:\n{}", text(&down));
+    let left = rt.block_on(sweep(&api, "awe"));
+    assert!(left.is_empty(), "left behind after down: {left:?}");
+    assert!(!ws.state_file().exists(), "state should be gone");
+}
+
+#[test]
+fn aws_invalid_image_or_type_is_rejected_before_any_resource() {
+    if !moto_available("aws_invalid_image_or_type_is_rejected_before_any_resource") {
+        return;
+    }
+    let moto = Moto::start();
+    let rt = rt();
+    let api = rt.block_on(moto.api());
+    for (case, image, bad_type, expect) in [
+        (
+            "ami",
+            "ami-deadbeef",
+            None,
+            "image `ami-deadbeef` does not exist",
+        ),
+        (
+            "type",
+            AMI,
+            Some("t9.huge"),
+            "instance type `t9.huge` does not exist",
+        ),
+        (
+            "arch",
+            AMI,
+            Some("t4g.small"),
+            "is x86_64 but instance type `t4g.small` runs arm64",
+        ),
+    ] {
+        let ws = Workspace::new(&format!("awbad-{case}"));
+        write_recipe(&ws, "10.250.0.96/27", 1, image);
+        if let Some(t) = bad_type {
+            let r = std::fs::read_to_string(ws.recipe())
+                .expect("recipe")
+                .replace("instance_type: t3.medium", &format!("instance_type: {t}"));
+            std::fs::write(ws.recipe(), r).expect("rewrite recipe");
+        }
+        let out = up(&ws, &moto);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{case}: {t}");
+        assert!(t.contains(expect), "{case}: {t}");
+        // The message names the recipe line of the offending key.
+        let line = std::fs::read_to_string(ws.recipe())
+            .expect("recipe")
+            .lines()
+            .position(|l| {
+                if case == "ami" || case == "arch" {
+                    l.contains("image: ami-")
+                } else {
+                    l.contains("instance_type: t") && !l.contains("t3.small")
+                }
+            })
+            .expect("line")
+            + 1;
+        assert!(
+            t.contains(&format!("recipe.yaml:{line}:")),
+            "{case}: no recipe.yaml:{line}: in {t}"
+        );
+        let left = rt.block_on(sweep(&api, &ws.env));
+        assert!(left.is_empty(), "{case}: created {left:?}");
+        let state = ws.state_file();
+        if state.exists() {
+            let s = ws.state();
+            assert!(s["aws"]["vpc"].is_null(), "{case}: {s:#}");
+        }
+    }
+}
+
+/// In-memory journal for the provisioning-level tests.
+#[derive(Default)]
+struct Mem(Mutex<CloudState>);
+
+impl Journal for Mem {
+    fn cloud(&self) -> CloudState {
+        self.0.lock().expect("lock").clone()
+    }
+    fn record(
+        &self,
+        f: &mut dyn FnMut(&mut CloudState),
+    ) -> Result<(), continuum::state::StateError> {
+        f(&mut self.0.lock().expect("lock"));
+        Ok(())
+    }
+}
+
+/// EC2 calls of the cloud part of `up` (validation, network, one group of `n`),
+/// counted by the instrumented provider. k3s steps make no EC2 calls.
+async fn calls_for(moto: &Moto, n: u32, dir: &std::path::Path) -> BTreeMap<String, u64> {
+    let env_name = format!("cnt{n}");
+    let ws_recipe = dir.join(format!("{env_name}.yaml"));
+    std::fs::write(
+        &ws_recipe,
+        format!(
+            "name: {env_name}\nk3s:\n  version: v1.31.4+k3s1\n  servers: [g]\naws:\n  region: {REGION}\n  network:\n    vpc_cidr: 10.{n}.0.0/16\n    subnet_cidr: 10.{n}.1.0/24\n  ssh:\n    user: ubuntu\n  firewall:\n    ssh_from: [203.0.113.0/24]\n  instance_groups:\n    - name: g\n      count: {n}\n      instance_type: t3.small\n      image: {AMI}\n"
+        ),
+    )
+    .expect("write recipe");
+    let loaded = continuum::recipe::load_recipe(&ws_recipe).expect("recipe");
+    let env = loaded.env;
+    let site = env.aws.clone().expect("site");
+    let inner: Arc<dyn Ec2Api> = Arc::new(moto.api().await);
+    let api = Instrumented::new(inner, Faults::default());
+    let opts = provision::Options {
+        poll: Duration::from_millis(200),
+        ..provision::Options::default()
+    };
+    let j = Mem::default();
+    provision::init_state(&j, &site).expect("init");
+    let images = provision::validate(&api, &site, &opts)
+        .await
+        .expect("validate");
+    provision::ensure_vpc(&api, &env, &j, &opts)
+        .await
+        .expect("vpc");
+    provision::ensure_subnet(&api, &env, &j, &opts)
+        .await
+        .expect("subnet");
+    provision::ensure_gateway(&api, &env, &j, &opts)
+        .await
+        .expect("igw");
+    provision::ensure_route(&api, &env, &j, &opts)
+        .await
+        .expect("route");
+    provision::ensure_security_group(&api, &env, &j, &opts)
+        .await
+        .expect("sg");
+    provision::ensure_key_pair(&api, &env, &j, dir, &opts)
+        .await
+        .expect("key");
+    for g in &site.groups {
+        provision::ensure_group(&api, &env, g, &images[&g.name], &j, &opts, false)
+            .await
+            .expect("group");
+    }
+    assert_eq!(
+        j.cloud().groups["g"].instances.len(),
+        n as usize,
+        "group of {n}"
+    );
+    api.calls()
+}
+
+#[test]
+fn aws_call_count_does_not_grow_with_group_size() {
+    if !moto_available("aws_call_count_does_not_grow_with_group_size") {
+        return;
+    }
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = rt();
+    let mut totals = Vec::new();
+    for n in [1u32, 10, 50] {
+        let calls = rt.block_on(calls_for(&moto, n, dir.path()));
+        let total: u64 = calls.values().sum();
+        // Printed for scripts/bench (`--nocapture`).
+        println!("ec2-calls group={n} total={total} {calls:?}");
+        assert_eq!(calls.get("RunInstances"), Some(&1), "{calls:?}");
+        totals.push(total);
+    }
+    assert!(
+        totals.windows(2).all(|w| w[0] == w[1]),
+        "EC2 call count grows with the group size: {totals:?}"
+    );
+}
+
+#[test]
+fn aws_throttling_5xx_slow_boot_and_dependency_violations_are_survived() {
+    if !fleet_available("aws_throttling_5xx_slow_boot_and_dependency_violations_are_survived")
+        || !moto_available("aws_throttling_5xx_slow_boot_and_dependency_violations_are_survived")
+    {
+        return;
+    }
+    let moto = Moto::start();
+    // Subnet 10.250.0.192/27: .196, .197.
+    let _fleet = fleet_for("awf", 196, 2);
+    let ws = Workspace::new("awf");
+    write_recipe(&ws, "10.250.0.192/27", 1, AMI);
+    let rt = rt();
+    let inner: Arc<dyn Ec2Api> = Arc::new(rt.block_on(moto.api()));
+    let check = rt.block_on(moto.api());
+    let faults = Faults {
+        throttle_every: Some(4),
+        server_errors: [
+            ("RunInstances".to_string(), 2),
+            ("CreateVpc".to_string(), 1),
+            ("DescribeInstances".to_string(), 1),
+        ]
+        .into(),
+        boot_delay: Some(Duration::from_secs(3)),
+        dependency_violations: [(NetKind::Vpc, 2), (NetKind::Subnet, 1)].into(),
+        after: None,
+    };
+    let api = Arc::new(Instrumented::new(inner, faults));
+    let settings = continuum::ops::Settings {
+        state_dir: ws.state_dir(),
+        connect_timeout: Duration::from_secs(3),
+        ec2: Some(continuum::ops::Ec2Override(api.clone())),
+        cloud: provision::Options {
+            retry: continuum::aws::RetryPolicy {
+                attempts: 6,
+                base: Duration::from_millis(20),
+                max: Duration::from_millis(200),
+            },
+            poll: Duration::from_millis(300),
+            delete_timeout: Duration::from_secs(30),
+        },
+        ..continuum::ops::Settings::default()
+    };
+    let env = continuum::recipe::load_recipe(&ws.recipe())
+        .expect("recipe")
+        .env;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let report = rt.block_on(continuum::ops::up::up(
+        &env,
+        &settings,
+        Arc::new(continuum::ops::Silent),
+        &cancel,
+        |_| true,
+    ));
+    let injected = api.injected();
+    assert!(report.is_ok(), "up failed under faults: {:?}", report.err());
+    assert!(
+        injected.get("RunInstances").is_some_and(|n| *n >= 2),
+        "{injected:?}"
+    );
+    assert!(injected.values().sum::<u64>() >= 5, "{injected:?}");
+    // Slow boot was seen: more than one poll per group.
+    assert!(api.calls()["DescribeInstances"] >= 3, "{:?}", api.calls());
+    assert_eq!(rt.block_on(live_instances(&check, "awf")), 2);
+
+    let report = rt.block_on(continuum::ops::down::down(
+        "awf",
+        &settings,
+        Arc::new(continuum::ops::Silent),
+        &cancel,
+    ));
+    assert!(
+        report.is_ok(),
+        "down failed under faults: {:?}",
+        report.err()
+    );
+    assert!(
+        api.injected().contains_key("Delete VPC"),
+        "{:?}",
+        api.injected()
+    );
+    let left = rt.block_on(sweep(&check, "awf"));
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Child process of `aws_kill_9_at_three_points_then_up_adopts`: runs `up` with a
+/// provider that SIGKILLs this process right after `CONTINUUM_IT_CRASH_AT` returns
+/// (before continuum records the result). Does nothing unless that variable is set.
+#[test]
+fn aws_zz_crash_child() {
+    let Ok(op) = std::env::var("CONTINUUM_IT_CRASH_AT") else {
+        return;
+    };
+    let recipe = PathBuf::from(std::env::var("CONTINUUM_IT_RECIPE").expect("recipe"));
+    let state_dir = PathBuf::from(std::env::var("CONTINUUM_IT_STATE").expect("state"));
+    let url = std::env::var("CONTINUUM_IT_MOTO").expect("moto url");
+    let rt = rt();
+    let inner: Arc<dyn Ec2Api> =
+        Arc::new(rt.block_on(SdkEc2::for_endpoint(REGION, &url, "test", "test")));
+    let hook: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(|_| {
+        let _ = Command::new("kill")
+            .args(["-KILL", &std::process::id().to_string()])
+            .status();
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let api = Arc::new(Instrumented::new(
+        inner,
+        Faults {
+            after: Some((op, hook)),
+            ..Faults::default()
+        },
+    ));
+    let settings = continuum::ops::Settings {
+        state_dir,
+        connect_timeout: Duration::from_secs(3),
+        ec2: Some(continuum::ops::Ec2Override(api)),
+        ..continuum::ops::Settings::default()
+    };
+    let env = continuum::recipe::load_recipe(&recipe).expect("recipe").env;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let _ = rt.block_on(continuum::ops::up::up(
+        &env,
+        &settings,
+        Arc::new(continuum::ops::Silent),
+        &cancel,
+        |_| true,
+    ));
+}
+
+#[test]
+fn aws_kill_9_at_three_points_then_up_adopts() {
+    if !fleet_available("aws_kill_9_at_three_points_then_up_adopts")
+        || !moto_available("aws_kill_9_at_three_points_then_up_adopts")
+    {
+        return;
+    }
+    let moto = Moto::start();
+    // Subnet 10.250.0.224/27: .228 (server), .229, .230 (agents); a duplicate launch
+    // would take .231 and up, where no host answers.
+    let fleet = fleet_for("awk", 228, 3);
+    let ws = Workspace::new("awk");
+    write_recipe(&ws, "10.250.0.224/27", 2, AMI);
+    let rt = rt();
+    let api = rt.block_on(moto.api());
+    for op in ["CreateVpc", "CreateSecurityGroup", "RunInstances"] {
+        let status = Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "aws::aws_zz_crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("CONTINUUM_IT_CRASH_AT", op)
+            .env("CONTINUUM_IT_RECIPE", ws.recipe())
+            .env("CONTINUUM_IT_STATE", ws.state_dir())
+            .env("CONTINUUM_IT_MOTO", moto.url())
+            .env("KUBECONFIG", ws.kubeconfig())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run crash child");
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "{op}: child was not killed: {status:?}"
+        );
+    }
+    // After the RunInstances kill the instances exist, but state never recorded them.
+    let st = ws.state();
+    assert!(
+        st["aws"]["groups"]
+            .get("cp")
+            .is_none_or(|g| g["instances"].as_object().is_none_or(|m| m.is_empty())),
+        "{st:#}"
+    );
+    let out = up(&ws, &moto);
+    assert!(
+        out.status.success(),
+        "up after kill -9 failed:\n{}",
+        text(&out)
+    );
+    assert_eq!(
+        rt.block_on(live_instances(&api, "awk")),
+        3,
+        "exactly the requested instances"
+    );
+    let tagged_vpcs = rt
+        .block_on(api.describe_tagged(NetKind::Vpc, "awk"))
+        .expect("vpcs");
+    assert_eq!(tagged_vpcs.len(), 1, "{tagged_vpcs:?}");
+    let sgs = rt
+        .block_on(api.describe_tagged(NetKind::SecurityGroup, "awk"))
+        .expect("sgs");
+    assert_eq!(sgs.len(), 1, "{sgs:?}");
+    let server = server_host(&fleet, &ws.state());
+    assert_eq!(ready_nodes(&fleet, &server), ["cp-0", "w-0", "w-1"]);
+
+    let down = continuum(&ws, &moto, &["down", "awk", "--yes"]);
+    assert!(down.status.success(), "{}", text(&down));
+    let left = rt.block_on(sweep(&api, "awk"));
+    assert!(left.is_empty(), "{left:?}");
+}
