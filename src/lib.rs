@@ -8,5 +8,6 @@ pub mod k3s;
 pub mod ops;
 pub mod recipe;
 pub mod registry;
+pub mod serverless;
 pub mod ssh;
 pub mod state;

@@ -30,6 +30,11 @@ pub enum Kind {
     ClusterReady,
     /// The cluster's context merged into the user's kubeconfig.
     Kubeconfig,
+    /// The OSCAR layer's manifests on the first server, answering through its
+    /// endpoint (issue 4).
+    Serverless,
+    /// The OSCAR endpoint in continuum's catalog and the oscar-cli config (issue 4).
+    Endpoint,
 }
 
 /// One desired resource.
@@ -76,6 +81,8 @@ pub fn node_id(role: Role, host: &str) -> String {
 
 pub const CLUSTER_READY: &str = "cluster-ready";
 pub const KUBECONFIG: &str = "kubeconfig";
+pub const SERVERLESS: &str = "serverless";
+pub const ENDPOINT: &str = "endpoint";
 
 /// The URL joiners use to reach the first server.
 pub fn server_url(env: &Environment) -> String {
@@ -164,7 +171,7 @@ pub fn node_config(env: &Environment, host: &str, role: Role) -> BTreeMap<String
     m
 }
 
-fn hash_of(parts: &[&Value]) -> String {
+pub fn hash_of(parts: &[&Value]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p.to_string().as_bytes());
@@ -267,6 +274,15 @@ pub fn build(env: &Environment) -> Result<ResourceGraph, GraphError> {
         },
     );
     g.add_edge(ready, kc, ());
+    // The OSCAR serverless layer (issue 4): after the cluster is Ready.
+    if let Some(sl) = &env.serverless {
+        let (sl_res, ep_res) = crate::serverless::resources(env, sl);
+        let sl_ix = add(&mut g, sl_res);
+        g.add_edge(ready, sl_ix, ());
+        let ep_ix = add(&mut g, ep_res);
+        g.add_edge(sl_ix, ep_ix, ());
+        g.add_edge(kc, ep_ix, ());
+    }
     let rg = ResourceGraph { graph: g, index };
     check_acyclic(&rg.graph, |r| r.id.clone())?;
     Ok(rg)
@@ -380,6 +396,8 @@ pub fn plan(env: &Environment, rg: &ResourceGraph, state: Option<&State>) -> Pla
         Kind::K3sAgent => 2,
         Kind::ClusterReady => 3,
         Kind::Kubeconfig => 4,
+        Kind::Serverless => 5,
+        Kind::Endpoint => 6,
     };
     let mut order: Vec<NodeIndex> = rg.graph.node_indices().collect();
     order.sort_by(|a, b| {

@@ -7,6 +7,7 @@
 //! so a crash at any point is resumed by the next `up`.
 
 pub mod down;
+pub mod serverless;
 pub mod status;
 pub mod up;
 
@@ -72,6 +73,9 @@ pub enum OpsError {
     Kubeconfig(#[from] KubeconfigError),
     #[error("cannot generate a secret: {0}")]
     Random(String),
+    /// The OSCAR serverless layer (issue 4).
+    #[error(transparent)]
+    Serverless(#[from] serverless::LayerError),
 }
 
 impl OpsError {

@@ -15,6 +15,8 @@ pub struct Environment {
     pub hosts: BTreeMap<String, Host>,
     pub cluster: Cluster,
     pub kubeconfig: KubeconfigTarget,
+    /// The OSCAR serverless layer, when the recipe asks for one (issue 4).
+    pub serverless: Option<crate::serverless::Serverless>,
 }
 
 /// An SSH-reachable machine from the inventory.

@@ -94,6 +94,9 @@ pub struct State {
     pub hosts: BTreeMap<String, HostState>,
     /// Applied resources, by resource id (`k3s-server/pi-01`, `kubeconfig`, ...).
     pub resources: BTreeMap<String, ResourceState>,
+    /// The OSCAR layer's credentials (issue 4); absent without a serverless layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serverless: Option<crate::serverless::Credentials>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]

@@ -1,0 +1,262 @@
+//! The serverless steps of `up` and `down` (issue 4): upload the OSCAR layer's
+//! manifests to the first server, wait until OSCAR answers through the endpoint users
+//! will use, register the endpoint (catalog + oscar-cli), and undo each of these.
+//!
+//! Invariants: manifests are written with root rights, mode 0600 (they hold the OSCAR
+//! and MinIO passwords), from stdin (never argv), only when their content differs; the
+//! layer's files all start with `continuum-oscar-`, so stale ones are removed as a set.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::recipe::Environment;
+use crate::registry::endpoints::{self, Endpoint, EndpointsError};
+use crate::registry::oscar_cli::{self, OscarCliError};
+use crate::serverless::client::{ClientError, Oscar, SystemInfo};
+use crate::serverless::manifests::{self, FILE_PREFIX, MANIFESTS_DIR, RenderError};
+use crate::serverless::{Credentials, ReadyError, Serverless};
+use crate::ssh::{Remote, SshError, quote};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error("{step} failed on `{host}` (exit {code}):\n{tail}")]
+    Step {
+        host: String,
+        step: String,
+        code: String,
+        tail: String,
+    },
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Ready(#[from] ReadyError),
+    #[error(transparent)]
+    Endpoints(#[from] EndpointsError),
+    #[error(transparent)]
+    OscarCli(#[from] OscarCliError),
+    #[error("no OSCAR credentials in state for environment `{0}`")]
+    NoCredentials(String),
+}
+
+const SHORT: Duration = Duration::from_secs(60);
+
+async fn root<R: Remote>(
+    r: &R,
+    step: &str,
+    script: &str,
+    stdin: Option<&[u8]>,
+) -> Result<String, LayerError> {
+    let out = r.run(script, stdin, true, SHORT).await?;
+    if out.success() {
+        Ok(out.stdout)
+    } else {
+        Err(LayerError::Step {
+            host: r.name().to_string(),
+            step: step.to_string(),
+            code: out
+                .status
+                .map_or_else(|| "signal".to_string(), |c| c.to_string()),
+            tail: out.tail(),
+        })
+    }
+}
+
+/// `file -> (sha256, mode)` of the layer's manifests on the server.
+async fn present<R: Remote>(r: &R) -> Result<BTreeMap<String, (String, String)>, LayerError> {
+    let script = format!(
+        "for f in {MANIFESTS_DIR}/{FILE_PREFIX}*.yaml; do [ -f \"$f\" ] || continue; echo \"$(basename \"$f\") $(sha256sum < \"$f\" | cut -d' ' -f1) $(stat -c %a \"$f\")\"; done"
+    );
+    let out = root(r, "listing the serverless manifests", &script, None).await?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.split_whitespace();
+            Some((
+                p.next()?.to_string(),
+                (p.next()?.to_string(), p.next()?.to_string()),
+            ))
+        })
+        .collect())
+}
+
+/// Converge the layer's manifests on the first server. Returns whether anything
+/// changed.
+pub async fn apply_layer<R: Remote>(
+    r: &R,
+    env: &Environment,
+    s: &Serverless,
+    creds: &Credentials,
+) -> Result<bool, LayerError> {
+    let wanted = manifests::render(&env.name, s, creds)?;
+    let have = present(r).await?;
+    let mut changed = false;
+    for m in &wanted {
+        let sha = crate::k3s::sha256_hex(m.text.as_bytes());
+        let path = format!("{MANIFESTS_DIR}/{}", m.file);
+        match have.get(&m.file) {
+            Some((h, mode)) if *h == sha => {
+                if mode != "600" {
+                    root(
+                        r,
+                        "fixing a manifest's mode",
+                        &format!("chmod 0600 {}", quote(&path)),
+                        None,
+                    )
+                    .await?;
+                    changed = true;
+                }
+            }
+            _ => {
+                let tmp = format!("{MANIFESTS_DIR}/.{}.continuum-tmp", m.file);
+                // k3s applies *.yaml only, so the dot-file temp is never half-applied.
+                let script = format!(
+                    "set -e; umask 077; mkdir -p {MANIFESTS_DIR}; cat > {t}; chmod 0600 {t}; mv -f {t} {p}",
+                    t = quote(&tmp),
+                    p = quote(&path)
+                );
+                root(
+                    r,
+                    &format!("writing {}", m.file),
+                    &script,
+                    Some(m.text.as_bytes()),
+                )
+                .await?;
+                changed = true;
+            }
+        }
+    }
+    let stale: Vec<String> = have
+        .keys()
+        .filter(|f| !wanted.iter().any(|m| &m.file == *f))
+        .map(|f| quote(&format!("{MANIFESTS_DIR}/{f}")))
+        .collect();
+    if !stale.is_empty() {
+        root(
+            r,
+            "removing stale serverless manifests",
+            &format!("rm -f {}", stale.join(" ")),
+            None,
+        )
+        .await?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// Remove every manifest of the layer from the server.
+pub async fn remove_layer<R: Remote>(r: &R) -> Result<bool, LayerError> {
+    let had = !present(r).await?.is_empty();
+    root(
+        r,
+        "removing the serverless manifests",
+        &format!("rm -f {MANIFESTS_DIR}/{FILE_PREFIX}*.yaml"),
+        None,
+    )
+    .await?;
+    Ok(had)
+}
+
+/// The OSCAR client for the cluster as users reach it.
+pub fn client(s: &Serverless, creds: &Credentials) -> Result<Oscar, LayerError> {
+    Ok(Oscar::new(
+        &s.cluster_id,
+        &s.endpoint,
+        &creds.oscar_user,
+        creds.oscar_password.clone(),
+        s.oscar_cli.ssl_verify,
+        Duration::from_secs(10),
+    )?)
+}
+
+/// Wait for `/health` and `/system/info` through the user-facing endpoint.
+pub async fn wait_ready(s: &Serverless, creds: &Credentials) -> Result<SystemInfo, LayerError> {
+    let c = client(s, creds)?;
+    Ok(crate::serverless::wait_ready(&s.cluster_id, &c, s.readiness_timeout).await?)
+}
+
+/// The architecture of the cluster's nodes (`mixed` when they differ) and whether
+/// any node has a GPU label.
+pub fn arch_and_gpu(env: &Environment, arches: &BTreeMap<String, String>) -> (String, bool) {
+    let mut set: Vec<&String> = arches.values().collect();
+    set.sort();
+    set.dedup();
+    let arch = match set.as_slice() {
+        [] => "unknown".to_string(),
+        [one] => (*one).clone(),
+        _ => "mixed".to_string(),
+    };
+    let gpu = env.hosts.values().any(|h| {
+        h.labels
+            .get("nvidia.com/gpu.present")
+            .is_some_and(|v| v == "true")
+    }) || env
+        .cluster
+        .node_labels
+        .get("nvidia.com/gpu.present")
+        .is_some_and(|v| v == "true");
+    (arch, gpu)
+}
+
+/// The oscar-cli config file for this layer.
+pub fn oscar_cli_path(s: &Serverless) -> PathBuf {
+    s.oscar_cli
+        .path
+        .clone()
+        .unwrap_or_else(oscar_cli::default_path)
+}
+
+/// Record the endpoint in the catalog and the oscar-cli config. Returns whether
+/// either changed.
+pub fn register(
+    state_dir: &Path,
+    env: &Environment,
+    s: &Serverless,
+    creds: &Credentials,
+    info: &SystemInfo,
+    arch: &str,
+    gpu: bool,
+) -> Result<bool, LayerError> {
+    let cli = oscar_cli_path(s);
+    let e = Endpoint {
+        name: s.cluster_id.clone(),
+        env: env.name.clone(),
+        oscar_url: s.endpoint.clone(),
+        minio_url: s.minio_url(),
+        kube_context: env.kubeconfig.context.clone(),
+        tier: s.tier,
+        arch: arch.to_string(),
+        gpu: s.gpu.unwrap_or(gpu),
+        oscar_version: info.version.clone(),
+        ssl_verify: s.oscar_cli.ssl_verify,
+        oscar_cli_config: cli.clone(),
+    };
+    // A renamed cluster or moved oscar-cli file: drop the old registration first.
+    for old in endpoints::list(state_dir)? {
+        if old.env == env.name && (old.name != e.name || old.oscar_cli_config != cli) {
+            endpoints::remove(state_dir, &old.name)?;
+        }
+    }
+    let mut changed = endpoints::upsert(state_dir, e)?;
+    changed |= oscar_cli::upsert(
+        &cli,
+        &s.cluster_id,
+        &oscar_cli::Entry {
+            endpoint: s.endpoint.clone(),
+            auth_user: creds.oscar_user.clone(),
+            auth_password: creds.oscar_password.clone(),
+            ssl_verify: s.oscar_cli.ssl_verify,
+        },
+        s.oscar_cli.set_default,
+    )?;
+    Ok(changed)
+}
+
+/// Remove every endpoint of the environment (catalog and oscar-cli entries).
+pub fn unregister(state_dir: &Path, env: &str) -> Result<Vec<String>, LayerError> {
+    Ok(endpoints::remove_env(state_dir, env)?)
+}
