@@ -232,34 +232,6 @@ pub async fn wait_ready(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generated_credentials_are_kept_and_given_ones_win() {
-        let mut n = 0;
-        let mut rnd = || {
-            n += 1;
-            Ok(format!("{n:0>40}"))
-        };
-        let c = Credentials::resolve(&GivenCredentials::default(), None, &mut rnd).expect("c");
-        assert_eq!(c.oscar_user, "oscar");
-        assert_eq!(c.minio_access_key.len(), 20);
-        assert_ne!(c.oscar_password, c.minio_secret_key);
-        let again =
-            Credentials::resolve(&GivenCredentials::default(), Some(&c), &mut rnd).expect("again");
-        assert_eq!(again, c, "a re-run keeps generated secrets");
-        let given = GivenCredentials {
-            oscar_password: Some(Secret::new("given-pass")),
-            ..GivenCredentials::default()
-        };
-        let g = Credentials::resolve(&given, Some(&c), &mut rnd).expect("g");
-        assert_eq!(g.oscar_password.expose(), "given-pass");
-        assert_eq!(g.minio_secret_key, c.minio_secret_key);
-    }
-}
-
 /// The layer's two graph resources: `serverless` (manifests + readiness) and
 /// `endpoint` (catalog + oscar-cli). Pure: the hash covers the manifests rendered with
 /// placeholder credentials plus a digest of the credentials the recipe gives, so a
@@ -332,4 +304,32 @@ pub fn resources(
             hash: ep_hash,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_credentials_are_kept_and_given_ones_win() {
+        let mut n = 0;
+        let mut rnd = || {
+            n += 1;
+            Ok(format!("{n:0>40}"))
+        };
+        let c = Credentials::resolve(&GivenCredentials::default(), None, &mut rnd).expect("c");
+        assert_eq!(c.oscar_user, "oscar");
+        assert_eq!(c.minio_access_key.len(), 20);
+        assert_ne!(c.oscar_password, c.minio_secret_key);
+        let again =
+            Credentials::resolve(&GivenCredentials::default(), Some(&c), &mut rnd).expect("again");
+        assert_eq!(again, c, "a re-run keeps generated secrets");
+        let given = GivenCredentials {
+            oscar_password: Some(Secret::new("given-pass")),
+            ..GivenCredentials::default()
+        };
+        let g = Credentials::resolve(&given, Some(&c), &mut rnd).expect("g");
+        assert_eq!(g.oscar_password.expose(), "given-pass");
+        assert_eq!(g.minio_secret_key, c.minio_secret_key);
+    }
 }
