@@ -16,19 +16,12 @@ use crate::registry::oscar_cli::{self, OscarCliError};
 use crate::serverless::client::{ClientError, Oscar, SystemInfo};
 use crate::serverless::manifests::{self, FILE_PREFIX, MANIFESTS_DIR, RenderError};
 use crate::serverless::{Credentials, ReadyError, Serverless};
-use crate::ssh::{Remote, SshError, quote};
+use crate::ssh::{Remote, quote};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
     #[error(transparent)]
-    Ssh(#[from] SshError),
-    #[error("{step} failed on `{host}` (exit {code}):\n{tail}")]
-    Step {
-        host: String,
-        step: String,
-        code: String,
-        tail: String,
-    },
+    K3s(#[from] crate::k3s::K3sError),
     #[error(transparent)]
     Render(#[from] RenderError),
     #[error(transparent)]
@@ -51,19 +44,9 @@ async fn root<R: Remote>(
     script: &str,
     stdin: Option<&[u8]>,
 ) -> Result<String, LayerError> {
-    let out = r.run(script, stdin, true, SHORT).await?;
-    if out.success() {
-        Ok(out.stdout)
-    } else {
-        Err(LayerError::Step {
-            host: r.name().to_string(),
-            step: step.to_string(),
-            code: out
-                .status
-                .map_or_else(|| "signal".to_string(), |c| c.to_string()),
-            tail: out.tail(),
-        })
-    }
+    Ok(crate::k3s::run_root(r, step, script, stdin, SHORT)
+        .await?
+        .stdout)
 }
 
 /// `file -> (sha256, mode)` of the layer's manifests on the server.

@@ -232,17 +232,7 @@ pub async fn up(
 }
 
 fn error_text(e: &OpsError) -> String {
-    let mut s = e.to_string();
-    let mut cur = std::error::Error::source(e);
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
+    crate::error_chain(e)
 }
 
 /// Mutate and save the state in one critical section.

@@ -173,13 +173,13 @@ impl Oscar {
         let resp = req.send().await.map_err(|e| ClientError::Unreachable {
             cluster: self.cluster.clone(),
             url: url.clone(),
-            detail: error_chain(&e),
+            detail: crate::error_chain(&e),
         })?;
         let status = resp.status();
         let text = resp.text().await.map_err(|e| ClientError::Unreachable {
             cluster: self.cluster.clone(),
             url: url.clone(),
-            detail: error_chain(&e),
+            detail: crate::error_chain(&e),
         })?;
         if status == StatusCode::UNAUTHORIZED {
             return Err(ClientError::Unauthorized {
@@ -305,20 +305,6 @@ impl Oscar {
 
 fn encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -214,10 +214,9 @@ pub async fn wait_ready(
                 continue;
             }
             Err(e) => {
-                // A wrong password is not going to fix itself: fail at once.
-                if matches!(e, client::ClientError::Unauthorized { .. })
-                    || start.elapsed() >= timeout
-                {
+                // Even a 401 is retried until the timeout: right after a password
+                // change the previous manager answers until the new one rolls out.
+                if start.elapsed() >= timeout {
                     return Err(ReadyError::Timeout {
                         cluster: cluster.to_string(),
                         component: component.to_string(),

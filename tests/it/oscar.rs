@@ -167,10 +167,40 @@ fn fdl(dir: &Path, cluster: &str, name: &str, extra: &str) -> PathBuf {
     p
 }
 
+/// `continuum fn apply` of a one-service FDL on `cluster`; the stored definition.
+fn seed(dir: &Path, cli: &Path, d: &OscarDouble, cluster: &str, name: &str) -> Value {
+    let f = fdl(dir, cluster, name, "");
+    assert_ok(
+        &continuum(dir, cli, &["fn", "apply", path_str(&f)]),
+        "fn apply",
+    );
+    d.service(name).expect("applied")
+}
+
+/// Run continuum, expect failure, return its output text.
+fn fails(dir: &Path, cli: &Path, args: &[&str]) -> String {
+    let out = continuum(dir, cli, args);
+    assert!(!out.status.success(), "{args:?} must fail: {}", text(&out));
+    text(&out)
+}
+
 fn same_definition(a: &Value, b: &Value) {
     for k in ["image", "script", "cpu", "memory", "input"] {
         assert_eq!(a[k], b[k], "field {k} differs");
     }
+}
+
+/// `continuum fn federate yolo --members M --delegation D`.
+fn federate<'a>(members: &'a str, delegation: &'a str) -> [&'a str; 7] {
+    [
+        "fn",
+        "federate",
+        "yolo",
+        "--members",
+        members,
+        "--delegation",
+        delegation,
+    ]
 }
 
 /// apply on the edge, copy and move to the cloud, federate both: the target holds the
@@ -255,19 +285,7 @@ fn fn_apply_copy_move_federate_between_doubles() {
     assert_ne!(moved["token"], blur["token"]);
 
     // federate edge + cloud (both 4.1): a federation block on each, naming the other.
-    let out = continuum(
-        dir.path(),
-        &cli,
-        &[
-            "fn",
-            "federate",
-            "yolo",
-            "--members",
-            "edge,cloud",
-            "--delegation",
-            "load-based",
-        ],
-    );
+    let out = continuum(dir.path(), &cli, &federate("edge,cloud", "load-based"));
     assert_ok(&out, "fn federate");
     for (me, other, d) in [("edge", "cloud", &edge), ("cloud", "edge", &cloud)] {
         let s = d.service("yolo").expect("federated");
@@ -280,19 +298,7 @@ fn fn_apply_copy_move_federate_between_doubles() {
     }
 
     // federate with an OSCAR older than 4.1: the legacy `replicas` form there.
-    let out = continuum(
-        dir.path(),
-        &cli,
-        &[
-            "fn",
-            "federate",
-            "yolo",
-            "--members",
-            "edge,legacy",
-            "--delegation",
-            "load-based",
-        ],
-    );
+    let out = continuum(dir.path(), &cli, &federate("edge,legacy", "load-based"));
     assert_ok(&out, "fn federate with a legacy member");
     let old = legacy.service("yolo").expect("on legacy");
     assert!(old.get("federation").is_none(), "{old}");
@@ -304,21 +310,8 @@ fn fn_apply_copy_move_federate_between_doubles() {
     );
     // topsis does not exist before 4.1: refused before anything is written.
     let before = legacy.service("yolo");
-    let out = continuum(
-        dir.path(),
-        &cli,
-        &[
-            "fn",
-            "federate",
-            "yolo",
-            "--members",
-            "edge,legacy",
-            "--delegation",
-            "topsis",
-        ],
-    );
-    assert!(!out.status.success());
-    assert!(text(&out).contains("before 4.1"), "{}", text(&out));
+    let t = fails(dir.path(), &cli, &federate("edge,legacy", "topsis"));
+    assert!(t.contains("before 4.1"), "{t}");
     assert_eq!(legacy.service("yolo"), before);
 }
 
@@ -329,27 +322,10 @@ fn fn_copy_failed_post_leaves_source_intact() {
     let broken = OscarDouble::start("cloud", "4.1.0", &["--fail-post", "500"]);
     let dir = tempfile::tempdir().expect("tmp");
     let cli = oscar_cli_config(dir.path(), &[("edge", &edge), ("cloud", &broken)], "");
-    assert_ok(
-        &continuum(
-            dir.path(),
-            &cli,
-            &[
-                "fn",
-                "apply",
-                path_str(&fdl(dir.path(), "edge", "yolo", "")),
-            ],
-        ),
-        "apply",
-    );
-    let src = edge.service("yolo").expect("src");
+    let src = seed(dir.path(), &cli, &edge, "edge", "yolo");
     for verb in ["copy", "move"] {
-        let out = continuum(
-            dir.path(),
-            &cli,
-            &["fn", verb, "yolo", "--from", "edge", "--to", "cloud"],
-        );
-        assert!(!out.status.success(), "{verb} must fail");
-        let t = text(&out);
+        let args = ["fn", verb, "yolo", "--from", "edge", "--to", "cloud"];
+        let t = fails(dir.path(), &cli, &args);
         assert!(t.contains("500") && t.contains("`cloud`"), "{verb}: {t}");
         assert_eq!(
             edge.service("yolo").as_ref(),
@@ -378,79 +354,53 @@ fn fn_errors_are_clear_and_nothing_is_half_done() {
         cloud.url()
     );
     let cli = oscar_cli_config(dir.path(), &[("edge", &edge), ("cloud", &cloud)], &extra);
-    assert_ok(
-        &continuum(
-            dir.path(),
-            &cli,
-            &[
-                "fn",
-                "apply",
-                path_str(&fdl(dir.path(), "edge", "yolo", "")),
-            ],
-        ),
-        "apply",
-    );
-    let src = edge.service("yolo").expect("src");
+    let src = seed(dir.path(), &cli, &edge, "edge", "yolo");
+    let (d, c) = (dir.path(), cli.as_path());
 
-    let out = continuum(
-        dir.path(),
-        &cli,
+    let t = fails(
+        d,
+        c,
         &["fn", "move", "yolo", "--from", "edge", "--to", "gone"],
     );
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains("cannot reach OSCAR cluster `gone`"),
-        "{}",
-        text(&out)
-    );
+    assert!(t.contains("cannot reach OSCAR cluster `gone`"), "{t}");
     assert_eq!(edge.service("yolo").as_ref(), Some(&src));
 
-    let out = continuum(
-        dir.path(),
-        &cli,
+    let t = fails(
+        d,
+        c,
         &["fn", "move", "yolo", "--from", "edge", "--to", "badpw"],
     );
-    assert!(!out.status.success());
+    assert!(t.contains("refused the credentials"), "{t}");
     assert!(
-        text(&out).contains("refused the credentials"),
-        "{}",
-        text(&out)
-    );
-    assert!(
-        !text(&out).contains("not-the-password"),
+        !t.contains("not-the-password"),
         "the password is never printed"
     );
     assert_eq!(edge.service("yolo").as_ref(), Some(&src));
     assert!(cloud.names().is_empty());
 
     let long = "a".repeat(40);
-    let out = continuum(
-        dir.path(),
-        &cli,
+    let t = fails(
+        d,
+        c,
         &["fn", "copy", &long, "--from", "edge", "--to", "cloud"],
     );
-    assert!(!out.status.success());
     assert!(
-        text(&out).contains("has 40 characters; OSCAR allows at most 39"),
-        "{}",
-        text(&out)
+        t.contains("has 40 characters; OSCAR allows at most 39"),
+        "{t}"
     );
-    let long_fdl = fdl(dir.path(), "cloud", &long, "");
-    let out = continuum(dir.path(), &cli, &["fn", "apply", path_str(&long_fdl)]);
-    assert!(!out.status.success());
-    assert!(text(&out).contains("at most 39"), "{}", text(&out));
+    let long_fdl = fdl(d, "cloud", &long, "");
+    let t = fails(d, c, &["fn", "apply", path_str(&long_fdl)]);
+    assert!(t.contains("at most 39"), "{t}");
     assert!(cloud.names().is_empty());
 
     // Two services; the second names a cluster nobody knows: nothing is applied.
     let mixed = fdl(
-        dir.path(),
+        d,
         "cloud",
         "first",
         "  - nowhere:\n      name: second\n      image: img\n      script: detect.sh\n",
     );
-    let out = continuum(dir.path(), &cli, &["fn", "apply", path_str(&mixed)]);
-    assert!(!out.status.success());
-    let t = text(&out);
+    let t = fails(d, c, &["fn", "apply", path_str(&mixed)]);
     assert!(
         t.contains("unknown cluster `nowhere`") && t.contains("first.yaml:12"),
         "{t}"
@@ -477,13 +427,12 @@ fn oscar_layer_up_registers_and_down_unregisters() {
         "oscar:\n  alpha:\n    endpoint: https://alpha.example\n    auth_user: u\n    auth_password: p\n    ssl_verify: true\n    memory: 1Gi\n  beta:\n    endpoint: https://beta.example\n    oidc_account_name: egi\ndefault: alpha\nx-unknown: kept\n",
     )
     .expect("oscar-cli config");
-    ws.write_recipe(
-        &["os-srv"],
-        &format!(
-            "serverless:\n  profile: edge\n  readiness_timeout: 4\n  oscar_cli:\n    path: {}\n",
-            cli.display()
-        ),
+    // traefik is off explicitly, so dropping the section later does not restart k3s.
+    let with_layer = format!(
+        "  disable: [traefik]\nserverless:\n  profile: edge\n  readiness_timeout: 4\n  oscar_cli:\n    path: {}\n",
+        cli.display()
     );
+    ws.write_recipe(&["os-srv"], &with_layer);
     let plan = ws.run(&["plan", path_str(&ws.recipe())]);
     assert_ok(&plan, "plan");
     assert!(
@@ -605,6 +554,46 @@ fn oscar_layer_up_registers_and_down_unregisters() {
     let again = ws.up();
     assert_ok(&again, "second up");
     assert!(text(&again).contains("0 to change"), "{}", text(&again));
+
+    // Dropping the section deletes the layer: manifests and registration go; the
+    // other oscar-cli clusters stay.
+    ws.write_recipe(&["os-srv"], "  disable: [traefik]\n");
+    let plan = ws.run(&["plan", path_str(&ws.recipe())]);
+    let t = text(&plan);
+    assert!(
+        t.contains("- serverless") && t.contains("- endpoint") && t.contains("2 to delete"),
+        "{t}"
+    );
+    let drop = ws.up();
+    assert_ok(&drop, "up without the layer");
+    let left = fleet.exec_ok(
+        "os-srv",
+        "ls /var/lib/rancher/k3s/server/manifests/ | grep -c continuum-oscar || true",
+    );
+    assert_eq!(left.trim(), "0");
+    assert!(
+        ws.state().get("serverless").is_none(),
+        "credentials forgotten"
+    );
+    let doc: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(&cli).expect("read")).expect("yaml");
+    assert!(doc["oscar"].get("osedge").is_none());
+    assert_eq!(doc["oscar"]["alpha"]["memory"], "1Gi");
+
+    // Back again (new credentials): the helm controller double restarts OSCAR with them.
+    ws.write_recipe(&["os-srv"], &with_layer);
+    assert_ok(&ws.up(), "up with the layer again");
+    let doc: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(&cli).expect("read")).expect("yaml");
+    let new_password = ws.state()["serverless"]["oscar_password"]
+        .as_str()
+        .expect("pw")
+        .to_string();
+    assert_ne!(new_password, password);
+    assert_eq!(
+        doc["oscar"]["osedge"]["auth_password"],
+        new_password.as_str()
+    );
 
     let down = ws.run(&["down", "osedge", "--yes"]);
     assert_ok(&down, "down");
