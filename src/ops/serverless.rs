@@ -34,6 +34,22 @@ pub enum LayerError {
     OscarCli(#[from] OscarCliError),
     #[error("no OSCAR credentials in state for environment `{0}`")]
     NoCredentials(String),
+    #[error("`{host}` is {arch}: OSCAR's images exist for amd64 and arm64 only (REFERENCE.md §2)")]
+    UnsupportedArch { host: String, arch: String },
+}
+
+/// Refuse nodes OSCAR has no images for (32-bit ARM), before anything is uploaded.
+pub fn check_arch(arches: &BTreeMap<String, String>) -> Result<(), LayerError> {
+    match arches
+        .iter()
+        .find(|(_, a)| a.as_str() != "amd64" && a.as_str() != "arm64")
+    {
+        Some((host, arch)) => Err(LayerError::UnsupportedArch {
+            host: host.clone(),
+            arch: arch.clone(),
+        }),
+        None => Ok(()),
+    }
 }
 
 const SHORT: Duration = Duration::from_secs(60);
@@ -242,4 +258,37 @@ pub fn register(
 /// Remove every endpoint of the environment (catalog and oscar-cli entries).
 pub fn unregister(state_dir: &Path, env: &str) -> Result<Vec<String>, LayerError> {
     Ok(endpoints::remove_env(state_dir, env)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arches(list: &[(&str, &str)]) -> BTreeMap<String, String> {
+        list.iter()
+            .map(|(h, a)| ((*h).to_string(), (*a).to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn architectures_are_checked_and_summarised() {
+        assert!(check_arch(&arches(&[("a", "amd64"), ("b", "arm64")])).is_ok());
+        let e = check_arch(&arches(&[("pi", "arm")])).expect_err("32-bit");
+        assert!(e.to_string().contains("`pi` is arm"), "{e}");
+        let recipe = crate::recipe::load_recipe(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/farm-oscar.yaml"),
+        )
+        .expect("example recipe");
+        let (a, gpu) = arch_and_gpu(&recipe.env, &arches(&[("x", "arm64"), ("y", "arm64")]));
+        assert_eq!(a, "arm64");
+        assert!(
+            !gpu || recipe
+                .env
+                .hosts
+                .values()
+                .any(|h| h.labels.contains_key("nvidia.com/gpu.present"))
+        );
+        let (a, _) = arch_and_gpu(&recipe.env, &arches(&[("x", "arm64"), ("y", "amd64")]));
+        assert_eq!(a, "mixed");
+    }
 }

@@ -558,9 +558,23 @@ fn layer_inputs(
     Ok((sl, creds))
 }
 
+/// `uname -m` (k3s names) of the cluster's nodes, as recorded by their steps.
+fn node_arches(ctx: &Ctx) -> BTreeMap<String, String> {
+    let st = ctx
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    st.hosts
+        .iter()
+        .filter(|(n, _)| ctx.env.cluster.role_of(n).is_some())
+        .filter_map(|(n, h)| Some((n.clone(), h.arch.clone()?)))
+        .collect()
+}
+
 async fn serverless_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
     let (sl, creds) = layer_inputs(ctx)?;
     mark(ctx, &step.id, Status::Pending, |_| {})?;
+    super::serverless::check_arch(&node_arches(ctx))?;
     let init = ctx.env.cluster.init_server().to_string();
     let conn = connect(ctx, &init).await?;
     ctx.obs.event(Event::Progress {
@@ -584,17 +598,7 @@ async fn endpoint_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
         .system_info()
         .await
         .map_err(super::serverless::LayerError::from)?;
-    let arches: BTreeMap<String, String> = {
-        let st = ctx
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        st.hosts
-            .iter()
-            .filter(|(n, _)| ctx.env.cluster.role_of(n).is_some())
-            .filter_map(|(n, h)| Some((n.clone(), h.arch.clone()?)))
-            .collect()
-    };
+    let arches = node_arches(ctx);
     let (arch, gpu) = super::serverless::arch_and_gpu(&ctx.env, &arches);
     if arch == "mixed" {
         ctx.obs.event(Event::Warning {

@@ -587,10 +587,13 @@ fn check_recipe(
 
     // The OSCAR serverless layer (issue 4); OSCAR's ingress is nginx-class, so the
     // nginx mode needs k3s's bundled traefik off (REFERENCE.md §2).
-    let serverless = r
+    let mut serverless = r
         .serverless
         .as_ref()
         .map(|s| super::serverless::check(&s.value, name, &api_endpoint, path, sink));
+    if let Some(s) = serverless.as_mut() {
+        s.servicelb = !disable.iter().any(|d| d == "servicelb");
+    }
     if let Some(s) = &serverless
         && s.ingress == crate::serverless::IngressMode::Nginx
         && !disable.iter().any(|d| d == "traefik")

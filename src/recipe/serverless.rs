@@ -189,6 +189,8 @@ pub fn check(
         credentials,
         values,
         oscar_cli,
+        // Set by the caller, which knows the cluster's `disable` list.
+        servicelb: true,
     }
 }
 

@@ -142,13 +142,21 @@ fn profile_values(component: &str, s: &Serverless, c: &Credentials) -> Value {
             "consoleService": {"type": "NodePort", "port": 9001, "nodePort": MINIO_NODE_PORT + 1},
             "resources": {"requests": {"memory": pick("1Gi", "256Mi")}},
         }),
-        "ingress" => json!({
-            "controller": {
+        "ingress" => {
+            // servicelb gives the LoadBalancer service host ports 80/443; without it
+            // the controller binds them itself.
+            let exposure = if s.servicelb {
+                json!({"service": {"type": "LoadBalancer"}})
+            } else {
+                json!({"service": {"type": "ClusterIP"}, "hostPort": {"enabled": true}})
+            };
+            let mut v = json!({"controller": {
                 "ingressClassResource": {"name": "nginx", "default": true},
-                "service": {"type": "LoadBalancer"},
                 "resources": {"requests": {"cpu": pick("100m", "50m"), "memory": pick("128Mi", "64Mi")}},
-            },
-        }),
+            }});
+            deep_merge(&mut v["controller"], &exposure);
+            v
+        }
         "knative" => json!({
             "knative_operator": {"knative_operator": {"resources": {"requests": {
                 "cpu": pick("100m", "50m"), "memory": pick("100Mi", "64Mi")}}}},
@@ -305,6 +313,7 @@ mod tests {
                 set_default: false,
                 ssl_verify: true,
             },
+            servicelb: true,
         }
     }
 

@@ -97,6 +97,9 @@ pub struct Serverless {
     /// Chart value overrides per component, merged over the profile's values.
     pub values: BTreeMap<String, serde_json::Value>,
     pub oscar_cli: OscarCliTarget,
+    /// k3s's servicelb is on (LoadBalancer services get host ports); without it the
+    /// ingress controller binds host ports itself.
+    pub servicelb: bool,
 }
 
 impl Serverless {
@@ -330,5 +333,61 @@ mod tests {
         let g = Credentials::resolve(&given, Some(&c), &mut rnd).expect("g");
         assert_eq!(g.oscar_password.expose(), "given-pass");
         assert_eq!(g.minio_secret_key, c.minio_secret_key);
+    }
+
+    #[test]
+    fn layer_resources_follow_cluster_ready_and_plan_as_no_op_once_applied() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+        let env = crate::recipe::load_recipe(&dir.join("farm-oscar.yaml"))
+            .expect("example")
+            .env;
+        let rg = crate::graph::build(&env).expect("graph");
+        let ix = |id: &str| rg.index[id];
+        let g = &rg.graph;
+        assert!(g.contains_edge(
+            ix(crate::graph::CLUSTER_READY),
+            ix(crate::graph::SERVERLESS)
+        ));
+        assert!(g.contains_edge(ix(crate::graph::SERVERLESS), ix(crate::graph::ENDPOINT)));
+        assert!(g.contains_edge(ix(crate::graph::KUBECONFIG), ix(crate::graph::ENDPOINT)));
+        let mut state = crate::state::State::new(&env.name);
+        for ix in g.node_indices() {
+            let r = &g[ix];
+            state.resources.insert(
+                r.id.clone(),
+                crate::state::ResourceState {
+                    status: crate::state::Status::Applied,
+                    hash: r.hash.clone(),
+                    host: r.host.clone(),
+                    role: r.role(),
+                    attrs: r.attrs.clone(),
+                    last_error: None,
+                    updated_at: 0,
+                },
+            );
+        }
+        let plan = crate::graph::plan(&env, &rg, Some(&state));
+        assert_eq!(plan.to_change(), 0, "{plan:?}");
+        // A changed value re-renders the manifests: the layer is updated, nothing else.
+        let mut env2 = env.clone();
+        if let Some(s) = env2.serverless.as_mut() {
+            s.values.insert(
+                "minio".into(),
+                serde_json::json!({"persistence": {"size": "4Gi"}}),
+            );
+        }
+        let rg2 = crate::graph::build(&env2).expect("graph");
+        let plan = crate::graph::plan(&env2, &rg2, Some(&state));
+        assert_eq!(plan.to_change(), 1, "{plan:?}");
+        assert_eq!(
+            plan.get(crate::graph::SERVERLESS).map(|c| c.action),
+            Some(crate::graph::Action::Update)
+        );
+        // Without a serverless section there is no layer in the graph.
+        let plain = crate::recipe::load_recipe(&dir.join("farm-edge.yaml"))
+            .expect("farm-edge")
+            .env;
+        let rg = crate::graph::build(&plain).expect("graph");
+        assert!(!rg.index.contains_key(crate::graph::SERVERLESS));
     }
 }
