@@ -289,14 +289,23 @@ impl Oscar {
         }
     }
 
-    /// `POST /job/{svc}` with the service token (async invocation, 201).
-    pub async fn job(&self, service: &str, token: &str, body: &Value) -> Result<(), ClientError> {
-        let path = format!("/job/{}", encode(service));
+    /// Invoke a service with its token (REFERENCE.md §2: `/job` and `/run` take
+    /// ONLY `Bearer <service token>`). `sync`: `POST /run/{svc}` (Knative backend),
+    /// returning the body; else `POST /job/{svc}` (async, 201), returning the body.
+    pub async fn invoke(
+        &self,
+        service: &str,
+        token: &str,
+        body: &Value,
+        sync: bool,
+    ) -> Result<String, ClientError> {
+        let kind = if sync { "run" } else { "job" };
+        let path = format!("/{kind}/{}", encode(service));
         let (code, text) = self
             .send(Method::POST, &path, Some(body), Some(token))
             .await?;
         if code == StatusCode::CREATED || code == StatusCode::OK {
-            Ok(())
+            Ok(text)
         } else {
             Err(self.status_err("POST", &path, code, &text))
         }

@@ -668,3 +668,57 @@ fn serverless_section_is_validated_with_positions() {
     };
     assert!(diags[0].to_string().contains("r.yaml:9:"), "{}", diags[0]);
 }
+
+/// The client against the double: Basic on /system, only the service token on /job
+/// and /run; a wrong password or token is a credential error naming the cluster.
+#[tokio::test]
+async fn client_auth_rules_against_the_double() {
+    use continuum::serverless::client::{ClientError, Oscar};
+    use continuum::state::Secret;
+    let d = OscarDouble::start("edge", "4.1.0", &[]);
+    let t = Duration::from_secs(5);
+    let ok = Oscar::new(
+        "edge",
+        &d.url(),
+        "oscar",
+        Secret::new(d.password.clone()),
+        true,
+        t,
+    )
+    .expect("client");
+    let bad = Oscar::new("edge", &d.url(), "oscar", Secret::new("wrong"), true, t).expect("client");
+    assert_eq!(ok.system_info().await.expect("info").version, "4.1.0");
+    assert!(matches!(
+        bad.system_info().await,
+        Err(ClientError::Unauthorized { .. })
+    ));
+    bad.health().await.expect("/health takes no auth");
+
+    let def = serde_json::json!({"name": "echo", "image": "alpine", "script": "cat"});
+    ok.create_service(&def).await.expect("create");
+    let stored = ok.get_service("echo").await.expect("get").expect("there");
+    let token = stored["token"].as_str().expect("token").to_string();
+    // Re-posting a definition with its read-only token is refused by OSCAR's contract.
+    let e = ok
+        .create_service(&stored)
+        .await
+        .expect_err("token is read-only");
+    assert!(e.to_string().contains("400"), "{e}");
+
+    let body = serde_json::json!({"x": 1});
+    ok.invoke("echo", &token, &body, false)
+        .await
+        .expect("job with the service token");
+    let echoed = ok.invoke("echo", &token, &body, true).await.expect("run");
+    assert_eq!(serde_json::from_str::<Value>(&echoed).expect("json"), body);
+    let e = ok
+        .invoke("echo", "not-the-token", &body, false)
+        .await
+        .expect_err("wrong token");
+    assert!(matches!(e, ClientError::Unauthorized { .. }), "{e}");
+    // Basic credentials are not accepted on /job (the raw request carries Basic only).
+    let (code, _) = d.request("POST", "/job/echo", Some("{}"));
+    assert_eq!(code, 401);
+    assert!(ok.delete_service("echo").await.expect("delete"));
+    assert!(!ok.delete_service("echo").await.expect("absent"));
+}
