@@ -81,8 +81,12 @@ pub struct Written {
     pub action: &'static str,
 }
 
+/// Cross-cluster fields verified when the written definition has them.
+const VERIFIED_WHEN_SET: &[&str] = &["federation", "replicas", "delegation"];
+
 fn mismatch(want: &Value, got: &Value) -> Option<String> {
-    for k in VERIFIED {
+    let set = VERIFIED_WHEN_SET.iter().filter(|k| want.get(**k).is_some());
+    for k in VERIFIED.iter().chain(set) {
         if want.get(*k) != got.get(*k) {
             return Some(format!(
                 "`{k}` is {} there, expected {}",
