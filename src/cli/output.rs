@@ -202,6 +202,16 @@ impl Printer {
             .collect();
         let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
         table(&header, &rows);
+        // OSCAR endpoints (issue 4).
+        for e in &s.endpoints {
+            out(&format!(
+                "OSCAR endpoint `{}` ({}) {}  health: {}",
+                e.name,
+                e.tier,
+                e.oscar_url,
+                e.health.as_deref().unwrap_or("-")
+            ));
+        }
     }
 
     /// A progress observer for `up`/`down`.

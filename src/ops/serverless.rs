@@ -260,6 +260,53 @@ pub fn unregister(state_dir: &Path, env: &str) -> Result<Vec<String>, LayerError
     Ok(endpoints::remove_env(state_dir, env)?)
 }
 
+/// One registered endpoint as `status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EndpointStatus {
+    pub name: String,
+    pub oscar_url: String,
+    pub tier: crate::serverless::Tier,
+    /// `ok`, the error of `GET /health`, or `None` when offline.
+    pub health: Option<String>,
+}
+
+/// The environment's registered endpoints; with `live`, each one's `/health`.
+pub async fn endpoint_status(state_dir: &Path, env: &str, live: bool) -> Vec<EndpointStatus> {
+    let mut out = Vec::new();
+    for e in endpoints::list(state_dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.env == env)
+    {
+        let health = if live {
+            let c = Oscar::new(
+                &e.name,
+                &e.oscar_url,
+                "",
+                crate::state::Secret::default(),
+                e.ssl_verify,
+                Duration::from_secs(5),
+            );
+            Some(match c {
+                Ok(c) => c
+                    .health()
+                    .await
+                    .map_or_else(|err| err.to_string(), |()| "ok".into()),
+                Err(err) => err.to_string(),
+            })
+        } else {
+            None
+        };
+        out.push(EndpointStatus {
+            name: e.name,
+            oscar_url: e.oscar_url,
+            tier: e.tier,
+            health,
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -522,6 +522,17 @@ fn oscar_layer_up_registers_and_down_unregisters() {
     let reveal = ws.run(&["endpoints", "show", "osedge", "--reveal"]);
     assert!(text(&reveal).contains(&password), "{}", text(&reveal));
 
+    let status = ws.run(&["status", "osedge"]);
+    assert_ok(&status, "status");
+    assert!(
+        text(&status).contains(&format!(
+            "OSCAR endpoint `osedge` (edge) http://{}  health: ok",
+            fleet.ip("os-srv")
+        )),
+        "{}",
+        text(&status)
+    );
+
     // The oscar-cli config kept its two other clusters, unknown keys and default.
     let doc: Value =
         serde_saphyr::from_str(&std::fs::read_to_string(&cli).expect("read")).expect("yaml");
