@@ -9,5 +9,22 @@ pub mod k3s;
 pub mod ops;
 pub mod recipe;
 pub mod registry;
+pub mod serverless;
 pub mod ssh;
 pub mod state;
+
+/// An error and its sources on one line (`a: b: c`), skipping a source whose text
+/// the line already holds.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}

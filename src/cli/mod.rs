@@ -3,6 +3,7 @@
 //! about hosts or k3s lives here.
 
 pub mod output;
+pub mod serverless;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -81,6 +82,12 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
     },
+    /// Registered OSCAR endpoints (list, show, remove).
+    #[command(subcommand)]
+    Endpoints(serverless::EndpointsCmd),
+    /// OSCAR functions: list, copy or move between clusters, apply FDL, federate.
+    #[command(subcommand)]
+    Fn(serverless::FnCmd),
 }
 
 #[derive(Debug, Args)]
@@ -234,6 +241,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             let report = ops::down::down(env, &settings, obs, &cancel).await;
             reporter.finish();
             printer.down_summary(env, &report?);
+        }
+        Command::Endpoints(cmd) => {
+            serverless::endpoints_cmd(&cli.settings(None).state_dir, &printer, cmd).await?;
+        }
+        Command::Fn(cmd) => {
+            serverless::fn_cmd(&cli.settings(None).state_dir, &printer, cmd).await?;
         }
     }
     Ok(())

@@ -200,25 +200,17 @@ impl Printer {
                 ]
             })
             .collect();
-        let mut widths = header.map(str::len);
-        for r in &rows {
-            for (i, c) in r.iter().enumerate() {
-                widths[i] = widths[i].max(c.len());
-            }
-        }
-        let fmt_row = |cells: Vec<&str>| {
-            cells
-                .iter()
-                .enumerate()
-                .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-                .collect::<Vec<_>>()
-                .join("  ")
-                .trim_end()
-                .to_string()
-        };
-        out(&fmt_row(header.to_vec()));
-        for r in &rows {
-            out(&fmt_row(r.iter().map(String::as_str).collect()));
+        let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
+        table(&header, &rows);
+        // OSCAR endpoints (issue 4).
+        for e in &s.endpoints {
+            out(&format!(
+                "OSCAR endpoint `{}` ({}) {}  health: {}",
+                e.name,
+                e.tier,
+                e.oscar_url,
+                e.health.as_deref().unwrap_or("-")
+            ));
         }
     }
 
@@ -259,6 +251,17 @@ fn remote_commands(env: &Environment, c: &crate::graph::Change) -> Vec<String> {
             "cat {} (as root), merged locally",
             crate::k3s::KUBECONFIG_PATH
         )],
+        _ if c.id == crate::graph::SERVERLESS => vec![
+            format!(
+                "write {}/{}*.yaml (as root, 0600, from stdin; only files that differ)",
+                crate::serverless::manifests::MANIFESTS_DIR,
+                crate::serverless::manifests::FILE_PREFIX
+            ),
+            "GET /health, GET /system/info at the OSCAR endpoint (until ready)".into(),
+        ],
+        _ if c.id == crate::graph::ENDPOINT => {
+            vec!["update the endpoint catalog and the oscar-cli config (0600), locally".into()]
+        }
         _ => Vec::new(),
     }
 }
@@ -364,5 +367,181 @@ impl Observer for Reporter {
             _ => return,
         };
         err(&line);
+    }
+}
+
+// ---- serverless layer output (issue 4): endpoints and functions ----
+
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    out(&line(header.to_vec()));
+    for r in rows {
+        out(&line(r.iter().map(String::as_str).collect()));
+    }
+}
+
+impl Printer {
+    /// `continuum endpoints list`.
+    pub fn endpoints(&self, list: &[crate::registry::endpoints::Endpoint]) {
+        if self.format == Format::Json {
+            out(&serde_json::to_string_pretty(list).unwrap_or_default());
+            return;
+        }
+        if list.is_empty() {
+            out("No endpoints registered.");
+            return;
+        }
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|e| {
+                vec![
+                    e.name.clone(),
+                    e.tier.to_string(),
+                    e.arch.clone(),
+                    if e.gpu { "yes".into() } else { "no".into() },
+                    e.oscar_url.clone(),
+                    e.minio_url.clone(),
+                    e.kube_context.clone(),
+                    e.env.clone(),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "NAME", "TIER", "ARCH", "GPU", "OSCAR", "MINIO", "CONTEXT", "ENV",
+            ],
+            &rows,
+        );
+    }
+
+    /// `continuum endpoints show NAME [--reveal]`: secrets only when `creds` is given.
+    pub fn endpoint(
+        &self,
+        e: &crate::registry::endpoints::Endpoint,
+        creds: Option<&crate::serverless::Credentials>,
+    ) {
+        let hidden = "*** (use --reveal)";
+        let (user, pass, key, secret) = match creds {
+            Some(c) => (
+                c.oscar_user.clone(),
+                c.oscar_password.expose().to_string(),
+                c.minio_access_key.clone(),
+                c.minio_secret_key.expose().to_string(),
+            ),
+            None => (
+                hidden.to_string(),
+                hidden.to_string(),
+                hidden.to_string(),
+                hidden.to_string(),
+            ),
+        };
+        if self.format == Format::Json {
+            let mut v = serde_json::to_value(e).unwrap_or_default();
+            if creds.is_some() {
+                v["credentials"] = json!({"oscar_user": user, "oscar_password": pass,
+                    "minio_access_key": key, "minio_secret_key": secret});
+            }
+            out(&serde_json::to_string_pretty(&v).unwrap_or_default());
+            return;
+        }
+        for (k, v) in [
+            ("name", e.name.clone()),
+            ("environment", e.env.clone()),
+            ("tier", e.tier.to_string()),
+            ("architecture", e.arch.clone()),
+            ("gpu", e.gpu.to_string()),
+            ("oscar", e.oscar_url.clone()),
+            ("oscar version", e.oscar_version.clone()),
+            ("minio", e.minio_url.clone()),
+            ("kube context", e.kube_context.clone()),
+            ("oscar-cli config", e.oscar_cli_config.display().to_string()),
+            ("oscar user", user),
+            ("oscar password", pass),
+            ("minio access key", key),
+            ("minio secret key", secret),
+        ] {
+            out(&format!("{k:<17} {v}"));
+        }
+    }
+
+    /// `continuum fn list --cluster C`.
+    pub fn services(&self, cluster: &str, list: &[serde_json::Value]) {
+        if self.format == Format::Json {
+            // Service tokens are credentials: never listed.
+            let cleaned: Vec<serde_json::Value> = list
+                .iter()
+                .map(|s| {
+                    let mut s = s.clone();
+                    if let Some(m) = s.as_object_mut() {
+                        m.remove("token");
+                    }
+                    s
+                })
+                .collect();
+            out(&serde_json::to_string_pretty(&cleaned).unwrap_or_default());
+            return;
+        }
+        if list.is_empty() {
+            out(&format!("No services on cluster `{cluster}`."));
+            return;
+        }
+        let field = |s: &serde_json::Value, k: &str| {
+            s.get(k)
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                .unwrap_or_else(|| "-".into())
+        };
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|s| {
+                vec![
+                    field(s, "name"),
+                    field(s, "image"),
+                    field(s, "cpu"),
+                    field(s, "memory"),
+                ]
+            })
+            .collect();
+        table(&["NAME", "IMAGE", "CPU", "MEMORY"], &rows);
+    }
+
+    /// Results of `fn copy|move|apply|federate`.
+    pub fn written(&self, verb: &str, w: &[crate::serverless::functions::Written]) {
+        if self.format == Format::Json {
+            out(&json!({"event": "summary", "operation": verb, "results": w}).to_string());
+            return;
+        }
+        if self.quiet {
+            return;
+        }
+        for r in w {
+            out(&format!(
+                "{verb}: `{}` {} on `{}` (verified)",
+                r.service, r.action, r.cluster
+            ));
+        }
+    }
+
+    /// A one-line confirmation (text) or event (JSON).
+    pub fn done(&self, message: &str) {
+        match self.format {
+            Format::Json => out(&json!({"event": "done", "message": message}).to_string()),
+            Format::Text if !self.quiet => out(message),
+            Format::Text => {}
+        }
     }
 }

@@ -32,6 +32,11 @@ pub enum Kind {
     ClusterReady,
     /// The cluster's context merged into the user's kubeconfig.
     Kubeconfig,
+    /// The OSCAR layer's manifests on the first server, answering through its
+    /// endpoint (issue 4).
+    Serverless,
+    /// The OSCAR endpoint in continuum's catalog and the oscar-cli config (issue 4).
+    Endpoint,
     /// AWS site resources (`cloud.rs`).
     AwsVpc,
     AwsSubnet,
@@ -103,6 +108,8 @@ pub fn node_id(role: Role, host: &str) -> String {
 
 pub const CLUSTER_READY: &str = "cluster-ready";
 pub const KUBECONFIG: &str = "kubeconfig";
+pub const SERVERLESS: &str = "serverless";
+pub const ENDPOINT: &str = "endpoint";
 
 /// The URL joiners use to reach the first server.
 pub fn server_url(env: &Environment) -> String {
@@ -191,7 +198,7 @@ pub fn node_config(env: &Environment, host: &str, role: Role) -> BTreeMap<String
     m
 }
 
-fn hash_of(parts: &[&Value]) -> String {
+pub fn hash_of(parts: &[&Value]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p.to_string().as_bytes());
@@ -298,6 +305,15 @@ pub fn build(env: &Environment) -> Result<ResourceGraph, GraphError> {
         },
     );
     g.add_edge(ready, kc, ());
+    // The OSCAR serverless layer (issue 4): after the cluster is Ready.
+    if let Some(sl) = &env.serverless {
+        let (sl_res, ep_res) = crate::serverless::resources(env, sl);
+        let sl_ix = add(&mut g, sl_res);
+        g.add_edge(ready, sl_ix, ());
+        let ep_ix = add(&mut g, ep_res);
+        g.add_edge(sl_ix, ep_ix, ());
+        g.add_edge(kc, ep_ix, ());
+    }
     let rg = ResourceGraph { graph: g, index };
     check_acyclic(&rg.graph, |r| r.id.clone())?;
     Ok(rg)
@@ -415,6 +431,8 @@ pub fn plan(env: &Environment, rg: &ResourceGraph, state: Option<&State>) -> Pla
         Kind::K3sAgent => 6,
         Kind::ClusterReady => 7,
         Kind::Kubeconfig => 8,
+        Kind::Serverless => 9,
+        Kind::Endpoint => 10,
     };
     let mut order: Vec<NodeIndex> = rg.graph.node_indices().collect();
     order.sort_by(|a, b| {
@@ -467,6 +485,8 @@ pub fn plan(env: &Environment, rg: &ResourceGraph, state: Option<&State>) -> Pla
                 Some(h) if !env.hosts.contains_key(h) => {
                     format!("host `{h}` is no longer in the recipe")
                 }
+                // Serverless layer resources (issue 4) have a host but no role.
+                Some(_) if rs.role.is_none() => "no longer in the recipe".to_string(),
                 Some(_) => "the host changed role".to_string(),
                 None => "no longer in the recipe".to_string(),
             };

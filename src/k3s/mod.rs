@@ -113,7 +113,8 @@ pub fn bundle_binary(arch: &str) -> &'static str {
 }
 
 /// Run `script` as root on `r`; a non-zero exit is a `K3sError::Step` named `step`.
-async fn run_root<R: Remote>(
+/// Run `script` as root; a non-zero exit is a `Step` error naming host and step.
+pub(crate) async fn run_root<R: Remote>(
     r: &R,
     step: &str,
     script: &str,

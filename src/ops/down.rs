@@ -234,6 +234,8 @@ pub async fn down(
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         remove_kubeconfig(&mut st)?;
+        // The OSCAR endpoint and its oscar-cli entry (issue 4).
+        super::serverless::unregister(&settings.state_dir, env)?;
         store.delete()?;
         state_deleted = true;
         results.push(ResourceResult {

@@ -8,6 +8,7 @@
 
 mod cloud;
 pub mod down;
+pub mod serverless;
 pub mod status;
 pub mod up;
 
@@ -75,6 +76,9 @@ pub enum OpsError {
     Random(String),
     #[error(transparent)]
     Cloud(#[from] crate::aws::provision::ProvisionError),
+    /// The OSCAR serverless layer (issue 4).
+    #[error(transparent)]
+    Serverless(#[from] serverless::LayerError),
 }
 
 impl OpsError {

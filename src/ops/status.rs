@@ -27,6 +27,9 @@ pub struct StatusReport {
     /// Why live data is missing, if it is.
     pub live_error: Option<String>,
     pub kubeconfig_context: Option<String>,
+    /// Registered OSCAR endpoints of the environment (issue 4).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<super::serverless::EndpointStatus>,
 }
 
 pub async fn status(env: &str, settings: &Settings, live: bool) -> Result<StatusReport, OpsError> {
@@ -89,7 +92,9 @@ pub async fn status(env: &str, settings: &Settings, live: bool) -> Result<Status
             Err(e) => live_error = Some(e.to_string()),
         }
     }
+    let endpoints = super::serverless::endpoint_status(&settings.state_dir, env, live).await;
     Ok(StatusReport {
+        endpoints,
         env: env.to_string(),
         api: state.cluster.server_url.clone(),
         nodes,

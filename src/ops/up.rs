@@ -130,6 +130,20 @@ pub async fn up(
         state.cluster.token = Secret::new(random_secret()?);
         store.save(&mut state)?;
     }
+    // OSCAR/MinIO credentials (issue 4): given ones, else CSPRNG; saved before any
+    // host sees them, kept across runs.
+    if let Some(sl) = &env.serverless {
+        let creds = crate::serverless::Credentials::resolve(
+            &sl.credentials,
+            state.serverless.as_ref(),
+            &mut || random_secret().map_err(|e| e.to_string()),
+        )
+        .map_err(OpsError::Random)?;
+        if state.serverless.as_ref() != Some(&creds) {
+            state.serverless = Some(creds);
+            store.save(&mut state)?;
+        }
+    }
     let base = env.clone();
     let env = crate::aws::provision::resolve(&base, state.aws.as_ref(), &settings.state_dir);
     let rg = graph::build(&env)?;
@@ -289,17 +303,7 @@ pub async fn up(
 }
 
 pub(super) fn error_text(e: &OpsError) -> String {
-    let mut s = e.to_string();
-    let mut cur = std::error::Error::source(e);
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
+    crate::error_chain(e)
 }
 
 /// Mutate and save the state in one critical section.
@@ -375,7 +379,13 @@ async fn run_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
         (_, Action::Delete) if step.id.starts_with("aws-") => {
             super::cloud::delete_step(ctx, &step.id).await
         }
+        (_, Action::Delete) if step.id == graph::SERVERLESS => {
+            serverless_delete_step(ctx, step).await
+        }
+        (_, Action::Delete) if step.id == graph::ENDPOINT => endpoint_delete_step(ctx, step).await,
         (_, Action::Delete) => delete_step(ctx, step).await,
+        (Some(Kind::Serverless), _) => serverless_step(ctx, step).await,
+        (Some(Kind::Endpoint), _) => endpoint_step(ctx, step).await,
         (Some(Kind::K3sServer { .. } | Kind::K3sAgent), _) => node_step(ctx, step).await,
         (Some(Kind::ClusterReady), _) => ready_step(ctx, step).await,
         (Some(Kind::Kubeconfig), _) => kubeconfig_step(ctx, step).await,
@@ -597,4 +607,110 @@ async fn delete_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
 /// The state entry of a host, as recorded (used by tests).
 pub fn recorded_host(state: &State, name: &str) -> Option<HostState> {
     state.hosts.get(name).cloned()
+}
+
+// ---- serverless layer steps (issue 4); the work is in `super::serverless` ----
+
+fn layer_inputs(
+    ctx: &Ctx,
+) -> Result<
+    (
+        crate::serverless::Serverless,
+        crate::serverless::Credentials,
+    ),
+    OpsError,
+> {
+    let sl = ctx.env().serverless.clone().ok_or_else(|| {
+        OpsError::Serverless(super::serverless::LayerError::NoCredentials(
+            ctx.env().name.clone(),
+        ))
+    })?;
+    let creds = ctx
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .serverless
+        .clone()
+        .ok_or_else(|| {
+            OpsError::Serverless(super::serverless::LayerError::NoCredentials(
+                ctx.env().name.clone(),
+            ))
+        })?;
+    Ok((sl, creds))
+}
+
+/// `uname -m` (k3s names) of the cluster's nodes, as recorded by their steps.
+fn node_arches(ctx: &Ctx) -> BTreeMap<String, String> {
+    let st = ctx
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    st.hosts
+        .iter()
+        .filter(|(n, _)| ctx.env().cluster.role_of(n).is_some())
+        .filter_map(|(n, h)| Some((n.clone(), h.arch.clone()?)))
+        .collect()
+}
+
+async fn serverless_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
+    let (sl, creds) = layer_inputs(ctx)?;
+    mark(ctx, &step.id, Status::Pending, |_| {})?;
+    super::serverless::check_arch(&node_arches(ctx))?;
+    let init = ctx.env().cluster.init_server().to_string();
+    let conn = connect(ctx, &init).await?;
+    ctx.obs.event(Event::Progress {
+        id: step.id.clone(),
+        message: "uploading the OSCAR layer manifests".into(),
+    });
+    let changed = super::serverless::apply_layer(conn.as_ref(), &ctx.env(), &sl, &creds).await?;
+    ctx.obs.event(Event::Progress {
+        id: step.id.clone(),
+        message: format!("waiting for OSCAR at {}", sl.endpoint),
+    });
+    super::serverless::wait_ready(&sl, &creds).await?;
+    mark(ctx, &step.id, Status::Applied, |_| {})?;
+    Ok(changed)
+}
+
+async fn endpoint_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
+    let (sl, creds) = layer_inputs(ctx)?;
+    mark(ctx, &step.id, Status::Pending, |_| {})?;
+    let info = super::serverless::client(&sl, &creds)?
+        .system_info()
+        .await
+        .map_err(super::serverless::LayerError::from)?;
+    let arches = node_arches(ctx);
+    let (arch, gpu) = super::serverless::arch_and_gpu(&ctx.env(), &arches);
+    if arch == "mixed" {
+        ctx.obs.event(Event::Warning {
+            message: format!(
+                "OSCAR cluster `{}` has nodes of several architectures ({}): keep one architecture per OSCAR cluster (REFERENCE.md §2)",
+                sl.cluster_id,
+                arches.iter().map(|(n, a)| format!("{n}={a}")).collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
+    let changed =
+        super::serverless::register(ctx.store.dir(), &ctx.env(), &sl, &creds, &info, &arch, gpu)?;
+    mark(ctx, &step.id, Status::Applied, |_| {})?;
+    Ok(changed)
+}
+
+async fn serverless_delete_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
+    let init = ctx.env().cluster.init_server().to_string();
+    let conn = connect(ctx, &init).await?;
+    let changed = super::serverless::remove_layer(conn.as_ref()).await?;
+    with_state(ctx, |st| {
+        st.resources.remove(&step.id);
+        st.serverless = None;
+    })?;
+    Ok(changed)
+}
+
+async fn endpoint_delete_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
+    let removed = super::serverless::unregister(ctx.store.dir(), &ctx.env().name)?;
+    with_state(ctx, |st| {
+        st.resources.remove(&step.id);
+    })?;
+    Ok(!removed.is_empty())
 }

@@ -611,6 +611,22 @@ fn check_recipe(
             .unwrap_or_default(),
     };
 
+    // The OSCAR serverless layer (issue 4); OSCAR's ingress is nginx-class, so the
+    // nginx mode needs k3s's bundled traefik off (REFERENCE.md §2).
+    let mut serverless = r
+        .serverless
+        .as_ref()
+        .map(|s| super::serverless::check(&s.value, name, &api_endpoint, path, sink));
+    if let Some(s) = serverless.as_mut() {
+        s.servicelb = !disable.iter().any(|d| d == "servicelb");
+    }
+    if let Some(s) = &serverless
+        && s.ingress == crate::serverless::IngressMode::Nginx
+        && !disable.iter().any(|d| d == "traefik")
+    {
+        disable.push("traefik".to_string());
+    }
+
     if sink.has_errors() {
         return None;
     }
@@ -648,6 +664,7 @@ fn check_recipe(
             extra_config,
         },
         kubeconfig,
+        serverless,
     })
 }
 

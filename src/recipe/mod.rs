@@ -7,6 +7,7 @@ pub mod flags;
 pub mod load;
 pub mod model;
 pub mod raw;
+pub mod serverless;
 
 pub use diag::{Diagnostic, Severity};
 pub use load::{LoadError, Loaded, load_inventory, load_recipe};

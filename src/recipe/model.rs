@@ -17,6 +17,8 @@ pub struct Environment {
     pub kubeconfig: KubeconfigTarget,
     /// The AWS site, when the recipe declares one.
     pub aws: Option<AwsSite>,
+    /// The OSCAR serverless layer, when the recipe asks for one (issue 4).
+    pub serverless: Option<crate::serverless::Serverless>,
 }
 
 /// An SSH-reachable machine from the inventory.

@@ -24,6 +24,9 @@ pub struct RecipeFile {
     /// An AWS site whose instance groups become hosts (`GROUP-INDEX`).
     #[serde(default)]
     pub aws: Option<Spanned<AwsSection>>,
+    /// The OSCAR serverless layer on the cluster (issue 4).
+    #[serde(default)]
+    pub serverless: Option<Spanned<ServerlessSection>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +146,70 @@ pub struct HostEntry {
 pub enum RoleHint {
     Server,
     Agent,
+}
+
+// ---- serverless layer (issue 4) ----
+
+/// `serverless:` in a recipe: the OSCAR layer installed on the cluster.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerlessSection {
+    /// `cloud` (full) or `edge` (small requests, Knative optional).
+    pub profile: Spanned<String>,
+    /// Site tier recorded in the endpoint registry (default: the profile).
+    #[serde(default)]
+    pub tier: Option<Spanned<String>>,
+    /// `nginx` (ingress-nginx, k3s traefik disabled) or `gateway` (Gateway API routes).
+    #[serde(default)]
+    pub ingress: Option<Spanned<String>>,
+    /// URL users reach OSCAR by (default `http://API_ENDPOINT`).
+    #[serde(default)]
+    pub endpoint: Option<Spanned<String>>,
+    /// OSCAR cluster id in the endpoint registry and oscar-cli (default: the env name).
+    #[serde(default)]
+    pub cluster_id: Option<Spanned<String>>,
+    /// Knative Serving on or off (default: on for cloud, off for edge).
+    #[serde(default)]
+    pub knative: Option<Spanned<bool>>,
+    /// Whether the cluster has GPUs (default: any node labelled nvidia.com/gpu.present=true).
+    #[serde(default)]
+    pub gpu: Option<Spanned<bool>>,
+    /// Seconds to wait for /health and /system/info.
+    #[serde(default)]
+    pub readiness_timeout: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub credentials: Option<Spanned<CredentialsSection>>,
+    /// Chart value overrides per component (minio, nfs, knative, ingress, oscar).
+    #[serde(default)]
+    pub values: Option<Spanned<BTreeMap<String, Spanned<serde_json::Value>>>>,
+    #[serde(default)]
+    pub oscar_cli: Option<Spanned<OscarCliSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsSection {
+    #[serde(default)]
+    pub oscar_user: Option<Spanned<String>>,
+    #[serde(default)]
+    pub oscar_password: Option<Spanned<String>>,
+    #[serde(default)]
+    pub minio_access_key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub minio_secret_key: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OscarCliSection {
+    /// oscar-cli config file (default ~/.oscar-cli/config.yaml).
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+    /// Make this cluster oscar-cli's `default` (never changed otherwise).
+    #[serde(default)]
+    pub set_default: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub ssl_verify: Option<Spanned<bool>>,
 }
 
 /// `aws:` in a recipe.

@@ -1,4 +1,7 @@
-//! Endpoint registration. For now: the cluster's context in the user's kubeconfig.
-//! (The OSCAR endpoint catalog and oscar-cli config come with the serverless layer.)
+//! Endpoint registration: the cluster's context in the user's kubeconfig
+//! (`kubeconfig`), continuum's catalog of OSCAR endpoints (`endpoints`) and the
+//! oscar-cli configuration (`oscar_cli`).
 
+pub mod endpoints;
 pub mod kubeconfig;
+pub mod oscar_cli;

@@ -98,6 +98,9 @@ pub struct State {
     /// returns them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<crate::aws::provision::CloudState>,
+    /// The OSCAR layer's credentials (issue 4); absent without a serverless layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serverless: Option<crate::serverless::Credentials>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]

@@ -8,4 +8,5 @@ mod aws;
 mod cli;
 mod e2e;
 mod harness;
+mod oscar;
 mod recipes;
