@@ -31,6 +31,8 @@ pub struct Host {
     pub taints: Vec<String>,
     /// Pinned host key (`TYPE BASE64`), from the inventory.
     pub host_key: Option<String>,
+    /// Facts from `continuum inventory probe` (device, arch, cgroups), if probed.
+    pub probed: Option<crate::inventory::probe::Facts>,
 }
 
 /// Desired k3s cluster.

@@ -131,6 +131,9 @@ pub struct HostEntry {
     /// A pinned host key (`ssh-ed25519 AAAA...`), checked at first contact.
     #[serde(default)]
     pub host_key: Option<Spanned<String>>,
+    /// What `continuum inventory probe` learned (issue 5); written by continuum.
+    #[serde(default)]
+    pub probed: Option<Spanned<serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]

@@ -160,6 +160,7 @@ impl HostState {
             labels: BTreeMap::new(),
             taints: Vec::new(),
             host_key: self.host_key.clone(),
+            probed: None,
         }
     }
 }
