@@ -2,6 +2,7 @@
 //! validated settings, calls `ops`, and hands results to the output layer. No logic
 //! about hosts or k3s lives here.
 
+pub mod edge;
 pub mod output;
 
 use std::io::IsTerminal;
@@ -81,6 +82,12 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
     },
+    /// Edit, import and probe inventories (hosts, Raspberry Pis, Jetsons).
+    #[command(subcommand)]
+    Inventory(edge::InventoryCmd),
+    /// Nodes of a running environment (remove one: drain, delete, uninstall).
+    #[command(subcommand)]
+    Nodes(edge::NodesCmd),
 }
 
 #[derive(Debug, Args)]
@@ -122,7 +129,7 @@ pub mod exit {
 }
 
 impl Cli {
-    fn settings(&self, conn: Option<&ConnArgs>) -> Settings {
+    pub(crate) fn settings(&self, conn: Option<&ConnArgs>) -> Settings {
         let mut s = Settings::default();
         if let Some(d) = &self.global.state_dir {
             s.state_dir = d.clone();
@@ -211,6 +218,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             let report = report?;
             printer.up_summary(&report);
         }
+        Command::Inventory(cmd) => edge::inventory(&cli, &printer, cmd).await?,
+        Command::Nodes(cmd) => edge::nodes(&cli, &printer, cmd).await?,
         Command::Status { env, offline } => {
             let report = ops::status::status(env, &cli.settings(None), !offline).await?;
             printer.status(&report);
@@ -244,7 +253,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 #[error("changes need confirmation: re-run with --yes (no terminal to ask on)")]
 pub struct NeedsYes;
 
-fn cancel_on_ctrl_c() -> CancellationToken {
+pub(crate) fn cancel_on_ctrl_c() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
@@ -289,6 +298,9 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         }
         if cause.downcast_ref::<recipe::LoadError>().is_some()
             || cause.downcast_ref::<NeedsYes>().is_some()
+            || cause
+                .downcast_ref::<crate::inventory::InventoryError>()
+                .is_some()
         {
             return exit::INVALID;
         }

@@ -95,13 +95,17 @@ fn parse_ini(file: &str, text: &str) -> Result<Inv, InventoryError> {
             _ => {
                 let mut vars = BTreeMap::new();
                 for w in &words[1..] {
-                    let (k, v) = w
-                        .split_once('=')
-                        .ok_or_else(|| err(file, n + 1, format!("expected `key=value`, found `{w}`")))?;
+                    let (k, v) = w.split_once('=').ok_or_else(|| {
+                        err(file, n + 1, format!("expected `key=value`, found `{w}`"))
+                    })?;
                     vars.insert(k.to_string(), ini_value(v));
                 }
                 if words[0].contains('[') {
-                    return Err(err(file, n + 1, "host ranges (`host[1:3]`) are not supported; list the hosts"));
+                    return Err(err(
+                        file,
+                        n + 1,
+                        "host ranges (`host[1:3]`) are not supported; list the hosts",
+                    ));
                 }
                 inv.add_host(&section.0, &words[0], vars);
             }
@@ -146,8 +150,8 @@ fn ini_value(v: &str) -> Value {
 
 /// Parse a YAML inventory (`all:`/groups with `hosts`, `vars`, `children`).
 fn parse_yaml(file: &str, text: &str) -> Result<Inv, InventoryError> {
-    let root: Value = serde_saphyr::from_str(text)
-        .map_err(|e| err(file, 0, format!("not valid YAML: {e}")))?;
+    let root: Value =
+        serde_saphyr::from_str(text).map_err(|e| err(file, 0, format!("not valid YAML: {e}")))?;
     let top = root
         .as_object()
         .ok_or_else(|| err(file, 1, "the top level must be a mapping of groups"))?;
@@ -168,12 +172,17 @@ fn walk_group(file: &str, inv: &mut Inv, name: &str, body: &Value) -> Result<(),
     };
     for key in body.keys() {
         if !matches!(key.as_str(), "hosts" | "vars" | "children") {
-            return Err(err(file, 0, format!("group `{name}`: unknown key `{key}` (want hosts, vars, children)")));
+            return Err(err(
+                file,
+                0,
+                format!("group `{name}`: unknown key `{key}` (want hosts, vars, children)"),
+            ));
         }
     }
     if let Some(vars) = body.get("vars").and_then(Value::as_object) {
         let g = inv.groups.entry(name.to_string()).or_default();
-        g.vars.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        g.vars
+            .extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
     if let Some(hosts) = body.get("hosts").and_then(Value::as_object) {
         for (h, vars) in hosts {
@@ -256,12 +265,23 @@ fn node_name(h: &str) -> String {
     let s: String = first
         .to_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     s.trim_matches('-').chars().take(63).collect()
 }
 
-fn str_var(file: &str, host: &str, vars: &BTreeMap<String, Value>, k: &str) -> Result<Option<String>, InventoryError> {
+fn str_var(
+    file: &str,
+    host: &str,
+    vars: &BTreeMap<String, Value>,
+    k: &str,
+) -> Result<Option<String>, InventoryError> {
     match vars.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.contains("{{") => Err(err(
@@ -280,7 +300,9 @@ pub fn import(file: &str, text: &str) -> Result<Vec<NewHost>, InventoryError> {
         .lines()
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
-        .is_some_and(|l| !l.starts_with('[') && (l == "---" || l.ends_with(':') || l.contains(": ")));
+        .is_some_and(|l| {
+            !l.starts_with('[') && (l == "---" || l.ends_with(':') || l.contains(": "))
+        });
     let inv = if yaml_like {
         parse_yaml(file, text)?
     } else {
@@ -300,12 +322,20 @@ pub fn import(file: &str, text: &str) -> Result<Vec<NewHost>, InventoryError> {
         }
         let roles: BTreeSet<&str> = groups.iter().filter_map(|g| role_of_group(g)).collect();
         if roles.len() > 1 {
-            return Err(err(file, 0, format!("host `{h}` is in both a server and an agent group")));
+            return Err(err(
+                file,
+                0,
+                format!("host `{h}` is in both a server and an agent group"),
+            ));
         }
         let port = match str_var(file, h, &vars, "ansible_port")? {
             None => None,
             Some(p) => Some(p.parse::<u16>().map_err(|_| {
-                err(file, 0, format!("host `{h}`: ansible_port `{p}` is not a port number"))
+                err(
+                    file,
+                    0,
+                    format!("host `{h}`: ansible_port `{p}` is not a port number"),
+                )
             })?),
         };
         out.push(NewHost {
@@ -337,7 +367,11 @@ mod tests {
         let hosts = import("inv.ini", ini).expect("import");
         assert_eq!(hosts.len(), 3);
         assert_eq!(hosts[0].name, "host-192-168-1-10");
-        assert_eq!(hosts[0].user.as_deref(), Some("pi"), "host vars beat group vars");
+        assert_eq!(
+            hosts[0].user.as_deref(),
+            Some("pi"),
+            "host vars beat group vars"
+        );
         assert_eq!(hosts[0].role.as_deref(), Some("server"));
         assert_eq!(hosts[1].name, "node-a");
         assert_eq!(hosts[1].address, "192.168.1.11");

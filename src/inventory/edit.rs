@@ -34,7 +34,9 @@ fn hosts_block(lines: &[&str]) -> Result<(usize, usize, Option<usize>), Inventor
     let start = lines
         .iter()
         .position(|l| l.starts_with("hosts:"))
-        .ok_or_else(|| InventoryError::Edit("the inventory has no top-level `hosts:` key".into()))?;
+        .ok_or_else(|| {
+            InventoryError::Edit("the inventory has no top-level `hosts:` key".into())
+        })?;
     let mut end = lines.len();
     for (i, l) in lines.iter().enumerate().skip(start + 1) {
         let top = !l.is_empty() && !l.starts_with([' ', '\t', '#', '-']);
@@ -56,7 +58,9 @@ fn entries(lines: &[&str]) -> Result<Vec<(usize, usize, String)>, InventoryError
     let Some(indent) = indent else {
         return Ok(Vec::new());
     };
-    let is_item = |l: &str| l.len() > indent && l[..indent].trim().is_empty() && l[indent..].starts_with("- ");
+    let is_item = |l: &str| {
+        l.len() > indent && l[..indent].trim().is_empty() && l[indent..].starts_with("- ")
+    };
     let starts: Vec<usize> = (start + 1..end).filter(|i| is_item(lines[*i])).collect();
     let mut out = Vec::new();
     for (n, s) in starts.iter().enumerate() {
@@ -159,7 +163,11 @@ pub fn remove(text: &str, name: &str) -> Result<String, InventoryError> {
 }
 
 /// The text with host `name`'s `probed:` line replaced by `value` (one JSON line).
-pub fn set_probed(text: &str, name: &str, value: &serde_json::Value) -> Result<String, InventoryError> {
+pub fn set_probed(
+    text: &str,
+    name: &str,
+    value: &serde_json::Value,
+) -> Result<String, InventoryError> {
     let lines: Vec<&str> = text.lines().collect();
     let (s, e, _) = entries(&lines)?
         .into_iter()
@@ -169,7 +177,9 @@ pub fn set_probed(text: &str, name: &str, value: &serde_json::Value) -> Result<S
     let pad = " ".repeat(item_indent + 2);
     let mut out: Vec<String> = Vec::new();
     for (i, l) in lines.iter().enumerate() {
-        let own_probed = i > s && i < e && l.trim_start().starts_with("probed:")
+        let own_probed = i > s
+            && i < e
+            && l.trim_start().starts_with("probed:")
             && l.len() - l.trim_start().len() == item_indent + 2;
         if !own_probed {
             out.push((*l).to_string());
@@ -214,22 +224,41 @@ mod tests {
     fn remove_only_the_entry() {
         let out = remove(INV, "pi-01").expect("remove");
         assert_eq!(names(&out).expect("names"), ["pi-02"]);
-        assert!(out.contains("  # the server\n\n  - name: pi-02 # agent\n"), "{out}");
-        assert!(matches!(remove(INV, "nope"), Err(InventoryError::NoSuchHost(_))));
+        assert!(
+            out.contains("  # the server\n\n  - name: pi-02 # agent\n"),
+            "{out}"
+        );
+        assert!(matches!(
+            remove(INV, "nope"),
+            Err(InventoryError::NoSuchHost(_))
+        ));
     }
 
     #[test]
     fn probed_is_replaced_not_duplicated() {
         let v = serde_json::json!({"arch": "aarch64"});
         let once = set_probed(INV, "pi-01", &v).expect("probe");
-        let twice = set_probed(&once, "pi-01", &serde_json::json!({"arch": "x86_64"})).expect("again");
+        let twice =
+            set_probed(&once, "pi-01", &serde_json::json!({"arch": "x86_64"})).expect("again");
         assert_eq!(twice.matches("probed:").count(), 1, "{twice}");
-        assert!(twice.contains("    role: server\n    probed: {\"arch\":\"x86_64\"}\n\n  - name: pi-02"), "{twice}");
+        assert!(
+            twice
+                .contains("    role: server\n    probed: {\"arch\":\"x86_64\"}\n\n  - name: pi-02"),
+            "{twice}"
+        );
     }
 
     #[test]
     fn empty_flow_hosts_becomes_block() {
-        let out = add("hosts: []\n", &NewHost { name: "a".into(), address: "10.0.0.1".into(), ..NewHost::default() }).expect("add");
+        let out = add(
+            "hosts: []\n",
+            &NewHost {
+                name: "a".into(),
+                address: "10.0.0.1".into(),
+                ..NewHost::default()
+            },
+        )
+        .expect("add");
         assert_eq!(out, "hosts:\n  - name: \"a\"\n    address: \"10.0.0.1\"\n");
     }
 }

@@ -57,8 +57,13 @@ pub fn read(path: &Path) -> Result<String, InventoryError> {
 
 /// Replace `path` with `text` if the result is a valid inventory; keeps the file's mode.
 pub fn write_checked(path: &Path, text: &str) -> Result<(), InventoryError> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map_or_else(|| "inventory".into(), |n| n.to_string_lossy().into_owned());
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map_or_else(|| "inventory".into(), |n| n.to_string_lossy().into_owned());
     // Same directory, so relative key paths resolve as they will in the final file.
     let tmp = dir.join(format!(".{name}.continuum-edit"));
     let werr = |source| InventoryError::Write {
@@ -121,10 +126,7 @@ pub fn import(src: &Path, path: &Path) -> Result<(Vec<String>, Vec<String>), Inv
 }
 
 /// Store probe results (host name -> facts) in the inventory.
-pub fn store_probed(
-    path: &Path,
-    facts: &[(String, probe::Facts)],
-) -> Result<(), InventoryError> {
+pub fn store_probed(path: &Path, facts: &[(String, probe::Facts)]) -> Result<(), InventoryError> {
     let mut text = read(path)?;
     for (name, f) in facts {
         let v = serde_json::to_value(f).map_err(|e| InventoryError::Edit(e.to_string()))?;
@@ -159,7 +161,11 @@ pub fn list(path: &Path) -> Result<Vec<Row>, InventoryError> {
         .map(|h| Row {
             role: roles.get(&h.name).cloned(),
             arch: h.probed.as_ref().map(|p| p.arch.clone()),
-            model: h.probed.as_ref().map(probe::Facts::model).filter(|m| !m.is_empty()),
+            model: h
+                .probed
+                .as_ref()
+                .map(probe::Facts::model)
+                .filter(|m| !m.is_empty()),
             name: h.name,
             address: h.address,
             port: h.port,
@@ -168,6 +174,11 @@ pub fn list(path: &Path) -> Result<Vec<Row>, InventoryError> {
             labels: h.labels,
         })
         .collect();
-    rows.sort_by_key(|r| order.iter().position(|n| *n == r.name).unwrap_or(usize::MAX));
+    rows.sort_by_key(|r| {
+        order
+            .iter()
+            .position(|n| *n == r.name)
+            .unwrap_or(usize::MAX)
+    });
     Ok(rows)
 }

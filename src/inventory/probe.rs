@@ -199,9 +199,7 @@ impl Facts {
     pub fn problems(&self) -> Vec<String> {
         let mut v = Vec::new();
         if self.userland_bits == 32 || self.k3s_arch() == Some("arm") {
-            v.push(
-                "32-bit OS: the OSCAR images are arm64/amd64 only; install a 64-bit OS".into(),
-            );
+            v.push("32-bit OS: the OSCAR images are arm64/amd64 only; install a 64-bit OS".into());
         }
         if self.k3s_arch().is_none() {
             v.push(format!("architecture {} has no k3s build", self.arch));
@@ -258,7 +256,10 @@ mod tests {
         let p = f.problems();
         assert!(p.iter().any(|p| p.contains("memory cgroup off")), "{p:?}");
         assert!(p.iter().any(|p| p.contains("prefer-bundled-bin")), "{p:?}");
-        assert_eq!(f.cmdline_file.as_deref(), Some("/boot/firmware/cmdline.txt"));
+        assert_eq!(
+            f.cmdline_file.as_deref(),
+            Some("/boot/firmware/cmdline.txt")
+        );
     }
 
     #[test]
@@ -269,7 +270,10 @@ mod tests {
         assert_eq!(f.device(), Some(Device::Jetson));
         assert_eq!(f.l4t.as_deref(), Some("35.4.1"));
         assert!(f.problems().iter().any(|p| p.contains("toolkit missing")));
-        assert_eq!(f.model(), "NVIDIA Jetson Orin Nano Developer Kit (L4T 35.4.1)");
+        assert_eq!(
+            f.model(),
+            "NVIDIA Jetson Orin Nano Developer Kit (L4T 35.4.1)"
+        );
     }
 
     #[test]

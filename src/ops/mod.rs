@@ -7,6 +7,9 @@
 //! so a crash at any point is resumed by the next `up`.
 
 pub mod down;
+pub mod inventory;
+pub mod preflight;
+pub mod shrink;
 pub mod status;
 pub mod up;
 
@@ -72,6 +75,14 @@ pub enum OpsError {
     Kubeconfig(#[from] KubeconfigError),
     #[error("cannot generate a secret: {0}")]
     Random(String),
+    #[error(transparent)]
+    Device(#[from] crate::k3s::device::DeviceError),
+    #[error(transparent)]
+    Shrink(#[from] shrink::ShrinkError),
+    #[error(transparent)]
+    Inventory(#[from] crate::inventory::InventoryError),
+    #[error(transparent)]
+    Load(#[from] crate::recipe::LoadError),
 }
 
 impl OpsError {

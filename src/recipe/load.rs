@@ -656,6 +656,7 @@ fn check_recipe(
             api_endpoint,
             readiness_timeout: Duration::from_secs(readiness_timeout),
             extra_config,
+            nvidia_default_runtime: k.nvidia_default_runtime.as_ref().is_some_and(|v| v.value),
         },
         kubeconfig,
     })

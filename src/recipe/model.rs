@@ -56,6 +56,8 @@ pub struct Cluster {
     pub api_endpoint: String,
     pub readiness_timeout: Duration,
     pub extra_config: BTreeMap<String, serde_json::Value>,
+    /// `default-runtime: nvidia` on probed Jetsons (issue 5).
+    pub nvidia_default_runtime: bool,
 }
 
 /// Where k3s comes from.

@@ -57,6 +57,9 @@ pub struct K3sSection {
     /// Further k3s config.yaml keys, passed through after validation.
     #[serde(default)]
     pub extra_config: Option<Spanned<BTreeMap<String, Spanned<serde_json::Value>>>>,
+    /// Jetson agents run pods with the nvidia runtime by default (`default-runtime`).
+    #[serde(default)]
+    pub nvidia_default_runtime: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
