@@ -81,15 +81,20 @@ pub enum NodesCmd {
     },
 }
 
+/// One line (or block) of text to stdout, newline-terminated.
+fn say(printer: &Printer, s: &str) {
+    printer.text(&format!("{}\n", s.trim_end_matches('\n')));
+}
+
 fn json_or(
     printer: &Printer,
     v: &impl serde::Serialize,
     text: impl FnOnce() -> String,
 ) -> Result<()> {
     if printer.format() == Format::Json {
-        printer.text(&serde_json::to_string(v)?);
+        say(printer, &serde_json::to_string(v)?);
     } else {
-        printer.text(&text());
+        say(printer, &text());
     }
     Ok(())
 }
@@ -138,17 +143,23 @@ pub async fn inventory(cli: &Cli, printer: &Printer, cmd: &InventoryCmd) -> Resu
                 labels,
             };
             inventory::add(&a.inventory, &host)?;
-            printer.text(&format!("added `{}` to {}", a.name, a.inventory.display()));
+            say(
+                printer,
+                &format!("added `{}` to {}", a.name, a.inventory.display()),
+            );
         }
         InventoryCmd::Remove {
             inventory: inv,
             name,
         } => {
             inventory::remove(inv, name)?;
-            printer.text(&format!(
-                "removed `{name}` from {} (the next `up` drains and uninstalls it)",
-                inv.display()
-            ));
+            say(
+                printer,
+                &format!(
+                    "removed `{name}` from {} (the next `up` drains and uninstalls it)",
+                    inv.display()
+                ),
+            );
         }
         InventoryCmd::List { inventory: inv } => {
             let rows = inventory::list(inv)?;
@@ -181,7 +192,7 @@ pub async fn inventory(cli: &Cli, printer: &Printer, cmd: &InventoryCmd) -> Resu
             if !skipped.is_empty() {
                 msg.push_str(&format!(" (already there, kept: {})", skipped.join(", ")));
             }
-            printer.text(&msg);
+            say(printer, &msg);
         }
         InventoryCmd::Probe {
             inventory: inv,

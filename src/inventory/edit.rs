@@ -139,7 +139,18 @@ pub fn add(text: &str, host: &NewHost) -> Result<String, InventoryError> {
         }
     }
     let ents = entries(&lines)?;
-    let at = ents.last().map_or(start + 1, |(_, e, _)| *e);
+    // After the last entry; in an empty block after its comments.
+    let at = ents.last().map_or_else(
+        || {
+            let (_, end, _) = hosts_block(&lines).unwrap_or((start, start + 1, None));
+            let mut at = end;
+            while at > start + 1 && lines[at - 1].trim().is_empty() {
+                at -= 1;
+            }
+            at
+        },
+        |(_, e, _)| *e,
+    );
     for (i, l) in block.into_iter().enumerate() {
         out.insert(at + i, l);
     }

@@ -59,6 +59,11 @@ usage: fleet.sh COMMAND [ARGS]
   down NAME                stop and delete the host (netns, veth, disk)
   down-all                 delete every host, the bridge and \$FLEET_RUN
   list                     one line per host: NAME IP running|stopped
+  persona NAME pi|jetson [K=V...]
+                           make a running host look like a Raspberry Pi or a Jetson
+                           (TEST DOUBLES of device firmware; see "Personas" below):
+                           pi:     cmdline=ok|stuck  iptables=VERSION  model=TEXT
+                           jetson: toolkit=yes|no  l4t=R35:4.1  model=TEXT
 
 settings (env): FLEET_CACHE=$FLEET_CACHE FLEET_RUN=$FLEET_RUN FLEET_BRIDGE=$FLEET_BRIDGE
                 FLEET_MIRROR=$FLEET_MIRROR FLEET_UP_TIMEOUT=$FLEET_UP_TIMEOUT
@@ -651,6 +656,146 @@ cmd_list() {
 }
 
 # ----------------------------------------------------------------------------
+# Personas: TEST DOUBLES OF DEVICE FIRMWARE (not product code, not real devices).
+#
+# A persona makes an amd64 fleet host present the device files continuum's probe and
+# preparation read at their REAL paths (REFERENCE.md §1), so the product has no test
+# hooks. /proc and /sys are the real kernel's here, so the persona covers single paths
+# inside the host's own mount namespace (nothing outside the host changes):
+#   - tmpfs over /sys/firmware            -> devicetree/base/model (Pi / Jetson model)
+#   - tmpfs over /sys/fs/cgroup           -> cgroup.controllers (the memory controller
+#                                            as the "firmware + kernel" decided at boot)
+#   - bind mount over /proc/cmdline       -> the kernel command line the firmware built
+#   - plain files: /boot/firmware/{cmdline,config}.txt, /etc/nv_tegra_release,
+#     /usr/bin/nvidia-container-runtime (toolkit double), /usr/sbin/iptables (version
+#     double), /usr/local/sbin/reboot (reboot double)
+# Pi 6.12 semantics: the firmware prepends `cgroup_disable=memory` to the line it reads
+# (cmdline.txt, or the file named by `cmdline=` in config.txt); the memory controller
+# is on only when a LATER `cgroup_enable=memory` follows; `cgroup_memory=1` is ignored.
+# The reboot double re-runs that decision, kills every process of the host (sshd,
+# k3s, sessions; PID 1 restarts sshd) and runs the boot.d hooks again, like a boot.
+# ----------------------------------------------------------------------------
+persona_boot_sh() {
+    cat <<'EOS'
+#!/bin/sh
+# TEST DOUBLE of device firmware (continuum test fleet persona; NOT product code).
+# Written by tests/fleet/fleet.sh; run at every (fake) boot from /etc/fleet/boot.d.
+set -eu
+. /etc/fleet/persona/env
+mounted() { awk -v m="$1" '$2 == m { f = 1 } END { exit !f }' /proc/self/mounts; }
+mounted /sys/firmware || mount -t tmpfs -o mode=0755,size=64k persona-firmware /sys/firmware
+mkdir -p /sys/firmware/devicetree/base
+printf '%s\000' "$MODEL" >/sys/firmware/devicetree/base/model
+mounted /sys/fs/cgroup || mount -t tmpfs -o mode=0755,size=64k persona-cgroup /sys/fs/cgroup
+controllers="cpuset cpu io memory hugetlb pids"
+if [ "$KIND" = pi ]; then
+    fw=/boot/firmware/cmdline.txt
+    custom=$(sed -n 's/^cmdline=//p' /boot/firmware/config.txt 2>/dev/null | tail -n 1)
+    [ -z "$custom" ] || fw=/boot/firmware/$custom
+    line="coherent_pool=1M 8250.nr_uarts=1 snd_bcm2835.enable_headphones=0 cgroup_disable=memory $(head -n 1 "$fw")"
+    mem=off
+    for w in $line; do
+        case $w in cgroup_disable=memory) mem=off ;; cgroup_enable=memory) mem=on ;; esac
+    done
+    [ "$mem" = on ] || controllers="cpuset cpu io pids"
+    mkdir -p /run/persona
+    printf '%s\n' "$line" >/run/persona/cmdline
+    mounted /proc/cmdline || mount --bind /run/persona/cmdline /proc/cmdline
+    echo "[$(date -Is)] persona boot: firmware read $fw; memory cgroup $mem"
+fi
+printf '%s\n' "$controllers" >/sys/fs/cgroup/cgroup.controllers
+EOS
+}
+
+persona_reboot_sh() {
+    cat <<'EOS'
+#!/bin/sh
+# TEST DOUBLE of `reboot` on a persona host (continuum test fleet; NOT product code).
+# After a second: the "firmware" re-reads cmdline.txt, every process of the host is
+# killed (PID 1 restarts sshd), and the boot.d hooks run again.
+echo "[$(date -Is)] reboot requested" >>/var/log/fleet-reboot.log
+setsid sh -c '
+    sleep 1
+    /etc/fleet/persona/boot
+    kill -KILL -1
+    for f in /etc/fleet/boot.d/*; do
+        [ -f "$f" ] && [ -x "$f" ] && [ "$f" != /etc/fleet/boot.d/00-persona ] && timeout 60 "$f" </dev/null
+    done
+    echo "[$(date -Is)] rebooted"
+' </dev/null >>/var/log/fleet-reboot.log 2>&1 &
+exit 0
+EOS
+}
+
+cmd_persona() {
+    [ $# -ge 2 ] || die "usage: fleet.sh persona NAME pi|jetson [K=V...]"
+    local name=$1 kind=$2 kv k v; shift 2
+    need_root; need_host "$name"
+    running_pid "$name" >/dev/null || die "host $name is not running"
+    local cmdline=ok iptables='' toolkit=yes l4t=R35:4.1 model=''
+    for kv in "$@"; do
+        k=${kv%%=*}; v=${kv#*=}
+        case $kind:$k in
+            pi:cmdline) [[ $v =~ ^(ok|stuck)$ ]] || die "persona: cmdline=ok|stuck"; cmdline=$v ;;
+            pi:iptables) [[ $v =~ ^[0-9]+(\.[0-9]+)*$ ]] || die "persona: bad iptables version"; iptables=$v ;;
+            jetson:toolkit) [[ $v =~ ^(yes|no)$ ]] || die "persona: toolkit=yes|no"; toolkit=$v ;;
+            jetson:l4t) [[ $v =~ ^R[0-9]+:[0-9.]+$ ]] || die "persona: l4t=R35:4.1"; l4t=$v ;;
+            *:model) [[ $v != *\'* ]] || die "persona: no quotes in model"; model=$v ;;
+            *) die "persona: unknown option '$kv' for $kind" ;;
+        esac
+    done
+    local put="bash $SELF exec $name -- sh -c"
+    case $kind in
+        pi)
+            : "${model:=Raspberry Pi 4 Model B Rev 1.4}"
+            $put 'mkdir -p /boot/firmware && cat >/boot/firmware/cmdline.txt' \
+                <<<"console=serial0,115200 console=tty1 root=PARTUUID=4e639091-02 rootfstype=ext4 fsck.repair=yes rootwait"
+            if [ "$cmdline" = stuck ]; then
+                # config.txt points the firmware at another file: editing cmdline.txt has no effect
+                $put 'cat >/boot/firmware/config.txt' <<<$'[all]\narm_64bit=1\ncmdline=cmdline-recovery.txt'
+                $put 'cat >/boot/firmware/cmdline-recovery.txt' \
+                    <<<"console=serial0,115200 root=PARTUUID=4e639091-02 rootfstype=ext4 rootwait"
+            else
+                $put 'cat >/boot/firmware/config.txt' <<<$'[all]\narm_64bit=1'
+            fi
+            if [ -n "$iptables" ]; then
+                $put 'cat >/usr/sbin/iptables && chmod 755 /usr/sbin/iptables' <<EOS
+#!/bin/sh
+# TEST DOUBLE of iptables (fleet persona): reports a version, does nothing else.
+[ "\${1:-}" = --version ] && { echo "iptables v$iptables (nf_tables)"; exit 0; }
+echo "iptables test double: only --version" >&2; exit 1
+EOS
+            fi
+            ;;
+        jetson)
+            : "${model:=NVIDIA Jetson Orin Nano Developer Kit}"
+            $put 'cat >/etc/nv_tegra_release' \
+                <<<"# ${l4t%%:*} (release), REVISION: ${l4t#*:}, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023"
+            if [ "$toolkit" = yes ]; then
+                $put 'cat >/usr/bin/nvidia-container-runtime && chmod 755 /usr/bin/nvidia-container-runtime' <<'EOS'
+#!/bin/sh
+# TEST DOUBLE of nvidia-container-runtime (fleet Jetson persona; not NVIDIA software).
+case "${1:-}" in
+    --version | -v) echo "NVIDIA Container Runtime version 1.14.2 (test double)" ;;
+    *) echo "nvidia-container-runtime test double: cannot run containers" >&2; exit 1 ;;
+esac
+EOS
+            else
+                $put 'rm -f /usr/bin/nvidia-container-runtime'
+            fi
+            ;;
+        *) die "persona: kind must be pi or jetson" ;;
+    esac
+    $put 'mkdir -p /etc/fleet/persona && cat >/etc/fleet/persona/env' \
+        <<<"KIND=$kind"$'\n'"MODEL='$model'"
+    persona_boot_sh | $put 'cat >/etc/fleet/persona/boot && chmod 755 /etc/fleet/persona/boot'
+    persona_reboot_sh | $put 'mkdir -p /usr/local/sbin && cat >/usr/local/sbin/reboot && chmod 755 /usr/local/sbin/reboot'
+    $put 'ln -sf /etc/fleet/persona/boot /etc/fleet/boot.d/00-persona && /etc/fleet/persona/boot' ||
+        die "persona: boot of $name failed"
+    log "persona: $name looks like a $kind ($model) -- a test double of device firmware"
+}
+
+# ----------------------------------------------------------------------------
 main() {
     local cmd=${1:-help}
     [ $# -gt 0 ] && shift
@@ -669,6 +814,7 @@ main() {
         down) cmd_down "$@" ;;
         down-all) cmd_down_all "$@" ;;
         list) cmd_list "$@" ;;
+        persona) cmd_persona "$@" ;;
         __init) host_init "$@" ;;   # internal: PID 1 of a host (started by `up`)
         help | -h | --help) usage ;;
         *) usage >&2; die "unknown command: $cmd" ;;
