@@ -80,7 +80,9 @@ echo "disk_kib=$(df -Pk / 2>/dev/null | awk 'NR==2{print $4}')"
 if [ -x /sbin/openrc-run ]; then echo init=openrc
 elif [ -d /run/systemd/system ] || command -v systemctl >/dev/null 2>&1; then echo init=systemd
 else echo init=none; fi
-v=$(iptables --version 2>/dev/null | head -n1); [ -n "$v" ] && echo "iptables=$v"
+for p in "$(command -v iptables 2>/dev/null)" /usr/sbin/iptables /sbin/iptables; do
+  if [ -n "$p" ] && [ -x "$p" ]; then echo "iptables=$("$p" --version 2>/dev/null | head -n1)"; break; fi
+done
 if [ -r /sys/fs/cgroup/cgroup.controllers ]; then echo "cgroup2=$(cat /sys/fs/cgroup/cgroup.controllers)"
 elif [ -r /proc/cgroups ]; then echo "cgroup1=$(awk '!/^#/ && $4 == 1 {printf "%s ", $1}' /proc/cgroups)"; fi
 for f in /proc/device-tree/model /sys/firmware/devicetree/base/model; do

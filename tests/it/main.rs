@@ -6,5 +6,6 @@
 
 mod cli;
 mod e2e;
+mod edge;
 mod harness;
 mod recipes;
