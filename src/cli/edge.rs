@@ -65,6 +65,14 @@ pub struct AddArgs {
     /// Node label `KEY=VALUE` (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+    /// First contact: read the login password from stdin, connect once, install the
+    /// public key of `--key` (or the inventory's default key), pin the host key. The
+    /// password is never stored.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Seconds to wait for the first-contact connection.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub connect_timeout: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,7 +140,7 @@ pub async fn inventory(cli: &Cli, printer: &Printer, cmd: &InventoryCmd) -> Resu
                 };
                 labels.insert(k.to_string(), v.to_string());
             }
-            let host = NewHost {
+            let mut host = NewHost {
                 name: a.name.clone(),
                 address: a.address.clone(),
                 port: a.port,
@@ -141,7 +149,32 @@ pub async fn inventory(cli: &Cli, printer: &Printer, cmd: &InventoryCmd) -> Resu
                 bastion: a.bastion.clone(),
                 role: a.role.clone(),
                 labels,
+                host_key: None,
             };
+            if a.password_stdin {
+                // Refuse a duplicate before the host is touched.
+                if inventory::edit::names(&inventory::read(&a.inventory).unwrap_or_default())
+                    .unwrap_or_default()
+                    .contains(&a.name)
+                {
+                    return Err(inventory::InventoryError::Exists(a.name.clone()).into());
+                }
+                let c = first_contact(a).await?;
+                say(
+                    printer,
+                    &format!(
+                        "first contact with {}: host key {} pinned; public key {}",
+                        a.address,
+                        c.fingerprint,
+                        if c.installed {
+                            "installed"
+                        } else {
+                            "was already installed"
+                        }
+                    ),
+                );
+                host.host_key = Some(c.host_key);
+            }
             inventory::add(&a.inventory, &host)?;
             say(
                 printer,
@@ -208,6 +241,42 @@ pub async fn inventory(cli: &Cli, printer: &Printer, cmd: &InventoryCmd) -> Resu
         }
     }
     Ok(())
+}
+
+/// Read the password from stdin and make first contact (blocking ssh2 off the runtime).
+async fn first_contact(a: &AddArgs) -> Result<inventory::firstcontact::Contacted> {
+    if a.bastion.is_some() {
+        bail!(
+            "--password-stdin cannot go through a bastion; make first contact from a host that reaches {}",
+            a.address
+        );
+    }
+    let (d_user, d_port, d_key) = inventory::defaults(&a.inventory);
+    let Some(user) = a.user.clone().or(d_user) else {
+        bail!("--password-stdin needs --user (or `defaults: {{user: ...}}` in the inventory)");
+    };
+    let key = match &a.key {
+        Some(k) => crate::recipe::load::resolve_path(&a.inventory, k),
+        None => d_key.unwrap_or_else(|| crate::recipe::load::expand_home("~/.ssh/id_ed25519")),
+    };
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        bail!("--password-stdin: no password on stdin");
+    }
+    let target = inventory::firstcontact::Target {
+        address: a.address.clone(),
+        port: a.port.or(d_port).unwrap_or(22),
+        user,
+        key,
+        timeout: std::time::Duration::from_secs(a.connect_timeout.max(1)),
+    };
+    let c = tokio::task::spawn_blocking(move || {
+        inventory::firstcontact::first_contact(&target, &password)
+    })
+    .await??;
+    Ok(c)
 }
 
 fn probe_table(rows: &[ops::inventory::ProbeRow]) -> String {

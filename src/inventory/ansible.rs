@@ -347,6 +347,7 @@ pub fn import(file: &str, text: &str) -> Result<Vec<NewHost>, InventoryError> {
             bastion: None,
             role: roles.into_iter().next().map(str::to_string),
             labels: BTreeMap::new(),
+            host_key: None,
         });
     }
     if out.is_empty() {

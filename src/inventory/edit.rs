@@ -22,6 +22,8 @@ pub struct NewHost {
     pub bastion: Option<String>,
     pub role: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// Host key pinned at first contact (`TYPE BASE64`).
+    pub host_key: Option<String>,
 }
 
 fn json_str(s: &str) -> String {
@@ -115,6 +117,7 @@ pub fn add(text: &str, host: &NewHost) -> Result<String, InventoryError> {
         ("key", &host.key),
         ("bastion", &host.bastion),
         ("role", &host.role),
+        ("host_key", &host.host_key),
     ] {
         if let Some(v) = v {
             block.push(format!("{pad}{k}: {}", json_str(v)));

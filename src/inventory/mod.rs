@@ -8,6 +8,7 @@
 
 pub mod ansible;
 pub mod edit;
+pub mod firstcontact;
 pub mod probe;
 
 use std::path::{Path, PathBuf};
@@ -133,6 +134,25 @@ pub fn store_probed(path: &Path, facts: &[(String, probe::Facts)]) -> Result<(),
         text = edit::set_probed(&text, name, &v)?;
     }
     write_checked(path, &text)
+}
+
+/// Connection defaults of an inventory (`defaults:`), for hosts not yet in it:
+/// (user, port, key path resolved against the inventory file).
+pub fn defaults(path: &Path) -> (Option<String>, Option<u16>, Option<PathBuf>) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return (None, None, None);
+    };
+    let Ok(inv) = serde_saphyr::from_str::<recipe::raw::InventoryFile>(&text) else {
+        return (None, None, None);
+    };
+    let Some(d) = inv.defaults else {
+        return (None, None, None);
+    };
+    (
+        d.user.map(|u| u.value),
+        d.port.map(|p| p.value),
+        d.key.map(|k| recipe::load::resolve_path(path, &k.value)),
+    )
 }
 
 /// One row of `inventory list`.

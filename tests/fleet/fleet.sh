@@ -59,6 +59,8 @@ usage: fleet.sh COMMAND [ARGS]
   down NAME                stop and delete the host (netns, veth, disk)
   down-all                 delete every host, the bridge and \$FLEET_RUN
   list                     one line per host: NAME IP running|stopped
+  password NAME USER       a "fresh device image": set USER's password (read from
+                           stdin), remove USER's authorized_keys, allow password logins
   persona NAME pi|jetson [K=V...]
                            make a running host look like a Raspberry Pi or a Jetson
                            (TEST DOUBLES of device firmware; see "Personas" below):
@@ -320,6 +322,8 @@ write_sshd_config() { # $1 = rootfs path as seen by init, $2 = IP
     local t
     {
     printf '# written by tests/fleet/fleet.sh at every host start (test fleet host)\n'
+    # drop-ins first (first value wins in sshd): `fleet.sh password` enables passwords
+    printf 'Include /etc/ssh/sshd_config.d/*.conf\n'
     printf 'ListenAddress %s\nPort 22\n' "$2"
     for t in ed25519 ecdsa rsa; do
         if [[ " $FLEET_HOST_KEY_TYPES " == *" $t "* ]]; then
@@ -727,6 +731,30 @@ exit 0
 EOS
 }
 
+cmd_password() {
+    [ $# -eq 2 ] || die "usage: fleet.sh password NAME USER  (password on stdin)"
+    local name=$1 user=$2 pw ip
+    need_root; need_host "$name"
+    running_pid "$name" >/dev/null || die "host $name is not running"
+    [[ $user =~ ^[a-z][a-z0-9_-]*$ ]] || die "bad user name '$user'"
+    IFS= read -r pw || true
+    [ -n "$pw" ] || die "password: no password on stdin"
+    ip=$(<"$(hostdir "$name")/ip")
+    printf '%s:%s\n' "$user" "$pw" | bash "$SELF" exec "$name" -- sh -c '
+        set -e
+        chpasswd
+        home=$(getent passwd "$1" | cut -d: -f6)
+        rm -f "$home/.ssh/authorized_keys"
+        printf "# fleet.sh password: a fresh device image takes password logins\nPasswordAuthentication yes\n" \
+            >/etc/ssh/sshd_config.d/50-fleet-password.conf
+        old=$(cat /run/sshd.pid)
+        kill "$old"
+        while kill -0 "$old" 2>/dev/null; do sleep 0.05; done' sh "$user" ||
+        die "password: could not set up $name"
+    wait_ready "$name" "$ip"
+    log "password: $name takes password logins for $user (no authorized key)"
+}
+
 cmd_persona() {
     [ $# -ge 2 ] || die "usage: fleet.sh persona NAME pi|jetson [K=V...]"
     local name=$1 kind=$2 kv k v; shift 2
@@ -815,6 +843,7 @@ main() {
         down-all) cmd_down_all "$@" ;;
         list) cmd_list "$@" ;;
         persona) cmd_persona "$@" ;;
+        password) cmd_password "$@" ;;
         __init) host_init "$@" ;;   # internal: PID 1 of a host (started by `up`)
         help | -h | --help) usage ;;
         *) usage >&2; die "unknown command: $cmd" ;;

@@ -494,3 +494,115 @@ fn inventory_edits_keep_comments() {
         "{text_final}"
     );
 }
+
+/// First contact with a "fresh image" (password login, no key): a wrong password is a
+/// clear error that changes nothing; the right one installs the key, pins the host key
+/// in the inventory and is stored nowhere; later connections use the key.
+#[test]
+fn first_contact_by_password_installs_key_and_pins_host_key() {
+    if !fleet_available("first_contact_by_password_installs_key_and_pins_host_key") {
+        return;
+    }
+    const PASSWORD: &str = "Fresh-Image-pa55";
+    let fleet = Fleet::start(&["ed-fc"], 157);
+    let mut pw = std::process::Command::new("bash")
+        .arg(root().join("tests/fleet/fleet.sh"))
+        .args(["password", "ed-fc", "ops"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("fleet.sh password");
+    std::io::Write::write_all(
+        pw.stdin.as_mut().expect("stdin"),
+        format!("{PASSWORD}\n").as_bytes(),
+    )
+    .expect("write password");
+    assert!(pw.wait().expect("wait").success());
+    let ws = Workspace::new("edfc");
+    let inv = inventory(&ws);
+    let key = crate::harness::client_key();
+    std::fs::write(
+        &inv,
+        format!("defaults:\n  key: {}\nhosts: []\n", key.display()),
+    )
+    .expect("inventory");
+    let ip = fleet.ip("ed-fc");
+    let add = |password: &str| {
+        let mut c = ws.cmd();
+        c.args([
+            "inventory",
+            "add",
+            path_str(&inv),
+            "ed-fc",
+            "--host",
+            &ip,
+            "--user",
+            "ops",
+            "--password-stdin",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().expect("continuum");
+        std::io::Write::write_all(
+            child.stdin.as_mut().expect("stdin"),
+            format!("{password}\n").as_bytes(),
+        )
+        .expect("stdin");
+        child.wait_with_output().expect("output")
+    };
+    let before = std::fs::read_to_string(&inv).expect("inventory");
+    let wrong = add("not-the-password");
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong).contains("refused the password for user `ops`"),
+        "{}",
+        text(&wrong)
+    );
+    assert_eq!(std::fs::read_to_string(&inv).expect("inventory"), before);
+
+    let ok = add(PASSWORD);
+    assert_ok(&ok, "inventory add --password-stdin");
+    let host_pub = fleet.exec_ok("ed-fc", "cat /etc/ssh/ssh_host_ed25519_key.pub");
+    let pinned: Vec<&str> = host_pub.split_whitespace().take(2).collect();
+    let inv_text = std::fs::read_to_string(&inv).expect("inventory");
+    assert!(
+        inv_text.contains(&format!("host_key: \"{}\"", pinned.join(" "))),
+        "{inv_text}"
+    );
+    let client_pub = std::fs::read_to_string(key.with_extension("pub")).expect("pub key");
+    let authorized = fleet.exec_ok("ed-fc", "cat /home/ops/.ssh/authorized_keys");
+    assert_eq!(authorized.trim(), client_pub.trim());
+    // The password is nowhere: output, inventory, state directory.
+    assert!(!text(&ok).contains(PASSWORD) && !text(&wrong).contains(PASSWORD));
+    assert!(!inv_text.contains(PASSWORD));
+    // Key logins now work, against the pinned host key.
+    let probe = ws.run(&["inventory", "probe", path_str(&inv)]);
+    assert_ok(&probe, "probe with the installed key");
+    for entry in walk(ws.dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(PASSWORD),
+            "password in {}",
+            entry.display()
+        );
+    }
+    let log = fleet.exec_ok(
+        "ed-fc",
+        "grep -E 'Accepted (password|publickey)' /var/log/sshd.log | awk '{print $2}'",
+    );
+    assert_eq!(log.lines().filter(|l| *l == "password").count(), 1, "{log}");
+    assert!(log.lines().any(|l| l == "publickey"), "{log}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
