@@ -30,12 +30,20 @@ BRIDGE_IP=$NET_PREFIX.1
 NETNS_PREFIX=cfleet-           # netns name = cfleet-NAME
 VETH_PREFIX=cfv                # host-side veth = cfv + 8 hex of sha1(NAME)
 SUITE=bookworm
-ARCH=amd64
 # Bump ROOTFS_VERSION whenever ROOTFS_PACKAGES or prepare_rootfs() change:
 # the cache directory name changes, so a stale rootfs is never reused.
 ROOTFS_VERSION=v1
 ROOTFS_PACKAGES=openssh-server,sudo,iproute2,ca-certificates,curl,python3,python3-yaml,openssl,procps
-ROOTFS_DIR=$FLEET_CACHE/rootfs-$SUITE-$ARCH-$ROOTFS_VERSION
+# Host architecture: amd64 (native) or arm64 (Raspberry Pi / Jetson stand-ins, run by
+# qemu-aarch64-static through binfmt_misc: `fleet.sh binfmt on`). A host keeps the
+# architecture it was first started with ($FLEET_RUN/NAME/arch).
+set_arch() {
+    case $1 in amd64 | arm64) ;; *) die "FLEET_ARCH must be amd64 or arm64, not '$1'" ;; esac
+    ARCH=$1
+    ROOTFS_DIR=$FLEET_CACHE/rootfs-$SUITE-$ARCH-$ROOTFS_VERSION
+}
+BINFMT_DIR=/proc/sys/fs/binfmt_misc
+BINFMT_NAME=qemu-aarch64
 
 SAFE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
@@ -47,9 +55,13 @@ fleet.sh -- SSH test fleet harness (emulated hosts for continuum tests; not a pr
 usage: fleet.sh COMMAND [ARGS]
 
   deps                     apt-get install the controller-side tools if missing
-  rootfs                   build/cache the base rootfs once; prints its path
+  rootfs [amd64|arm64]     build/cache the base rootfs once; prints its path (arm64
+                           needs `binfmt on`; takes minutes under emulation)
+  binfmt on|off|status     register qemu-aarch64 in binfmt_misc (machine-wide) / remove
+                           it again (only when the fleet registered it; down-all too)
   key                      create the client keypair once; prints the private key path
-  up NAME IP               start (or restart) host NAME at IP (10.250.0.2-254)
+  up NAME IP               start (or restart) host NAME at IP (10.250.0.2-254);
+                           FLEET_ARCH=arm64 makes a new host an emulated arm64 one
   up-n PREFIX N FIRST      start PREFIX1..PREFIXN at 10.250.0.FIRST.. in parallel
   stop NAME                kill the host (all its processes); keep its disk and network
   cut NAME | uncut NAME    set the host's link down / up (network partition)
@@ -151,6 +163,7 @@ cmd_deps() {
         [unshare]=util-linux [nsenter]=util-linux [flock]=util-linux [setsid]=util-linux
         [mount]=mount [ssh]=openssh-client [ssh-keygen]=openssh-client
         [timeout]=coreutils [sha1sum]=coreutils [gpgv]=gpgv
+        [qemu-aarch64-static]=qemu-user-static
     )
     local c missing=()
     for c in "${!pkg_of[@]}"; do
@@ -203,8 +216,11 @@ build_rootfs_locked() {
             while read -r m; do umount -l "$m" || true; done
         safe_rm "$d"
     done
+    if [ "$ARCH" = arm64 ] && [ "$(uname -m)" != aarch64 ]; then
+        binfmt_active || die "an arm64 rootfs needs qemu-aarch64 in binfmt_misc: run 'fleet.sh binfmt on'"
+    fi
     local tmp t0=$SECONDS
-    tmp=$(mktemp -d "$FLEET_CACHE/.build-$ROOTFS_VERSION.XXXXXX")
+    tmp=$(mktemp -d "$FLEET_CACHE/.build-$ARCH-$ROOTFS_VERSION.XXXXXX")
     log "rootfs: debootstrap $SUITE/$ARCH into $tmp (takes ~75 s; log: $tmp.log)"
     if ! debootstrap --arch="$ARCH" --variant=minbase --include="$ROOTFS_PACKAGES" \
         "$SUITE" "$tmp" "$FLEET_MIRROR" >"$tmp.log" 2>&1; then
@@ -225,6 +241,7 @@ ensure_rootfs() {
 
 cmd_rootfs() {
     need_root
+    set_arch "${1:-$ARCH}"
     ensure_rootfs
     printf '%s\n' "$ROOTFS_DIR"
 }
@@ -493,7 +510,15 @@ wait_ready() { # NAME IP [stop-on-failure]
 cmd_up() {
     [ $# -eq 2 ] || die "usage: fleet.sh up NAME IP"
     need_root; check_name "$1"; check_ip "$2"; check_key_types
+    local arch_file
+    arch_file=$(hostdir "$1")/arch
+    [ -s "$arch_file" ] && set_arch "$(<"$arch_file")"
+    if [ "$ARCH" = arm64 ] && [ "$(uname -m)" != aarch64 ]; then
+        binfmt_active || die "arm64 host $1 needs qemu-aarch64 in binfmt_misc: run 'fleet.sh binfmt on'"
+    fi
     ensure_rootfs
+    mkdir -p "$(hostdir "$1")"
+    printf '%s\n' "$ARCH" >"$arch_file"
     ensure_key
     with_lock "$FLEET_RUN/.$1.lock" up_locked "$1" "$2" 8>&-
     printf '%s\n' "$2"
@@ -583,6 +608,7 @@ cmd_down_all() {
         ip link del dev "$FLEET_BRIDGE"
         log "down-all: deleted bridge $FLEET_BRIDGE"
     fi
+    binfmt_off
     if [ -s "$FLEET_RUN/.sysctl-saved" ]; then
         while IFS== read -r k v; do
             echo "$v" >"/proc/sys/net/bridge/bridge-nf-call-$k" &&
@@ -731,6 +757,54 @@ exit 0
 EOS
 }
 
+# ----------------------------------------------------------------------------
+# binfmt: qemu-aarch64 for arm64 hosts (machine-wide; removed again by `binfmt off`
+# and `down-all`, but only when the fleet registered it: marker $FLEET_RUN/.binfmt-ours)
+# ----------------------------------------------------------------------------
+binfmt_active() { [ -e "$BINFMT_DIR/$BINFMT_NAME" ] && head -n 1 "$BINFMT_DIR/$BINFMT_NAME" | grep -qx enabled; }
+
+binfmt_on() {
+    local qemu
+    qemu=$(command -v qemu-aarch64-static) || die "qemu-aarch64-static missing: run 'fleet.sh deps'"
+    if [ ! -e "$BINFMT_DIR/register" ]; then
+        mount -t binfmt_misc binfmt_misc "$BINFMT_DIR" || die "cannot mount binfmt_misc on $BINFMT_DIR"
+    fi
+    if binfmt_active; then
+        log "binfmt: $BINFMT_NAME already registered"
+        return 0
+    fi
+    # ELF64 little-endian, e_machine 0xb7 (aarch64); F = open the interpreter now, so it
+    # works inside the hosts' chroots without copying qemu into them.
+    printf '%s' ":$BINFMT_NAME:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:$qemu:F" \
+        >"$BINFMT_DIR/register" || die "binfmt: registration of $BINFMT_NAME failed"
+    mkdir -p "$FLEET_RUN"
+    : >"$FLEET_RUN/.binfmt-ours"
+    log "binfmt: registered $BINFMT_NAME -> $qemu (machine-wide; 'fleet.sh binfmt off' removes it)"
+}
+
+binfmt_off() {
+    [ -e "$FLEET_RUN/.binfmt-ours" ] || return 0
+    if [ -e "$BINFMT_DIR/$BINFMT_NAME" ]; then
+        echo -1 >"$BINFMT_DIR/$BINFMT_NAME" && log "binfmt: removed $BINFMT_NAME"
+    fi
+    rm -f "$FLEET_RUN/.binfmt-ours"
+}
+
+cmd_binfmt() {
+    need_root
+    case ${1:-status} in
+        on) with_lock "$FLEET_RUN/.lock" binfmt_on ;;
+        off) with_lock "$FLEET_RUN/.lock" binfmt_off ;;
+        status)
+            if binfmt_active; then
+                printf 'registered%s\n' "$([ -e "$FLEET_RUN/.binfmt-ours" ] && echo ' (by the fleet)')"
+            else
+                echo "not registered"
+            fi ;;
+        *) die "usage: fleet.sh binfmt on|off|status" ;;
+    esac
+}
+
 cmd_password() {
     [ $# -eq 2 ] || die "usage: fleet.sh password NAME USER  (password on stdin)"
     local name=$1 user=$2 pw ip
@@ -825,6 +899,7 @@ EOS
 
 # ----------------------------------------------------------------------------
 main() {
+    set_arch "${FLEET_ARCH:-amd64}"
     local cmd=${1:-help}
     [ $# -gt 0 ] && shift
     case $cmd in
@@ -844,6 +919,7 @@ main() {
         list) cmd_list "$@" ;;
         persona) cmd_persona "$@" ;;
         password) cmd_password "$@" ;;
+        binfmt) cmd_binfmt "$@" ;;
         __init) host_init "$@" ;;   # internal: PID 1 of a host (started by `up`)
         help | -h | --help) usage ;;
         *) usage >&2; die "unknown command: $cmd" ;;
