@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 
-use super::output::{self, Format, Printer};
+use super::output::{self, Format, Printer, table};
 use super::{Cli, ConnArgs, NeedsYes, cancel_on_ctrl_c};
 use crate::inventory::{self, edit::NewHost};
 use crate::ops;
@@ -105,29 +105,6 @@ fn json_or(
         say(printer, &text());
     }
     Ok(())
-}
-
-/// Left-aligned columns.
-fn table(head: &[&str], rows: &[Vec<String>]) -> String {
-    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    let mut out = vec![line(head.iter().map(|h| (*h).to_string()).collect())];
-    out.extend(rows.iter().map(|r| line(r.clone())));
-    out.join("\n")
 }
 
 pub async fn inventory(cli: &Cli, printer: &Printer, cmd: &InventoryCmd) -> Result<()> {

@@ -197,11 +197,13 @@ fn add_device_nodes(
     index: &mut HashMap<String, NodeIndex>,
     ready: NodeIndex,
 ) {
-    let node_ixs: Vec<(String, NodeIndex)> = index
+    let mut node_ixs: Vec<(String, NodeIndex)> = index
         .iter()
         .filter(|(id, _)| id.starts_with("k3s-"))
         .map(|(id, ix)| (id.clone(), *ix))
         .collect();
+    // Deterministic node order (DOT output, walk order).
+    node_ixs.sort();
     for (id, node_ix) in node_ixs {
         let Some(host) = g[node_ix].host.clone() else {
             continue;

@@ -606,3 +606,72 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// An emulated arm64 host (qemu-user-static + binfmt_misc, DESIGN.md §4) with the Pi
+/// persona: the probe reports aarch64, the memory cgroup is fixed, and the bundle's
+/// `k3s-arm64` is what lands in /usr/local/bin/k3s. The binfmt registration is removed
+/// again when this test made it.
+#[test]
+fn arm64_pi_gets_the_arm64_binary() {
+    if !fleet_available("arm64_pi_gets_the_arm64_binary") {
+        return;
+    }
+    let status = fleet_sh(&["binfmt", "status"]);
+    let ours = !String::from_utf8_lossy(&status.stdout).starts_with("registered");
+    let on = fleet_sh(&["binfmt", "on"]);
+    assert!(on.status.success(), "binfmt on: {}", text(&on));
+    let rootfs = fleet_sh(&["rootfs", "arm64"]);
+    assert!(rootfs.status.success(), "arm64 rootfs: {}", text(&rootfs));
+    {
+        let fleet = Fleet::start(&["ed-a64s"], 158);
+        let pi = ("ed-a64pi".to_string(), "10.250.0.159".to_string());
+        let up = std::process::Command::new("bash")
+            .arg(root().join("tests/fleet/fleet.sh"))
+            .args(["up", &pi.0, &pi.1])
+            .env("FLEET_ARCH", "arm64")
+            .env("FLEET_UP_TIMEOUT", "90")
+            .output()
+            .expect("fleet.sh up arm64");
+        let fleet = Fleet {
+            hosts: fleet.hosts.iter().cloned().chain([pi.clone()]).collect(),
+        };
+        assert!(up.status.success(), "arm64 host: {}", text(&up));
+        assert_eq!(fleet.exec_ok("ed-a64pi", "uname -m").trim(), "aarch64");
+        persona("ed-a64pi", &["pi", "model=Raspberry Pi 5 Model B Rev 1.0"]);
+        let ws = Workspace::new("eda64");
+        ws.write_inventory(&fleet.defs(), "ops");
+        ws.write_recipe(&["ed-a64s"], "  readiness_timeout: 180\n");
+        probe(&ws);
+        let inv = std::fs::read_to_string(inventory(&ws)).expect("inventory");
+        assert!(inv.contains("\"arch\":\"aarch64\""), "{inv}");
+        let up = ws.up();
+        assert_ok(&up, "up with an arm64 Pi");
+        let want = std::process::Command::new("sha256sum")
+            .arg(root().join("tests/k3s-double/k3s-arm64"))
+            .output()
+            .expect("sha256sum");
+        let want = String::from_utf8_lossy(&want.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let got = fleet.exec_ok("ed-a64pi", "sha256sum /usr/local/bin/k3s | cut -d' ' -f1");
+        assert_eq!(got.trim(), want);
+        let nodes = node_labels(&fleet, "ed-a64s");
+        assert_eq!(nodes["ed-a64pi"]["kubernetes.io/arch"], "arm64");
+        assert_eq!(
+            nodes["ed-a64pi"]["continuum.io/model"],
+            "Raspberry-Pi-5-Model-B-Rev-1.0"
+        );
+        assert!(
+            fleet
+                .exec_ok("ed-a64pi", "cat /sys/fs/cgroup/cgroup.controllers")
+                .contains("memory")
+        );
+        drop(fleet);
+    }
+    if ours {
+        let off = fleet_sh(&["binfmt", "off"]);
+        assert!(off.status.success(), "binfmt off: {}", text(&off));
+    }
+}
