@@ -192,7 +192,7 @@ pub async fn enable_memory_cgroup<R: Remote>(r: &R, f: &Facts) -> Result<bool, D
         return Ok(false);
     };
     let script = format!(
-        "set -e; f={f}; [ -e \"$f.continuum-orig\" ] || cp -p \"$f\" \"$f.continuum-orig\"; cat > \"$f.continuum-tmp\"; mv -f \"$f.continuum-tmp\" \"$f\"; sync",
+        "set -e; f={f}; [ -e \"$f.continuum-orig\" ] || cp \"$f\" \"$f.continuum-orig\"; cat > \"$f.continuum-tmp\"; mv -f \"$f.continuum-tmp\" \"$f\"; sync",
         f = quote(&file)
     );
     root_step(r, "editing cmdline.txt", &script, Some(new.as_bytes())).await?;

@@ -1,5 +1,5 @@
 //! `continuum inventory probe`: connect to every host of an inventory (host keys pinned
-//! in `STATE_DIR/inventory.known_hosts`), run the read-only probe, store what was
+//! in `STATE_DIR/_inventory.known_hosts`), run the read-only probe, store what was
 //! learned in the inventory (`probed:`), and report per host.
 
 use std::path::Path;
@@ -30,7 +30,8 @@ pub async fn probe_inventory(
             return Err(inventory::InventoryError::NoSuchHost(o.clone()).into());
         }
     }
-    let pool = settings.pool("inventory")?;
+    // Not a DNS label, so it never collides with an environment's known_hosts.
+    let pool = settings.pool("_inventory")?;
     let pool = &pool;
     let jobs = hosts
         .values()
