@@ -238,6 +238,7 @@ fn remote_commands(env: &Environment, c: &crate::graph::Change) -> Vec<String> {
     use crate::recipe::Role;
     match (c.action, c.role) {
         (Action::Delete, Some(Role::Agent | Role::Server)) => vec![
+            crate::k3s::device::DRAIN_DESCRIPTION.to_string(),
             format!(
                 "k3s kubectl delete node {} (on the first server)",
                 c.host.as_deref().unwrap_or("?")
@@ -255,6 +256,15 @@ fn remote_commands(env: &Environment, c: &crate::graph::Change) -> Vec<String> {
             "k3s kubectl get nodes -o json (until every node is Ready)".into(),
             "k3s kubectl -n kube-system get deployment coredns -o json".into(),
         ],
+        _ if c.id.starts_with("device-prep/") || c.id.starts_with("gpu-runtime/") => {
+            let device = c
+                .host
+                .as_ref()
+                .and_then(|h| env.hosts.get(h))
+                .and_then(|h| h.probed.as_ref())
+                .and_then(crate::inventory::probe::Facts::device);
+            crate::k3s::device::describe(&c.id, device)
+        }
         _ if c.id == crate::graph::KUBECONFIG => vec![format!(
             "cat {} (as root), merged locally",
             crate::k3s::KUBECONFIG_PATH

@@ -271,6 +271,37 @@ pub async fn verify_containerd_nvidia<R: Remote>(r: &R) -> Result<(), DeviceErro
     }
 }
 
+/// The drain a node deletion starts with (for `plan -v`).
+pub const DRAIN_DESCRIPTION: &str = "(servers: etcd quorum check) k3s kubectl drain NODE --ignore-daemonsets --delete-emptydir-data --timeout=120s (on the first server)";
+
+/// The remote commands of a device step (for `plan -v`).
+pub fn describe(id: &str, device: Option<Device>) -> Vec<String> {
+    let probe = "probe (read-only): uname -m, /proc/device-tree/model, /sys/fs/cgroup/cgroup.controllers, /etc/nv_tegra_release, nvidia-container-runtime".to_string();
+    if id.starts_with("gpu-runtime/") {
+        return vec![
+            format!("grep -q nvidia {CONTAINERD_CONFIG} (as root)"),
+            "k3s kubectl get runtimeclass nvidia; if NotFound: k3s kubectl create -f - (on the first server)".into(),
+        ];
+    }
+    match device {
+        Some(Device::RaspberryPi) => vec![
+            probe,
+            format!(
+                "if the memory cgroup is off: append `{}` to the line of /boot/firmware/cmdline.txt or /boot/cmdline.txt (backup .continuum-orig)",
+                CMDLINE_TOKENS.join(" ")
+            ),
+            format!(
+                "reboot; reconnect (up to {} s); verify `memory` in the enabled cgroup controllers",
+                REBOOT_TIMEOUT.as_secs()
+            ),
+        ],
+        _ => vec![
+            probe,
+            "require nvidia-container-runtime (NVIDIA container toolkit) before k3s".into(),
+        ],
+    }
+}
+
 const RUNTIME_CLASS: &str = r#"{"apiVersion":"node.k8s.io/v1","kind":"RuntimeClass","metadata":{"name":"nvidia","labels":{"app.kubernetes.io/managed-by":"continuum"}},"handler":"nvidia"}"#;
 
 /// Create RuntimeClass `nvidia` through a server when k3s did not. Returns whether it
