@@ -221,7 +221,7 @@ build_rootfs_locked() {
     fi
     local tmp t0=$SECONDS
     tmp=$(mktemp -d "$FLEET_CACHE/.build-$ARCH-$ROOTFS_VERSION.XXXXXX")
-    log "rootfs: debootstrap $SUITE/$ARCH into $tmp (takes ~75 s; log: $tmp.log)"
+    log "rootfs: debootstrap $SUITE/$ARCH into $tmp (takes ~75 s, ~7 min for arm64 under qemu; log: $tmp.log)"
     if ! debootstrap --arch="$ARCH" --variant=minbase --include="$ROOTFS_PACKAGES" \
         "$SUITE" "$tmp" "$FLEET_MIRROR" >"$tmp.log" 2>&1; then
         tail -n 20 "$tmp.log" >&2
@@ -773,9 +773,10 @@ binfmt_on() {
         log "binfmt: $BINFMT_NAME already registered"
         return 0
     fi
-    # ELF64 little-endian, e_machine 0xb7 (aarch64); F = open the interpreter now, so it
-    # works inside the hosts' chroots without copying qemu into them.
-    printf '%s' ":$BINFMT_NAME:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:$qemu:F" \
+    # ELF64 little-endian, e_machine 0xb7 (aarch64). F: open the interpreter now, so it
+    # works inside the hosts' chroots without copying qemu into them; C (implies O):
+    # credentials from the binary, so setuid programs (sudo) work for non-root users.
+    printf '%s' ":$BINFMT_NAME:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:$qemu:OCF" \
         >"$BINFMT_DIR/register" || die "binfmt: registration of $BINFMT_NAME failed"
     mkdir -p "$FLEET_RUN"
     : >"$FLEET_RUN/.binfmt-ours"

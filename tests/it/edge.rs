@@ -640,7 +640,14 @@ fn arm64_pi_gets_the_arm64_binary() {
         persona("ed-a64pi", &["pi", "model=Raspberry Pi 5 Model B Rev 1.0"]);
         let ws = Workspace::new("eda64");
         ws.write_inventory(&fleet.defs(), "ops");
-        ws.write_recipe(&["ed-a64s"], "  readiness_timeout: 180\n");
+        ws.write_recipe(&["ed-a64s"], "");
+        // Everything on the arm64 host runs under qemu: give readiness more time.
+        let recipe = std::fs::read_to_string(ws.recipe()).expect("recipe");
+        std::fs::write(
+            ws.recipe(),
+            recipe.replace("readiness_timeout: 90", "readiness_timeout: 240"),
+        )
+        .expect("recipe");
         probe(&ws);
         let inv = std::fs::read_to_string(inventory(&ws)).expect("inventory");
         assert!(inv.contains("\"arch\":\"aarch64\""), "{inv}");
