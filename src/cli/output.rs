@@ -200,26 +200,8 @@ impl Printer {
                 ]
             })
             .collect();
-        let mut widths = header.map(str::len);
-        for r in &rows {
-            for (i, c) in r.iter().enumerate() {
-                widths[i] = widths[i].max(c.len());
-            }
-        }
-        let fmt_row = |cells: Vec<&str>| {
-            cells
-                .iter()
-                .enumerate()
-                .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-                .collect::<Vec<_>>()
-                .join("  ")
-                .trim_end()
-                .to_string()
-        };
-        out(&fmt_row(header.to_vec()));
-        for r in &rows {
-            out(&fmt_row(r.iter().map(String::as_str).collect()));
-        }
+        let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
+        out(&table(&header, &rows));
     }
 
     /// A progress observer for `up`/`down`.
