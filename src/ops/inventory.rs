@@ -33,10 +33,14 @@ pub async fn probe_inventory(
     // Not a DNS label, so it never collides with an environment's known_hosts.
     let pool = settings.pool("_inventory")?;
     let pool = &pool;
+    // At most `--concurrency` hosts at once.
+    let slots = tokio::sync::Semaphore::new(settings.concurrency.max(1));
+    let slots = &slots;
     let jobs = hosts
         .values()
         .filter(|h| only.is_empty() || only.contains(&h.name))
         .map(|h| async move {
+            let _slot = slots.acquire().await.ok();
             let res = match pool.get(h).await {
                 Ok(c) => probe::probe(c.as_ref()).await,
                 Err(e) => Err(e),
@@ -74,11 +78,10 @@ pub async fn probe_inventory(
     Ok(rows)
 }
 
-/// Run futures concurrently (bounded by the pool's own per-host limits).
+/// Drive borrowed futures to completion concurrently on this task (they borrow the
+/// pool, so they cannot be spawned); results in input order.
 async fn futures_join<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> {
-    let mut set = Vec::with_capacity(fs.len());
     let mut pinned: Vec<std::pin::Pin<Box<F>>> = fs.into_iter().map(Box::pin).collect();
-    // Simple round-robin join without extra crates.
     let mut done: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
     std::future::poll_fn(|cx| {
         let mut pending = false;
@@ -97,6 +100,5 @@ async fn futures_join<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> {
         }
     })
     .await;
-    set.extend(done.into_iter().flatten());
-    set
+    done.into_iter().flatten().collect()
 }
