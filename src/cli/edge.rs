@@ -44,13 +44,17 @@ pub enum InventoryCmd {
 
 #[derive(Debug, Args)]
 pub struct AddArgs {
+    /// The inventory file (created when missing).
     pub inventory: PathBuf,
+    /// Host (node) name: a lowercase DNS label.
     pub name: String,
     /// Address (IP or DNS name) SSH connects to.
     #[arg(long = "host", value_name = "ADDRESS")]
     pub address: String,
+    /// SSH port (default: the inventory's default, else 22).
     #[arg(long)]
     pub port: Option<u16>,
+    /// SSH user (default: the inventory's default).
     #[arg(long)]
     pub user: Option<String>,
     /// SSH private key file.
