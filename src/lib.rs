@@ -5,6 +5,7 @@ pub mod aws;
 pub mod cli;
 pub mod engine;
 pub mod graph;
+pub mod inventory;
 pub mod k3s;
 pub mod ops;
 pub mod recipe;

@@ -2,6 +2,7 @@
 //! validated settings, calls `ops`, and hands results to the output layer. No logic
 //! about hosts or k3s lives here.
 
+pub mod edge;
 pub mod output;
 pub mod serverless;
 
@@ -88,6 +89,12 @@ pub enum Command {
     /// OSCAR functions: list, copy or move between clusters, apply FDL, federate.
     #[command(subcommand)]
     Fn(serverless::FnCmd),
+    /// Edit, import and probe inventories (hosts, Raspberry Pis, Jetsons).
+    #[command(subcommand)]
+    Inventory(edge::InventoryCmd),
+    /// Nodes of a running environment (remove one: drain, delete, uninstall).
+    #[command(subcommand)]
+    Nodes(edge::NodesCmd),
 }
 
 #[derive(Debug, Args)]
@@ -129,7 +136,7 @@ pub mod exit {
 }
 
 impl Cli {
-    fn settings(&self, conn: Option<&ConnArgs>) -> Settings {
+    pub(crate) fn settings(&self, conn: Option<&ConnArgs>) -> Settings {
         let mut s = Settings::default();
         if let Some(d) = &self.global.state_dir {
             s.state_dir = d.clone();
@@ -218,6 +225,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             let report = report?;
             printer.up_summary(&report);
         }
+        Command::Inventory(cmd) => edge::inventory(&cli, &printer, cmd).await?,
+        Command::Nodes(cmd) => edge::nodes(&cli, &printer, cmd).await?,
         Command::Status { env, offline } => {
             let report = ops::status::status(env, &cli.settings(None), !offline).await?;
             printer.status(&report);
@@ -257,7 +266,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 #[error("changes need confirmation: re-run with --yes (no terminal to ask on)")]
 pub struct NeedsYes;
 
-fn cancel_on_ctrl_c() -> CancellationToken {
+pub(crate) fn cancel_on_ctrl_c() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
@@ -305,6 +314,9 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         }
         if cause.downcast_ref::<recipe::LoadError>().is_some()
             || cause.downcast_ref::<NeedsYes>().is_some()
+            || cause
+                .downcast_ref::<crate::inventory::InventoryError>()
+                .is_some()
         {
             return exit::INVALID;
         }

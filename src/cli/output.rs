@@ -201,7 +201,7 @@ impl Printer {
             })
             .collect();
         let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
-        table(&header, &rows);
+        out(&table(&header, &rows));
         // OSCAR endpoints (issue 4).
         for e in &s.endpoints {
             out(&format!(
@@ -230,6 +230,7 @@ fn remote_commands(env: &Environment, c: &crate::graph::Change) -> Vec<String> {
     use crate::recipe::Role;
     match (c.action, c.role) {
         (Action::Delete, Some(Role::Agent | Role::Server)) => vec![
+            crate::k3s::device::DRAIN_DESCRIPTION.to_string(),
             format!(
                 "k3s kubectl delete node {} (on the first server)",
                 c.host.as_deref().unwrap_or("?")
@@ -247,6 +248,15 @@ fn remote_commands(env: &Environment, c: &crate::graph::Change) -> Vec<String> {
             "k3s kubectl get nodes -o json (until every node is Ready)".into(),
             "k3s kubectl -n kube-system get deployment coredns -o json".into(),
         ],
+        _ if c.id.starts_with("device-prep/") || c.id.starts_with("gpu-runtime/") => {
+            let device = c
+                .host
+                .as_ref()
+                .and_then(|h| env.hosts.get(h))
+                .and_then(|h| h.probed.as_ref())
+                .and_then(crate::inventory::probe::Facts::device);
+            crate::k3s::device::describe(&c.id, device)
+        }
         _ if c.id == crate::graph::KUBECONFIG => vec![format!(
             "cat {} (as root), merged locally",
             crate::k3s::KUBECONFIG_PATH
@@ -370,30 +380,30 @@ impl Observer for Reporter {
     }
 }
 
-// ---- serverless layer output (issue 4): endpoints and functions ----
-
-fn table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+/// Left-aligned columns.
+pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.len());
+            w[i] = w[i].max(c.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
+    let line = |cells: Vec<String>| {
         cells
             .iter()
             .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
             .collect::<Vec<_>>()
             .join("  ")
             .trim_end()
             .to_string()
     };
-    out(&line(header.to_vec()));
-    for r in rows {
-        out(&line(r.iter().map(String::as_str).collect()));
-    }
+    let mut out = vec![line(head.iter().map(|h| (*h).to_string()).collect())];
+    out.extend(rows.iter().map(|r| line(r.clone())));
+    out.join("\n")
 }
+
+// ---- serverless layer output (issue 4): endpoints and functions ----
 
 impl Printer {
     /// `continuum endpoints list`.
@@ -421,12 +431,12 @@ impl Printer {
                 ]
             })
             .collect();
-        table(
+        out(&table(
             &[
                 "NAME", "TIER", "ARCH", "GPU", "OSCAR", "MINIO", "CONTEXT", "ENV",
             ],
             &rows,
-        );
+        ));
     }
 
     /// `continuum endpoints show NAME [--reveal]`: secrets only when `creds` is given.
@@ -516,7 +526,7 @@ impl Printer {
                 ]
             })
             .collect();
-        table(&["NAME", "IMAGE", "CPU", "MEMORY"], &rows);
+        out(&table(&["NAME", "IMAGE", "CPU", "MEMORY"], &rows));
     }
 
     /// Results of `fn copy|move|apply|federate`.

@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::inventory::probe::Device;
 use crate::recipe::{Environment, Role, flags};
 use crate::state::{State, Status};
 
@@ -32,6 +33,12 @@ pub enum Kind {
     ClusterReady,
     /// The cluster's context merged into the user's kubeconfig.
     Kubeconfig,
+    /// Raspberry Pi / Jetson preparation before k3s on a probed device (issue 5).
+    DevicePrep {
+        device: Device,
+    },
+    /// After k3s on a Jetson: nvidia runtime in containerd, RuntimeClass `nvidia`.
+    GpuRuntime,
     /// The OSCAR layer's manifests on the first server, answering through its
     /// endpoint (issue 4).
     Serverless,
@@ -137,6 +144,11 @@ pub fn node_config(env: &Environment, host: &str, role: Role) -> BTreeMap<String
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
+    let device_labels = h
+        .and_then(|h| h.probed.as_ref())
+        .map(crate::k3s::device::labels)
+        .unwrap_or_default();
+    labels.extend(device_labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     if let Some(h) = h {
         labels.extend(h.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     }
@@ -195,7 +207,77 @@ pub fn node_config(env: &Environment, host: &str, role: Role) -> BTreeMap<String
             m.insert(k.clone(), v.clone());
         }
     }
+    if let Some(p) = h.and_then(|h| h.probed.as_ref()) {
+        crate::k3s::device::config_keys(p, c.nvidia_default_runtime, &mut m);
+    }
     m
+}
+
+/// `device-prep/HOST`
+pub fn prep_id(host: &str) -> String {
+    format!("device-prep/{host}")
+}
+
+/// `gpu-runtime/HOST`
+pub fn gpu_id(host: &str) -> String {
+    format!("gpu-runtime/{host}")
+}
+
+/// Device preparation before a node's k3s, GPU checks after it (issue 5): only for
+/// hosts whose inventory entry carries a probe that found a Pi or a Jetson.
+fn add_device_nodes(
+    env: &Environment,
+    g: &mut DiGraph<Resource, ()>,
+    index: &mut HashMap<String, NodeIndex>,
+    ready: NodeIndex,
+) {
+    let mut node_ixs: Vec<(String, NodeIndex)> = index
+        .iter()
+        .filter(|(id, _)| id.starts_with("k3s-"))
+        .map(|(id, ix)| (id.clone(), *ix))
+        .collect();
+    // Deterministic node order (DOT output, walk order).
+    node_ixs.sort();
+    for (id, node_ix) in node_ixs {
+        let Some(host) = g[node_ix].host.clone() else {
+            continue;
+        };
+        let Some(facts) = env.hosts.get(&host).and_then(|h| h.probed.as_ref()) else {
+            continue;
+        };
+        let Some(device) = facts.device() else {
+            continue;
+        };
+        let attrs: BTreeMap<String, Value> = [
+            ("device".to_string(), json!(device.to_string())),
+            ("model".to_string(), json!(facts.model())),
+        ]
+        .into();
+        let prep = Resource {
+            id: prep_id(&host),
+            kind: Kind::DevicePrep { device },
+            host: Some(host.clone()),
+            hash: hash_of(&[&json!(attrs)]),
+            attrs,
+        };
+        let pix = g.add_node(prep);
+        index.insert(prep_id(&host), pix);
+        g.add_edge(pix, node_ix, ());
+        if device == Device::Jetson {
+            let attrs: BTreeMap<String, Value> = [("node".to_string(), json!(id))].into();
+            let gpu = Resource {
+                id: gpu_id(&host),
+                kind: Kind::GpuRuntime,
+                host: Some(host.clone()),
+                hash: hash_of(&[&json!(attrs)]),
+                attrs,
+            };
+            let gix = g.add_node(gpu);
+            index.insert(gpu_id(&host), gix);
+            g.add_edge(node_ix, gix, ());
+            g.add_edge(gix, ready, ());
+        }
+    }
 }
 
 pub fn hash_of(parts: &[&Value]) -> String {
@@ -314,6 +396,7 @@ pub fn build(env: &Environment) -> Result<ResourceGraph, GraphError> {
         g.add_edge(sl_ix, ep_ix, ());
         g.add_edge(kc, ep_ix, ());
     }
+    add_device_nodes(env, &mut g, &mut index, ready);
     let rg = ResourceGraph { graph: g, index };
     check_acyclic(&rg.graph, |r| r.id.clone())?;
     Ok(rg)
@@ -433,6 +516,8 @@ pub fn plan(env: &Environment, rg: &ResourceGraph, state: Option<&State>) -> Pla
         Kind::Kubeconfig => 8,
         Kind::Serverless => 9,
         Kind::Endpoint => 10,
+        Kind::DevicePrep { .. } => 3,
+        Kind::GpuRuntime => 6,
     };
     let mut order: Vec<NodeIndex> = rg.graph.node_indices().collect();
     order.sort_by(|a, b| {

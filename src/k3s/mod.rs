@@ -5,6 +5,8 @@
 //! The cluster token reaches the host only inside /etc/rancher/k3s/config.yaml (0600),
 //! written from stdin; it is never in a command line, environment variable or log.
 
+pub mod device;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -8,7 +8,10 @@
 
 mod cloud;
 pub mod down;
+pub mod inventory;
+pub mod preflight;
 pub mod serverless;
+pub mod shrink;
 pub mod status;
 pub mod up;
 
@@ -79,6 +82,14 @@ pub enum OpsError {
     /// The OSCAR serverless layer (issue 4).
     #[error(transparent)]
     Serverless(#[from] serverless::LayerError),
+    #[error(transparent)]
+    Device(#[from] crate::k3s::device::DeviceError),
+    #[error(transparent)]
+    Shrink(#[from] shrink::ShrinkError),
+    #[error(transparent)]
+    Inventory(#[from] crate::inventory::InventoryError),
+    #[error(transparent)]
+    Load(#[from] crate::recipe::LoadError),
 }
 
 impl OpsError {

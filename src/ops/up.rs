@@ -2,6 +2,8 @@
 //! engine; each step checks the host before changing it and records the result in
 //! state at once.
 
+mod device;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -154,6 +156,8 @@ pub async fn up(
             results: Vec::new(),
         });
     }
+    // Every per-arch binary the plan needs exists, before anything changes.
+    crate::ops::preflight::check_artifacts(&env, &state, &plan)?;
     // Cloud: credentials, then instance types and images checked before any spend.
     let cloud = super::cloud::prepare(&base, &plan, settings, &store, &mut state).await?;
     if !approve(&plan) {
@@ -389,6 +393,8 @@ async fn run_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
         (Some(Kind::K3sServer { .. } | Kind::K3sAgent), _) => node_step(ctx, step).await,
         (Some(Kind::ClusterReady), _) => ready_step(ctx, step).await,
         (Some(Kind::Kubeconfig), _) => kubeconfig_step(ctx, step).await,
+        (Some(Kind::DevicePrep { device }), _) => device::prep_step(ctx, step, *device).await,
+        (Some(Kind::GpuRuntime), _) => device::gpu_step(ctx, step).await,
         (Some(k), action) => {
             // Cloud resources (`Kind::is_cloud`).
             mark(ctx, &step.id, Status::Pending, |_| {})?;
@@ -580,11 +586,20 @@ async fn delete_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
         })?;
         return Ok(true);
     };
+    if device::is_device_resource(&step.id) {
+        // Nothing to undo on the host (a memory cgroup left on is harmless).
+        with_state(ctx, |st| {
+            st.resources.remove(&step.id);
+        })?;
+        return Ok(true);
+    }
     if ctx.env().cluster.init_server() != host && step.role.is_some() {
         // Remove the Node object through the first server (its node-password secret
         // would otherwise block a later re-join under the same name).
         let init = ctx.env().cluster.init_server().to_string();
         let server = connect(ctx, &init).await?;
+        // Declarative shrink (issue 5): quorum check for servers, cordon + drain first.
+        device::before_node_delete(ctx, step, server.as_ref(), &host).await?;
         k3s::delete_node(server.as_ref(), &host).await?;
     }
     let conn = connect(ctx, &host).await?;

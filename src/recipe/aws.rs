@@ -351,6 +351,7 @@ pub fn check_site(
                             .map(|t| t.value.trim().to_string())
                             .collect(),
                         host_key: None,
+                        probed: None,
                         cloud: Some(CloudHost {
                             group: name.clone(),
                             index: i,

@@ -212,6 +212,42 @@ pub fn load_inventory(path: &Path) -> Result<(BTreeMap<String, Host>, Vec<Diagno
 
 pub(super) type HostTable = BTreeMap<String, (Host, Pos)>;
 
+/// The `probed:` block of a host entry (issue 5), as written by `inventory probe`.
+fn checked_probed(
+    sink: &mut Sink<'_>,
+    h: &raw::HostEntry,
+) -> Option<crate::inventory::probe::Facts> {
+    let p = h.probed.as_ref()?;
+    match serde_json::from_value(p.value.clone()) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            sink.error(pos(p), format!("invalid `probed` block: {e}"))
+                .help("it is written by `continuum inventory probe`; delete it and probe again");
+            None
+        }
+    }
+}
+
+/// Role hints of an inventory's hosts (for `inventory list`).
+pub fn inventory_roles(path: &Path) -> Result<BTreeMap<String, String>, LoadError> {
+    let text = read(path)?;
+    let inventory: raw::InventoryFile = parse(path, &text)?;
+    Ok(inventory
+        .hosts
+        .value
+        .iter()
+        .filter_map(|h| {
+            h.role.as_ref().map(|r| {
+                let role = match r.value {
+                    RoleHint::Server => "server",
+                    RoleHint::Agent => "agent",
+                };
+                (h.name.value.trim().to_string(), role.to_string())
+            })
+        })
+        .collect())
+}
+
 fn check_inventory(
     inv: &raw::InventoryFile,
     path: &Path,
@@ -323,6 +359,7 @@ fn check_inventory(
                     taints: h.taints.iter().map(|t| t.value.clone()).collect(),
                     host_key: h.host_key.as_ref().map(|k| k.value.trim().to_string()),
                     cloud: None,
+                    probed: checked_probed(sink, h),
                 },
                 pos(&h.name),
             ),
@@ -662,6 +699,7 @@ fn check_recipe(
             api_endpoint,
             readiness_timeout: Duration::from_secs(readiness_timeout),
             extra_config,
+            nvidia_default_runtime: k.nvidia_default_runtime.as_ref().is_some_and(|v| v.value),
         },
         kubeconfig,
         serverless,

@@ -37,6 +37,8 @@ pub struct Host {
     pub host_key: Option<String>,
     /// Set for AWS instances: their address is known only once the instance exists.
     pub cloud: Option<CloudHost>,
+    /// Facts from `continuum inventory probe` (device, arch, cgroups), if probed.
+    pub probed: Option<crate::inventory::probe::Facts>,
 }
 
 /// Desired k3s cluster.
@@ -60,6 +62,8 @@ pub struct Cluster {
     pub api_endpoint: String,
     pub readiness_timeout: Duration,
     pub extra_config: BTreeMap<String, serde_json::Value>,
+    /// `default-runtime: nvidia` on probed Jetsons (issue 5).
+    pub nvidia_default_runtime: bool,
 }
 
 /// Where k3s comes from.

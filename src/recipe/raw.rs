@@ -65,6 +65,9 @@ pub struct K3sSection {
     /// Further k3s config.yaml keys, passed through after validation.
     #[serde(default)]
     pub extra_config: Option<Spanned<BTreeMap<String, Spanned<serde_json::Value>>>>,
+    /// Jetson agents run pods with the nvidia runtime by default (`default-runtime`).
+    #[serde(default)]
+    pub nvidia_default_runtime: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +142,9 @@ pub struct HostEntry {
     /// A pinned host key (`ssh-ed25519 AAAA...`), checked at first contact.
     #[serde(default)]
     pub host_key: Option<Spanned<String>>,
+    /// What `continuum inventory probe` learned (issue 5); written by continuum.
+    #[serde(default)]
+    pub probed: Option<Spanned<serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]

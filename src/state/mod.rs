@@ -168,6 +168,7 @@ impl HostState {
             taints: Vec::new(),
             host_key: self.host_key.clone(),
             cloud: None,
+            probed: None,
         }
     }
 }

@@ -30,12 +30,20 @@ BRIDGE_IP=$NET_PREFIX.1
 NETNS_PREFIX=cfleet-           # netns name = cfleet-NAME
 VETH_PREFIX=cfv                # host-side veth = cfv + 8 hex of sha1(NAME)
 SUITE=bookworm
-ARCH=amd64
 # Bump ROOTFS_VERSION whenever ROOTFS_PACKAGES or prepare_rootfs() change:
 # the cache directory name changes, so a stale rootfs is never reused.
 ROOTFS_VERSION=v1
 ROOTFS_PACKAGES=openssh-server,sudo,iproute2,ca-certificates,curl,python3,python3-yaml,openssl,procps
-ROOTFS_DIR=$FLEET_CACHE/rootfs-$SUITE-$ARCH-$ROOTFS_VERSION
+# Host architecture: amd64 (native) or arm64 (Raspberry Pi / Jetson stand-ins, run by
+# qemu-aarch64-static through binfmt_misc: `fleet.sh binfmt on`). A host keeps the
+# architecture it was first started with ($FLEET_RUN/NAME/arch).
+set_arch() {
+    case $1 in amd64 | arm64) ;; *) die "FLEET_ARCH must be amd64 or arm64, not '$1'" ;; esac
+    ARCH=$1
+    ROOTFS_DIR=$FLEET_CACHE/rootfs-$SUITE-$ARCH-$ROOTFS_VERSION
+}
+BINFMT_DIR=/proc/sys/fs/binfmt_misc
+BINFMT_NAME=qemu-aarch64
 
 SAFE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
@@ -47,9 +55,13 @@ fleet.sh -- SSH test fleet harness (emulated hosts for continuum tests; not a pr
 usage: fleet.sh COMMAND [ARGS]
 
   deps                     apt-get install the controller-side tools if missing
-  rootfs                   build/cache the base rootfs once; prints its path
+  rootfs [amd64|arm64]     build/cache the base rootfs once; prints its path (arm64
+                           needs `binfmt on`; takes minutes under emulation)
+  binfmt on|off|status     register qemu-aarch64 in binfmt_misc (machine-wide) / remove
+                           it again (only when the fleet registered it; down-all too)
   key                      create the client keypair once; prints the private key path
-  up NAME IP               start (or restart) host NAME at IP (10.250.0.2-254)
+  up NAME IP               start (or restart) host NAME at IP (10.250.0.2-254);
+                           FLEET_ARCH=arm64 makes a new host an emulated arm64 one
   up-n PREFIX N FIRST      start PREFIX1..PREFIXN at 10.250.0.FIRST.. in parallel
   stop NAME                kill the host (all its processes); keep its disk and network
   cut NAME | uncut NAME    set the host's link down / up (network partition)
@@ -59,6 +71,13 @@ usage: fleet.sh COMMAND [ARGS]
   down NAME                stop and delete the host (netns, veth, disk)
   down-all                 delete every host, the bridge and \$FLEET_RUN
   list                     one line per host: NAME IP running|stopped
+  password NAME USER       a "fresh device image": set USER's password (read from
+                           stdin), remove USER's authorized_keys, allow password logins
+  persona NAME pi|jetson [K=V...]
+                           make a running host look like a Raspberry Pi or a Jetson
+                           (TEST DOUBLES of device firmware; see "Personas" below):
+                           pi:     cmdline=ok|stuck  iptables=VERSION  model=TEXT
+                           jetson: toolkit=yes|no  l4t=R35:4.1  model=TEXT
 
 settings (env): FLEET_CACHE=$FLEET_CACHE FLEET_RUN=$FLEET_RUN FLEET_BRIDGE=$FLEET_BRIDGE
                 FLEET_MIRROR=$FLEET_MIRROR FLEET_UP_TIMEOUT=$FLEET_UP_TIMEOUT
@@ -144,6 +163,7 @@ cmd_deps() {
         [unshare]=util-linux [nsenter]=util-linux [flock]=util-linux [setsid]=util-linux
         [mount]=mount [ssh]=openssh-client [ssh-keygen]=openssh-client
         [timeout]=coreutils [sha1sum]=coreutils [gpgv]=gpgv
+        [qemu-aarch64-static]=qemu-user-static
     )
     local c missing=()
     for c in "${!pkg_of[@]}"; do
@@ -196,9 +216,12 @@ build_rootfs_locked() {
             while read -r m; do umount -l "$m" || true; done
         safe_rm "$d"
     done
+    if [ "$ARCH" = arm64 ] && [ "$(uname -m)" != aarch64 ]; then
+        binfmt_active || die "an arm64 rootfs needs qemu-aarch64 in binfmt_misc: run 'fleet.sh binfmt on'"
+    fi
     local tmp t0=$SECONDS
-    tmp=$(mktemp -d "$FLEET_CACHE/.build-$ROOTFS_VERSION.XXXXXX")
-    log "rootfs: debootstrap $SUITE/$ARCH into $tmp (takes ~75 s; log: $tmp.log)"
+    tmp=$(mktemp -d "$FLEET_CACHE/.build-$ARCH-$ROOTFS_VERSION.XXXXXX")
+    log "rootfs: debootstrap $SUITE/$ARCH into $tmp (takes ~75 s, ~7 min for arm64 under qemu; log: $tmp.log)"
     if ! debootstrap --arch="$ARCH" --variant=minbase --include="$ROOTFS_PACKAGES" \
         "$SUITE" "$tmp" "$FLEET_MIRROR" >"$tmp.log" 2>&1; then
         tail -n 20 "$tmp.log" >&2
@@ -218,6 +241,7 @@ ensure_rootfs() {
 
 cmd_rootfs() {
     need_root
+    set_arch "${1:-$ARCH}"
     ensure_rootfs
     printf '%s\n' "$ROOTFS_DIR"
 }
@@ -315,6 +339,8 @@ write_sshd_config() { # $1 = rootfs path as seen by init, $2 = IP
     local t
     {
     printf '# written by tests/fleet/fleet.sh at every host start (test fleet host)\n'
+    # drop-ins first (first value wins in sshd): `fleet.sh password` enables passwords
+    printf 'Include /etc/ssh/sshd_config.d/*.conf\n'
     printf 'ListenAddress %s\nPort 22\n' "$2"
     for t in ed25519 ecdsa rsa; do
         if [[ " $FLEET_HOST_KEY_TYPES " == *" $t "* ]]; then
@@ -484,7 +510,15 @@ wait_ready() { # NAME IP [stop-on-failure]
 cmd_up() {
     [ $# -eq 2 ] || die "usage: fleet.sh up NAME IP"
     need_root; check_name "$1"; check_ip "$2"; check_key_types
+    local arch_file
+    arch_file=$(hostdir "$1")/arch
+    [ -s "$arch_file" ] && set_arch "$(<"$arch_file")"
+    if [ "$ARCH" = arm64 ] && [ "$(uname -m)" != aarch64 ]; then
+        binfmt_active || die "arm64 host $1 needs qemu-aarch64 in binfmt_misc: run 'fleet.sh binfmt on'"
+    fi
     ensure_rootfs
+    mkdir -p "$(hostdir "$1")"
+    printf '%s\n' "$ARCH" >"$arch_file"
     ensure_key
     with_lock "$FLEET_RUN/.$1.lock" up_locked "$1" "$2" 8>&-
     printf '%s\n' "$2"
@@ -574,6 +608,7 @@ cmd_down_all() {
         ip link del dev "$FLEET_BRIDGE"
         log "down-all: deleted bridge $FLEET_BRIDGE"
     fi
+    binfmt_off
     if [ -s "$FLEET_RUN/.sysctl-saved" ]; then
         while IFS== read -r k v; do
             echo "$v" >"/proc/sys/net/bridge/bridge-nf-call-$k" &&
@@ -651,7 +686,221 @@ cmd_list() {
 }
 
 # ----------------------------------------------------------------------------
+# Personas: TEST DOUBLES OF DEVICE FIRMWARE (not product code, not real devices).
+#
+# A persona makes an amd64 fleet host present the device files continuum's probe and
+# preparation read at their REAL paths (REFERENCE.md §1), so the product has no test
+# hooks. /proc and /sys are the real kernel's here, so the persona covers single paths
+# inside the host's own mount namespace (nothing outside the host changes):
+#   - tmpfs over /sys/firmware            -> devicetree/base/model (Pi / Jetson model)
+#   - tmpfs over /sys/fs/cgroup           -> cgroup.controllers (the memory controller
+#                                            as the "firmware + kernel" decided at boot)
+#   - bind mount over /proc/cmdline       -> the kernel command line the firmware built
+#   - plain files: /boot/firmware/{cmdline,config}.txt, /etc/nv_tegra_release,
+#     /usr/bin/nvidia-container-runtime (toolkit double), /usr/sbin/iptables (version
+#     double), /usr/local/sbin/reboot (reboot double)
+# Pi 6.12 semantics: the firmware prepends `cgroup_disable=memory` to the line it reads
+# (cmdline.txt, or the file named by `cmdline=` in config.txt); the memory controller
+# is on only when a LATER `cgroup_enable=memory` follows; `cgroup_memory=1` is ignored.
+# The reboot double re-runs that decision, kills every process of the host (sshd,
+# k3s, sessions; PID 1 restarts sshd) and runs the boot.d hooks again, like a boot.
+# ----------------------------------------------------------------------------
+persona_boot_sh() {
+    cat <<'EOS'
+#!/bin/sh
+# TEST DOUBLE of device firmware (continuum test fleet persona; NOT product code).
+# Written by tests/fleet/fleet.sh; run at every (fake) boot from /etc/fleet/boot.d.
+set -eu
+. /etc/fleet/persona/env
+mounted() { awk -v m="$1" '$2 == m { f = 1 } END { exit !f }' /proc/self/mounts; }
+mounted /sys/firmware || mount -t tmpfs -o mode=0755,size=64k persona-firmware /sys/firmware
+mkdir -p /sys/firmware/devicetree/base
+printf '%s\000' "$MODEL" >/sys/firmware/devicetree/base/model
+mounted /sys/fs/cgroup || mount -t tmpfs -o mode=0755,size=64k persona-cgroup /sys/fs/cgroup
+controllers="cpuset cpu io memory hugetlb pids"
+if [ "$KIND" = pi ]; then
+    fw=/boot/firmware/cmdline.txt
+    custom=$(sed -n 's/^cmdline=//p' /boot/firmware/config.txt 2>/dev/null | tail -n 1)
+    [ -z "$custom" ] || fw=/boot/firmware/$custom
+    line="coherent_pool=1M 8250.nr_uarts=1 snd_bcm2835.enable_headphones=0 cgroup_disable=memory $(head -n 1 "$fw")"
+    mem=off
+    for w in $line; do
+        case $w in cgroup_disable=memory) mem=off ;; cgroup_enable=memory) mem=on ;; esac
+    done
+    [ "$mem" = on ] || controllers="cpuset cpu io pids"
+    mkdir -p /run/persona
+    printf '%s\n' "$line" >/run/persona/cmdline
+    mounted /proc/cmdline || mount --bind /run/persona/cmdline /proc/cmdline
+    echo "[$(date -Is)] persona boot: firmware read $fw; memory cgroup $mem"
+fi
+printf '%s\n' "$controllers" >/sys/fs/cgroup/cgroup.controllers
+EOS
+}
+
+persona_reboot_sh() {
+    cat <<'EOS'
+#!/bin/sh
+# TEST DOUBLE of `reboot` on a persona host (continuum test fleet; NOT product code).
+# After a second: the "firmware" re-reads cmdline.txt, every process of the host is
+# killed (PID 1 restarts sshd), and the boot.d hooks run again.
+echo "[$(date -Is)] reboot requested" >>/var/log/fleet-reboot.log
+setsid sh -c '
+    sleep 1
+    /etc/fleet/persona/boot
+    kill -KILL -1
+    for f in /etc/fleet/boot.d/*; do
+        [ -f "$f" ] && [ -x "$f" ] && [ "$f" != /etc/fleet/boot.d/00-persona ] && timeout 60 "$f" </dev/null
+    done
+    echo "[$(date -Is)] rebooted"
+' </dev/null >>/var/log/fleet-reboot.log 2>&1 &
+exit 0
+EOS
+}
+
+# ----------------------------------------------------------------------------
+# binfmt: qemu-aarch64 for arm64 hosts (machine-wide; removed again by `binfmt off`
+# and `down-all`, but only when the fleet registered it: marker $FLEET_RUN/.binfmt-ours)
+# ----------------------------------------------------------------------------
+binfmt_active() { [ -e "$BINFMT_DIR/$BINFMT_NAME" ] && head -n 1 "$BINFMT_DIR/$BINFMT_NAME" | grep -qx enabled; }
+
+binfmt_on() {
+    local qemu
+    qemu=$(command -v qemu-aarch64-static) || die "qemu-aarch64-static missing: run 'fleet.sh deps'"
+    if [ ! -e "$BINFMT_DIR/register" ]; then
+        mount -t binfmt_misc binfmt_misc "$BINFMT_DIR" || die "cannot mount binfmt_misc on $BINFMT_DIR"
+    fi
+    if binfmt_active; then
+        log "binfmt: $BINFMT_NAME already registered"
+        return 0
+    fi
+    # ELF64 little-endian, e_machine 0xb7 (aarch64). F: open the interpreter now, so it
+    # works inside the hosts' chroots without copying qemu into them; C (implies O):
+    # credentials from the binary, so setuid programs (sudo) work for non-root users.
+    printf '%s' ":$BINFMT_NAME:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:$qemu:OCF" \
+        >"$BINFMT_DIR/register" || die "binfmt: registration of $BINFMT_NAME failed"
+    mkdir -p "$FLEET_RUN"
+    : >"$FLEET_RUN/.binfmt-ours"
+    log "binfmt: registered $BINFMT_NAME -> $qemu (machine-wide; 'fleet.sh binfmt off' removes it)"
+}
+
+binfmt_off() {
+    [ -e "$FLEET_RUN/.binfmt-ours" ] || return 0
+    if [ -e "$BINFMT_DIR/$BINFMT_NAME" ]; then
+        echo -1 >"$BINFMT_DIR/$BINFMT_NAME" && log "binfmt: removed $BINFMT_NAME"
+    fi
+    rm -f "$FLEET_RUN/.binfmt-ours"
+}
+
+cmd_binfmt() {
+    need_root
+    case ${1:-status} in
+        on) with_lock "$FLEET_RUN/.lock" binfmt_on ;;
+        off) with_lock "$FLEET_RUN/.lock" binfmt_off ;;
+        status)
+            if binfmt_active; then
+                printf 'registered%s\n' "$([ -e "$FLEET_RUN/.binfmt-ours" ] && echo ' (by the fleet)')"
+            else
+                echo "not registered"
+            fi ;;
+        *) die "usage: fleet.sh binfmt on|off|status" ;;
+    esac
+}
+
+cmd_password() {
+    [ $# -eq 2 ] || die "usage: fleet.sh password NAME USER  (password on stdin)"
+    local name=$1 user=$2 pw ip
+    need_root; need_host "$name"
+    running_pid "$name" >/dev/null || die "host $name is not running"
+    [[ $user =~ ^[a-z][a-z0-9_-]*$ ]] || die "bad user name '$user'"
+    IFS= read -r pw || true
+    [ -n "$pw" ] || die "password: no password on stdin"
+    ip=$(<"$(hostdir "$name")/ip")
+    printf '%s:%s\n' "$user" "$pw" | bash "$SELF" exec "$name" -- sh -c '
+        set -e
+        chpasswd
+        home=$(getent passwd "$1" | cut -d: -f6)
+        rm -f "$home/.ssh/authorized_keys"
+        printf "# fleet.sh password: a fresh device image takes password logins\nPasswordAuthentication yes\n" \
+            >/etc/ssh/sshd_config.d/50-fleet-password.conf
+        old=$(cat /run/sshd.pid)
+        kill "$old"
+        while kill -0 "$old" 2>/dev/null; do sleep 0.05; done' sh "$user" ||
+        die "password: could not set up $name"
+    wait_ready "$name" "$ip"
+    log "password: $name takes password logins for $user (no authorized key)"
+}
+
+cmd_persona() {
+    [ $# -ge 2 ] || die "usage: fleet.sh persona NAME pi|jetson [K=V...]"
+    local name=$1 kind=$2 kv k v; shift 2
+    need_root; need_host "$name"
+    running_pid "$name" >/dev/null || die "host $name is not running"
+    local cmdline=ok iptables='' toolkit=yes l4t=R35:4.1 model=''
+    for kv in "$@"; do
+        k=${kv%%=*}; v=${kv#*=}
+        case $kind:$k in
+            pi:cmdline) [[ $v =~ ^(ok|stuck)$ ]] || die "persona: cmdline=ok|stuck"; cmdline=$v ;;
+            pi:iptables) [[ $v =~ ^[0-9]+(\.[0-9]+)*$ ]] || die "persona: bad iptables version"; iptables=$v ;;
+            jetson:toolkit) [[ $v =~ ^(yes|no)$ ]] || die "persona: toolkit=yes|no"; toolkit=$v ;;
+            jetson:l4t) [[ $v =~ ^R[0-9]+:[0-9.]+$ ]] || die "persona: l4t=R35:4.1"; l4t=$v ;;
+            *:model) [[ $v != *\'* ]] || die "persona: no quotes in model"; model=$v ;;
+            *) die "persona: unknown option '$kv' for $kind" ;;
+        esac
+    done
+    local put="bash $SELF exec $name -- sh -c"
+    case $kind in
+        pi)
+            : "${model:=Raspberry Pi 4 Model B Rev 1.4}"
+            $put 'mkdir -p /boot/firmware && cat >/boot/firmware/cmdline.txt' \
+                <<<"console=serial0,115200 console=tty1 root=PARTUUID=4e639091-02 rootfstype=ext4 fsck.repair=yes rootwait"
+            if [ "$cmdline" = stuck ]; then
+                # config.txt points the firmware at another file: editing cmdline.txt has no effect
+                $put 'cat >/boot/firmware/config.txt' <<<$'[all]\narm_64bit=1\ncmdline=cmdline-recovery.txt'
+                $put 'cat >/boot/firmware/cmdline-recovery.txt' \
+                    <<<"console=serial0,115200 root=PARTUUID=4e639091-02 rootfstype=ext4 rootwait"
+            else
+                $put 'cat >/boot/firmware/config.txt' <<<$'[all]\narm_64bit=1'
+            fi
+            if [ -n "$iptables" ]; then
+                $put 'cat >/usr/sbin/iptables && chmod 755 /usr/sbin/iptables' <<EOS
+#!/bin/sh
+# TEST DOUBLE of iptables (fleet persona): reports a version, does nothing else.
+[ "\${1:-}" = --version ] && { echo "iptables v$iptables (nf_tables)"; exit 0; }
+echo "iptables test double: only --version" >&2; exit 1
+EOS
+            fi
+            ;;
+        jetson)
+            : "${model:=NVIDIA Jetson Orin Nano Developer Kit}"
+            $put 'cat >/etc/nv_tegra_release' \
+                <<<"# ${l4t%%:*} (release), REVISION: ${l4t#*:}, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023"
+            if [ "$toolkit" = yes ]; then
+                $put 'cat >/usr/bin/nvidia-container-runtime && chmod 755 /usr/bin/nvidia-container-runtime' <<'EOS'
+#!/bin/sh
+# TEST DOUBLE of nvidia-container-runtime (fleet Jetson persona; not NVIDIA software).
+case "${1:-}" in
+    --version | -v) echo "NVIDIA Container Runtime version 1.14.2 (test double)" ;;
+    *) echo "nvidia-container-runtime test double: cannot run containers" >&2; exit 1 ;;
+esac
+EOS
+            else
+                $put 'rm -f /usr/bin/nvidia-container-runtime'
+            fi
+            ;;
+        *) die "persona: kind must be pi or jetson" ;;
+    esac
+    $put 'mkdir -p /etc/fleet/persona && cat >/etc/fleet/persona/env' \
+        <<<"KIND=$kind"$'\n'"MODEL='$model'"
+    persona_boot_sh | $put 'cat >/etc/fleet/persona/boot && chmod 755 /etc/fleet/persona/boot'
+    persona_reboot_sh | $put 'mkdir -p /usr/local/sbin && cat >/usr/local/sbin/reboot && chmod 755 /usr/local/sbin/reboot'
+    $put 'ln -sf /etc/fleet/persona/boot /etc/fleet/boot.d/00-persona && /etc/fleet/persona/boot' ||
+        die "persona: boot of $name failed"
+    log "persona: $name looks like a $kind ($model) -- a test double of device firmware"
+}
+
+# ----------------------------------------------------------------------------
 main() {
+    set_arch "${FLEET_ARCH:-amd64}"
     local cmd=${1:-help}
     [ $# -gt 0 ] && shift
     case $cmd in
@@ -669,6 +918,9 @@ main() {
         down) cmd_down "$@" ;;
         down-all) cmd_down_all "$@" ;;
         list) cmd_list "$@" ;;
+        persona) cmd_persona "$@" ;;
+        password) cmd_password "$@" ;;
+        binfmt) cmd_binfmt "$@" ;;
         __init) host_init "$@" ;;   # internal: PID 1 of a host (started by `up`)
         help | -h | --help) usage ;;
         *) usage >&2; die "unknown command: $cmd" ;;

@@ -7,6 +7,7 @@
 mod aws;
 mod cli;
 mod e2e;
+mod edge;
 mod harness;
 mod oscar;
 mod recipes;
