@@ -1095,10 +1095,13 @@ pub fn resolve(env: &Environment, cloud: Option<&CloudState>, state_dir: &Path) 
             continue;
         }
         h.key = Some(key.clone());
-        if let Some(r) = cloud.and_then(|c| c.instance(&h.name))
-            && let Ok(a) = address_of(site, &h.name, r)
-        {
-            h.address = a;
+        if let Some(r) = cloud.and_then(|c| c.instance(&h.name)) {
+            if let Ok(a) = address_of(site, &h.name, r) {
+                h.address = a;
+            }
+            if let Some(c) = h.cloud.as_mut() {
+                c.public_ip.clone_from(&r.public_ip);
+            }
         }
     }
     if out.cluster.api_endpoint.is_empty()
@@ -1427,5 +1430,91 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a, client_token("e", "n", "g", 0));
         assert!(a.len() <= 64 && a.is_ascii());
+    }
+}
+
+#[cfg(test)]
+mod hybrid_tests {
+    use super::*;
+    use crate::recipe::Role;
+
+    #[test]
+    fn cloud_server_advertises_its_public_ip_in_a_wireguard_cluster() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let recipe = dir.path().join("r.yaml");
+        std::fs::write(
+            &recipe,
+            "name: hy\nk3s:\n  version: v1.31.4+k3s1\n  servers: [cp]\n  flannel_backend: wireguard-native\naws:\n  region: eu-west-1\n  ssh:\n    user: ubuntu\n    address: public\n  firewall:\n    ssh_from: [203.0.113.7/32]\n  instance_groups:\n    - name: cp\n      count: 1\n      instance_type: t3.medium\n      image: ami-785db401\n    - name: w\n      count: 1\n      instance_type: t3.small\n      image: ami-785db401\n",
+        )
+        .expect("write");
+        let env = crate::recipe::load_recipe(&recipe).expect("recipe").env;
+        let mut cloud = CloudState::default();
+        for (g, h, ip) in [
+            ("cp", "cp-0", "198.51.100.10"),
+            ("w", "w-0", "198.51.100.11"),
+        ] {
+            cloud.groups.entry(g.into()).or_default().instances.insert(
+                h.into(),
+                InstanceRecord {
+                    id: format!("i-{h}"),
+                    state: "running".into(),
+                    private_ip: Some("10.0.0.5".into()),
+                    public_ip: Some(ip.into()),
+                },
+            );
+        }
+        let env = resolve(&env, Some(&cloud), dir.path());
+        assert_eq!(env.hosts["cp-0"].address, "198.51.100.10");
+        assert_eq!(env.cluster.api_endpoint, "198.51.100.10");
+        let server = crate::graph::node_config(&env, "cp-0", Role::Server);
+        assert_eq!(server["node-external-ip"], "198.51.100.10");
+        assert_eq!(server["flannel-external-ip"], true);
+        assert!(server["tls-san"].to_string().contains("198.51.100.10"));
+        let agent = crate::graph::node_config(&env, "w-0", Role::Agent);
+        assert_eq!(agent["server"], "https://198.51.100.10:6443");
+        assert!(agent.get("node-external-ip").is_none());
+        // The generated key lives in the state directory.
+        assert_eq!(
+            env.hosts["cp-0"].key.as_deref(),
+            Some(dir.path().join("hy.id_ed25519").as_path())
+        );
+    }
+
+    #[test]
+    fn generated_key_is_private_and_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let site = AwsSite {
+            region: "eu-west-1".into(),
+            vpc: VpcChoice::Default,
+            subnet_cidr: None,
+            availability_zone: None,
+            ssh: crate::recipe::AwsSsh {
+                user: "ubuntu".into(),
+                key: None,
+                address: AddressKind::Private,
+                bastion: None,
+                timeout: Duration::from_secs(1),
+            },
+            firewall: crate::recipe::Firewall {
+                ssh_from: vec![],
+                api_from: vec![],
+                http: false,
+            },
+            groups: vec![],
+        };
+        let a = public_key(&site, dir.path(), "e").expect("key");
+        assert!(a.starts_with("ssh-ed25519 "), "{a}");
+        let b = public_key(&site, dir.path(), "e").expect("key again");
+        assert_eq!(a, b);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("e.id_ed25519"))
+            .expect("private key")
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "private key is group/world readable: {mode:o}"
+        );
     }
 }

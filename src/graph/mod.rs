@@ -189,6 +189,16 @@ pub fn node_config(env: &Environment, host: &str, role: Role) -> BTreeMap<String
         sans.sort();
         sans.dedup();
         m.insert("tls-san".into(), json!(sans));
+        // A server on a cloud instance in a cluster that spans networks (wireguard-native):
+        // nodes outside the VPC reach it by its public address (REFERENCE.md §1).
+        if c.flannel_backend == "wireguard-native"
+            && let Some(ip) = h
+                .and_then(|h| h.cloud.as_ref())
+                .and_then(|c| c.public_ip.as_ref())
+        {
+            m.insert("node-external-ip".into(), json!(ip));
+            m.insert("flannel-external-ip".into(), json!(true));
+        }
         if c.flannel_backend != "vxlan" {
             m.insert("flannel-backend".into(), json!(c.flannel_backend));
         }

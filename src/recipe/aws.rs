@@ -355,6 +355,7 @@ pub fn check_site(
                         cloud: Some(CloudHost {
                             group: name.clone(),
                             index: i,
+                            public_ip: None,
                         }),
                     },
                     pos(&g.name),

@@ -416,43 +416,55 @@ fn check_recipe(
     };
 
     // Servers and agents.
-    let host_names: Vec<&str> = hosts.keys().map(String::as_str).collect();
+    let host_names: Vec<&str> = hosts
+        .keys()
+        .map(String::as_str)
+        .chain(groups.keys().map(String::as_str))
+        .collect();
     let mut seen: BTreeMap<String, Pos> = BTreeMap::new();
-    let mut pick =
-        |list: &Spanned<Vec<Spanned<String>>>, what: &str, sink: &mut Sink<'_>| -> Vec<String> {
-            let mut out = Vec::new();
-            let mut names: Vec<(&str, Pos)> = Vec::new();
-            for n in &list.value {
-                match groups.get(n.value.trim()) {
-                    // An instance group stands for all its hosts.
-                    Some(members) => names.extend(members.iter().map(|m| (m.as_str(), pos(n)))),
-                    None => names.push((n.value.trim(), pos(n))),
-                }
+    let mut pick = |list: &Spanned<Vec<Spanned<String>>>,
+                    what: &str,
+                    sink: &mut Sink<'_>|
+     -> Vec<String> {
+        let mut out = Vec::new();
+        let mut names: Vec<(&str, Pos)> = Vec::new();
+        for n in &list.value {
+            match groups.get(n.value.trim()) {
+                // An instance group stands for all its hosts.
+                Some(members) => names.extend(members.iter().map(|m| (m.as_str(), pos(n)))),
+                None => names.push((n.value.trim(), pos(n))),
             }
-            for (name, at) in names {
-                if !hosts.contains_key(name) {
-                    let d = sink.error(
+        }
+        for (name, at) in names {
+            if !hosts.contains_key(name) {
+                let d = sink.error(
                         at,
-                        format!(
-                            "{what} `{name}` is not a host of the inventory {}",
-                            inv_path.display()
-                        ),
+                        if groups.is_empty() {
+                            format!(
+                                "{what} `{name}` is not a host of the inventory {}",
+                                inv_path.display()
+                            )
+                        } else {
+                            format!(
+                                "{what} `{name}` is neither an inventory host nor an AWS instance group or instance"
+                            )
+                        },
                     );
-                    if let Some(s) = did_you_mean(name, host_names.iter().copied()) {
-                        d.help(format!("did you mean `{s}`?"));
-                    }
-                    continue;
+                if let Some(s) = did_you_mean(name, host_names.iter().copied()) {
+                    d.help(format!("did you mean `{s}`?"));
                 }
-                if let Some(first) = seen.get(name) {
-                    sink.error(at, format!("host `{name}` is listed twice"))
-                        .help(format!("first listed at line {}", first.line));
-                    continue;
-                }
-                seen.insert(name.to_string(), at);
-                out.push(name.to_string());
+                continue;
             }
-            out
-        };
+            if let Some(first) = seen.get(name) {
+                sink.error(at, format!("host `{name}` is listed twice"))
+                    .help(format!("first listed at line {}", first.line));
+                continue;
+            }
+            seen.insert(name.to_string(), at);
+            out.push(name.to_string());
+        }
+        out
+    };
     let servers = match &k.servers {
         Some(list) => pick(list, "server", sink),
         None => roles

@@ -125,6 +125,9 @@ pub struct CloudHost {
     /// Instance group name (hosts are named `GROUP-INDEX`).
     pub group: String,
     pub index: u32,
+    /// Public IPv4 address once the instance has one (filled from state).
+    #[serde(default)]
+    pub public_ip: Option<String>,
 }
 
 /// An AWS site: network, firewall, key pair and instance groups in one region.

@@ -683,3 +683,85 @@ fn numeric_address_must_be_a_valid_ip() {
         "invalid address `10.0.0.256` for host `srv-1`",
     );
 }
+
+// ---- AWS sites (issue 3): offline checks, positioned like every other error ----
+
+#[test]
+fn aws_subnet_outside_vpc() {
+    expect_error(
+        "aws_subnet_outside_vpc.yaml",
+        10,
+        18,
+        "is not inside the VPC CIDR",
+    );
+}
+
+#[test]
+fn aws_created_vpc_needs_a_subnet() {
+    let d = expect_error("aws_vpc_without_subnet.yaml", 9, 15, "needs `subnet_cidr`");
+    expect_help(&d, "inside the VPC CIDR");
+}
+
+#[test]
+fn aws_firewall_without_ssh_source() {
+    let d = expect_error(
+        "aws_no_ssh_from.yaml",
+        14,
+        5,
+        "`aws.firewall.ssh_from` is empty",
+    );
+    expect_help(&d, "ssh_from: [");
+}
+
+#[test]
+fn aws_bad_region() {
+    expect_error("aws_bad_region.yaml", 7, 11, "invalid AWS region `europe`");
+}
+
+#[test]
+fn aws_zero_instances() {
+    let d = expect_error(
+        "aws_count_zero.yaml",
+        17,
+        14,
+        "instance count 0 is out of range",
+    );
+    expect_help(&d, "remove the group");
+}
+
+#[test]
+fn aws_image_that_is_not_an_ami_id() {
+    expect_error(
+        "aws_bad_image.yaml",
+        19,
+        14,
+        "invalid image id `ubuntu-24.04`",
+    );
+}
+
+#[test]
+fn aws_unknown_group_key() {
+    expect_error("aws_unknown_group_key.yaml", 20, 7, "unknown field `disk`");
+}
+
+#[test]
+fn aws_dangling_server_suggests_the_group() {
+    let d = expect_error(
+        "aws_dangling_group.yaml",
+        5,
+        13,
+        "`cq` is neither an inventory host",
+    );
+    expect_help(&d, "did you mean `cp`?");
+}
+
+#[test]
+fn aws_instance_named_like_an_inventory_host() {
+    let d = expect_error(
+        "aws_group_name_clash.yaml",
+        16,
+        13,
+        "instance `agent-1` has the name of an inventory host",
+    );
+    expect_help(&d, "rename the group");
+}
