@@ -1472,7 +1472,7 @@ mod hybrid_tests {
         assert!(server["tls-san"].to_string().contains("198.51.100.10"));
         let agent = crate::graph::node_config(&env, "w-0", Role::Agent);
         assert_eq!(agent["server"], "https://198.51.100.10:6443");
-        assert!(agent.get("node-external-ip").is_none());
+        assert!(!agent.contains_key("node-external-ip"));
         // The generated key lives in the state directory.
         assert_eq!(
             env.hosts["cp-0"].key.as_deref(),
