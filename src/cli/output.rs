@@ -202,6 +202,52 @@ impl Printer {
             .collect();
         let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
         out(&table(&header, &rows));
+        if let Some(a) = &s.aws {
+            let ids: Vec<String> = a
+                .resources
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            out(&format!(
+                "AWS {}: {}",
+                a.region,
+                if ids.is_empty() {
+                    "-".to_string()
+                } else {
+                    ids.join(", ")
+                }
+            ));
+            if let Some(e) = &a.live_error {
+                out(&format!("(live instance data unavailable: {e})"));
+            }
+            if !a.instances.is_empty() {
+                let rows: Vec<Vec<String>> = a
+                    .instances
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            i.host.clone(),
+                            i.group.clone(),
+                            i.id.clone(),
+                            i.state.clone(),
+                            i.private_ip.clone().unwrap_or_else(|| "-".into()),
+                            i.public_ip.clone().unwrap_or_else(|| "-".into()),
+                        ]
+                    })
+                    .collect();
+                out(&table(
+                    &[
+                        "INSTANCE HOST",
+                        "GROUP",
+                        "ID",
+                        "STATE",
+                        "PRIVATE IP",
+                        "PUBLIC IP",
+                    ],
+                    &rows,
+                ));
+            }
+        }
         // OSCAR endpoints (issue 4).
         for e in &s.endpoints {
             out(&format!(

@@ -30,6 +30,96 @@ pub struct StatusReport {
     /// Registered OSCAR endpoints of the environment (issue 4).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<super::serverless::EndpointStatus>,
+    /// The AWS site: recorded ids, and instances (live state when reachable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AwsStatus {
+    pub region: String,
+    /// `(resource, id)`: vpc, subnet, internet gateway, route table, security group,
+    /// key pair, as recorded.
+    pub resources: Vec<(String, String)>,
+    pub instances: Vec<InstanceStatus>,
+    /// Why live instance data is missing, if it is.
+    pub live_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceStatus {
+    pub host: String,
+    pub group: String,
+    pub id: String,
+    pub state: String,
+    pub private_ip: Option<String>,
+    pub public_ip: Option<String>,
+}
+
+/// The AWS part of `status`: what state records, refreshed by one DescribeInstances.
+async fn aws_status(
+    env: &str,
+    settings: &Settings,
+    c: &crate::aws::provision::CloudState,
+    live: bool,
+) -> AwsStatus {
+    let mut resources = Vec::new();
+    let mut push = |what: &str, id: Option<String>| {
+        if let Some(id) = id {
+            resources.push((what.to_string(), id));
+        }
+    };
+    push("vpc", c.vpc.as_ref().map(|v| v.id.clone()));
+    push("subnet", c.subnet.as_ref().map(|v| v.id.clone()));
+    push("internet-gateway", c.internet_gateway.clone());
+    push("route-table", c.route_table.clone());
+    push("security-group", c.security_group.clone());
+    push("key-pair", c.key_pair.clone());
+    let mut instances: Vec<InstanceStatus> = c
+        .groups
+        .iter()
+        .flat_map(|(g, gs)| {
+            gs.instances.iter().map(move |(h, r)| InstanceStatus {
+                host: h.clone(),
+                group: g.clone(),
+                id: r.id.clone(),
+                state: r.state.clone(),
+                private_ip: r.private_ip.clone(),
+                public_ip: r.public_ip.clone(),
+            })
+        })
+        .collect();
+    let mut live_error = None;
+    if live && !instances.is_empty() {
+        let api = match &settings.ec2 {
+            Some(o) => Ok(o.0.clone()),
+            None => crate::aws::provision::connect(&c.region).await,
+        };
+        let listed = match api {
+            Ok(api) => api.describe_instances(env).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match listed {
+            Ok(list) => {
+                for i in &mut instances {
+                    match list.iter().find(|l| l.id == i.id) {
+                        Some(l) => {
+                            i.state.clone_from(&l.state);
+                            i.public_ip.clone_from(&l.public_ip);
+                        }
+                        None => i.state = "not-found".into(),
+                    }
+                }
+            }
+            Err(e) => live_error = Some(e),
+        }
+    }
+    AwsStatus {
+        region: c.region.clone(),
+        resources,
+        instances,
+        live_error,
+    }
 }
 
 pub async fn status(env: &str, settings: &Settings, live: bool) -> Result<StatusReport, OpsError> {
@@ -93,7 +183,12 @@ pub async fn status(env: &str, settings: &Settings, live: bool) -> Result<Status
         }
     }
     let endpoints = super::serverless::endpoint_status(&settings.state_dir, env, live).await;
+    let aws = match &state.aws {
+        Some(c) if !c.region.is_empty() => Some(aws_status(env, settings, c, live).await),
+        _ => None,
+    };
     Ok(StatusReport {
+        aws,
         endpoints,
         env: env.to_string(),
         api: state.cluster.server_url.clone(),

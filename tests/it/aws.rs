@@ -322,6 +322,17 @@ fn aws_vpc_cluster_up_then_down_leaves_nothing() {
         "{rules}"
     );
 
+    // status: every instance, live from one DescribeInstances, beside the nodes.
+    let status = continuum(&ws, &moto, &["status", "awe", "--output", "json"]);
+    assert!(status.status.success(), "{}", text(&status));
+    let sj: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
+    let instances = sj["aws"]["instances"].as_array().expect("instances");
+    assert_eq!(instances.len(), 3, "{sj:#}");
+    assert!(instances.iter().all(|i| i["state"] == "running"), "{sj:#}");
+    assert!(sj["aws"]["live_error"].is_null(), "{sj:#}");
+    let human = continuum(&ws, &moto, &["status", "awe"]);
+    assert!(text(&human).contains("AWS eu-west-1: vpc vpc-"), "{}", text(&human));
+
     // Idempotent: a second up changes nothing and launches nothing.
     let again = up(&ws, &moto);
     assert!(again.status.success(), "{}", text(&again));
