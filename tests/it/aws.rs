@@ -331,7 +331,11 @@ fn aws_vpc_cluster_up_then_down_leaves_nothing() {
     assert!(instances.iter().all(|i| i["state"] == "running"), "{sj:#}");
     assert!(sj["aws"]["live_error"].is_null(), "{sj:#}");
     let human = continuum(&ws, &moto, &["status", "awe"]);
-    assert!(text(&human).contains("AWS eu-west-1: vpc vpc-"), "{}", text(&human));
+    assert!(
+        text(&human).contains("AWS eu-west-1: vpc vpc-"),
+        "{}",
+        text(&human)
+    );
 
     // Idempotent: a second up changes nothing and launches nothing.
     let again = up(&ws, &moto);
@@ -340,6 +344,30 @@ fn aws_vpc_cluster_up_then_down_leaves_nothing() {
     let rt = rt();
     let api = rt.block_on(moto.api());
     assert_eq!(rt.block_on(live_instances(&api, "awe")), 3);
+
+    // Shrink the agent group: w-1 leaves the cluster, then its instance is terminated.
+    let w1 = ws.state()["aws"]["groups"]["w"]["instances"]["w-1"]["id"]
+        .as_str()
+        .expect("w-1 instance")
+        .to_string();
+    write_recipe(&ws, "10.250.0.64/27", 1, AMI);
+    let plan = continuum(&ws, &moto, &["plan", ws.recipe().to_str().expect("utf8")]);
+    let p = text(&plan);
+    assert!(
+        p.contains("- k3s-agent/w-1") && p.contains("~ aws-instances/w"),
+        "{p}"
+    );
+    let out = up(&ws, &moto);
+    assert!(out.status.success(), "shrink failed:\n{}", text(&out));
+    assert_eq!(ready_nodes(&fleet, &server), ["cp-0", "w-0"]);
+    let all = rt
+        .block_on(api.describe_instances("awe"))
+        .expect("instances");
+    assert!(
+        all.iter().any(|i| i.id == w1 && i.state == "terminated"),
+        "w-1's instance {w1} is not terminated: {all:?}"
+    );
+    assert_eq!(rt.block_on(live_instances(&api, "awe")), 2);
 
     let down = continuum(&ws, &moto, &["down", "awe", "--yes"]);
     assert!(down.status.success(), "down failed:\n{}", text(&down));
@@ -713,4 +741,92 @@ fn aws_kill_9_at_three_points_then_up_adopts() {
     assert!(down.status.success(), "{}", text(&down));
     let left = rt.block_on(sweep(&api, "awk"));
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn aws_default_vpc_spot_and_public_addresses_then_teardown_keeps_the_default_vpc() {
+    if !moto_available(
+        "aws_default_vpc_spot_and_public_addresses_then_teardown_keeps_the_default_vpc",
+    ) {
+        return;
+    }
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recipe = dir.path().join("dv.yaml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "name: dv\nk3s:\n  version: v1.31.4+k3s1\n  servers: [g-0]\naws:\n  region: {REGION}\n  ssh:\n    user: ubuntu\n    address: public\n  firewall:\n    ssh_from: [203.0.113.0/24]\n  instance_groups:\n    - name: g\n      count: 2\n      instance_type: t3.small\n      spot: true\n      root_volume_gb: 16\n      image: {AMI}\n"
+        ),
+    )
+    .expect("write recipe");
+    let env = continuum::recipe::load_recipe(&recipe).expect("recipe").env;
+    let site = env.aws.clone().expect("site");
+    let rt = rt();
+    rt.block_on(async {
+        let api = moto.api().await;
+        let default_vpc = api
+            .default_vpc()
+            .await
+            .expect("default vpc")
+            .expect("has one");
+        let opts = provision::Options {
+            poll: Duration::from_millis(100),
+            delete_timeout: Duration::from_secs(10),
+            ..provision::Options::default()
+        };
+        let j = Mem::default();
+        provision::init_state(&j, &site).expect("init");
+        let images = provision::validate(&api, &site, &opts)
+            .await
+            .expect("validate");
+        provision::ensure_vpc(&api, &env, &j, &opts)
+            .await
+            .expect("vpc");
+        provision::ensure_subnet(&api, &env, &j, &opts)
+            .await
+            .expect("subnet");
+        provision::ensure_security_group(&api, &env, &j, &opts)
+            .await
+            .expect("sg");
+        provision::ensure_key_pair(&api, &env, &j, dir.path(), &opts)
+            .await
+            .expect("key");
+        let g = &site.groups[0];
+        provision::ensure_group(&api, &env, g, &images["g"], &j, &opts, false)
+            .await
+            .expect("group");
+        let st = j.cloud();
+        assert_eq!(
+            st.vpc.as_ref().map(|v| (v.id.as_str(), v.created)),
+            Some((default_vpc.as_str(), false))
+        );
+        assert!(st.subnet.as_ref().is_some_and(|s| !s.created), "{st:?}");
+        assert!(st.internet_gateway.is_none() && st.route_table.is_none());
+        // Default subnets map public IPs: the SSH address is the public one.
+        for (h, r) in &st.groups["g"].instances {
+            assert!(r.public_ip.is_some(), "{h} has no public IP: {r:?}");
+            assert_eq!(
+                provision::address_of(&site, h, r).ok(),
+                r.public_ip.clone(),
+                "{h}"
+            );
+        }
+        // A second pass launches nothing and changes nothing.
+        let before = st.clone();
+        let changed = provision::ensure_group(&api, &env, g, &images["g"], &j, &opts, false)
+            .await
+            .expect("group again");
+        assert!(!changed);
+        assert_eq!(j.cloud(), before);
+
+        let report = provision::teardown(&api, "dv", &j, &opts, &|_| {})
+            .await
+            .expect("teardown");
+        assert_eq!(report.terminated.len(), 2, "{report:?}");
+        assert!(sweep(&api, "dv").await.is_empty());
+        // The default VPC is not continuum's: it is still there.
+        assert_eq!(api.default_vpc().await.expect("vpc"), Some(default_vpc));
+        assert!(j.cloud().is_empty(), "{:?}", j.cloud());
+    });
 }
