@@ -402,7 +402,8 @@ pub fn rules(env: &Environment) -> Vec<Rule> {
             ));
         }
     }
-    if site.firewall.http {
+    // The serverless layer's ingress is exposed when the recipe has one.
+    if site.firewall.http || env.serverless.is_some() {
         out.push(cidr("tcp", 80, "0.0.0.0/0", "ingress (serverless layer)"));
         out.push(cidr("tcp", 443, "0.0.0.0/0", "ingress (serverless layer)"));
     }

@@ -830,3 +830,154 @@ fn aws_default_vpc_spot_and_public_addresses_then_teardown_keeps_the_default_vpc
         assert!(j.cloud().is_empty(), "{:?}", j.cloud());
     });
 }
+
+/// A small site for provisioning-level tests: one group of `count` in a created VPC.
+fn small_env(
+    dir: &std::path::Path,
+    name: &str,
+    subnet: &str,
+    ssh_timeout: u64,
+) -> continuum::recipe::Environment {
+    let recipe = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &recipe,
+        format!(
+            "name: {name}\nk3s:\n  version: v1.31.4+k3s1\n  servers: [g-0]\naws:\n  region: {REGION}\n  network:\n    vpc_cidr: 10.250.0.0/24\n    subnet_cidr: {subnet}\n  ssh:\n    user: ubuntu\n    timeout: {ssh_timeout}\n  firewall:\n    ssh_from: [10.250.0.0/24]\n  instance_groups:\n    - name: g\n      count: 1\n      instance_type: t3.small\n      image: {AMI}\n"
+        ),
+    )
+    .expect("write recipe");
+    continuum::recipe::load_recipe(&recipe).expect("recipe").env
+}
+
+async fn network(
+    api: &dyn Ec2Api,
+    env: &continuum::recipe::Environment,
+    j: &Mem,
+    dir: &std::path::Path,
+    opts: &provision::Options,
+) {
+    provision::init_state(j, env.aws.as_ref().expect("site")).expect("init");
+    provision::ensure_vpc(api, env, j, opts).await.expect("vpc");
+    provision::ensure_subnet(api, env, j, opts)
+        .await
+        .expect("subnet");
+    provision::ensure_gateway(api, env, j, opts)
+        .await
+        .expect("igw");
+    provision::ensure_route(api, env, j, opts)
+        .await
+        .expect("route");
+    provision::ensure_security_group(api, env, j, opts)
+        .await
+        .expect("sg");
+    provision::ensure_key_pair(api, env, j, dir, opts)
+        .await
+        .expect("key");
+}
+
+#[test]
+fn aws_instance_that_never_answers_ssh_is_named_in_the_error() {
+    if !moto_available("aws_instance_that_never_answers_ssh_is_named_in_the_error") {
+        return;
+    }
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 10.250.0.240/28: moto hands out .244, where no test host ever runs.
+    let env = small_env(dir.path(), "nossh", "10.250.0.240/28", 3);
+    let site = env.aws.clone().expect("site");
+    let rt = rt();
+    rt.block_on(async {
+        let api = moto.api().await;
+        let opts = provision::Options {
+            poll: Duration::from_millis(100),
+            ..provision::Options::default()
+        };
+        let j = Mem::default();
+        network(&api, &env, &j, dir.path(), &opts).await;
+        let images = provision::validate(&api, &site, &opts)
+            .await
+            .expect("validate");
+        let started = Instant::now();
+        let err =
+            provision::ensure_group(&api, &env, &site.groups[0], &images["g"], &j, &opts, true)
+                .await
+                .expect_err("no SSH there");
+        let id = j.cloud().groups["g"].instances["g-0"].id.clone();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&id)
+                && msg.contains("g-0")
+                && msg.contains("10.250.0.244")
+                && msg.contains("did not answer SSH"),
+            "{msg}"
+        );
+        // It gave up at the timeout (3 s), it did not hang.
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+        // The instance is recorded: the next up adopts it, `down` removes it.
+        provision::teardown(&api, "nossh", &j, &opts, &|_| {})
+            .await
+            .expect("teardown");
+        assert!(sweep(&api, "nossh").await.is_empty());
+    });
+}
+
+#[test]
+fn aws_teardown_reports_what_it_cannot_delete_and_keeps_it_in_state() {
+    if !moto_available("aws_teardown_reports_what_it_cannot_delete_and_keeps_it_in_state") {
+        return;
+    }
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = small_env(dir.path(), "stuck", "10.250.0.240/28", 3);
+    let rt = rt();
+    rt.block_on(async {
+        let inner: Arc<dyn Ec2Api> = Arc::new(moto.api().await);
+        let check = moto.api().await;
+        let opts = provision::Options {
+            poll: Duration::from_millis(100),
+            delete_timeout: Duration::from_secs(2),
+            retry: continuum::aws::RetryPolicy {
+                attempts: 3,
+                base: Duration::from_millis(10),
+                max: Duration::from_millis(50),
+            },
+        };
+        let j = Mem::default();
+        network(inner.as_ref(), &env, &j, dir.path(), &opts).await;
+        // The security group never stops having dependants.
+        let api = Instrumented::new(
+            inner,
+            Faults {
+                dependency_violations: [(NetKind::SecurityGroup, u32::MAX)].into(),
+                ..Faults::default()
+            },
+        );
+        let err = provision::teardown(&api, "stuck", &j, &opts, &|_| {})
+            .await
+            .expect_err("the security group cannot go");
+        let sg = j.cloud().security_group.clone().expect("kept in state");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("could not delete") && msg.contains(&sg),
+            "{msg}"
+        );
+        // Everything else is gone (and forgotten); the VPC stays because the group does.
+        let st = j.cloud();
+        assert!(
+            st.key_pair.is_none() && st.route_table.is_none() && st.internet_gateway.is_none(),
+            "{st:?}"
+        );
+        let left = sweep(&check, "stuck").await;
+        assert!(left.iter().any(|l| l.contains(&sg)), "{left:?}");
+        // Once the dependency is gone, a second teardown finishes the job.
+        provision::teardown(&check, "stuck", &j, &opts, &|_| {})
+            .await
+            .expect("second teardown");
+        assert!(sweep(&check, "stuck").await.is_empty());
+        assert!(j.cloud().is_empty());
+    });
+}
