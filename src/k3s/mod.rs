@@ -40,6 +40,10 @@ pub enum K3sError {
     },
     #[error("`{host}` is {arch}; k3s has no build for it")]
     UnsupportedArch { host: String, arch: String },
+    #[error(
+        "`{host}` is a {model} with the memory cgroup off, which k3s needs; nothing was installed there.\n  Run `continuum inventory probe INVENTORY --host {host}`, then `up` again: continuum then enables it in cmdline.txt, reboots the Pi and verifies it (REFERENCE.md §1)"
+    )]
+    MemoryCgroupOff { host: String, model: String },
     #[error("the bundle {dir} has no k3s binary for {arch} (expected {file}) needed by `{host}`")]
     MissingBinary {
         host: String,
@@ -80,6 +84,19 @@ pub struct Facts {
     pub script_sha: Option<String>,
     /// Installed units (k3s, k3s-agent) and whether they are active.
     pub units: BTreeMap<String, bool>,
+    /// Device-tree model (`Raspberry Pi 5 Model B Rev 1.0`), when the host has one.
+    pub model: Option<String>,
+    /// Whether the memory cgroup controller is enabled (None: could not tell).
+    pub memory_cgroup: Option<bool>,
+}
+
+impl Facts {
+    /// A Raspberry Pi (REFERENCE.md §1: detected by its device-tree model).
+    pub fn is_raspberry_pi(&self) -> bool {
+        self.model
+            .as_deref()
+            .is_some_and(|m| m.starts_with("Raspberry Pi"))
+    }
 }
 
 const FACTS_SCRIPT: &str = r#"echo "arch=$(uname -m)"
@@ -89,6 +106,14 @@ if [ -x /usr/local/bin/k3s ]; then
   echo "binary=$(sha256sum /usr/local/bin/k3s | cut -d' ' -f1)"
 fi
 [ -f /var/lib/continuum/install.sh ] && echo "script=$(sha256sum /var/lib/continuum/install.sh | cut -d' ' -f1)"
+for m in /proc/device-tree/model /sys/firmware/devicetree/base/model; do
+  [ -r "$m" ] && { echo "model=$(tr -d '\0' <"$m")"; break; }
+done
+if [ -r /sys/fs/cgroup/cgroup.controllers ]; then
+  if grep -qw memory /sys/fs/cgroup/cgroup.controllers; then echo memcg=on; else echo memcg=off; fi
+elif [ -r /proc/cgroups ]; then
+  if awk '$1=="memory" && $4=="1" {f=1} END {exit !f}' /proc/cgroups; then echo memcg=on; else echo memcg=off; fi
+fi
 for u in k3s k3s-agent; do
   if [ -f /etc/systemd/system/$u.service ]; then
     if systemctl is-active --quiet $u 2>/dev/null; then echo "unit=$u:active"; else echo "unit=$u:inactive"; fi
@@ -163,6 +188,8 @@ pub async fn facts<R: Remote>(r: &R) -> Result<Facts, K3sError> {
             "version" if !v.is_empty() => f.version = Some(v),
             "binary" => f.binary_sha = Some(v),
             "script" => f.script_sha = Some(v),
+            "model" if !v.is_empty() => f.model = Some(v),
+            "memcg" => f.memory_cgroup = Some(v == "on"),
             "unit" => {
                 if let Some((u, s)) = v.split_once(':') {
                     f.units.insert(u.to_string(), s == "active");

@@ -462,6 +462,14 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
     with_state(ctx, |st| {
         st.hosts.entry(host.clone()).or_default().arch = Some(facts.arch.clone());
     })?;
+    // A Pi that was never prepared (not probed): stop before installing a k3s that
+    // could not run pods, and say how to get it prepared.
+    if facts.is_raspberry_pi() && facts.memory_cgroup == Some(false) {
+        return Err(OpsError::K3s(k3s::K3sError::MemoryCgroupOff {
+            host,
+            model: facts.model.clone().unwrap_or_default(),
+        }));
+    }
     let is_init = ctx.env().cluster.init_server() == host && role == Role::Server;
     let token = {
         let st = ctx

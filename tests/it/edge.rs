@@ -682,3 +682,36 @@ fn arm64_pi_gets_the_arm64_binary() {
         assert!(off.status.success(), "binfmt off: {}", text(&off));
     }
 }
+
+/// A Pi that was never probed gets no preparation node; `up` must still not install a
+/// k3s that cannot run pods on it: it stops there, naming the fix.
+#[test]
+fn unprobed_pi_with_memory_cgroup_off_is_refused_before_install() {
+    if !fleet_available("unprobed_pi_with_memory_cgroup_off_is_refused_before_install") {
+        return;
+    }
+    let fleet = Fleet::start(&["ed-us", "ed-upi"], 170);
+    persona("ed-upi", &["pi"]);
+    let ws = Workspace::new("edupi");
+    ws.write_inventory(&fleet.defs(), "ops");
+    ws.write_recipe(&["ed-us"], "");
+    let plan = ws.run(&["plan", path_str(&ws.recipe())]);
+    assert!(!text(&plan).contains("device-prep/"), "{}", text(&plan));
+    let up = ws.up();
+    let out = text(&up);
+    assert_eq!(up.status.code(), Some(3), "{out}");
+    assert!(
+        out.contains("`ed-upi` is a Raspberry Pi") && out.contains("memory cgroup off"),
+        "{out}"
+    );
+    assert!(out.contains("continuum inventory probe"), "{out}");
+    assert_eq!(
+        fleet.k3s_files("ed-upi").trim(),
+        "",
+        "k3s installed on the Pi"
+    );
+    assert_eq!(
+        ws.state()["resources"]["k3s-server/ed-us"]["status"],
+        "applied"
+    );
+}
