@@ -1085,9 +1085,14 @@ async fn wait_for_ssh(
 
 /// Fill in what the recipe could not know: the addresses (and key) of AWS hosts, from
 /// state; the API endpoint when it defaults to an AWS server.
-pub fn resolve(env: &Environment, cloud: Option<&CloudState>, state_dir: &Path) -> Environment {
+pub fn resolve<'a>(
+    env: &'a Environment,
+    cloud: Option<&CloudState>,
+    state_dir: &Path,
+) -> std::borrow::Cow<'a, Environment> {
     let Some(site) = &env.aws else {
-        return env.clone();
+        // Nothing to fill in: no copy (plans of 10,000 hosts stay cheap).
+        return std::borrow::Cow::Borrowed(env);
     };
     let mut out = env.clone();
     let key = private_key(site, state_dir, &env.name);
@@ -1123,7 +1128,7 @@ pub fn resolve(env: &Environment, cloud: Option<&CloudState>, state_dir: &Path) 
             }
         }
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 /// What teardown did.

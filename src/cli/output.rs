@@ -299,7 +299,7 @@ fn remote_commands(env: &Environment, c: &crate::graph::Change) -> Vec<String> {
                 .host
                 .as_ref()
                 .and_then(|h| env.hosts.get(h))
-                .and_then(|h| h.probed.as_ref())
+                .and_then(|h| h.probed.as_deref())
                 .and_then(crate::inventory::probe::Facts::device);
             crate::k3s::device::describe(&c.id, device)
         }

@@ -145,7 +145,7 @@ pub fn node_config(env: &Environment, host: &str, role: Role) -> BTreeMap<String
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let device_labels = h
-        .and_then(|h| h.probed.as_ref())
+        .and_then(|h| h.probed.as_deref())
         .map(crate::k3s::device::labels)
         .unwrap_or_default();
     labels.extend(device_labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -217,7 +217,7 @@ pub fn node_config(env: &Environment, host: &str, role: Role) -> BTreeMap<String
             m.insert(k.clone(), v.clone());
         }
     }
-    if let Some(p) = h.and_then(|h| h.probed.as_ref()) {
+    if let Some(p) = h.and_then(|h| h.probed.as_deref()) {
         crate::k3s::device::config_keys(p, c.nvidia_default_runtime, &mut m);
     }
     m
@@ -241,18 +241,26 @@ fn add_device_nodes(
     index: &mut HashMap<String, NodeIndex>,
     ready: NodeIndex,
 ) {
-    let mut node_ixs: Vec<(String, NodeIndex)> = index
-        .iter()
-        .filter(|(id, _)| id.starts_with("k3s-"))
-        .map(|(id, ix)| (id.clone(), *ix))
+    // Only probed devices get nodes: look those up instead of scanning every node.
+    // Deterministic order (DOT output, walk order): ids sorted.
+    let mut node_ixs: Vec<(String, NodeIndex)> = env
+        .hosts
+        .values()
+        .filter(|h| h.probed.as_deref().and_then(|f| f.device()).is_some())
+        .flat_map(|h| {
+            [
+                node_id(Role::Server, &h.name),
+                node_id(Role::Agent, &h.name),
+            ]
+        })
+        .filter_map(|id| index.get(&id).map(|ix| (id, *ix)))
         .collect();
-    // Deterministic node order (DOT output, walk order).
     node_ixs.sort();
     for (id, node_ix) in node_ixs {
         let Some(host) = g[node_ix].host.clone() else {
             continue;
         };
-        let Some(facts) = env.hosts.get(&host).and_then(|h| h.probed.as_ref()) else {
+        let Some(facts) = env.hosts.get(&host).and_then(|h| h.probed.as_deref()) else {
             continue;
         };
         let Some(device) = facts.device() else {

@@ -180,10 +180,10 @@ pub fn list(path: &Path) -> Result<Vec<Row>, InventoryError> {
         .into_values()
         .map(|h| Row {
             role: roles.get(&h.name).cloned(),
-            arch: h.probed.as_ref().map(|p| p.arch.clone()),
+            arch: h.probed.as_deref().map(|p| p.arch.clone()),
             model: h
                 .probed
-                .as_ref()
+                .as_deref()
                 .map(probe::Facts::model)
                 .filter(|m| !m.is_empty()),
             name: h.name,

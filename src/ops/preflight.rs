@@ -10,7 +10,7 @@ use crate::state::State;
 
 /// k3s's name for a recorded or probed architecture of `host`.
 fn arch_of(env: &Environment, state: &State, host: &str) -> Result<Option<String>, K3sError> {
-    if let Some(f) = env.hosts.get(host).and_then(|h| h.probed.as_ref()) {
+    if let Some(f) = env.hosts.get(host).and_then(|h| h.probed.as_deref()) {
         return match f.k3s_arch() {
             Some(a) => Ok(Some(a.to_string())),
             None => Err(K3sError::UnsupportedArch {

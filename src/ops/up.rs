@@ -86,7 +86,8 @@ impl Ctx {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .aws
             .clone();
-        let env = crate::aws::provision::resolve(&self.base, cloud.as_ref(), &self.state_dir);
+        let env = crate::aws::provision::resolve(&self.base, cloud.as_ref(), &self.state_dir)
+            .into_owned();
         let rg = graph::build(&env)?;
         *self
             .env
@@ -147,7 +148,8 @@ pub async fn up(
         }
     }
     let base = env.clone();
-    let env = crate::aws::provision::resolve(&base, state.aws.as_ref(), &settings.state_dir);
+    let env =
+        crate::aws::provision::resolve(&base, state.aws.as_ref(), &settings.state_dir).into_owned();
     let rg = graph::build(&env)?;
     let plan = graph::plan(&env, &rg, Some(&state));
     if plan.to_change() == 0 {

@@ -359,7 +359,7 @@ fn check_inventory(
                     taints: h.taints.iter().map(|t| t.value.clone()).collect(),
                     host_key: h.host_key.as_ref().map(|k| k.value.trim().to_string()),
                     cloud: None,
-                    probed: checked_probed(sink, h),
+                    probed: checked_probed(sink, h).map(Box::new),
                 },
                 pos(&h.name),
             ),

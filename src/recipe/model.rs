@@ -38,7 +38,7 @@ pub struct Host {
     /// Set for AWS instances: their address is known only once the instance exists.
     pub cloud: Option<CloudHost>,
     /// Facts from `continuum inventory probe` (device, arch, cgroups), if probed.
-    pub probed: Option<crate::inventory::probe::Facts>,
+    pub probed: Option<Box<crate::inventory::probe::Facts>>,
 }
 
 /// Desired k3s cluster.
