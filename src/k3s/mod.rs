@@ -92,6 +92,11 @@ pub struct Facts {
 
 impl Facts {
     /// A Raspberry Pi (REFERENCE.md §1: detected by its device-tree model).
+    /// An NVIDIA Jetson (device-tree model, REFERENCE.md §1).
+    pub fn is_jetson(&self) -> bool {
+        self.model.as_deref().is_some_and(|m| m.contains("Jetson"))
+    }
+
     pub fn is_raspberry_pi(&self) -> bool {
         self.model
             .as_deref()

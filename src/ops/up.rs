@@ -472,6 +472,19 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
             model: facts.model.clone().unwrap_or_default(),
         }));
     }
+    let probed = ctx
+        .env()
+        .hosts
+        .get(&host)
+        .is_some_and(|h| h.probed.is_some());
+    if facts.is_jetson() && !probed {
+        ctx.obs.event(Event::Warning {
+            message: format!(
+                "`{host}` is an {} that was not probed: it joins without GPU labels, toolkit or runtime checks; run `continuum inventory probe INVENTORY --host {host}` and `up` again",
+                facts.model.as_deref().unwrap_or("NVIDIA Jetson")
+            ),
+        });
+    }
     let is_init = ctx.env().cluster.init_server() == host && role == Role::Server;
     let token = {
         let st = ctx

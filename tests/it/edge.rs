@@ -684,14 +684,16 @@ fn arm64_pi_gets_the_arm64_binary() {
 }
 
 /// A Pi that was never probed gets no preparation node; `up` must still not install a
-/// k3s that cannot run pods on it: it stops there, naming the fix.
+/// k3s that cannot run pods on it: it stops there, naming the fix. An unprobed Jetson
+/// joins (k3s runs without its GPU) with a warning naming the same fix.
 #[test]
 fn unprobed_pi_with_memory_cgroup_off_is_refused_before_install() {
     if !fleet_available("unprobed_pi_with_memory_cgroup_off_is_refused_before_install") {
         return;
     }
-    let fleet = Fleet::start(&["ed-us", "ed-upi"], 170);
+    let fleet = Fleet::start(&["ed-us", "ed-upi", "ed-ujet"], 170);
     persona("ed-upi", &["pi"]);
+    persona("ed-ujet", &["jetson"]);
     let ws = Workspace::new("edupi");
     ws.write_inventory(&fleet.defs(), "ops");
     ws.write_recipe(&["ed-us"], "");
