@@ -210,7 +210,7 @@ pub struct RunSpec {
     pub tags: BTreeMap<String, String>,
 }
 
-/// The kinds of tagged network resources a sweep looks for (in deletion order).
+/// The kinds of tagged network resources a sweep looks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetKind {
@@ -220,6 +220,18 @@ pub enum NetKind {
     InternetGateway,
     Subnet,
     Vpc,
+}
+
+impl NetKind {
+    /// Dependants first: the order in which teardown deletes (and sweeps look).
+    pub const DELETION_ORDER: [NetKind; 6] = [
+        NetKind::SecurityGroup,
+        NetKind::KeyPair,
+        NetKind::RouteTable,
+        NetKind::InternetGateway,
+        NetKind::Subnet,
+        NetKind::Vpc,
+    ];
 }
 
 impl std::fmt::Display for NetKind {

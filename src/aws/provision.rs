@@ -487,20 +487,27 @@ pub fn client_token(env: &str, nonce: &str, group: &str, n: u32) -> String {
 
 /// Make sure the state has a cloud section for this site (region, nonce).
 pub fn init_state(journal: &dyn Journal, site: &AwsSite) -> Result<(), ProvisionError> {
-    let cur = journal.cloud();
-    if cur.nonce.is_empty() || cur.region != site.region {
-        let region = site.region.clone();
-        let nonce = if cur.nonce.is_empty() {
-            random_nonce()
-        } else {
-            cur.nonce.clone()
-        };
+    let mut cur = journal.cloud();
+    if init_cloud(&mut cur, &site.region) {
         journal.record(&mut |c| {
-            c.region = region.clone();
-            c.nonce = nonce.clone();
+            c.region.clone_from(&cur.region);
+            c.nonce.clone_from(&cur.nonce);
         })?;
     }
     Ok(())
+}
+
+/// Set the region and, once, the client-token nonce; `true` when `c` changed (and must
+/// be saved).
+pub fn init_cloud(c: &mut CloudState, region: &str) -> bool {
+    if !c.nonce.is_empty() && c.region == region {
+        return false;
+    }
+    c.region = region.to_string();
+    if c.nonce.is_empty() {
+        c.nonce = random_nonce();
+    }
+    true
 }
 
 /// One tagged resource of `kind` for graph resource `rid` made by an earlier run.
@@ -1202,14 +1209,7 @@ pub async fn teardown(
     journal.record(&mut |c| c.groups.clear())?;
 
     let mut leftovers = Vec::new();
-    for kind in [
-        NetKind::SecurityGroup,
-        NetKind::KeyPair,
-        NetKind::RouteTable,
-        NetKind::InternetGateway,
-        NetKind::Subnet,
-        NetKind::Vpc,
-    ] {
+    for kind in NetKind::DELETION_ORDER {
         let st = journal.cloud();
         let mut targets: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let from_state = match kind {

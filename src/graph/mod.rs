@@ -56,21 +56,6 @@ pub enum Kind {
     },
 }
 
-impl Kind {
-    pub fn is_cloud(&self) -> bool {
-        matches!(
-            self,
-            Kind::AwsVpc
-                | Kind::AwsSubnet
-                | Kind::AwsInternetGateway
-                | Kind::AwsRoute
-                | Kind::AwsSecurityGroup
-                | Kind::AwsKeyPair
-                | Kind::AwsInstances { .. }
-        )
-    }
-}
-
 /// One desired resource.
 #[derive(Debug, Clone, Serialize)]
 pub struct Resource {

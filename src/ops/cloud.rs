@@ -24,7 +24,11 @@ fn invalid(msg: impl Into<String>) -> OpsError {
     OpsError::Cloud(ProvisionError::Invalid(vec![msg.into()]))
 }
 
-async fn provider(settings: &Settings, region: &str) -> Result<Arc<dyn Ec2Api>, OpsError> {
+/// The injected provider (tests) or the SDK's for `region`.
+pub(super) async fn provider(
+    settings: &Settings,
+    region: &str,
+) -> Result<Arc<dyn Ec2Api>, OpsError> {
     match &settings.ec2 {
         Some(o) => Ok(o.0.clone()),
         None => Ok(provision::connect(region).await?),
@@ -69,14 +73,10 @@ pub(super) async fn prepare(
     } else {
         BTreeMap::new()
     };
-    let c = state.aws.get_or_insert_with(CloudState::default);
-    if c.nonce.is_empty() || c.region != site.region {
-        c.region = site.region.clone();
-        if c.nonce.is_empty() {
-            let mut b = [0u8; 16];
-            getrandom::fill(&mut b).map_err(|e| OpsError::Random(e.to_string()))?;
-            c.nonce = hex::encode(b);
-        }
+    if provision::init_cloud(
+        state.aws.get_or_insert_with(CloudState::default),
+        &site.region,
+    ) {
         store.save(state)?;
     }
     Ok(Some(CloudCtx {
@@ -170,7 +170,7 @@ pub(super) async fn step(
         Kind::AwsRoute => provision::ensure_route(api, &env, &j, opts).await?,
         Kind::AwsSecurityGroup => provision::ensure_security_group(api, &env, &j, opts).await?,
         Kind::AwsKeyPair => {
-            provision::ensure_key_pair(api, &env, &j, &ctx_state_dir(ctx), opts).await?
+            provision::ensure_key_pair(api, &env, &j, ctx.store.dir(), opts).await?
         }
         Kind::AwsInstances { group } => {
             let g = site
@@ -201,10 +201,6 @@ pub(super) async fn step(
         _ => false,
     };
     Ok(changed)
-}
-
-fn ctx_state_dir(ctx: &Ctx) -> std::path::PathBuf {
-    ctx.store.dir().to_path_buf()
 }
 
 /// A cloud resource that left the recipe: an instance group is terminated; the

@@ -91,11 +91,7 @@ async fn aws_status(
         .collect();
     let mut live_error = None;
     if live && !instances.is_empty() {
-        let api = match &settings.ec2 {
-            Some(o) => Ok(o.0.clone()),
-            None => crate::aws::provision::connect(&c.region).await,
-        };
-        let listed = match api {
+        let listed = match super::cloud::provider(settings, &c.region).await {
             Ok(api) => api.describe_instances(env).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };

@@ -57,7 +57,6 @@ pub(super) struct Ctx {
     pub(super) state: Mutex<State>,
     pub(super) obs: SharedObserver,
     pub(super) cloud: Option<super::cloud::CloudCtx>,
-    state_dir: std::path::PathBuf,
 }
 
 impl Ctx {
@@ -86,7 +85,7 @@ impl Ctx {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .aws
             .clone();
-        let env = crate::aws::provision::resolve(&self.base, cloud.as_ref(), &self.state_dir)
+        let env = crate::aws::provision::resolve(&self.base, cloud.as_ref(), self.store.dir())
             .into_owned();
         let rg = graph::build(&env)?;
         *self
@@ -222,7 +221,6 @@ pub async fn up(
         state: Mutex::new(state),
         obs,
         cloud,
-        state_dir: settings.state_dir.clone(),
     });
     let changed: Arc<Mutex<BTreeMap<String, bool>>> = Arc::default();
     let steps: Arc<Vec<Step>> = Arc::new(g.node_weights().cloned().collect());
@@ -397,8 +395,18 @@ async fn run_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
         (Some(Kind::Kubeconfig), _) => kubeconfig_step(ctx, step).await,
         (Some(Kind::DevicePrep { device }), _) => device::prep_step(ctx, step, *device).await,
         (Some(Kind::GpuRuntime), _) => device::gpu_step(ctx, step).await,
-        (Some(k), action) => {
-            // Cloud resources (`Kind::is_cloud`).
+        (
+            Some(
+                k @ (Kind::AwsVpc
+                | Kind::AwsSubnet
+                | Kind::AwsInternetGateway
+                | Kind::AwsRoute
+                | Kind::AwsSecurityGroup
+                | Kind::AwsKeyPair
+                | Kind::AwsInstances { .. }),
+            ),
+            action,
+        ) => {
             mark(ctx, &step.id, Status::Pending, |_| {})?;
             let changed = super::cloud::step(ctx, &step.id, k, action).await?;
             mark(ctx, &step.id, Status::Applied, |_| {})?;

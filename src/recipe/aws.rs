@@ -13,7 +13,7 @@ use serde_saphyr::Spanned;
 use super::diag::{Pos, Sink};
 use super::load::{
     HostTable, check_taint, checked_labels, is_dns_label, is_jump_spec, parse_cidr, pos,
-    resolve_path,
+    resolve_path, v4_mask,
 };
 use super::model::{
     AddressKind, AwsSite, AwsSsh, CloudHost, Firewall, Host, ImageRef, InstanceGroup, VpcChoice,
@@ -37,15 +37,8 @@ fn ipv4_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
 }
 
 fn contains(outer: (Ipv4Addr, u8), inner: (Ipv4Addr, u8)) -> bool {
-    let mask = |l: u8| {
-        if l == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(l))
-        }
-    };
-    inner.1 >= outer.1
-        && (u32::from(inner.0) & mask(outer.1)) == (u32::from(outer.0) & mask(outer.1))
+    let mask = v4_mask(outer.1);
+    inner.1 >= outer.1 && (u32::from(inner.0) & mask) == (u32::from(outer.0) & mask)
 }
 
 fn is_region(s: &str) -> bool {
@@ -202,12 +195,6 @@ pub fn check_site(
         Some(AddressKindRaw::Public) => AddressKind::Public,
         Some(AddressKindRaw::Private) | None => AddressKind::Private,
     };
-    if address == AddressKind::Public
-        && let VpcChoice::Default = vpc
-        && subnet_cidr.is_none()
-    {
-        // Default subnets map public IPs; nothing to check.
-    }
 
     // Firewall.
     let fw = s.firewall.as_ref().map(|f| &f.value);

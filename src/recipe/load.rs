@@ -929,13 +929,17 @@ fn cidrs_overlap(a: &str, b: &str) -> bool {
     else {
         return false;
     };
-    let len = la.min(lb);
-    let mask = if len == 0 {
+    let mask = v4_mask(la.min(lb));
+    (u32::from(a) & mask) == (u32::from(b) & mask)
+}
+
+/// Network mask of an IPv4 prefix length (0..=32).
+pub(super) fn v4_mask(len: u8) -> u32 {
+    if len == 0 {
         0
     } else {
-        u32::MAX << (32 - u32::from(len))
-    };
-    (u32::from(a) & mask) == (u32::from(b) & mask)
+        u32::MAX << (32 - u32::from(len.min(32)))
+    }
 }
 
 #[cfg(test)]
