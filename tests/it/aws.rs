@@ -191,14 +191,7 @@ async fn sweep(api: &dyn Ec2Api, env: &str) -> Vec<String> {
         .filter(|i| i.state != "terminated")
         .map(|i| format!("instance {} ({})", i.id, i.state))
         .collect();
-    for kind in [
-        NetKind::SecurityGroup,
-        NetKind::KeyPair,
-        NetKind::RouteTable,
-        NetKind::InternetGateway,
-        NetKind::Subnet,
-        NetKind::Vpc,
-    ] {
+    for kind in NetKind::DELETION_ORDER {
         for t in api
             .describe_tagged(kind, env)
             .await
@@ -482,28 +475,10 @@ async fn calls_for(moto: &Moto, n: u32, dir: &std::path::Path) -> BTreeMap<Strin
         ..provision::Options::default()
     };
     let j = Mem::default();
-    provision::init_state(&j, &site).expect("init");
     let images = provision::validate(&api, &site, &opts)
         .await
         .expect("validate");
-    provision::ensure_vpc(&api, &env, &j, &opts)
-        .await
-        .expect("vpc");
-    provision::ensure_subnet(&api, &env, &j, &opts)
-        .await
-        .expect("subnet");
-    provision::ensure_gateway(&api, &env, &j, &opts)
-        .await
-        .expect("igw");
-    provision::ensure_route(&api, &env, &j, &opts)
-        .await
-        .expect("route");
-    provision::ensure_security_group(&api, &env, &j, &opts)
-        .await
-        .expect("sg");
-    provision::ensure_key_pair(&api, &env, &j, dir, &opts)
-        .await
-        .expect("key");
+    network(&api, &env, &j, dir, &opts).await;
     for g in &site.groups {
         provision::ensure_group(&api, &env, g, &images[&g.name], &j, &opts, false)
             .await
@@ -776,22 +751,10 @@ fn aws_default_vpc_spot_and_public_addresses_then_teardown_keeps_the_default_vpc
             ..provision::Options::default()
         };
         let j = Mem::default();
-        provision::init_state(&j, &site).expect("init");
         let images = provision::validate(&api, &site, &opts)
             .await
             .expect("validate");
-        provision::ensure_vpc(&api, &env, &j, &opts)
-            .await
-            .expect("vpc");
-        provision::ensure_subnet(&api, &env, &j, &opts)
-            .await
-            .expect("subnet");
-        provision::ensure_security_group(&api, &env, &j, &opts)
-            .await
-            .expect("sg");
-        provision::ensure_key_pair(&api, &env, &j, dir.path(), &opts)
-            .await
-            .expect("key");
+        network(&api, &env, &j, dir.path(), &opts).await;
         let g = &site.groups[0];
         provision::ensure_group(&api, &env, g, &images["g"], &j, &opts, false)
             .await
@@ -849,6 +812,8 @@ fn small_env(
     continuum::recipe::load_recipe(&recipe).expect("recipe").env
 }
 
+/// The network part of `up` in graph order: VPC, subnet, gateway and route (only for a
+/// created VPC, as in `graph::build`), security group, key pair.
 async fn network(
     api: &dyn Ec2Api,
     env: &continuum::recipe::Environment,
@@ -856,17 +821,20 @@ async fn network(
     dir: &std::path::Path,
     opts: &provision::Options,
 ) {
-    provision::init_state(j, env.aws.as_ref().expect("site")).expect("init");
+    let site = env.aws.as_ref().expect("site");
+    provision::init_state(j, site).expect("init");
     provision::ensure_vpc(api, env, j, opts).await.expect("vpc");
     provision::ensure_subnet(api, env, j, opts)
         .await
         .expect("subnet");
-    provision::ensure_gateway(api, env, j, opts)
-        .await
-        .expect("igw");
-    provision::ensure_route(api, env, j, opts)
-        .await
-        .expect("route");
+    if matches!(site.vpc, continuum::recipe::VpcChoice::Create { .. }) {
+        provision::ensure_gateway(api, env, j, opts)
+            .await
+            .expect("igw");
+        provision::ensure_route(api, env, j, opts)
+            .await
+            .expect("route");
+    }
     provision::ensure_security_group(api, env, j, opts)
         .await
         .expect("sg");
