@@ -86,6 +86,11 @@ pub enum NodesCmd {
     Remove {
         env: String,
         host: String,
+        /// The device is gone for good: do not contact it; delete its Node object
+        /// through a server when one answers, drop it from the inventory and state, and
+        /// list what may remain on it.
+        #[arg(long)]
+        forget: bool,
         #[arg(long, short = 'y')]
         yes: bool,
         #[command(flatten)]
@@ -324,6 +329,7 @@ pub async fn nodes(cli: &Cli, printer: &Printer, cmd: &NodesCmd) -> Result<()> {
         NodesCmd::Remove {
             env,
             host,
+            forget,
             yes,
             conn,
         } => {
@@ -336,13 +342,14 @@ pub async fn nodes(cli: &Cli, printer: &Printer, cmd: &NodesCmd) -> Result<()> {
             let reporter = Arc::new(printer.reporter());
             let obs: Arc<dyn ops::Observer> = reporter.clone();
             let yes = *yes;
-            let report = ops::shrink::remove_node(env, host, &settings, obs, &cancel, |plan| {
-                yes || output::confirm(&format!(
-                    "Remove `{host}` from `{env}` ({} change(s))?",
-                    plan.to_change()
-                ))
-            })
-            .await;
+            let report =
+                ops::shrink::remove_node(env, host, *forget, &settings, obs, &cancel, |plan| {
+                    yes || output::confirm(&format!(
+                        "Remove `{host}` from `{env}` ({} change(s))?",
+                        plan.to_change()
+                    ))
+                })
+                .await;
             reporter.finish();
             printer.up_summary(&report?);
         }

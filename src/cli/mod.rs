@@ -70,6 +70,10 @@ pub enum Command {
     /// Tear an environment down: agents, then servers; remove its kubeconfig context.
     Down {
         env: String,
+        /// A device gone for good: drop HOST from state without contacting it and list
+        /// what may remain on it. Repeatable.
+        #[arg(long, value_name = "HOST")]
+        forget: Vec<String>,
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
@@ -139,7 +143,8 @@ impl Cli {
     pub(crate) fn settings(&self, conn: Option<&ConnArgs>) -> Settings {
         let mut s = Settings::default();
         if let Some(d) = &self.global.state_dir {
-            s.state_dir = d.clone();
+            // Absolute: state records paths next to it, and ssh runs with it.
+            s.state_dir = crate::state::absolute(d);
         }
         if let Some(c) = conn {
             s.concurrency = usize::from(c.concurrency);
@@ -231,7 +236,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             let report = ops::status::status(env, &cli.settings(None), !offline).await?;
             printer.status(&report);
         }
-        Command::Down { env, yes, conn } => {
+        Command::Down {
+            env,
+            forget,
+            yes,
+            conn,
+        } => {
             let settings = cli.settings(Some(conn));
             let interactive = std::io::stdin().is_terminal() && printer.format() == Format::Text;
             if !yes {
@@ -247,7 +257,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let cancel = cancel_on_ctrl_c();
             let reporter = Arc::new(printer.reporter());
             let obs: Arc<dyn ops::Observer> = reporter.clone();
-            let report = ops::down::down(env, &settings, obs, &cancel).await;
+            let report = ops::down::down(env, forget, &settings, obs, &cancel).await;
             reporter.finish();
             printer.down_summary(env, &report?);
         }
@@ -278,22 +288,30 @@ pub(crate) fn cancel_on_ctrl_c() -> CancellationToken {
     token
 }
 
+/// Render the DOT text with Graphviz and write the SVG atomically (a bare file name
+/// lands in the current directory; a failed render leaves no partial file).
 fn render_svg(dot: &str, out: &std::path::Path) -> Result<()> {
     use std::io::Write;
     let mut child = std::process::Command::new("dot")
         .arg("-Tsvg")
-        .arg("-o")
-        .arg(out)
         .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .context("cannot run Graphviz `dot` (install graphviz for --svg)")?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(dot.as_bytes()).context("writing to dot")?;
     }
-    let status = child.wait().context("waiting for dot")?;
-    if !status.success() {
-        bail!("dot failed with {status}");
+    let done = child.wait_with_output().context("waiting for dot")?;
+    if !done.status.success() {
+        bail!(
+            "dot failed with {}: {}",
+            done.status,
+            String::from_utf8_lossy(&done.stderr).trim()
+        );
     }
+    crate::state::write_atomic(out, &done.stdout, 0o644)
+        .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
 }
 

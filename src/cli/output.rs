@@ -391,11 +391,7 @@ impl Observer for Reporter {
                     bar.set_message(format!("{action:?}").to_lowercase())
                 }
                 Event::Progress { message, .. } => bar.set_message(message.clone()),
-                Event::Finished { changed, .. } => bar.finish_with_message(if *changed {
-                    "✓ changed"
-                } else {
-                    "✓ unchanged"
-                }),
+                Event::Finished { summary, .. } => bar.finish_with_message(format!("✓ {summary}")),
                 Event::Failed { error, .. } => {
                     bar.finish_with_message(format!("✗ {}", error.lines().next().unwrap_or("")))
                 }
@@ -412,10 +408,7 @@ impl Observer for Reporter {
                 format!("{id}: {}", format!("{action:?}").to_lowercase())
             }
             Event::Progress { id, message } if !self.quiet => format!("{id}: {message}"),
-            Event::Finished { id, changed } if !self.quiet => format!(
-                "{id}: done ({})",
-                if *changed { "changed" } else { "unchanged" }
-            ),
+            Event::Finished { id, summary, .. } if !self.quiet => format!("{id}: done ({summary})"),
             Event::Failed { id, error } => failed_line(id, error),
             Event::Skipped { id, because } => format!("{id}: skipped ({because})"),
             Event::Cancelled { id } if !self.quiet => format!("{id}: cancelled"),

@@ -1,7 +1,15 @@
-//! The graph walk. Starts a node as soon as all its dependencies succeeded, runs at most
-//! `concurrency` nodes at once, and on a failure skips only that node's descendants:
-//! independent branches run to the end. Cancellation (Ctrl-C) starts nothing new, lets
-//! in-flight nodes finish and marks the rest cancelled. Destroy walks use `reversed`.
+//! The graph walk. Starts a node as soon as all its dependencies are settled, runs at
+//! most `concurrency` nodes at once, and on a failure skips only the nodes that *need*
+//! the failed one: independent branches run to the end. Cancellation (Ctrl-C) starts
+//! nothing new, lets in-flight nodes finish and marks the rest cancelled. Destroy walks
+//! use `reversed`.
+//!
+//! Two kinds of edge (`Edge::needs`): a *needs* edge `a -> b` runs `b` only when `a`
+//! succeeded (otherwise `b` is skipped, and so is everything that needs `b`); an
+//! *after* edge only orders: `b` waits until `a` is settled (done, failed or skipped)
+//! and then runs anyway. Edge reality (issue 9): `cluster-ready` runs *after* every
+//! agent but *needs* only the first server, so one offline device never withholds the
+//! rest of the cluster.
 //!
 //! The engine knows nothing about SSH or k3s: the caller's closure does the work and
 //! saves state after each node.
@@ -11,7 +19,7 @@ use std::future::Future;
 
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
-use petgraph::visit::{Dfs, Reversed};
+use petgraph::visit::{Dfs, EdgeRef, Reversed};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -28,18 +36,33 @@ pub enum Outcome {
     Cancelled,
 }
 
-/// Walk `graph` (edge a→b: b needs a), calling `run` for each node.
+/// What an edge of a walked graph means.
+pub trait Edge {
+    /// `true`: the target needs the source to succeed. `false`: the target only runs
+    /// after the source has settled, whatever its outcome.
+    fn needs(&self) -> bool;
+}
+
+/// Plain edges are *needs* edges.
+impl Edge for () {
+    fn needs(&self) -> bool {
+        true
+    }
+}
+
+/// Walk `graph` (edge a→b: b runs after a; see `Edge`), calling `run` for each node.
 ///
 /// `name` gives a node's display name (used in skip reasons). Returns one outcome per
 /// node, indexed like the graph.
-pub async fn walk<N, F, Fut>(
-    graph: &DiGraph<N, ()>,
+pub async fn walk<N, E, F, Fut>(
+    graph: &DiGraph<N, E>,
     concurrency: usize,
     cancel: &CancellationToken,
     name: impl Fn(&N) -> String,
     run: F,
 ) -> Vec<Outcome>
 where
+    E: Edge,
     F: Fn(NodeIndex) -> Fut,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
@@ -78,31 +101,37 @@ where
                 continue;
             }
         };
-        match result {
-            Ok(()) => {
-                outcome[ix.index()] = Some(Outcome::Done);
-                for next in graph.neighbors_directed(ix, Direction::Outgoing) {
-                    let w = &mut waiting[next.index()];
-                    *w -= 1;
-                    if *w == 0 && outcome[next.index()].is_none() {
-                        ready.push_back(next);
-                    }
+        let failed = result.as_ref().err().map(|_| name(&graph[ix]));
+        outcome[ix.index()] = Some(match result {
+            Ok(()) => Outcome::Done,
+            Err(e) => Outcome::Failed(e),
+        });
+        // Settle what follows: a node whose dependency did not succeed is skipped when
+        // it needs it; every settled node releases the nodes that only run after it.
+        let mut settled = vec![(ix, failed)];
+        while let Some((from, failed)) = settled.pop() {
+            for e in graph.edges_directed(from, Direction::Outgoing) {
+                let next = e.target();
+                if outcome[next.index()].is_some() {
+                    continue;
                 }
-            }
-            Err(e) => {
-                outcome[ix.index()] = Some(Outcome::Failed(e));
-                let failed = name(&graph[ix]);
-                let mut dfs = Dfs::new(graph, ix);
-                while let Some(d) = dfs.next(graph) {
-                    if d != ix && outcome[d.index()].is_none() {
-                        outcome[d.index()] = Some(Outcome::Skipped {
-                            because: format!("{failed} failed"),
-                        });
-                    }
+                if let Some(f) = &failed
+                    && e.weight().needs()
+                {
+                    outcome[next.index()] = Some(Outcome::Skipped {
+                        because: format!("{f} failed"),
+                    });
+                    settled.push((next, Some(f.clone())));
+                    continue;
                 }
-                ready.retain(|r| outcome[r.index()].is_none());
+                let w = &mut waiting[next.index()];
+                *w = w.saturating_sub(1);
+                if *w == 0 {
+                    ready.push_back(next);
+                }
             }
         }
+        ready.retain(|r| outcome[r.index()].is_none());
     }
     outcome
         .into_iter()
@@ -111,14 +140,14 @@ where
 }
 
 /// The same graph with every edge reversed (for destroy walks).
-pub fn reversed<N: Clone>(graph: &DiGraph<N, ()>) -> DiGraph<N, ()> {
+pub fn reversed<N: Clone, E: Clone>(graph: &DiGraph<N, E>) -> DiGraph<N, E> {
     let mut g = graph.clone();
     g.reverse();
     g
 }
 
 /// Whether `a` is an ancestor of `b` (used by tests and the plan printer).
-pub fn depends_on<N>(graph: &DiGraph<N, ()>, b: NodeIndex, a: NodeIndex) -> bool {
+pub fn depends_on<N, E>(graph: &DiGraph<N, E>, b: NodeIndex, a: NodeIndex) -> bool {
     let rev = Reversed(graph);
     let mut dfs = Dfs::new(rev, b);
     while let Some(x) = dfs.next(rev) {
@@ -188,6 +217,105 @@ mod tests {
                 because: "a failed".into()
             }
         );
+    }
+
+    /// An edge that only orders (issue 9: `cluster-ready` after an offline agent).
+    #[derive(Clone, Copy)]
+    struct Soft(bool);
+    impl Edge for Soft {
+        fn needs(&self) -> bool {
+            !self.0
+        }
+    }
+
+    #[tokio::test]
+    async fn after_edges_run_the_target_whatever_the_source_did() {
+        // server -> agent1 (needs), server -> agent2 (needs), agent2 -> prep-less gpu
+        // (needs); agents and gpu -> ready (after); server -> ready (needs);
+        // ready -> kubeconfig (after).
+        let mut g: DiGraph<&str, Soft> = DiGraph::new();
+        let server = g.add_node("server");
+        let a1 = g.add_node("a1");
+        let a2 = g.add_node("a2");
+        let gpu = g.add_node("gpu");
+        let ready = g.add_node("ready");
+        let kc = g.add_node("kubeconfig");
+        g.add_edge(server, a1, Soft(false));
+        g.add_edge(server, a2, Soft(false));
+        g.add_edge(a2, gpu, Soft(false));
+        g.add_edge(server, ready, Soft(false));
+        for n in [a1, a2, gpu] {
+            g.add_edge(n, ready, Soft(true));
+        }
+        g.add_edge(ready, kc, Soft(true));
+        g.add_edge(server, kc, Soft(false));
+        let names: Vec<&str> = g.node_weights().copied().collect();
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = walk(
+            &g,
+            4,
+            &CancellationToken::new(),
+            |n| (*n).to_string(),
+            |ix| {
+                let name = names[ix.index()];
+                let order = order.clone();
+                async move {
+                    order.lock().map(|mut o| o.push(name)).ok();
+                    match name {
+                        "a2" | "ready" => Err("offline".to_string()),
+                        _ => Ok(()),
+                    }
+                }
+            },
+        )
+        .await;
+        assert_eq!(out[a1.index()], Outcome::Done);
+        assert_eq!(out[a2.index()], Outcome::Failed("offline".into()));
+        assert_eq!(
+            out[gpu.index()],
+            Outcome::Skipped {
+                because: "a2 failed".into()
+            }
+        );
+        assert_eq!(out[ready.index()], Outcome::Failed("offline".into()));
+        assert_eq!(out[kc.index()], Outcome::Done, "after-edge only orders");
+        let order = order.lock().map(|o| o.clone()).unwrap_or_default();
+        let pos = |n: &str| order.iter().position(|o| *o == n);
+        assert!(
+            pos("ready") > pos("a1") && pos("ready") > pos("a2"),
+            "{order:?}"
+        );
+        assert!(pos("kubeconfig") > pos("ready"), "{order:?}");
+
+        // The first server failing still skips everything that needs it, through
+        // after-edges too only where a needs-edge reaches.
+        let out = walk(
+            &g,
+            4,
+            &CancellationToken::new(),
+            |n| (*n).to_string(),
+            |ix| {
+                let name = names[ix.index()];
+                async move {
+                    if name == "server" {
+                        Err("down".to_string())
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+        )
+        .await;
+        for n in [a1, a2, gpu, ready, kc] {
+            assert_eq!(
+                out[n.index()],
+                Outcome::Skipped {
+                    because: "server failed".into()
+                },
+                "{}",
+                names[n.index()]
+            );
+        }
     }
 
     #[tokio::test]

@@ -9,21 +9,21 @@ use std::collections::{BTreeMap, HashMap};
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::{Value, json};
 
-use super::{Kind, Resource, hash_of};
+use super::{Dep, Kind, Resource, hash_of};
 use crate::aws::provision::{self, GATEWAY, KEY_PAIR, ROUTE, SECURITY_GROUP, SUBNET, VPC};
 use crate::recipe::{Environment, ImageRef, VpcChoice};
 
 /// Add the site's resources; returns the instance group nodes.
 pub(super) fn build(
     env: &Environment,
-    g: &mut DiGraph<Resource, ()>,
+    g: &mut DiGraph<Resource, Dep>,
     index: &mut HashMap<String, NodeIndex>,
 ) -> Vec<NodeIndex> {
     let Some(site) = &env.aws else {
         return Vec::new();
     };
     let mut add =
-        |g: &mut DiGraph<Resource, ()>, id: &str, kind: Kind, attrs: Vec<(&str, Value)>| {
+        |g: &mut DiGraph<Resource, Dep>, id: &str, kind: Kind, attrs: Vec<(&str, Value)>| {
             let attrs: BTreeMap<String, Value> =
                 attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
             let hash = hash_of(&[&json!(attrs)]);
@@ -61,19 +61,19 @@ pub(super) fn build(
             ("availability_zone", json!(site.availability_zone)),
         ],
     );
-    g.add_edge(vpc, subnet, ());
+    g.add_edge(vpc, subnet, Dep::Needs);
     let mut before_instances = vec![subnet];
     if created {
         let igw = add(g, GATEWAY, Kind::AwsInternetGateway, vec![]);
-        g.add_edge(vpc, igw, ());
+        g.add_edge(vpc, igw, Dep::Needs);
         let route = add(
             g,
             ROUTE,
             Kind::AwsRoute,
             vec![("destination", json!("0.0.0.0/0"))],
         );
-        g.add_edge(igw, route, ());
-        g.add_edge(subnet, route, ());
+        g.add_edge(igw, route, Dep::Needs);
+        g.add_edge(subnet, route, Dep::Needs);
         before_instances.push(route);
     }
     let sg = add(
@@ -82,7 +82,7 @@ pub(super) fn build(
         Kind::AwsSecurityGroup,
         vec![("rules", json!(provision::rules(env)))],
     );
-    g.add_edge(vpc, sg, ());
+    g.add_edge(vpc, sg, Dep::Needs);
     before_instances.push(sg);
     let key = add(
         g,
@@ -127,7 +127,7 @@ pub(super) fn build(
             ],
         );
         for b in &before_instances {
-            g.add_edge(*b, ix, ());
+            g.add_edge(*b, ix, Dep::Needs);
         }
         groups.push(ix);
     }

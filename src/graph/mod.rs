@@ -78,10 +78,26 @@ impl Resource {
     }
 }
 
+/// What an edge `a -> b` of the resource graph means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dep {
+    /// `b` needs `a`: when `a` fails, `b` is skipped.
+    Needs,
+    /// `b` only runs after `a` has settled (done, failed or skipped).
+    After,
+}
+
+impl crate::engine::Edge for Dep {
+    fn needs(&self) -> bool {
+        *self == Dep::Needs
+    }
+}
+
 /// The desired resources and their dependencies.
 #[derive(Debug, Clone)]
 pub struct ResourceGraph {
-    pub graph: DiGraph<Resource, ()>,
+    pub graph: DiGraph<Resource, Dep>,
     pub index: HashMap<String, NodeIndex>,
 }
 
@@ -222,7 +238,7 @@ pub fn gpu_id(host: &str) -> String {
 /// hosts whose inventory entry carries a probe that found a Pi or a Jetson.
 fn add_device_nodes(
     env: &Environment,
-    g: &mut DiGraph<Resource, ()>,
+    g: &mut DiGraph<Resource, Dep>,
     index: &mut HashMap<String, NodeIndex>,
     ready: NodeIndex,
 ) {
@@ -265,7 +281,7 @@ fn add_device_nodes(
         };
         let pix = g.add_node(prep);
         index.insert(prep_id(&host), pix);
-        g.add_edge(pix, node_ix, ());
+        g.add_edge(pix, node_ix, Dep::Needs);
         if device == Device::Jetson {
             let attrs: BTreeMap<String, Value> = [("node".to_string(), json!(id))].into();
             let gpu = Resource {
@@ -277,8 +293,9 @@ fn add_device_nodes(
             };
             let gix = g.add_node(gpu);
             index.insert(gpu_id(&host), gix);
-            g.add_edge(node_ix, gix, ());
-            g.add_edge(gix, ready, ());
+            g.add_edge(node_ix, gix, Dep::Needs);
+            // An offline Jetson never withholds the rest of the cluster.
+            g.add_edge(gix, ready, Dep::After);
         }
     }
 }
@@ -302,7 +319,7 @@ pub fn build(env: &Environment) -> Result<ResourceGraph, GraphError> {
         crate::recipe::Install::Online { script_url } => json!({"online": script_url}),
         crate::recipe::Install::Bundle { dir } => json!({"bundle": dir.display().to_string()}),
     };
-    let mut add = |g: &mut DiGraph<Resource, ()>, r: Resource| {
+    let mut add = |g: &mut DiGraph<Resource, Dep>, r: Resource| {
         let id = r.id.clone();
         let ix = g.add_node(r);
         index.insert(id, ix);
@@ -330,12 +347,12 @@ pub fn build(env: &Environment) -> Result<ResourceGraph, GraphError> {
     nodes.push(init);
     for s in c.servers.iter().skip(1) {
         let ix = add(&mut g, node(s, Role::Server));
-        g.add_edge(init, ix, ());
+        g.add_edge(init, ix, Dep::Needs);
         nodes.push(ix);
     }
     for a in &c.agents {
         let ix = add(&mut g, node(a, Role::Agent));
-        g.add_edge(init, ix, ());
+        g.add_edge(init, ix, Dep::Needs);
         nodes.push(ix);
     }
     let expected: Vec<&String> = c.servers.iter().chain(c.agents.iter()).collect();
@@ -355,10 +372,13 @@ pub fn build(env: &Environment) -> Result<ResourceGraph, GraphError> {
             hash: ready_hash,
         },
     );
+    // Readiness needs the first server and runs after every other node, whatever
+    // became of it: it waits for the nodes that were applied and names the others
+    // (issue 9: one offline device never withholds the cluster).
     for n in &nodes {
-        g.add_edge(*n, ready, ());
+        g.add_edge(*n, ready, if *n == init { Dep::Needs } else { Dep::After });
         for grp in &instance_groups {
-            g.add_edge(*grp, *n, ());
+            g.add_edge(*grp, *n, Dep::Needs);
         }
     }
     let kc_attrs: BTreeMap<String, Value> = [
@@ -389,15 +409,18 @@ pub fn build(env: &Environment) -> Result<ResourceGraph, GraphError> {
             hash: kc_hash,
         },
     );
-    g.add_edge(ready, kc, ());
+    // The kubeconfig needs only the first server; it is written after the readiness
+    // wait, whatever came of it, so a partly converged cluster can still be reached.
+    g.add_edge(init, kc, Dep::Needs);
+    g.add_edge(ready, kc, Dep::After);
     // The OSCAR serverless layer (issue 4): after the cluster is Ready.
     if let Some(sl) = &env.serverless {
         let (sl_res, ep_res) = crate::serverless::resources(env, sl);
         let sl_ix = add(&mut g, sl_res);
-        g.add_edge(ready, sl_ix, ());
+        g.add_edge(ready, sl_ix, Dep::Needs);
         let ep_ix = add(&mut g, ep_res);
-        g.add_edge(sl_ix, ep_ix, ());
-        g.add_edge(kc, ep_ix, ());
+        g.add_edge(sl_ix, ep_ix, Dep::Needs);
+        g.add_edge(kc, ep_ix, Dep::Needs);
     }
     add_device_nodes(env, &mut g, &mut index, ready);
     let rg = ResourceGraph { graph: g, index };
@@ -445,9 +468,15 @@ pub fn to_dot(rg: &ResourceGraph, name: &str) -> String {
     }
     for e in rg.graph.edge_indices() {
         if let Some((a, b)) = rg.graph.edge_endpoints(e) {
+            // Dashed: runs after, does not need (see `Dep`).
+            let style = if rg.graph[e] == Dep::After {
+                " [style=dashed]"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 out,
-                "  \"{}\" -> \"{}\";",
+                "  \"{}\" -> \"{}\"{style};",
                 escape(&rg.graph[a].id),
                 escape(&rg.graph[b].id)
             );
@@ -600,6 +629,13 @@ fn diff_reason(rec: Option<&crate::state::ResourceState>, r: &Resource) -> (Acti
             Action::Create,
             "an earlier run did not finish it".to_string(),
         ),
+        Some(rs) if rs.status == Status::Offline => (
+            Action::Create,
+            format!(
+                "offline last time: {}",
+                rs.last_error.as_deref().unwrap_or("unreachable")
+            ),
+        ),
         Some(rs) if rs.status == Status::Failed => (
             Action::Create,
             format!(
@@ -655,5 +691,72 @@ mod tests {
             assert!(members.iter().any(|m| m == n));
         }
         assert!(!members.iter().any(|m| m == "d"));
+    }
+
+    /// Issue 9: an offline agent never withholds the kubeconfig or readiness; the
+    /// first server does.
+    #[test]
+    fn readiness_and_kubeconfig_need_only_the_first_server() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+        let env = crate::recipe::load_recipe(&dir.join("farm-edge.yaml"))
+            .expect("example")
+            .env;
+        let rg = build(&env).expect("graph");
+        let ix = |id: &str| rg.index[id];
+        let dep = |a: &str, b: &str| rg.graph.find_edge(ix(a), ix(b)).map(|e| rg.graph[e]);
+        let init = node_id(Role::Server, env.cluster.init_server());
+        assert_eq!(dep(&init, CLUSTER_READY), Some(Dep::Needs));
+        assert_eq!(dep(&init, KUBECONFIG), Some(Dep::Needs));
+        assert_eq!(dep(CLUSTER_READY, KUBECONFIG), Some(Dep::After));
+        assert!(!env.cluster.agents.is_empty());
+        for a in &env.cluster.agents {
+            assert_eq!(
+                dep(&node_id(Role::Agent, a), CLUSTER_READY),
+                Some(Dep::After)
+            );
+        }
+        let dot = to_dot(&rg, &env.name);
+        assert!(
+            dot.contains(&format!(
+                "\"{CLUSTER_READY}\" -> \"{KUBECONFIG}\" [style=dashed];"
+            )),
+            "{dot}"
+        );
+    }
+
+    /// A node that was offline is tried again by the next `up`.
+    #[test]
+    fn offline_nodes_are_planned_again() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+        let env = crate::recipe::load_recipe(&dir.join("farm-edge.yaml"))
+            .expect("example")
+            .env;
+        let rg = build(&env).expect("graph");
+        let mut state = State::new(&env.name);
+        for ix in rg.graph.node_indices() {
+            let r = &rg.graph[ix];
+            state.resources.insert(
+                r.id.clone(),
+                crate::state::ResourceState {
+                    status: Status::Applied,
+                    hash: r.hash.clone(),
+                    host: r.host.clone(),
+                    role: r.role(),
+                    attrs: r.attrs.clone(),
+                    last_error: None,
+                    updated_at: 0,
+                },
+            );
+        }
+        let agent = node_id(Role::Agent, &env.cluster.agents[0]);
+        if let Some(r) = state.resources.get_mut(&agent) {
+            r.status = Status::Offline;
+            r.last_error = Some("cannot connect".into());
+        }
+        let p = plan(&env, &rg, Some(&state));
+        let c = p.get(&agent).expect("agent in plan");
+        assert_eq!(c.action, Action::Create);
+        assert!(c.reason.starts_with("offline last time"), "{}", c.reason);
+        assert_eq!(p.get(CLUSTER_READY).map(|c| c.action), Some(Action::Update));
     }
 }

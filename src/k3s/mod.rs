@@ -677,6 +677,24 @@ pub async fn uninstall<R: Remote>(r: &R) -> Result<(), K3sError> {
     Ok(())
 }
 
+/// What may remain on a host continuum forgot without contacting it (`--forget`,
+/// issue 9): what the k3s install script and continuum put there (docs/k3s.md,
+/// "Files on a node"), and how to wipe it once the device is back.
+pub fn leftovers(role: Option<crate::recipe::Role>) -> String {
+    let (unit, script) = match role {
+        Some(crate::recipe::Role::Server) => ("k3s", "k3s-uninstall.sh"),
+        _ => ("k3s-agent", "k3s-agent-uninstall.sh"),
+    };
+    format!(
+        "the k3s binary and scripts in /usr/local/bin (k3s, kubectl/crictl/ctr links, \
+         k3s-killall.sh, {script}); the {unit} service (/etc/systemd/system/{unit}.service \
+         and {unit}.service.env, or /etc/init.d/{unit} on openrc); /etc/rancher/k3s, \
+         /etc/rancher/node, /var/lib/rancher/k3s, /var/lib/kubelet; {WORK_DIR}; running \
+         containers and CNI interfaces (cni0, flannel.1). To wipe it when it is back: \
+         `sudo /usr/local/bin/{script}; sudo rm -rf {WORK_DIR}`"
+    )
+}
+
 pub const UNINSTALL_DESCRIPTION: &str =
     "k3s-agent-uninstall.sh / k3s-uninstall.sh, rm -rf /var/lib/continuum";
 

@@ -3,20 +3,34 @@
 //!
 //! Needs only the state (not the recipe). A host that cannot be reached keeps its
 //! resources in state and makes `down` fail, so a later `down` retries it; the other
-//! hosts are still cleaned.
+//! hosts are still cleaned. Teardown can always finish (issue 9): a node that never
+//! had k3s installed is dropped without connecting, and `--forget HOST` drops a device
+//! that is gone for good, listing what may remain on it.
 
 use std::sync::Arc;
 
 use petgraph::graph::DiGraph;
 use tokio_util::sync::CancellationToken;
 
-use super::{Event, OpsError, ResourceResult, Settings, SharedObserver, summarize};
+use super::up::{forget_hint, needs_uninstall};
+use super::{Did, Event, OpsError, ResourceResult, Settings, SharedObserver, summarize};
 use crate::engine::{Outcome, walk};
 use crate::graph::{self, Action};
 use crate::k3s;
 use crate::recipe::Role;
 use crate::registry::kubeconfig;
 use crate::state::{State, Store};
+
+/// How a node leaves during `down`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leave {
+    /// Connect and uninstall k3s.
+    Uninstall,
+    /// k3s was never installed there: drop it from state without connecting.
+    NeverInstalled,
+    /// `--forget`: drop it without connecting; something may remain on the device.
+    Forget,
+}
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DownReport {
@@ -27,6 +41,7 @@ pub struct DownReport {
 /// Tear the environment down.
 pub async fn down(
     env: &str,
+    forget: &[String],
     settings: &Settings,
     obs: SharedObserver,
     cancel: &CancellationToken,
@@ -39,6 +54,22 @@ pub async fn down(
             state_deleted: false,
         });
     };
+    // Every host to forget must be one the state knows: a typo must not pass silently.
+    for h in forget {
+        let known = state.hosts.contains_key(h)
+            || state
+                .resources
+                .values()
+                .any(|r| r.host.as_deref() == Some(h.as_str()));
+        if !known {
+            return Err(super::shrink::ShrinkError::NoSuchHost {
+                env: env.to_string(),
+                host: h.clone(),
+                known: super::shrink::known_hosts(&state),
+            }
+            .into());
+        }
+    }
     let pool = Arc::new(settings.pool(env)?);
     let state = Arc::new(std::sync::Mutex::new(state));
     let init = state
@@ -73,9 +104,21 @@ pub async fn down(
         if batch.is_empty() || cancel.is_cancelled() {
             continue;
         }
-        let mut g: DiGraph<(String, String), ()> = DiGraph::new();
-        for (id, host, _) in &batch {
-            g.add_node((id.clone(), host.clone()));
+        let mut g: DiGraph<(String, String, Role, Leave), ()> = DiGraph::new();
+        {
+            let st = state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (id, host, role) in &batch {
+                let leave = if forget.contains(host) {
+                    Leave::Forget
+                } else if needs_uninstall(&st, id, host) {
+                    Leave::Uninstall
+                } else {
+                    Leave::NeverInstalled
+                };
+                g.add_node((id.clone(), host.clone(), *role, leave));
+            }
         }
         let outcomes = walk(
             &g,
@@ -83,35 +126,58 @@ pub async fn down(
             cancel,
             |n| n.0.clone(),
             |ix| {
-                let (id, host) = g[ix].clone();
+                let (id, host, role, leave) = g[ix].clone();
                 let pool = pool.clone();
                 let state = state.clone();
                 let store = store.clone();
                 let obs = obs.clone();
+                let env = env.to_string();
                 async move {
                     obs.event(Event::Started {
                         id: id.clone(),
                         action: Action::Delete,
                     });
-                    let target = {
-                        let st = state
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        st.hosts.get(&host).map(|h| h.to_host(&host))
-                    };
                     let result = async {
-                        let target = target.ok_or_else(|| {
-                            format!("no connection details for `{host}` in state")
-                        })?;
-                        let conn = pool.get(&target).await.map_err(|e| e.to_string())?;
-                        obs.event(Event::Progress {
-                            id: id.clone(),
-                            message: "uninstalling k3s".into(),
-                        });
-                        k3s::uninstall(conn.as_ref())
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        pool.drop_conn(&host).await;
+                        let did = match leave {
+                            Leave::Uninstall => {
+                                let target = {
+                                    let st = state
+                                        .lock()
+                                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                                    st.hosts.get(&host).map(|h| h.to_host(&host))
+                                };
+                                let target = target.ok_or_else(|| {
+                                    k3s::K3sError::Protocol {
+                                        host: host.clone(),
+                                        detail: format!(
+                                            "no connection details in state; if the device is gone for good, run `continuum down {env} --forget {host}`"
+                                        ),
+                                    }
+                                })?;
+                                let conn = pool.get(&target).await.map_err(|e| {
+                                    down_forget_hint(OpsError::from(e), &env, &host)
+                                })?;
+                                obs.event(Event::Progress {
+                                    id: id.clone(),
+                                    message: "uninstalling k3s".into(),
+                                });
+                                k3s::uninstall(conn.as_ref()).await?;
+                                pool.drop_conn(&host).await;
+                                Did::changed("uninstalled")
+                            }
+                            Leave::NeverInstalled => {
+                                Did::changed("dropped: k3s was never installed there")
+                            }
+                            Leave::Forget => {
+                                let left = k3s::leftovers(Some(role));
+                                obs.event(Event::Warning {
+                                    message: format!(
+                                        "forgot `{host}` without contacting it; what may remain on it: {left}"
+                                    ),
+                                });
+                                Did::changed(format!("forgotten; may remain on the device: {left}"))
+                            }
+                        };
                         let mut st = state
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -123,25 +189,48 @@ pub async fn down(
                         {
                             st.hosts.remove(&host);
                         }
-                        store.save(&mut st).map_err(|e| e.to_string())
+                        store.save(&mut st)?;
+                        Ok::<Did, OpsError>(did)
                     }
                     .await;
-                    match &result {
-                        Ok(()) => obs.event(Event::Finished { id, changed: true }),
-                        Err(e) => obs.event(Event::Failed {
-                            id,
-                            error: e.clone(),
-                        }),
+                    match result {
+                        Ok(did) => {
+                            obs.event(Event::Finished {
+                                id,
+                                changed: did.changed,
+                                summary: did.summary,
+                            });
+                            Ok(())
+                        }
+                        Err(e) => {
+                            let msg = super::up::error_text(&e);
+                            obs.event(Event::Failed {
+                                id,
+                                error: msg.clone(),
+                            });
+                            Err(msg)
+                        }
                     }
-                    result
                 }
             },
         )
         .await;
         for (ix, o) in outcomes.into_iter().enumerate() {
-            let (id, _) = &g[petgraph::graph::NodeIndex::new(ix)];
+            let (id, _, role, leave) = &g[petgraph::graph::NodeIndex::new(ix)];
             let (outcome, detail) = match o {
-                Outcome::Done => ("done", None),
+                Outcome::Done => (
+                    "done",
+                    match leave {
+                        Leave::Uninstall => None,
+                        Leave::NeverInstalled => {
+                            Some("dropped: k3s was never installed there".to_string())
+                        }
+                        Leave::Forget => Some(format!(
+                            "forgotten; may remain on the device: {}",
+                            k3s::leftovers(Some(*role))
+                        )),
+                    },
+                ),
                 Outcome::Failed(e) => ("failed", Some(e)),
                 Outcome::Skipped { because } => ("skipped", Some(because)),
                 Outcome::Cancelled => ("cancelled", None),
@@ -251,6 +340,20 @@ pub async fn down(
         results,
         state_deleted,
     })
+}
+
+/// An unreachable host during `down`: name the `--forget` way out.
+fn down_forget_hint(e: OpsError, env: &str, host: &str) -> OpsError {
+    match forget_hint(e, env, host) {
+        OpsError::Shrink(super::shrink::ShrinkError::Unreachable { host, source, .. }) => {
+            OpsError::Shrink(super::shrink::ShrinkError::Unreachable {
+                forget: format!("continuum down {env} --forget {host}"),
+                host,
+                source,
+            })
+        }
+        other => other,
+    }
 }
 
 fn remove_kubeconfig(st: &mut State) -> Result<(), OpsError> {

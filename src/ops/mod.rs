@@ -31,13 +31,34 @@ use crate::state::StateError;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    Started { id: String, action: Action },
-    Progress { id: String, message: String },
-    Finished { id: String, changed: bool },
-    Failed { id: String, error: String },
-    Skipped { id: String, because: String },
-    Cancelled { id: String },
-    Warning { message: String },
+    Started {
+        id: String,
+        action: Action,
+    },
+    Progress {
+        id: String,
+        message: String,
+    },
+    /// `summary` says what the step did ("3 node(s) Ready", "uninstalled", "unchanged").
+    Finished {
+        id: String,
+        changed: bool,
+        summary: String,
+    },
+    Failed {
+        id: String,
+        error: String,
+    },
+    Skipped {
+        id: String,
+        because: String,
+    },
+    Cancelled {
+        id: String,
+    },
+    Warning {
+        message: String,
+    },
 }
 
 /// Receives progress events (the CLI renders them as bars, lines or JSON).
@@ -93,6 +114,16 @@ pub enum OpsError {
 }
 
 impl OpsError {
+    /// The host could not be reached at all (switched off, out of range): nothing was
+    /// changed on it. Edge devices are often in this state (issue 9).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            OpsError::Ssh(SshError::Connect { .. })
+                | OpsError::Shrink(shrink::ShrinkError::Unreachable { .. })
+        )
+    }
+
     /// Whether a host key problem is (one of) the cause(s).
     pub fn is_host_key(&self) -> bool {
         match self {
@@ -164,22 +195,57 @@ pub fn random_secret() -> Result<String, OpsError> {
     Ok(hex::encode(buf))
 }
 
+/// What one step did: whether it changed something, and in words for progress lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Did {
+    pub changed: bool,
+    pub summary: String,
+}
+
+impl Did {
+    pub fn changed(summary: impl Into<String>) -> Self {
+        Did {
+            changed: true,
+            summary: summary.into(),
+        }
+    }
+    pub fn unchanged(summary: impl Into<String>) -> Self {
+        Did {
+            changed: false,
+            summary: summary.into(),
+        }
+    }
+}
+
+impl From<bool> for Did {
+    /// For steps that only know whether they changed something.
+    fn from(changed: bool) -> Self {
+        if changed {
+            Did::changed("changed")
+        } else {
+            Did::unchanged("unchanged")
+        }
+    }
+}
+
 /// Per-resource result of an operation.
 #[derive(Debug, Clone, Serialize)]
 pub struct ResourceResult {
     pub id: String,
     pub action: Action,
-    /// done, failed, skipped, cancelled
+    /// done, failed, skipped, cancelled, offline (the host could not be reached),
+    /// tolerated (offline, within `k3s.allow_unavailable`)
     pub outcome: String,
     pub changed: bool,
     pub detail: Option<String>,
 }
 
 /// Turn engine outcomes into results, events already sent; fail when any failed.
+/// `tolerated` offline agents (issue 9) are not failures.
 fn summarize(results: &[ResourceResult], cancelled: bool) -> Result<(), OpsError> {
     let failed: Vec<&ResourceResult> = results
         .iter()
-        .filter(|r| r.outcome == "failed" || r.outcome == "skipped")
+        .filter(|r| matches!(r.outcome.as_str(), "failed" | "skipped" | "offline"))
         .collect();
     if !failed.is_empty() {
         let details = failed
@@ -188,7 +254,10 @@ fn summarize(results: &[ResourceResult], cancelled: bool) -> Result<(), OpsError
             .collect::<Vec<_>>()
             .join("\n");
         return Err(OpsError::Partial {
-            failed: results.iter().filter(|r| r.outcome == "failed").count(),
+            failed: results
+                .iter()
+                .filter(|r| r.outcome == "failed" || r.outcome == "offline")
+                .count(),
             total: results.len(),
             details,
         });

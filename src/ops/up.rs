@@ -10,9 +10,11 @@ use std::sync::{Arc, Mutex};
 use petgraph::graph::{DiGraph, NodeIndex};
 use tokio_util::sync::CancellationToken;
 
-use super::{Event, OpsError, ResourceResult, Settings, SharedObserver, random_secret, summarize};
+use super::{
+    Did, Event, OpsError, ResourceResult, Settings, SharedObserver, random_secret, summarize,
+};
 use crate::engine::{Outcome, walk};
-use crate::graph::{self, Action, Kind, Plan, ResourceGraph};
+use crate::graph::{self, Action, Dep, Kind, Plan, ResourceGraph};
 use crate::k3s::{self, Applied, NodeSpec};
 use crate::recipe::{Environment, Host, Role};
 use crate::registry::kubeconfig;
@@ -126,7 +128,8 @@ pub async fn up(
     let store = Store::new(&settings.state_dir, &env.name);
     let _lock = store.lock()?;
     let mut state = store.load()?.unwrap_or_else(|| State::new(&env.name));
-    state.recipe = Some(env.recipe_path.clone());
+    // Absolute, so `nodes remove` finds the recipe from any directory.
+    state.recipe = Some(crate::state::absolute(&env.recipe_path));
     if state.cluster.token.is_empty() {
         // Saved before any host sees it, so a crash cannot produce two tokens.
         state.cluster.token = Secret::new(random_secret()?);
@@ -170,7 +173,7 @@ pub async fn up(
 
     // Execution graph: the desired resources plus deletions, deletions before readiness
     // and before a re-creation on the same host.
-    let mut g: DiGraph<Step, ()> = rg.graph.map(
+    let mut g: DiGraph<Step, Dep> = rg.graph.map(
         |ix, r| {
             let change = plan.get(&r.id);
             Step {
@@ -181,7 +184,7 @@ pub async fn up(
                 role: r.role(),
             }
         },
-        |_, ()| (),
+        |_, d| *d,
     );
     let ready = rg.index.get(graph::CLUSTER_READY).copied();
     for c in plan.changes.iter().filter(|c| c.action == Action::Delete) {
@@ -193,12 +196,13 @@ pub async fn up(
             role: c.role,
         });
         if let Some(r) = ready {
-            g.add_edge(ix, r, ());
+            // A removal that fails (host gone) does not withhold readiness.
+            g.add_edge(ix, r, Dep::After);
         }
         if let Some(h) = &c.host {
             for role in [Role::Server, Role::Agent] {
                 if let Some(other) = rg.index.get(&graph::node_id(role, h)) {
-                    g.add_edge(ix, *other, ());
+                    g.add_edge(ix, *other, Dep::Needs);
                 }
             }
             // A node on an instance that is going away leaves the cluster before its
@@ -206,7 +210,7 @@ pub async fn up(
             if let Some(grp) = super::cloud::group_of(&state, h)
                 && let Some(gix) = rg.index.get(&crate::aws::provision::group_id(&grp))
             {
-                g.add_edge(ix, *gix, ());
+                g.add_edge(ix, *gix, Dep::Needs);
             }
         }
     }
@@ -223,6 +227,9 @@ pub async fn up(
         cloud,
     });
     let changed: Arc<Mutex<BTreeMap<String, bool>>> = Arc::default();
+    // Hosts that could not be reached at all (switched off): their steps are
+    // `offline`, not `failed` (issue 9).
+    let unreachable: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
     let steps: Arc<Vec<Step>> = Arc::new(g.node_weights().cloned().collect());
     let outcomes = walk(
         &g,
@@ -233,6 +240,7 @@ pub async fn up(
             let ctx = ctx.clone();
             let steps = steps.clone();
             let changed = changed.clone();
+            let unreachable = unreachable.clone();
             async move {
                 let step = &steps[ix.index()];
                 if step.action == Action::NoOp {
@@ -243,20 +251,37 @@ pub async fn up(
                     action: step.action,
                 });
                 match run_step(&ctx, step).await {
-                    Ok(did_change) => {
+                    Ok(did) => {
                         changed
                             .lock()
-                            .map(|mut m| m.insert(step.id.clone(), did_change))
+                            .map(|mut m| m.insert(step.id.clone(), did.changed))
                             .ok();
                         ctx.obs.event(Event::Finished {
                             id: step.id.clone(),
-                            changed: did_change,
+                            changed: did.changed,
+                            summary: did.summary,
                         });
                         Ok(())
                     }
                     Err(e) => {
                         let msg = error_text(&e);
-                        record_failure(&ctx, step, &msg);
+                        let offline = e.is_unreachable() && step.host.is_some();
+                        if offline && let Some(h) = &step.host {
+                            unreachable
+                                .lock()
+                                .map(|mut m| m.insert(h.clone(), msg.clone()))
+                                .ok();
+                        }
+                        record_failure(
+                            &ctx,
+                            step,
+                            &msg,
+                            if offline {
+                                Status::Offline
+                            } else {
+                                Status::Failed
+                            },
+                        );
                         ctx.obs.event(Event::Failed {
                             id: step.id.clone(),
                             error: msg.clone(),
@@ -271,15 +296,49 @@ pub async fn up(
     ctx.pool.close().await;
 
     let changed = changed.lock().map(|m| m.clone()).unwrap_or_default();
+    let unreachable = unreachable.lock().map(|m| m.clone()).unwrap_or_default();
+    let tolerated = tolerated_offline(&ctx.env(), &unreachable);
+    if let Some(hosts) = &tolerated {
+        ctx.obs.event(Event::Warning {
+            message: format!(
+                "{} agent(s) offline, within k3s.allow_unavailable ({}): {}; the next `up` tries again",
+                hosts.len(),
+                ctx.env().cluster.allow_unavailable,
+                hosts.join(", ")
+            ),
+        });
+    }
     let mut results = Vec::new();
     for (ix, outcome) in outcomes.iter().enumerate() {
         let step = &steps[ix];
         if step.action == Action::NoOp {
             continue;
         }
+        let offline = step
+            .host
+            .as_ref()
+            .filter(|h| unreachable.contains_key(*h))
+            .map(|h| {
+                if tolerated.as_ref().is_some_and(|t| t.contains(h)) {
+                    "tolerated"
+                } else {
+                    "offline"
+                }
+            });
         let (name, detail) = match outcome {
             Outcome::Done => ("done", None),
-            Outcome::Failed(e) => ("failed", Some(e.clone())),
+            Outcome::Failed(e) => (offline.unwrap_or("failed"), Some(e.clone())),
+            Outcome::Skipped { because } if offline.is_some() => {
+                // A later step on a host that was already found offline.
+                ctx.obs.event(Event::Skipped {
+                    id: step.id.clone(),
+                    because: because.clone(),
+                });
+                (
+                    offline.unwrap_or("offline"),
+                    Some(format!("skipped: {because}")),
+                )
+            }
             Outcome::Skipped { because } => {
                 ctx.obs.event(Event::Skipped {
                     id: step.id.clone(),
@@ -306,6 +365,23 @@ pub async fn up(
     Ok(UpReport { plan, results })
 }
 
+/// The unreachable hosts when `up` may still succeed without them: all of them agents
+/// (servers are never optional) and no more than `k3s.allow_unavailable` allows.
+/// Sorted host names.
+fn tolerated_offline(
+    env: &Environment,
+    unreachable: &BTreeMap<String, String>,
+) -> Option<Vec<String>> {
+    if unreachable.is_empty() {
+        return None;
+    }
+    let allowed = env.cluster.allow_unavailable.of(env.cluster.agents.len());
+    let all_agents = unreachable
+        .keys()
+        .all(|h| env.cluster.role_of(h) == Some(Role::Agent));
+    (all_agents && unreachable.len() <= allowed).then(|| unreachable.keys().cloned().collect())
+}
+
 pub(super) fn error_text(e: &OpsError) -> String {
     crate::error_chain(e)
 }
@@ -321,17 +397,17 @@ pub(super) fn with_state<T>(ctx: &Ctx, f: impl FnOnce(&mut State) -> T) -> Resul
     Ok(out)
 }
 
-fn record_failure(ctx: &Ctx, step: &Step, msg: &str) {
+fn record_failure(ctx: &Ctx, step: &Step, msg: &str, status: Status) {
     let _ = with_state(ctx, |st| {
         if let Some(r) = st.resources.get_mut(&step.id) {
-            r.status = Status::Failed;
+            r.status = status;
             r.last_error = Some(msg.to_string());
             r.updated_at = now();
         } else {
             st.resources.insert(
                 step.id.clone(),
                 ResourceState {
-                    status: Status::Failed,
+                    status,
                     hash: String::new(),
                     host: step.host.clone(),
                     role: step.role,
@@ -354,15 +430,13 @@ fn host_of(ctx: &Ctx, name: &str) -> Option<Host> {
 
 async fn connect(ctx: &Ctx, name: &str) -> Result<Arc<HostConn>, OpsError> {
     let host = host_of(ctx, name).ok_or_else(|| {
-        OpsError::Ssh(crate::ssh::SshError::Connect {
+        OpsError::K3s(k3s::K3sError::Protocol {
             host: name.to_string(),
-            address: "?".into(),
-            attempts: 0,
             detail: "the host is neither in the inventory nor in state".into(),
         })
     })?;
-    let conn = ctx.pool.get(&host).await?;
-    let fp = conn.fingerprint.clone();
+    // Recorded before the attempt, so `status` shows where an offline host is
+    // (issue 9); the host key fingerprint only once it answered.
     with_state(ctx, |st| {
         let e = st.hosts.entry(name.to_string()).or_default();
         e.address = host.address.clone();
@@ -371,30 +445,42 @@ async fn connect(ctx: &Ctx, name: &str) -> Result<Arc<HostConn>, OpsError> {
         e.key = host.key.clone();
         e.bastion = host.bastion.clone();
         e.host_key = host.host_key.clone();
-        if fp.is_some() {
-            e.host_key_fingerprint = fp;
-        }
     })?;
+    let conn = ctx.pool.get(&host).await?;
+    if let Some(fp) = conn.fingerprint.clone() {
+        with_state(ctx, |st| {
+            st.hosts
+                .entry(name.to_string())
+                .or_default()
+                .host_key_fingerprint = Some(fp);
+        })?;
+    }
     Ok(conn)
 }
 
-async fn run_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
+async fn run_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
     match (&step.kind, step.action) {
         (_, Action::Delete) if step.id.starts_with("aws-") => {
-            super::cloud::delete_step(ctx, &step.id).await
+            super::cloud::delete_step(ctx, &step.id)
+                .await
+                .map(Did::from)
         }
         (_, Action::Delete) if step.id == graph::SERVERLESS => {
-            serverless_delete_step(ctx, step).await
+            serverless_delete_step(ctx, step).await.map(Did::from)
         }
-        (_, Action::Delete) if step.id == graph::ENDPOINT => endpoint_delete_step(ctx, step).await,
+        (_, Action::Delete) if step.id == graph::ENDPOINT => {
+            endpoint_delete_step(ctx, step).await.map(Did::from)
+        }
         (_, Action::Delete) => delete_step(ctx, step).await,
-        (Some(Kind::Serverless), _) => serverless_step(ctx, step).await,
-        (Some(Kind::Endpoint), _) => endpoint_step(ctx, step).await,
+        (Some(Kind::Serverless), _) => serverless_step(ctx, step).await.map(Did::from),
+        (Some(Kind::Endpoint), _) => endpoint_step(ctx, step).await.map(Did::from),
         (Some(Kind::K3sServer { .. } | Kind::K3sAgent), _) => node_step(ctx, step).await,
         (Some(Kind::ClusterReady), _) => ready_step(ctx, step).await,
         (Some(Kind::Kubeconfig), _) => kubeconfig_step(ctx, step).await,
-        (Some(Kind::DevicePrep { device }), _) => device::prep_step(ctx, step, *device).await,
-        (Some(Kind::GpuRuntime), _) => device::gpu_step(ctx, step).await,
+        (Some(Kind::DevicePrep { device }), _) => {
+            device::prep_step(ctx, step, *device).await.map(Did::from)
+        }
+        (Some(Kind::GpuRuntime), _) => device::gpu_step(ctx, step).await.map(Did::from),
         (
             Some(
                 k @ (Kind::AwsVpc
@@ -410,9 +496,9 @@ async fn run_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
             mark(ctx, &step.id, Status::Pending, |_| {})?;
             let changed = super::cloud::step(ctx, &step.id, k, action).await?;
             mark(ctx, &step.id, Status::Applied, |_| {})?;
-            Ok(changed)
+            Ok(Did::from(changed))
         }
-        (None, _) => Ok(false),
+        (None, _) => Ok(Did::unchanged("nothing to do")),
     }
 }
 
@@ -459,7 +545,7 @@ fn mark(
     })
 }
 
-async fn node_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
+async fn node_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
     let host = step.host.clone().unwrap_or_default();
     let role = step.role.unwrap_or(Role::Agent);
     mark(ctx, &step.id, Status::Pending, |_| {})?;
@@ -530,6 +616,10 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
     } else {
         None
     };
+    // From here on the host may hold k3s files: `down` must uninstall it.
+    with_state(ctx, |st| {
+        st.hosts.entry(host.clone()).or_default().k3s_installed = true;
+    })?;
     let applied = k3s::apply_node(conn.as_ref(), &spec, &facts).await?;
     if is_init {
         let join = k3s::read_join_token(conn.as_ref()).await?;
@@ -542,37 +632,75 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
     } else {
         mark(ctx, &step.id, Status::Applied, |_| {})?;
     }
-    Ok(applied == Applied::Changed)
+    Ok(if applied == Applied::Changed {
+        Did::changed(format!("k3s {} {} applied", spec.version, role))
+    } else {
+        Did::unchanged(format!("k3s {} {} already as desired", spec.version, role))
+    })
 }
 
-async fn ready_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
-    let init = ctx.env().cluster.init_server().to_string();
-    let conn = connect(ctx, &init).await?;
+async fn ready_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
     let env = ctx.env();
-    let expected: Vec<String> = env
-        .cluster
-        .servers
-        .iter()
-        .chain(env.cluster.agents.iter())
-        .cloned()
-        .collect();
+    let init = env.cluster.init_server().to_string();
+    let conn = connect(ctx, &init).await?;
+    // Wait for the nodes that are applied; name the others (failed, offline, skipped):
+    // they do not withhold the rest of the cluster (issue 9).
+    let (applied, missing): (Vec<String>, Vec<String>) = {
+        let st = ctx
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        env.cluster
+            .servers
+            .iter()
+            .map(|s| (s, Role::Server))
+            .chain(env.cluster.agents.iter().map(|a| (a, Role::Agent)))
+            .map(|(h, role)| {
+                let ok = st
+                    .resources
+                    .get(&graph::node_id(role, h))
+                    .is_some_and(|r| r.status == Status::Applied);
+                (h.clone(), ok)
+            })
+            .fold((Vec::new(), Vec::new()), |(mut a, mut m), (h, ok)| {
+                if ok {
+                    a.push(h)
+                } else {
+                    m.push(h)
+                }
+                (a, m)
+            })
+    };
     ctx.obs.event(Event::Progress {
         id: step.id.clone(),
-        message: format!("waiting for {} node(s) to be Ready", expected.len()),
+        message: if missing.is_empty() {
+            format!("waiting for {} node(s) to be Ready", applied.len())
+        } else {
+            format!(
+                "waiting for {} node(s) to be Ready (not applied, not waited for: {})",
+                applied.len(),
+                missing.join(", ")
+            )
+        },
     });
-    let coredns = !ctx.env().cluster.disable.iter().any(|d| d == "coredns");
+    let coredns = !env.cluster.disable.iter().any(|d| d == "coredns");
     k3s::wait_ready(
         conn.as_ref(),
-        &expected,
+        &applied,
         coredns,
-        ctx.env().cluster.readiness_timeout,
+        env.cluster.readiness_timeout,
     )
     .await?;
     mark(ctx, &step.id, Status::Applied, |_| {})?;
-    Ok(false)
+    let mut summary = format!("{} node(s) Ready", applied.len());
+    if !missing.is_empty() {
+        summary.push_str(&format!("; not applied: {}", missing.join(", ")));
+    }
+    // Waiting changes nothing on the hosts.
+    Ok(Did::unchanged(summary))
 }
 
-async fn kubeconfig_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
+async fn kubeconfig_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
     let init = ctx.env().cluster.init_server().to_string();
     let conn = connect(ctx, &init).await?;
     let text = k3s::read_kubeconfig(conn.as_ref()).await?;
@@ -581,7 +709,10 @@ async fn kubeconfig_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
     let entries = kubeconfig::from_k3s(&text, &ctx.env().kubeconfig.context, &server)?;
-    let path = kubeconfig::default_path(ctx.env().kubeconfig.path.as_deref());
+    // Absolute, so `down` from another directory removes the same entry (issue 9).
+    let path = crate::state::absolute(&kubeconfig::default_path(
+        ctx.env().kubeconfig.path.as_deref(),
+    ));
     // A moved or renamed context: remove the old entry first.
     let old = {
         let st = ctx
@@ -607,22 +738,45 @@ async fn kubeconfig_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
                 .insert("resolved_path".into(), serde_json::json!(resolved));
         }
     })?;
-    Ok(changed)
+    let context = &ctx.env().kubeconfig.context;
+    Ok(if changed {
+        Did::changed(format!("context `{context}` written to {resolved}"))
+    } else {
+        Did::unchanged(format!("context `{context}` already current in {resolved}"))
+    })
 }
 
-async fn delete_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
+async fn delete_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
     let Some(host) = step.host.clone() else {
         with_state(ctx, |st| {
             st.resources.remove(&step.id);
         })?;
-        return Ok(true);
+        return Ok(Did::changed("removed from state"));
     };
     if device::is_device_resource(&step.id) {
         // Nothing to undo on the host (a memory cgroup left on is harmless).
         with_state(ctx, |st| {
             st.resources.remove(&step.id);
         })?;
-        return Ok(true);
+        return Ok(Did::changed("removed from state"));
+    }
+    let still_used = ctx.env().hosts.contains_key(&host);
+    let never_installed = {
+        let st = ctx
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        !needs_uninstall(&st, &step.id, &host)
+    };
+    if never_installed {
+        // Never got k3s from continuum: nothing to undo there, no connection needed.
+        with_state(ctx, |st| {
+            st.resources.remove(&step.id);
+            if !still_used {
+                st.hosts.remove(&host);
+            }
+        })?;
+        return Ok(Did::changed("dropped: k3s was never installed there"));
     }
     if ctx.env().cluster.init_server() != host && step.role.is_some() {
         // Remove the Node object through the first server (its node-password secret
@@ -633,21 +787,46 @@ async fn delete_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
         device::before_node_delete(ctx, step, server.as_ref(), &host).await?;
         k3s::delete_node(server.as_ref(), &host).await?;
     }
-    let conn = connect(ctx, &host).await?;
+    let conn = connect(ctx, &host)
+        .await
+        .map_err(|e| forget_hint(e, &ctx.env().name, &host))?;
     ctx.obs.event(Event::Progress {
         id: step.id.clone(),
         message: "uninstalling k3s".into(),
     });
     k3s::uninstall(conn.as_ref()).await?;
     ctx.pool.drop_conn(&host).await;
-    let still_used = ctx.env().hosts.contains_key(&host);
     with_state(ctx, |st| {
         st.resources.remove(&step.id);
         if !still_used {
             st.hosts.remove(&host);
+        } else if let Some(h) = st.hosts.get_mut(&host) {
+            h.k3s_installed = false;
         }
     })?;
-    Ok(true)
+    Ok(Did::changed("uninstalled"))
+}
+
+/// Whether removing node resource `id` on `host` needs an uninstall there: the node
+/// was applied once, or continuum started installing k3s on the host.
+pub(super) fn needs_uninstall(st: &State, id: &str, host: &str) -> bool {
+    st.resources
+        .get(id)
+        .is_some_and(|r| r.status == Status::Applied)
+        || st.hosts.get(host).is_some_and(|h| h.k3s_installed)
+}
+
+/// An unreachable host that must be uninstalled: say how to drop it for good.
+pub(super) fn forget_hint(e: OpsError, env: &str, host: &str) -> OpsError {
+    if e.is_unreachable() {
+        OpsError::Shrink(super::shrink::ShrinkError::Unreachable {
+            host: host.to_string(),
+            forget: format!("continuum nodes remove {env} {host} --forget"),
+            source: Box::new(e),
+        })
+    } else {
+        e
+    }
 }
 
 /// The state entry of a host, as recorded (used by tests).

@@ -14,8 +14,8 @@ use serde_saphyr::Spanned;
 
 use super::diag::{Diagnostic, Pos, Severity, Sink, did_you_mean};
 use super::flags;
-use super::model::{Cluster, Environment, Host, Install, KubeconfigTarget};
-use super::raw::{self, InstallSource, RoleHint};
+use super::model::{Cluster, Environment, Host, Install, KubeconfigTarget, Unavailable};
+use super::raw::{self, CountOrPercent, InstallSource, RoleHint};
 
 /// Default online install script (REFERENCE.md §1).
 pub const DEFAULT_SCRIPT_URL: &str = "https://get.k3s.io";
@@ -627,6 +627,31 @@ fn check_recipe(
         None => DEFAULT_READINESS_TIMEOUT,
     };
 
+    let allow_unavailable = match &k.allow_unavailable {
+        None => Unavailable::None,
+        Some(a) => match &a.value {
+            CountOrPercent::Count(n) => {
+                Unavailable::Count(usize::try_from(*n).unwrap_or(usize::MAX))
+            }
+            CountOrPercent::Text(t) => match t
+                .trim()
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse::<u8>().ok())
+                .filter(|p| *p <= 100)
+            {
+                Some(p) => Unavailable::Percent(p),
+                None => {
+                    sink.error(
+                        pos(a),
+                        format!("invalid allow_unavailable `{t}`: expected a number of agents or a percentage"),
+                    )
+                    .help("for example `allow_unavailable: 1` or `allow_unavailable: \"25%\"` (0% to 100%)");
+                    Unavailable::None
+                }
+            },
+        },
+    };
+
     let kubeconfig = KubeconfigTarget {
         path: r
             .kubeconfig
@@ -712,6 +737,7 @@ fn check_recipe(
             readiness_timeout: Duration::from_secs(readiness_timeout),
             extra_config,
             nvidia_default_runtime: k.nvidia_default_runtime.as_ref().is_some_and(|v| v.value),
+            allow_unavailable,
         },
         kubeconfig,
         serverless,

@@ -64,6 +64,41 @@ pub struct Cluster {
     pub extra_config: BTreeMap<String, serde_json::Value>,
     /// `default-runtime: nvidia` on probed Jetsons (issue 5).
     pub nvidia_default_runtime: bool,
+    /// How many agents may be unreachable while `up` still succeeds (issue 9).
+    pub allow_unavailable: Unavailable,
+}
+
+/// `k3s.allow_unavailable`: agents that may be offline at the end of `up`. Servers
+/// are never optional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unavailable {
+    /// None (the default): every node must be applied.
+    #[default]
+    None,
+    Count(usize),
+    /// Percent of the recipe's agents, rounded down.
+    Percent(u8),
+}
+
+impl Unavailable {
+    /// How many of `agents` agents may be offline.
+    pub fn of(self, agents: usize) -> usize {
+        match self {
+            Unavailable::None => 0,
+            Unavailable::Count(n) => n,
+            Unavailable::Percent(p) => agents * usize::from(p) / 100,
+        }
+    }
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unavailable::None => f.write_str("0"),
+            Unavailable::Count(n) => write!(f, "{n}"),
+            Unavailable::Percent(p) => write!(f, "{p}%"),
+        }
+    }
 }
 
 /// Where k3s comes from.

@@ -68,6 +68,17 @@ pub struct K3sSection {
     /// Jetson agents run pods with the nvidia runtime by default (`default-runtime`).
     #[serde(default)]
     pub nvidia_default_runtime: Option<Spanned<bool>>,
+    /// Agents that may be unreachable while `up` still succeeds: a count or `"N%"`.
+    #[serde(default)]
+    pub allow_unavailable: Option<Spanned<CountOrPercent>>,
+}
+
+/// `3` or `"25%"`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum CountOrPercent {
+    Count(u64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]

@@ -127,6 +127,11 @@ pub struct HostState {
     pub host_key_fingerprint: Option<String>,
     /// `uname -m` as k3s names it (amd64, arm64).
     pub arch: Option<String>,
+    /// continuum started installing k3s here (set before the first file is uploaded):
+    /// `down` must uninstall. A host without it (and without an applied node) never
+    /// got k3s from continuum, so `down` drops it without connecting (issue 9).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub k3s_installed: bool,
 }
 
 /// Status of a resource after the last attempt.
@@ -138,6 +143,9 @@ pub enum Status {
     /// Started but not finished (crash, Ctrl-C) or failed: the next `up` redoes it.
     Pending,
     Failed,
+    /// The host could not be reached (edge devices are often switched off): the next
+    /// `up` tries again; `k3s.allow_unavailable` decides whether `up` still succeeds.
+    Offline,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -374,9 +382,10 @@ impl Store {
 }
 
 /// Write `bytes` to `path` atomically with `mode`: temp file in the same directory,
-/// fsync, rename over the target, fsync the directory.
+/// fsync, rename over the target, fsync the directory. A bare file name (`inv.yaml`)
+/// is written in the current directory (issue 9).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".continuum-")
         .permissions(fs::Permissions::from_mode(mode))
@@ -388,9 +397,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     Ok(())
 }
 
+/// The directory a file lives in: `.` for a bare name (whose `parent()` is empty).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// An absolute form of a user-given path (without resolving links), so that what is
+/// recorded in state still names the same file from another working directory.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_names_live_in_the_current_directory() {
+        assert_eq!(parent_dir(Path::new("inv.yaml")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("./inv.yaml")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("a/inv.yaml")), Path::new("a"));
+        assert_eq!(parent_dir(Path::new("/inv.yaml")), Path::new("/"));
+        assert!(absolute(Path::new("inv.yaml")).is_absolute());
+    }
 
     #[test]
     fn save_load_roundtrip_with_private_mode() {

@@ -582,6 +582,7 @@ fn aws_throttling_5xx_slow_boot_and_dependency_violations_are_survived() {
 
     let report = rt.block_on(continuum::ops::down::down(
         "awf",
+        &[],
         &settings,
         Arc::new(continuum::ops::Silent),
         &cancel,

@@ -765,3 +765,53 @@ fn aws_instance_named_like_an_inventory_host() {
     );
     expect_help(&d, "rename the group");
 }
+
+/// Issue 9: `k3s.allow_unavailable` is a count or a percentage, positioned when wrong.
+#[test]
+fn allow_unavailable_must_be_a_count_or_a_percentage() {
+    let d = expect_error(
+        "allow_unavailable_word.yaml",
+        6,
+        22,
+        "invalid allow_unavailable `some`",
+    );
+    expect_help(&d, "25%");
+    expect_error(
+        "allow_unavailable_over.yaml",
+        6,
+        22,
+        "invalid allow_unavailable `150%`",
+    );
+    let diags = diagnostics("allow_unavailable_negative.yaml");
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.severity == Severity::Error && (d.pos.line, d.pos.col) == (6, 22)),
+        "{}",
+        listing(&diags)
+    );
+}
+
+/// Issue 9: a percentage of the recipe's agents, rounded down; a count as given.
+#[test]
+fn allow_unavailable_counts_agents() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let inv = fixtures().join("good/inventory.yaml");
+    for (value, agents_allowed) in [("\"50%\"", 2), ("\"40%\"", 2), ("1", 1), ("\"0%\"", 0)] {
+        let recipe = tmp.path().join("r.yaml");
+        std::fs::write(
+            &recipe,
+            format!(
+                "name: allow\ninventory: '{}'\nk3s:\n  version: v1.31.4+k3s1\n  servers: [srv-1]\n  agents: [srv-2, srv-3, srv-4, agent-1, agent-2]\n  allow_unavailable: {value}\n",
+                inv.display()
+            ),
+        )
+        .expect("write recipe");
+        let env = load_recipe(&recipe).expect("valid recipe").env;
+        assert_eq!(
+            env.cluster.allow_unavailable.of(env.cluster.agents.len()),
+            agents_allowed,
+            "{value}"
+        );
+    }
+}
