@@ -323,7 +323,8 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
                 _ if e.is_host_key() => exit::HOST_KEY,
                 ops::OpsError::State(crate::state::StateError::Locked { .. }) => exit::LOCKED,
                 ops::OpsError::Partial { .. } => exit::PARTIAL,
-                ops::OpsError::Cloud(crate::aws::provision::ProvisionError::Invalid(_)) => {
+                ops::OpsError::Cloud(crate::aws::provision::ProvisionError::Invalid(_))
+                | ops::OpsError::Shrink(ops::shrink::ShrinkError::NoSuchHost { .. }) => {
                     exit::INVALID
                 }
                 ops::OpsError::Interrupted => exit::INTERRUPTED,

@@ -78,7 +78,10 @@ fn graph_prints_dot_with_edges() {
     assert!(dot.starts_with("digraph \"farm\""));
     assert!(dot.contains("\"k3s-server/pi-01\" -> \"k3s-server/pi-02\";"));
     assert!(dot.contains("\"k3s-server/pi-01\" -> \"k3s-agent/jetson-01\";"));
-    assert!(dot.contains("\"cluster-ready\" -> \"kubeconfig\";"));
+    // Issue 9: the kubeconfig needs the first server and only runs after readiness.
+    assert!(dot.contains("\"cluster-ready\" -> \"kubeconfig\" [style=dashed];"));
+    assert!(dot.contains("\"k3s-server/pi-01\" -> \"kubeconfig\";"));
+    assert!(dot.contains("\"k3s-agent/jetson-01\" -> \"cluster-ready\" [style=dashed];"));
 }
 
 #[test]
@@ -135,4 +138,95 @@ fn a_second_up_on_a_locked_environment_names_the_holder() {
         err.contains(&format!("pid {}", std::process::id())),
         "{err}"
     );
+}
+
+/// Issue 9: every command that writes a file accepts a bare name in the current
+/// directory, writes it atomically there and exits 0 (no "cannot write inv.yaml").
+#[test]
+fn bare_file_names_write_in_the_current_directory() {
+    let state = tempfile::tempdir().expect("tmp");
+    let cwd = tempfile::tempdir().expect("cwd");
+    let run = |args: &[&str]| {
+        continuum(state.path())
+            .current_dir(cwd.path())
+            .args(args)
+            .output()
+            .expect("run")
+    };
+    let ok = |out: &std::process::Output, what: &str| {
+        assert!(
+            out.status.success(),
+            "{what}: {:?}\n{}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    // inventory add: created, then extended, in the working directory.
+    ok(
+        &run(&[
+            "inventory",
+            "add",
+            "inv.yaml",
+            "pi-01",
+            "--host",
+            "10.0.0.5",
+        ]),
+        "inventory add (create)",
+    );
+    ok(
+        &run(&[
+            "inventory",
+            "add",
+            "inv.yaml",
+            "pi-02",
+            "--host",
+            "10.0.0.6",
+        ]),
+        "inventory add (extend)",
+    );
+    let inv = std::fs::read_to_string(cwd.path().join("inv.yaml")).expect("inv.yaml");
+    assert!(inv.contains("pi-01") && inv.contains("pi-02"), "{inv}");
+
+    // inventory import: source and target both bare names.
+    std::fs::copy(
+        root().join("tests/fixtures/ansible/k3s-ansible.yml"),
+        cwd.path().join("sample.yml"),
+    )
+    .expect("copy sample");
+    ok(
+        &run(&["inventory", "import", "sample.yml", "out.yaml"]),
+        "inventory import",
+    );
+    let out = std::fs::read_to_string(cwd.path().join("out.yaml")).expect("out.yaml");
+    assert!(out.contains("jetson-01"), "{out}");
+
+    // graph --svg: rendered by Graphviz, written atomically at the bare name.
+    std::fs::write(
+        cwd.path().join("recipe.yaml"),
+        format!(
+            "name: bare\ninventory: inv.yaml\nk3s:\n  version: v1.31.4+k3s1\n  install: {{source: bundle, bundle: {}}}\n  servers: [pi-01]\n",
+            root().join("tests/k3s-double").display()
+        ),
+    )
+    .expect("recipe");
+    assert!(
+        std::process::Command::new("dot").arg("-V").output().is_ok(),
+        "Graphviz `dot` is needed for `graph --svg` (scripts/test installs it)"
+    );
+    let g = run(&["graph", "recipe.yaml", "--svg", "graph.svg"]);
+    ok(&g, "graph --svg");
+    let svg = std::fs::read_to_string(cwd.path().join("graph.svg")).expect("graph.svg");
+    assert!(
+        svg.contains("<svg") && svg.replace("&#45;", "-").contains("k3s-agent/pi-02"),
+        "{svg}"
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(cwd.path())
+        .expect("ls")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }

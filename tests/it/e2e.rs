@@ -205,7 +205,9 @@ fn stopped_host_fails_alone_and_resumes() {
     let state = ws.state();
     assert_eq!(state["resources"]["k3s-server/sh-srv"]["status"], "applied");
     assert_eq!(state["resources"]["k3s-agent/sh-a1"]["status"], "applied");
-    assert_eq!(state["resources"]["k3s-agent/sh-a2"]["status"], "failed");
+    // Issue 9: unreachable from the start is `offline`; lost mid-install is `failed`.
+    let a2 = state["resources"]["k3s-agent/sh-a2"]["status"].clone();
+    assert!(a2 == "offline" || a2 == "failed", "{a2}");
     assert!(
         state["resources"]["k3s-agent/sh-a2"]["last_error"]
             .as_str()

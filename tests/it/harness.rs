@@ -12,9 +12,20 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Whether the fleet is available; tests that need it return early otherwise.
+/// Whether a test that cannot run here must fail instead of skipping: under CI
+/// (`CI=true`, as `.ci/run` runs) nothing passes silently.
+pub fn must_run() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Whether the fleet is available; tests that need it return early otherwise (and
+/// fail under CI).
 pub fn fleet_available(test: &str) -> bool {
     let ok = std::env::var("CONTINUUM_FLEET").is_ok_and(|v| v == "1");
+    assert!(
+        ok || !must_run(),
+        "{test}: the test fleet is not available under CI=true (scripts/test as root sets CONTINUUM_FLEET=1)"
+    );
     if !ok {
         eprintln!(
             "{test}: skipped (needs the test fleet: run `bash .ci/run`, which sets CONTINUUM_FLEET=1)"

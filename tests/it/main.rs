@@ -9,5 +9,6 @@ mod cli;
 mod e2e;
 mod edge;
 mod harness;
+mod offline;
 mod oscar;
 mod recipes;
