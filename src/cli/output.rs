@@ -134,10 +134,20 @@ impl Printer {
                 if r.results.is_empty() {
                     out("Nothing to do: 0 to change.");
                 } else {
+                    let tolerated = r
+                        .results
+                        .iter()
+                        .filter(|x| x.outcome == "tolerated")
+                        .count();
                     out(&format!(
-                        "Applied: {} resource(s) processed, {} changed on hosts.",
+                        "Applied: {} resource(s) processed, {} changed on hosts{}.",
                         r.results.len(),
-                        r.changed()
+                        r.changed(),
+                        if tolerated > 0 {
+                            format!(", {tolerated} offline (within k3s.allow_unavailable)")
+                        } else {
+                            String::new()
+                        }
                     ));
                 }
             }

@@ -669,6 +669,27 @@ fn diff_reason(rec: Option<&crate::state::ResourceState>, r: &Resource) -> (Acti
     }
 }
 
+/// A state in which every resource of `rg` is applied as desired (tests of the plan).
+#[cfg(test)]
+pub(crate) fn applied_state(env: &str, rg: &ResourceGraph) -> State {
+    let mut state = State::new(env);
+    for r in rg.graph.node_weights() {
+        state.resources.insert(
+            r.id.clone(),
+            crate::state::ResourceState {
+                status: Status::Applied,
+                hash: r.hash.clone(),
+                host: r.host.clone(),
+                role: r.role(),
+                attrs: r.attrs.clone(),
+                last_error: None,
+                updated_at: 0,
+            },
+        );
+    }
+    state
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -693,15 +714,21 @@ mod tests {
         assert!(!members.iter().any(|m| m == "d"));
     }
 
-    /// Issue 9: an offline agent never withholds the kubeconfig or readiness; the
-    /// first server does.
-    #[test]
-    fn readiness_and_kubeconfig_need_only_the_first_server() {
+    /// The example edge recipe and its graph.
+    fn farm_edge() -> (Environment, ResourceGraph) {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
         let env = crate::recipe::load_recipe(&dir.join("farm-edge.yaml"))
             .expect("example")
             .env;
         let rg = build(&env).expect("graph");
+        (env, rg)
+    }
+
+    /// Issue 9: an offline agent never withholds the kubeconfig or readiness; the
+    /// first server does.
+    #[test]
+    fn readiness_and_kubeconfig_need_only_the_first_server() {
+        let (env, rg) = farm_edge();
         let ix = |id: &str| rg.index[id];
         let dep = |a: &str, b: &str| rg.graph.find_edge(ix(a), ix(b)).map(|e| rg.graph[e]);
         let init = node_id(Role::Server, env.cluster.init_server());
@@ -727,27 +754,8 @@ mod tests {
     /// A node that was offline is tried again by the next `up`.
     #[test]
     fn offline_nodes_are_planned_again() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
-        let env = crate::recipe::load_recipe(&dir.join("farm-edge.yaml"))
-            .expect("example")
-            .env;
-        let rg = build(&env).expect("graph");
-        let mut state = State::new(&env.name);
-        for ix in rg.graph.node_indices() {
-            let r = &rg.graph[ix];
-            state.resources.insert(
-                r.id.clone(),
-                crate::state::ResourceState {
-                    status: Status::Applied,
-                    hash: r.hash.clone(),
-                    host: r.host.clone(),
-                    role: r.role(),
-                    attrs: r.attrs.clone(),
-                    last_error: None,
-                    updated_at: 0,
-                },
-            );
-        }
+        let (env, rg) = farm_edge();
+        let mut state = applied_state(&env.name, &rg);
         let agent = node_id(Role::Agent, &env.cluster.agents[0]);
         if let Some(r) = state.resources.get_mut(&agent) {
             r.status = Status::Offline;

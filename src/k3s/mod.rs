@@ -689,9 +689,11 @@ pub fn leftovers(role: Option<crate::recipe::Role>) -> String {
         "the k3s binary and scripts in /usr/local/bin (k3s, kubectl/crictl/ctr links, \
          k3s-killall.sh, {script}); the {unit} service (/etc/systemd/system/{unit}.service \
          and {unit}.service.env, or /etc/init.d/{unit} on openrc); /etc/rancher/k3s, \
-         /etc/rancher/node, /var/lib/rancher/k3s, /var/lib/kubelet; {WORK_DIR}; running \
-         containers and CNI interfaces (cni0, flannel.1). To wipe it when it is back: \
-         `sudo /usr/local/bin/{script}; sudo rm -rf {WORK_DIR}`"
+         /etc/rancher/node, /var/lib/rancher/k3s, /var/lib/kubelet, /var/lib/cni, /run/k3s; \
+         {WORK_DIR}; running containers, CNI interfaces (cni0, flannel.1) and KUBE-/CNI- \
+         iptables rules. If the device comes back with k3s still running it tries to join \
+         again under its old name: wipe it first, with \
+         `sudo /usr/local/bin/{script}; sudo rm -rf {WORK_DIR} /etc/rancher/node`"
     )
 }
 

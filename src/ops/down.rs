@@ -175,7 +175,7 @@ pub async fn down(
                                         "forgot `{host}` without contacting it; what may remain on it: {left}"
                                     ),
                                 });
-                                Did::changed(format!("forgotten; may remain on the device: {left}"))
+                                Did::changed("forgotten without contact (see the warning above)")
                             }
                         };
                         let mut st = state

@@ -253,6 +253,14 @@ fn summarize(results: &[ResourceResult], cancelled: bool) -> Result<(), OpsError
             .map(|r| format!("  {}: {}", r.id, r.detail.as_deref().unwrap_or(&r.outcome)))
             .collect::<Vec<_>>()
             .join("\n");
+        let details = if failed.iter().any(|r| r.outcome == "offline") {
+            format!(
+                "{details}\n  (hosts that could not be reached are `offline`: the next `up` tries them again; \
+                 `k3s.allow_unavailable` lets `up` succeed without some agents)"
+            )
+        } else {
+            details
+        };
         return Err(OpsError::Partial {
             failed: results
                 .iter()

@@ -778,18 +778,20 @@ async fn delete_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
         })?;
         return Ok(Did::changed("dropped: k3s was never installed there"));
     }
+    // The host first: one that is gone is not drained for nothing, and the error says
+    // how to forget it.
+    let conn = connect(ctx, &host)
+        .await
+        .map_err(|e| forget_hint(e, &ctx.env().name, &host))?;
     if ctx.env().cluster.init_server() != host && step.role.is_some() {
         // Remove the Node object through the first server (its node-password secret
-        // would otherwise block a later re-join under the same name).
+        // would otherwise block a later re-join under the same name; docs/k3s.md).
         let init = ctx.env().cluster.init_server().to_string();
         let server = connect(ctx, &init).await?;
         // Declarative shrink (issue 5): quorum check for servers, cordon + drain first.
         device::before_node_delete(ctx, step, server.as_ref(), &host).await?;
         k3s::delete_node(server.as_ref(), &host).await?;
     }
-    let conn = connect(ctx, &host)
-        .await
-        .map_err(|e| forget_hint(e, &ctx.env().name, &host))?;
     ctx.obs.event(Event::Progress {
         id: step.id.clone(),
         message: "uninstalling k3s".into(),

@@ -350,22 +350,7 @@ mod tests {
         ));
         assert!(g.contains_edge(ix(crate::graph::SERVERLESS), ix(crate::graph::ENDPOINT)));
         assert!(g.contains_edge(ix(crate::graph::KUBECONFIG), ix(crate::graph::ENDPOINT)));
-        let mut state = crate::state::State::new(&env.name);
-        for ix in g.node_indices() {
-            let r = &g[ix];
-            state.resources.insert(
-                r.id.clone(),
-                crate::state::ResourceState {
-                    status: crate::state::Status::Applied,
-                    hash: r.hash.clone(),
-                    host: r.host.clone(),
-                    role: r.role(),
-                    attrs: r.attrs.clone(),
-                    last_error: None,
-                    updated_at: 0,
-                },
-            );
-        }
+        let state = crate::graph::applied_state(&env.name, &rg);
         let plan = crate::graph::plan(&env, &rg, Some(&state));
         assert_eq!(plan.to_change(), 0, "{plan:?}");
         // A changed value re-renders the manifests: the layer is updated, nothing else.

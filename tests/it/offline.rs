@@ -218,6 +218,32 @@ fn teardown_always_finishes() {
         .filter(|d| d.name != "td-a1")
         .collect();
     ws.write_inventory(&defs, "ops");
+    // Without --forget the device is tried first (not drained for nothing) and the
+    // error names the way out.
+    let rm = bare(
+        &ws,
+        &[
+            "nodes",
+            "remove",
+            "td",
+            "td-a1",
+            "--yes",
+            "--connect-timeout",
+            "2",
+            "--connect-attempts",
+            "1",
+        ],
+    );
+    assert_eq!(rm.status.code(), Some(3), "{}", text(&rm));
+    assert!(
+        text(&rm).contains("continuum nodes remove td td-a1 --forget"),
+        "{}",
+        text(&rm)
+    );
+    assert_eq!(
+        ws.state()["resources"]["k3s-agent/td-a1"]["status"],
+        "offline"
+    );
     let rm = bare(
         &ws,
         &["nodes", "remove", "td", "td-a1", "--forget", "--yes"],
