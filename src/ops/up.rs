@@ -783,21 +783,27 @@ async fn delete_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
     let conn = connect(ctx, &host)
         .await
         .map_err(|e| forget_hint(e, &ctx.env().name, &host))?;
-    if ctx.env().cluster.init_server() != host && step.role.is_some() {
-        // Remove the Node object through the first server (its node-password secret
-        // would otherwise block a later re-join under the same name; docs/k3s.md).
+    let server = if ctx.env().cluster.init_server() != host && step.role.is_some() {
         let init = ctx.env().cluster.init_server().to_string();
         let server = connect(ctx, &init).await?;
         // Declarative shrink (issue 5): quorum check for servers, cordon + drain first.
         device::before_node_delete(ctx, step, server.as_ref(), &host).await?;
-        k3s::delete_node(server.as_ref(), &host).await?;
-    }
+        Some(server)
+    } else {
+        None
+    };
     ctx.obs.event(Event::Progress {
         id: step.id.clone(),
         message: "uninstalling k3s".into(),
     });
     k3s::uninstall(conn.as_ref()).await?;
     ctx.pool.drop_conn(&host).await;
+    if let Some(server) = server {
+        // Then the Node object, through the first server: once k3s is gone from the
+        // host it cannot register again, and its node-password secret goes with it, so
+        // a later join under the same name works (docs/k3s.md, "Removing a node").
+        k3s::delete_node(server.as_ref(), &host).await?;
+    }
     with_state(ctx, |st| {
         st.resources.remove(&step.id);
         if !still_used {

@@ -159,8 +159,10 @@ check "kh4 with another cluster-cidr rejected" '[ $rc -ne 0 ] && has "critical c
 check "secret not printed" '! has ha-shared-secret'
 
 echo "== 6. uninstall leaves no k3s files"
-x kd1 -- kubectl delete node kd3 >/dev/null
+# Uninstall first, then delete the Node: a running agent registers again when its
+# Node is deleted under it (the double's kubelet behaviour), so the other order races.
 out=$(x kd3 -- /usr/local/bin/k3s-agent-uninstall.sh 2>&1); rc=$?
+x kd1 -- kubectl delete node kd3 >/dev/null
 left=$(x kd3 -- sh -c 'find / -xdev \( -path /proc -prune \) -o \( -name "*k3s*" -o -name "*rancher*" -o -path /var/lib/kubelet \) -print 2>/dev/null; ls /run | grep k3s; ps -eo args | grep "k3s agent" | grep -v grep')
 check "kd3 agent uninstall: nothing left [${left}]" '[ $rc -eq 0 ] && [ -z "$left" ]'
 out=$(x kh3 -- /usr/local/bin/k3s-uninstall.sh 2>&1); rc=$?
