@@ -57,7 +57,11 @@ pub enum Command {
     /// Check a recipe and its inventory; print warnings.
     Validate { recipe: PathBuf },
     /// Show what `up` would change, and why (-v: the remote commands too).
-    Plan { recipe: PathBuf },
+    Plan {
+        recipe: PathBuf,
+        #[command(flatten)]
+        refresh: RefreshArg,
+    },
     /// Create or fix whatever differs from the recipe; nothing else.
     Up(UpArgs),
     /// Every node of an environment: role, arch, version, Ready, last error.
@@ -101,9 +105,20 @@ pub enum Command {
     Nodes(edge::NodesCmd),
 }
 
+/// `--refresh=BOOL` of `plan` and `up`.
+#[derive(Debug, Args)]
+pub struct RefreshArg {
+    /// Read every applied node's facts first (one round trip per host, in parallel) so
+    /// drift shows in the plan; `--refresh=false` plans from the state alone.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub refresh: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct UpArgs {
     pub recipe: PathBuf,
+    #[command(flatten)]
+    pub refresh: RefreshArg,
     /// Apply without asking for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -183,9 +198,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             let env = load(&printer, recipe)?;
             printer.validated(&env);
         }
-        Command::Plan { recipe } => {
+        Command::Plan { recipe, refresh } => {
             let env = load(&printer, recipe)?;
-            let (_, plan) = ops::up::plan(&env, &cli.settings(None))?;
+            let mut settings = cli.settings(None);
+            settings.refresh = refresh.refresh;
+            let (_, plan, unreachable) = ops::up::plan(&env, &settings).await?;
+            for (h, why) in &unreachable {
+                printer.warning(&format!("cannot refresh `{h}` (planned from state): {why}"));
+            }
             printer.plan(&env, &plan);
         }
         Command::Graph { recipe, svg } => {
@@ -200,6 +220,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Up(args) => {
             let env = load(&printer, &args.recipe)?;
             let mut settings = cli.settings(Some(&args.conn));
+            settings.refresh = args.refresh.refresh;
             settings
                 .replace_host_keys
                 .clone_from(&args.replace_host_key);
@@ -211,7 +232,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let interactive = std::io::stdin().is_terminal() && printer.format() == Format::Text;
             if !args.yes && !interactive {
                 // Without a terminal there is nobody to confirm: refuse rather than guess.
-                let (_, plan) = ops::up::plan(&env, &settings)?;
+                let (_, plan, _) = ops::up::plan(&env, &settings).await?;
                 if plan.to_change() > 0 {
                     printer.plan(&env, &plan);
                     return Err(anyhow::Error::new(NeedsYes));

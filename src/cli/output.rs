@@ -113,6 +113,28 @@ impl Printer {
                 out(&l);
             }
         }
+        if let Some(u) = &plan.upgrade {
+            out(&format!(
+                "Upgrade {} -> {}, in this order:",
+                u.from.join(", "),
+                u.to
+            ));
+            if !u.servers.is_empty() {
+                out(&format!(
+                    "  servers one at a time, each Ready at {} before the next: {}",
+                    u.to,
+                    u.servers.join(" -> ")
+                ));
+            }
+            for (i, b) in u.agent_batches.iter().enumerate() {
+                out(&format!(
+                    "  agent batch {}{}: {}",
+                    i + 1,
+                    if u.drain { " (drained first)" } else { "" },
+                    b.join(", ")
+                ));
+            }
+        }
         out(&format!(
             "Plan: {} to create, {} to update, {} to delete, {} unchanged ({} to change).",
             plan.count(Action::Create),

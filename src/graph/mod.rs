@@ -515,6 +515,23 @@ pub struct Change {
 pub struct Plan {
     pub env: String,
     pub changes: Vec<Change>,
+    /// Set when the k3s version changes on applied nodes: the order `up` follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeOrder>,
+}
+
+/// How a version change rolls through the cluster.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UpgradeOrder {
+    /// Versions the nodes run now.
+    pub from: Vec<String>,
+    pub to: String,
+    /// One at a time, in this order.
+    pub servers: Vec<String>,
+    /// After the servers, one batch at a time.
+    pub agent_batches: Vec<Vec<String>>,
+    /// Agents are cordoned and drained before, uncordoned after.
+    pub drain: bool,
 }
 
 impl Plan {
@@ -534,6 +551,17 @@ impl Plan {
 
 /// Compare the desired graph with the recorded state.
 pub fn plan(env: &Environment, rg: &ResourceGraph, state: Option<&State>) -> Plan {
+    plan_with_drift(env, rg, state, &BTreeMap::new())
+}
+
+/// `plan`, with what a refresh found on the hosts (resource id -> what differs): a
+/// node that state calls up to date but whose host drifted is updated.
+pub fn plan_with_drift(
+    env: &Environment,
+    rg: &ResourceGraph,
+    state: Option<&State>,
+    drift: &BTreeMap<String, String>,
+) -> Plan {
     let mut changes = Vec::new();
     // Dependency order, stable and readable: first server, servers, agents, then the rest.
     let rank = |r: &Resource| match r.kind {
@@ -556,10 +584,23 @@ pub fn plan(env: &Environment, rg: &ResourceGraph, state: Option<&State>) -> Pla
         (rank(&rg.graph[*a]), &rg.graph[*a].id).cmp(&(rank(&rg.graph[*b]), &rg.graph[*b].id))
     });
     let mut changed_nodes = false;
+    let mut upgrading: Vec<(String, Option<Role>, String)> = Vec::new();
     for ix in order {
         let r = &rg.graph[ix];
         let recorded = state.and_then(|s| s.resources.get(&r.id));
+        let upgrade_from = state
+            .filter(|_| r.role().is_some())
+            .and_then(|s| recorded_version(s, &r.id))
+            .filter(|v| *v != env.cluster.version);
         let (action, reason) = match (&r.kind, recorded) {
+            _ if upgrade_from.is_some() => (
+                Action::Update,
+                format!(
+                    "version {} -> {} (restart)",
+                    upgrade_from.as_deref().unwrap_or_default(),
+                    env.cluster.version
+                ),
+            ),
             (Kind::ClusterReady, rec) => {
                 if changed_nodes && rec.is_some() {
                     (
@@ -570,10 +611,16 @@ pub fn plan(env: &Environment, rg: &ResourceGraph, state: Option<&State>) -> Pla
                     diff_reason(rec, r)
                 }
             }
-            (_, rec) => diff_reason(rec, r),
+            (_, rec) => match (diff_reason(rec, r), drift.get(&r.id)) {
+                ((Action::NoOp, _), Some(why)) => (Action::Update, format!("drift: {why}")),
+                (d, _) => d,
+            },
         };
         if action != Action::NoOp && matches!(r.kind, Kind::K3sServer { .. } | Kind::K3sAgent) {
             changed_nodes = true;
+        }
+        if let (Some(from), Some(h)) = (upgrade_from, &r.host) {
+            upgrading.push((h.clone(), r.role(), from.clone()));
         }
         changes.push(Change {
             id: r.id.clone(),
@@ -618,8 +665,63 @@ pub fn plan(env: &Environment, rg: &ResourceGraph, state: Option<&State>) -> Pla
     }
     Plan {
         env: env.name.clone(),
+        upgrade: upgrade_order(env, &upgrading),
         changes,
     }
+}
+
+/// The k3s version an applied node runs, as recorded: its own record, else (states
+/// written before nodes recorded it) the version `cluster-ready` last waited for.
+pub fn recorded_version(state: &State, id: &str) -> Option<String> {
+    let rs = state
+        .resources
+        .get(id)
+        .filter(|r| r.status == Status::Applied)?;
+    rs.version.clone().or_else(|| {
+        state
+            .resources
+            .get(CLUSTER_READY)
+            .and_then(|r| r.attrs.get("version"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    })
+}
+
+/// The order of a version change (docs/k3s.md, "Upgrades"): servers one at a time, the
+/// first server first, each Ready at the new version before the next; then agents in
+/// batches, in recipe order.
+fn upgrade_order(
+    env: &Environment,
+    upgrading: &[(String, Option<Role>, String)],
+) -> Option<UpgradeOrder> {
+    if upgrading.is_empty() {
+        return None;
+    }
+    let is = |h: &String, role: Role| upgrading.iter().any(|(u, r, _)| u == h && *r == Some(role));
+    let c = &env.cluster;
+    let servers: Vec<String> = c
+        .servers
+        .iter()
+        .filter(|s| is(s, Role::Server))
+        .cloned()
+        .collect();
+    let agents: Vec<String> = c
+        .agents
+        .iter()
+        .filter(|a| is(a, Role::Agent))
+        .cloned()
+        .collect();
+    let size = c.upgrade.batch_size(c.agents.len());
+    let mut from: Vec<String> = upgrading.iter().map(|(_, _, f)| f.clone()).collect();
+    from.sort();
+    from.dedup();
+    Some(UpgradeOrder {
+        from,
+        to: c.version.clone(),
+        servers,
+        agent_batches: agents.chunks(size).map(<[String]>::to_vec).collect(),
+        drain: c.upgrade.drain,
+    })
 }
 
 fn diff_reason(rec: Option<&crate::state::ResourceState>, r: &Resource) -> (Action, String) {
@@ -684,10 +786,22 @@ pub(crate) fn applied_state(env: &str, rg: &ResourceGraph) -> State {
                 attrs: r.attrs.clone(),
                 last_error: None,
                 updated_at: 0,
+                version: r.role().map(|_| env_version(rg)),
             },
         );
     }
     state
+}
+
+/// The k3s version the graph's `cluster-ready` waits for (tests).
+#[cfg(test)]
+fn env_version(rg: &ResourceGraph) -> String {
+    rg.index
+        .get(CLUSTER_READY)
+        .and_then(|ix| rg.graph[*ix].attrs.get("version"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[cfg(test)]

@@ -442,8 +442,11 @@ pub async fn apply_node<R: Remote>(
         )
         .await?;
     }
-    // A change to config.yaml alone does not restart k3s (REFERENCE.md §1).
-    let force = config_changed && facts.units.contains_key(unit);
+    // install.sh (re)starts k3s only for changes made during its own run (docs/k3s.md,
+    // "Restart rule"): the binary continuum put in place before it, a config.yaml
+    // change or a stopped unit would all be left as they are. An existing unit that is
+    // not converged is therefore always restarted.
+    let force = facts.units.contains_key(unit);
     run_root(
         r,
         "the k3s install script",
@@ -560,74 +563,24 @@ pub fn parse_nodes(host: &str, json: &str) -> Result<Vec<NodeInfo>, K3sError> {
 }
 
 /// Wait until the API answers `/readyz`, CoreDNS is available (unless disabled) and
-/// every expected node is Ready; fail naming the nodes that are not.
+/// every expected node is Ready at `version` (`kubeletVersion`); errors of a restarting
+/// API are retried until `timeout`, then the error names the nodes that are not.
 pub async fn wait_ready<R: Remote>(
     r: &R,
     expected: &[String],
+    version: &str,
     coredns: bool,
     timeout: Duration,
 ) -> Result<Vec<NodeInfo>, K3sError> {
     let start = Instant::now();
     loop {
-        let last;
-        let readyz = r
-            .run(
-                &format!("{BIN_PATH} kubectl get --raw /readyz"),
-                None,
-                true,
-                SHORT,
-            )
-            .await?;
-        if readyz.success() && readyz.stdout.trim() == "ok" {
-            let nodes = list_nodes(r).await?;
-            let missing: Vec<&str> = expected
-                .iter()
-                .filter(|e| !nodes.iter().any(|n| &n.name == *e))
-                .map(String::as_str)
-                .collect();
-            let not_ready: Vec<String> = nodes
-                .iter()
-                .filter(|n| expected.contains(&n.name) && n.ready != "True")
-                .map(|n| format!("{} (Ready={})", n.name, n.ready))
-                .collect();
-            let dns_ok = !coredns || {
-                let d = r
-                    .run(
-                        &format!(
-                            "{BIN_PATH} kubectl -n kube-system get deployment coredns -o json"
-                        ),
-                        None,
-                        true,
-                        SHORT,
-                    )
-                    .await?;
-                d.success()
-                    && serde_json::from_str::<Value>(&d.stdout)
-                        .ok()
-                        .and_then(|v| {
-                            v.pointer("/status/availableReplicas")
-                                .and_then(Value::as_u64)
-                        })
-                        .unwrap_or(0)
-                        > 0
-            };
-            if missing.is_empty() && not_ready.is_empty() && dns_ok {
-                return Ok(nodes);
-            }
-            let mut parts = Vec::new();
-            if !missing.is_empty() {
-                parts.push(format!("not registered: {}", missing.join(", ")));
-            }
-            if !not_ready.is_empty() {
-                parts.push(format!("not Ready: {}", not_ready.join(", ")));
-            }
-            if !dns_ok {
-                parts.push("CoreDNS is not available".to_string());
-            }
-            last = parts.join("; ");
-        } else {
-            last = format!("/readyz answered: {}", readyz.tail());
-        }
+        // A server that is restarting (an upgrade, a forced restart) answers with
+        // errors for a while: those are retried until the timeout, never fatal.
+        let last = match ready_once(r, expected, version, coredns).await {
+            Ok(Ok(nodes)) => return Ok(nodes),
+            Ok(Err(not_yet)) => not_yet,
+            Err(e) => format!("the API did not answer: {}", first_line(&e.to_string())),
+        };
         if start.elapsed() >= timeout {
             return Err(K3sError::NotReady {
                 secs: timeout.as_secs(),
@@ -636,6 +589,83 @@ pub async fn wait_ready<R: Remote>(
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// One readiness check: `Ok(Ok(nodes))` when ready, `Ok(Err(why))` when not yet,
+/// `Err` when the check itself failed (connection, API restarting).
+async fn ready_once<R: Remote>(
+    r: &R,
+    expected: &[String],
+    version: &str,
+    coredns: bool,
+) -> Result<Result<Vec<NodeInfo>, String>, K3sError> {
+    let readyz = r
+        .run(
+            &format!("{BIN_PATH} kubectl get --raw /readyz"),
+            None,
+            true,
+            SHORT,
+        )
+        .await?;
+    if !(readyz.success() && readyz.stdout.trim() == "ok") {
+        return Ok(Err(format!("/readyz answered: {}", readyz.tail())));
+    }
+    let nodes = list_nodes(r).await?;
+    let missing: Vec<&str> = expected
+        .iter()
+        .filter(|e| !nodes.iter().any(|n| &n.name == *e))
+        .map(String::as_str)
+        .collect();
+    let of_interest = || nodes.iter().filter(|n| expected.contains(&n.name));
+    let not_ready: Vec<String> = of_interest()
+        .filter(|n| n.ready != "True")
+        .map(|n| format!("{} (Ready={})", n.name, n.ready))
+        .collect();
+    // After an upgrade every node must run the pinned version (`kubeletVersion`).
+    let other_version: Vec<String> = of_interest()
+        .filter(|n| n.version != version)
+        .map(|n| format!("{} ({})", n.name, n.version))
+        .collect();
+    let dns_ok = !coredns || {
+        let d = r
+            .run(
+                &format!("{BIN_PATH} kubectl -n kube-system get deployment coredns -o json"),
+                None,
+                true,
+                SHORT,
+            )
+            .await?;
+        d.success()
+            && serde_json::from_str::<Value>(&d.stdout)
+                .ok()
+                .and_then(|v| {
+                    v.pointer("/status/availableReplicas")
+                        .and_then(Value::as_u64)
+                })
+                .unwrap_or(0)
+                > 0
+    };
+    if missing.is_empty() && not_ready.is_empty() && other_version.is_empty() && dns_ok {
+        return Ok(Ok(nodes));
+    }
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!("not registered: {}", missing.join(", ")));
+    }
+    if !not_ready.is_empty() {
+        parts.push(format!("not Ready: {}", not_ready.join(", ")));
+    }
+    if !other_version.is_empty() {
+        parts.push(format!("not at {version}: {}", other_version.join(", ")));
+    }
+    if !dns_ok {
+        parts.push("CoreDNS is not available".to_string());
+    }
+    Ok(Err(parts.join("; ")))
 }
 
 /// The admin kubeconfig of a server (read with root rights; it is 0600 there).
@@ -666,6 +696,19 @@ pub async fn delete_node<R: Remote>(server: &R, node: &str) -> Result<(), K3sErr
     } else {
         check(server.name(), "deleting the node object", out).map(|_| ())
     }
+}
+
+/// Make a node schedulable again (after an upgrade with drain).
+pub async fn uncordon<R: Remote>(server: &R, node: &str) -> Result<(), K3sError> {
+    run_root(
+        server,
+        "uncordoning the node",
+        &format!("{BIN_PATH} kubectl uncordon {}", quote(node)),
+        None,
+        SHORT,
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Uninstall k3s (either role) and continuum's work files. Idempotent.

@@ -10,6 +10,7 @@ mod cloud;
 pub mod down;
 pub mod inventory;
 pub mod preflight;
+pub mod refresh;
 pub mod serverless;
 pub mod shrink;
 pub mod status;
@@ -150,6 +151,8 @@ pub struct Settings {
     pub ec2: Option<Ec2Override>,
     /// Waits and retries of the AWS provisioning steps.
     pub cloud: crate::aws::provision::Options,
+    /// Read the hosts' facts before planning (`--refresh=false`: plan from state).
+    pub refresh: bool,
 }
 
 /// An injected `Ec2Api` (not `Debug` itself).
@@ -172,6 +175,7 @@ impl Default for Settings {
             replace_host_keys: Vec::new(),
             ec2: None,
             cloud: crate::aws::provision::Options::default(),
+            refresh: true,
         }
     }
 }

@@ -265,6 +265,7 @@ async fn forget_node(
         .collect();
     let plan = Plan {
         env: env_name.to_string(),
+        upgrade: None,
         changes: ids
             .iter()
             .map(|id| Change {

@@ -54,7 +54,7 @@ pub(super) struct Ctx {
     /// `base` with AWS addresses from state; refreshed after each instance group.
     env: std::sync::RwLock<Arc<Environment>>,
     rg: std::sync::RwLock<Arc<ResourceGraph>>,
-    pool: Pool,
+    pool: Arc<Pool>,
     pub(super) store: Store,
     pub(super) state: Mutex<State>,
     pub(super) obs: SharedObserver,
@@ -102,8 +102,13 @@ impl Ctx {
     }
 }
 
-/// Plan against the recorded state (read-only; no lock, no network).
-pub fn plan(env: &Environment, settings: &Settings) -> Result<(ResourceGraph, Plan), OpsError> {
+/// Plan against the recorded state, refreshed from the hosts unless
+/// `settings.refresh` is off (read-only; no lock). Hosts that could not be read are
+/// returned with the reason, and planned from the state.
+pub async fn plan(
+    env: &Environment,
+    settings: &Settings,
+) -> Result<(ResourceGraph, Plan, BTreeMap<String, String>), OpsError> {
     let store = Store::new(&settings.state_dir, &env.name);
     let state = store.load()?;
     // AWS addresses come from state (unknown ones stay empty until `up` creates them).
@@ -113,8 +118,17 @@ pub fn plan(env: &Environment, settings: &Settings) -> Result<(ResourceGraph, Pl
         &settings.state_dir,
     );
     let rg = graph::build(&env)?;
-    let plan = graph::plan(&env, &rg, state.as_ref());
-    Ok((rg, plan))
+    let refreshed = match &state {
+        Some(st) if settings.refresh => {
+            let pool = Arc::new(settings.pool(&env.name)?);
+            let r = super::refresh::refresh(&env, &rg, st, settings, &pool).await;
+            pool.close().await;
+            r?
+        }
+        _ => super::refresh::Refreshed::default(),
+    };
+    let plan = graph::plan_with_drift(&env, &rg, state.as_ref(), &refreshed.drift);
+    Ok((rg, plan, refreshed.unreachable))
 }
 
 /// Converge the environment. `Ok` only when every resource is applied.
@@ -153,8 +167,20 @@ pub async fn up(
     let env =
         crate::aws::provision::resolve(&base, state.aws.as_ref(), &settings.state_dir).into_owned();
     let rg = graph::build(&env)?;
-    let plan = graph::plan(&env, &rg, Some(&state));
+    let pool = Arc::new(settings.pool(&env.name)?);
+    let refreshed = if settings.refresh {
+        super::refresh::refresh(&env, &rg, &state, settings, &pool).await?
+    } else {
+        super::refresh::Refreshed::default()
+    };
+    for (h, why) in &refreshed.unreachable {
+        obs.event(Event::Warning {
+            message: format!("cannot refresh `{h}` (planned from state): {why}"),
+        });
+    }
+    let plan = graph::plan_with_drift(&env, &rg, Some(&state), &refreshed.drift);
     if plan.to_change() == 0 {
+        pool.close().await;
         return Ok(UpReport {
             plan,
             results: Vec::new(),
@@ -165,6 +191,7 @@ pub async fn up(
     // Cloud: credentials, then instance types and images checked before any spend.
     let cloud = super::cloud::prepare(&base, &plan, settings, &store, &mut state).await?;
     if !approve(&plan) {
+        pool.close().await;
         return Ok(UpReport {
             plan,
             results: Vec::new(),
@@ -215,9 +242,13 @@ pub async fn up(
         }
     }
 
+    if let Some(order) = &plan.upgrade {
+        add_upgrade_order(&mut g, &rg, order);
+    }
+
     let ctx = Arc::new(Ctx {
         joins: tokio::sync::Semaphore::new(JOIN_BATCH),
-        pool: settings.pool(&env.name)?,
+        pool,
         env: std::sync::RwLock::new(Arc::new(env)),
         rg: std::sync::RwLock::new(Arc::new(rg)),
         base,
@@ -303,7 +334,7 @@ pub async fn up(
             message: format!(
                 "{} agent(s) offline, within k3s.allow_unavailable ({}): {}; the next `up` tries again",
                 hosts.len(),
-                ctx.env().cluster.allow_unavailable,
+                ctx.env().cluster.unavailable_allowed(),
                 hosts.join(", ")
             ),
         });
@@ -365,6 +396,45 @@ pub async fn up(
     Ok(UpReport { plan, results })
 }
 
+/// A version change rolls in the documented order (docs/k3s.md, "Upgrades"): each
+/// server after the previous one (which waited until it was Ready at the new version),
+/// then the agents batch by batch behind a gate step per batch (so edges stay linear in
+/// the number of agents). A failed server stops the agents; an offline agent does not
+/// stop the next batch.
+fn add_upgrade_order(g: &mut DiGraph<Step, Dep>, rg: &ResourceGraph, order: &graph::UpgradeOrder) {
+    let node = |role: Role, h: &str| rg.index.get(&graph::node_id(role, h)).copied();
+    let servers: Vec<NodeIndex> = order
+        .servers
+        .iter()
+        .filter_map(|s| node(Role::Server, s))
+        .collect();
+    for pair in servers.windows(2) {
+        g.add_edge(pair[0], pair[1], Dep::Needs);
+    }
+    let mut previous: Vec<NodeIndex> = Vec::new();
+    for (i, batch) in order.agent_batches.iter().enumerate() {
+        let gate = g.add_node(Step {
+            id: format!("upgrade-batch/{}", i + 1),
+            action: Action::NoOp,
+            kind: None,
+            host: None,
+            role: None,
+        });
+        if i == 0 {
+            for s in &servers {
+                g.add_edge(*s, gate, Dep::Needs);
+            }
+        }
+        for p in &previous {
+            g.add_edge(*p, gate, Dep::After);
+        }
+        previous = batch.iter().filter_map(|a| node(Role::Agent, a)).collect();
+        for a in &previous {
+            g.add_edge(gate, *a, Dep::Needs);
+        }
+    }
+}
+
 /// The unreachable hosts when `up` may still succeed without them: all of them agents
 /// (servers are never optional) and no more than `k3s.allow_unavailable` allows.
 /// Sorted host names.
@@ -375,7 +445,7 @@ fn tolerated_offline(
     if unreachable.is_empty() {
         return None;
     }
-    let allowed = env.cluster.allow_unavailable.of(env.cluster.agents.len());
+    let allowed = env.cluster.unavailable_allowed();
     let all_agents = unreachable
         .keys()
         .all(|h| env.cluster.role_of(h) == Some(Role::Agent));
@@ -414,6 +484,7 @@ fn record_failure(ctx: &Ctx, step: &Step, msg: &str, status: Status) {
                     attrs: BTreeMap::new(),
                     last_error: Some(msg.to_string()),
                     updated_at: now(),
+                    version: None,
                 },
             );
         }
@@ -514,9 +585,11 @@ fn mark(
     extra: impl FnOnce(&mut State),
 ) -> Result<(), OpsError> {
     let r = resource(ctx, id);
+    let version = ctx.env().cluster.version.clone();
     with_state(ctx, |st| {
         if let Some(r) = r {
             let prev_attrs = st.resources.get(id).map(|p| p.attrs.clone());
+            let prev_version = st.resources.get(id).and_then(|p| p.version.clone());
             st.resources.insert(
                 id.to_string(),
                 ResourceState {
@@ -538,6 +611,12 @@ fn mark(
                     },
                     last_error: None,
                     updated_at: now(),
+                    // A node's version changes only once it is applied at the new one.
+                    version: if status == Status::Applied && r.role().is_some() {
+                        Some(version)
+                    } else {
+                        prev_version
+                    },
                 },
             );
         }
@@ -548,6 +627,13 @@ fn mark(
 async fn node_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
     let host = step.host.clone().unwrap_or_default();
     let role = step.role.unwrap_or(Role::Agent);
+    let upgrading_from = {
+        let st = ctx
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        graph::recorded_version(&st, &step.id).filter(|v| *v != ctx.env().cluster.version)
+    };
     mark(ctx, &step.id, Status::Pending, |_| {})?;
     let conn = connect(ctx, &host).await?;
     ctx.obs.event(Event::Progress {
@@ -620,7 +706,40 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
     with_state(ctx, |st| {
         st.hosts.entry(host.clone()).or_default().k3s_installed = true;
     })?;
+    let init_host = ctx.env().cluster.init_server().to_string();
+    let drain = upgrading_from.is_some() && role == Role::Agent && ctx.env().cluster.upgrade.drain;
+    if drain {
+        ctx.obs.event(Event::Progress {
+            id: step.id.clone(),
+            message: "cordoning and draining before the upgrade".into(),
+        });
+        let server = connect(ctx, &init_host).await?;
+        super::shrink::drain(server.as_ref(), &host).await?;
+    }
     let applied = k3s::apply_node(conn.as_ref(), &spec, &facts).await?;
+    if let Some(from) = &upgrading_from {
+        // Ready at the new version before the next server or batch starts.
+        ctx.obs.event(Event::Progress {
+            id: step.id.clone(),
+            message: format!("waiting until Ready at {} (was {from})", spec.version),
+        });
+        let server = if host == init_host {
+            conn.clone()
+        } else {
+            connect(ctx, &init_host).await?
+        };
+        k3s::wait_ready(
+            server.as_ref(),
+            std::slice::from_ref(&host),
+            spec.version,
+            false,
+            ctx.env().cluster.readiness_timeout,
+        )
+        .await?;
+        if drain {
+            k3s::uncordon(server.as_ref(), &host).await?;
+        }
+    }
     if is_init {
         let join = k3s::read_join_token(conn.as_ref()).await?;
         let url = graph::server_url(&ctx.env());
@@ -632,7 +751,9 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
     } else {
         mark(ctx, &step.id, Status::Applied, |_| {})?;
     }
-    Ok(if applied == Applied::Changed {
+    Ok(if let Some(from) = upgrading_from {
+        Did::changed(format!("upgraded {from} -> {}, Ready", spec.version))
+    } else if applied == Applied::Changed {
         Did::changed(format!("k3s {} {} applied", spec.version, role))
     } else {
         Did::unchanged(format!("k3s {} {} already as desired", spec.version, role))
@@ -687,6 +808,7 @@ async fn ready_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
     k3s::wait_ready(
         conn.as_ref(),
         &applied,
+        &env.cluster.version,
         coredns,
         env.cluster.readiness_timeout,
     )

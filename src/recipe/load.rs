@@ -14,8 +14,8 @@ use serde_saphyr::Spanned;
 
 use super::diag::{Diagnostic, Pos, Severity, Sink, did_you_mean};
 use super::flags;
-use super::model::{Cluster, Environment, Host, Install, KubeconfigTarget, Unavailable};
-use super::raw::{self, CountOrPercent, InstallSource, RoleHint};
+use super::model::{Cluster, Environment, Host, Install, KubeconfigTarget, Share, Upgrade};
+use super::raw::{self, InstallSource, RoleHint};
 
 /// Default online install script (REFERENCE.md §1).
 pub const DEFAULT_SCRIPT_URL: &str = "https://get.k3s.io";
@@ -66,6 +66,32 @@ pub struct Loaded {
 
 pub(super) fn pos<T>(s: &Spanned<T>) -> Pos {
     Pos::of(&s.referenced)
+}
+
+/// A count (`3`) or a percentage (`"25%"`, 0-100) of nodes; `None` after an error.
+fn share(sink: &mut Sink, v: &Spanned<raw::CountOrPercent>, field: &str) -> Option<Share> {
+    match &v.value {
+        raw::CountOrPercent::Count(n) => {
+            Some(Share::Count(usize::try_from(*n).unwrap_or(usize::MAX)))
+        }
+        raw::CountOrPercent::Text(t) => {
+            let p = t
+                .trim()
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse::<u8>().ok())
+                .filter(|p| *p <= 100);
+            if p.is_none() {
+                sink.error(
+                    pos(v),
+                    format!("invalid {field} `{t}`: expected a number of agents or a percentage"),
+                )
+                .help(format!(
+                    "for example `{field}: 1` or `{field}: \"25%\"` (0% to 100%)"
+                ));
+            }
+            p.map(Share::Percent)
+        }
+    }
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {
@@ -627,29 +653,29 @@ fn check_recipe(
         None => DEFAULT_READINESS_TIMEOUT,
     };
 
-    let allow_unavailable = match &k.allow_unavailable {
-        None => Unavailable::None,
-        Some(a) => match &a.value {
-            CountOrPercent::Count(n) => {
-                Unavailable::Count(usize::try_from(*n).unwrap_or(usize::MAX))
-            }
-            CountOrPercent::Text(t) => match t
-                .trim()
-                .strip_suffix('%')
-                .and_then(|p| p.trim().parse::<u8>().ok())
-                .filter(|p| *p <= 100)
-            {
-                Some(p) => Unavailable::Percent(p),
-                None => {
+    let allow_unavailable = k
+        .allow_unavailable
+        .as_ref()
+        .and_then(|a| share(sink, a, "allow_unavailable"));
+    let upgrade = {
+        let u = k.upgrade.as_ref();
+        let mut up = Upgrade::default();
+        if let Some(b) = u.and_then(|u| u.agent_batch.as_ref()) {
+            match share(sink, b, "agent_batch") {
+                Some(Share::Count(0) | Share::Percent(0)) => {
                     sink.error(
-                        pos(a),
-                        format!("invalid allow_unavailable `{t}`: expected a number of agents or a percentage"),
-                    )
-                    .help("for example `allow_unavailable: 1` or `allow_unavailable: \"25%\"` (0% to 100%)");
-                    Unavailable::None
+                        pos(b),
+                        "agent_batch must upgrade at least one agent at a time",
+                    );
                 }
-            },
-        },
+                Some(s) => up.agent_batch = s,
+                None => {}
+            }
+        }
+        if let Some(d) = u.and_then(|u| u.drain.as_ref()) {
+            up.drain = d.value;
+        }
+        up
     };
 
     let kubeconfig = KubeconfigTarget {
@@ -738,6 +764,7 @@ fn check_recipe(
             extra_config,
             nvidia_default_runtime: k.nvidia_default_runtime.as_ref().is_some_and(|v| v.value),
             allow_unavailable,
+            upgrade,
         },
         kubeconfig,
         serverless,

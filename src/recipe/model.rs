@@ -64,39 +64,69 @@ pub struct Cluster {
     pub extra_config: BTreeMap<String, serde_json::Value>,
     /// `default-runtime: nvidia` on probed Jetsons (issue 5).
     pub nvidia_default_runtime: bool,
-    /// How many agents may be unreachable while `up` still succeeds (issue 9).
-    pub allow_unavailable: Unavailable,
+    /// How many agents may be unreachable while `up` still succeeds (issue 9); none
+    /// when not set.
+    pub allow_unavailable: Option<Share>,
+    /// How a version change rolls through the cluster.
+    pub upgrade: Upgrade,
 }
 
-/// `k3s.allow_unavailable`: agents that may be offline at the end of `up`. Servers
-/// are never optional.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Unavailable {
-    /// None (the default): every node must be applied.
-    #[default]
-    None,
+/// A number of nodes, or a percentage of them (`3`, `"25%"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
     Count(usize),
-    /// Percent of the recipe's agents, rounded down.
+    /// Percent of the nodes it applies to, rounded down.
     Percent(u8),
 }
 
-impl Unavailable {
-    /// How many of `agents` agents may be offline.
-    pub fn of(self, agents: usize) -> usize {
+impl Share {
+    /// How many of `n` nodes.
+    pub fn of(self, n: usize) -> usize {
         match self {
-            Unavailable::None => 0,
-            Unavailable::Count(n) => n,
-            Unavailable::Percent(p) => agents * usize::from(p) / 100,
+            Share::Count(c) => c,
+            Share::Percent(p) => n * usize::from(p) / 100,
         }
     }
 }
 
-impl std::fmt::Display for Unavailable {
+/// `k3s.upgrade`: servers go one at a time; agents in batches of `agent_batch`
+/// (default 10 % of the agents, at least 1), drained first with `drain: true`
+/// (docs/k3s.md, "Upgrades").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upgrade {
+    pub agent_batch: Share,
+    pub drain: bool,
+}
+
+impl Default for Upgrade {
+    fn default() -> Self {
+        Upgrade {
+            agent_batch: Share::Percent(10),
+            drain: false,
+        }
+    }
+}
+
+impl Upgrade {
+    /// Agents upgraded at once, out of `agents`: at least 1.
+    pub fn batch_size(&self, agents: usize) -> usize {
+        self.agent_batch.of(agents).max(1)
+    }
+}
+
+impl Cluster {
+    /// Agents that may be offline at the end of `up`.
+    pub fn unavailable_allowed(&self) -> usize {
+        self.allow_unavailable
+            .map_or(0, |s| s.of(self.agents.len()))
+    }
+}
+
+impl std::fmt::Display for Share {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Unavailable::None => f.write_str("0"),
-            Unavailable::Count(n) => write!(f, "{n}"),
-            Unavailable::Percent(p) => write!(f, "{p}%"),
+            Share::Count(n) => write!(f, "{n}"),
+            Share::Percent(p) => write!(f, "{p}%"),
         }
     }
 }

@@ -71,6 +71,21 @@ pub struct K3sSection {
     /// Agents that may be unreachable while `up` still succeeds: a count or `"N%"`.
     #[serde(default)]
     pub allow_unavailable: Option<Spanned<CountOrPercent>>,
+    /// How a version change rolls through the cluster.
+    #[serde(default)]
+    pub upgrade: Option<UpgradeSection>,
+}
+
+/// `k3s.upgrade`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeSection {
+    /// Agents upgraded at once: a count or `"N%"` of the agents.
+    #[serde(default)]
+    pub agent_batch: Option<Spanned<CountOrPercent>>,
+    /// Cordon and drain each agent before its upgrade, uncordon after.
+    #[serde(default)]
+    pub drain: Option<Spanned<bool>>,
 }
 
 /// `3` or `"25%"`.

@@ -160,6 +160,10 @@ pub struct ResourceState {
     pub attrs: BTreeMap<String, serde_json::Value>,
     pub last_error: Option<String>,
     pub updated_at: u64,
+    /// For a k3s node: the k3s version applied (a change is an upgrade: the plan says
+    /// `version A -> B (restart)` and `up` rolls it in order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 impl HostState {

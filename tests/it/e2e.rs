@@ -93,7 +93,8 @@ fn lifecycle_up_idempotent_grow_down() {
         format!("https://{}:6443", fleet.ip("lc-srv"))
     );
 
-    // Second up: nothing to change, no SSH session to any host, no file touched.
+    // Second up: nothing to change. It refreshes (issue 10): exactly one read-only
+    // login per host, no file touched. With --refresh=false no host is contacted.
     let logins: Vec<usize> = names[..3].iter().map(|h| fleet.logins(h)).collect();
     let files: Vec<String> = names[..3].iter().map(|h| fleet.k3s_files(h)).collect();
     let again = ws.up();
@@ -102,13 +103,24 @@ fn lifecycle_up_idempotent_grow_down() {
     for (i, h) in names[..3].iter().enumerate() {
         assert_eq!(
             fleet.logins(h),
-            logins[i],
-            "{h} saw an SSH login on a converged up"
+            logins[i] + 1,
+            "{h}: a converged up refreshes with one login"
         );
         assert_eq!(
             fleet.k3s_files(h),
             files[i],
             "{h}: files changed on a converged up"
+        );
+    }
+    let logins: Vec<usize> = names[..3].iter().map(|h| fleet.logins(h)).collect();
+    let quiet = ws.run(&["up", path_str(&ws.recipe()), "--yes", "--refresh=false"]);
+    assert_ok(&quiet, "up --refresh=false");
+    assert!(text(&quiet).contains("0 to change"), "{}", text(&quiet));
+    for (i, h) in names[..3].iter().enumerate() {
+        assert_eq!(
+            fleet.logins(h),
+            logins[i],
+            "{h} saw a login with --refresh=false"
         );
     }
 
@@ -122,8 +134,8 @@ fn lifecycle_up_idempotent_grow_down() {
     for (i, h) in names[1..3].iter().enumerate() {
         assert_eq!(
             fleet.logins(h),
-            logins[i + 1],
-            "{h} was contacted when only lc-a3 joined"
+            logins[i + 1] + 1,
+            "{h}: only the refresh may contact it when lc-a3 joins"
         );
         assert_eq!(
             fleet.k3s_files(h),
@@ -229,8 +241,8 @@ fn stopped_host_fails_alone_and_resumes() {
     assert_ok(&again, "up after the host came back");
     assert_eq!(
         fleet.logins("sh-a1"),
-        a1_logins,
-        "sh-a1 was contacted again"
+        a1_logins + 1,
+        "sh-a1: only the refresh may contact it"
     );
     assert_eq!(fleet.k3s_files("sh-a1"), a1_files);
     assert_eq!(node_labels(&fleet, "sh-srv").len(), 3);

@@ -12,3 +12,4 @@ mod harness;
 mod offline;
 mod oscar;
 mod recipes;
+mod upgrade;

@@ -161,7 +161,7 @@ fn offline_agent_never_withholds_the_cluster() {
         "applied"
     );
     for (i, h) in ["ol-a1", "ol-a2"].iter().enumerate() {
-        assert_eq!(fleet.logins(h), logins[i], "{h} was contacted");
+        assert_eq!(fleet.logins(h), logins[i] + 1, "{h}: more than the refresh");
     }
     for (i, h) in ["ol-srv", "ol-a1", "ol-a2"].iter().enumerate() {
         assert_eq!(fleet.k3s_files(h), files[i], "{h}: files changed");

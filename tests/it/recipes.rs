@@ -808,10 +808,6 @@ fn allow_unavailable_counts_agents() {
         )
         .expect("write recipe");
         let env = load_recipe(&recipe).expect("valid recipe").env;
-        assert_eq!(
-            env.cluster.allow_unavailable.of(env.cluster.agents.len()),
-            agents_allowed,
-            "{value}"
-        );
+        assert_eq!(env.cluster.unavailable_allowed(), agents_allowed, "{value}");
     }
 }

@@ -33,20 +33,10 @@ if [ "$(id -u)" -ne 0 ]; then
     exec sudo -n ${keep:+--preserve-env=$keep} sh "$0" "$@"
 fi
 
-# --- helpers copied from the real script ------------------------------------------------
-quote() {
-    for arg in "$@"; do
-        printf '%s\n' "$arg" | sed "s/'/'\\\\''/g;1s/^/'/;\$s/\$/' /"
-    done
-}
-quote_indent() {
-    printf ' \\\n'
-    for arg in "$@"; do
-        printf '\t%s \\\n' "$(quote "$arg")"
-    done
-}
-escape() {
-    printf '%s' "$@" | sed -e 's/\([][!#$%&()*;<=>?\_`{|}]\)/\\\1/g;'
+# --- quoting (the double's own) ---------------------------------------------------------
+# sq WORD: WORD as one single-quoted sh word; a quote inside becomes '"'"'.
+sq() {
+    printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\"'\"'/g")"
 }
 
 # write_if_changed MODE TARGET  (content on stdin). Never rewrites identical content,
@@ -69,7 +59,13 @@ write_if_changed() {
 }
 
 # --- setup_env --------------------------------------------------------------------------
-eval set -- $(escape "${INSTALL_K3S_EXEC}") $(quote "$@")
+# The command line, as the real script builds it: the words of INSTALL_K3S_EXEC (blanks
+# separate them, quotes group them; other shell syntax is taken literally) followed by
+# the script's own arguments unchanged (docs/k3s.md, "Install script").
+exec_words=$(printf '%s' "${INSTALL_K3S_EXEC}" | sed 's/[][!#$%&()*;<=>?\\_`{|}]/\\&/g')
+own_words=""
+for a in "$@"; do own_words="$own_words $(sq "$a")"; done
+eval "set -- $exec_words $own_words"
 
 case "$1" in
     (-*|"")
@@ -97,7 +93,12 @@ case "${K3S_URL}" in
     *) fatal "Only https:// URLs are supported for K3S_URL (have ${K3S_URL})" ;;
 esac
 
-CMD_K3S_EXEC="${CMD_K3S}$(quote_indent "$@")"
+# ExecStart continuation lines: one quoted argument a line.
+CMD_K3S_EXEC="${CMD_K3S}"
+for a in "$@"; do
+    CMD_K3S_EXEC="${CMD_K3S_EXEC} \\
+	$(sq "$a")"
+done
 
 if [ "${CMD_K3S}" = server ]; then
     SYSTEM_NAME=k3s
@@ -113,6 +114,14 @@ KILLALL_K3S_SH=${BIN_DIR}/k3s-killall.sh
 UNINSTALL_K3S_SH=${BIN_DIR}/${UNINSTALL_NAME}
 SHIM=/usr/local/bin/systemctl
 BOOT_HOOK=/etc/fleet/boot.d/k3s-double
+
+# Restart rule of the real script: it hashes the binary, the unit and its env file
+# before it writes anything, and (re)starts the service only when they changed during
+# its own run, or with INSTALL_K3S_FORCE_RESTART=true. A binary put in place before the
+# run (the air-gap way) is no change, and an unchanged, stopped service is not started
+# (docs/k3s.md, "Restart rule").
+hashes_now() { sha256sum "${BIN_DIR}/k3s" "${FILE_K3S_SERVICE}" "${FILE_K3S_ENV}" 2>&1 || true; }
+PRE_INSTALL_HASHES=$(hashes_now)
 
 case "${INSTALL_K3S_SYMLINK}" in
     ""|skip|force) ;;
@@ -426,7 +435,7 @@ info "env: Creating environment file ${FILE_K3S_ENV}"
 ENV_TMP=$(mktemp)
 for v in K3S_TOKEN K3S_TOKEN_FILE K3S_URL; do
     eval "val=\${$v-__unset__}"
-    [ "$val" = __unset__ ] || printf "%s=%s\n" "$v" "$(quote "$val" | sed 's/ $//')"
+    [ "$val" = __unset__ ] || printf "%s=%s\n" "$v" "$(sq "$val")"
 done > "$ENV_TMP"
 write_if_changed 0600 "${FILE_K3S_ENV}" < "$ENV_TMP"
 rm -f "$ENV_TMP"
@@ -479,19 +488,10 @@ $SYSTEMCTL daemon-reload >/dev/null
 
 [ "${INSTALL_K3S_SKIP_START}" = true ] && exit 0
 
-if ! $SYSTEMCTL is-active --quiet "${SYSTEM_NAME}"; then
-    info "systemd: Starting ${SYSTEM_NAME}"
-    $SYSTEMCTL restart "${SYSTEM_NAME}" || fatal "double: ${SYSTEM_NAME} failed to start (see above)"
-elif [ "${INSTALL_K3S_FORCE_RESTART}" = true ]; then
-    info "systemd: Restarting ${SYSTEM_NAME} (INSTALL_K3S_FORCE_RESTART=true)"
-    $SYSTEMCTL restart "${SYSTEM_NAME}" || fatal "double: ${SYSTEM_NAME} failed to start (see above)"
-elif [ "${HAS_SHIM}" = true ] && \
-     [ "$(sha256sum "${BIN_DIR}/k3s" "${FILE_K3S_SERVICE}" "${FILE_K3S_ENV}" 2>&1 || true)" != "$(cat /run/k3s-double/${SYSTEM_NAME}.started 2>/dev/null)" ]; then
-    info "systemd: Restarting ${SYSTEM_NAME} (binary, unit or env file changed)"
-    $SYSTEMCTL restart "${SYSTEM_NAME}" || fatal "double: ${SYSTEM_NAME} failed to start (see above)"
-elif [ "${HAS_SHIM}" != true ] && [ "${CHANGED}" = true ]; then
-    info "systemd: Restarting ${SYSTEM_NAME}"
-    $SYSTEMCTL restart "${SYSTEM_NAME}" || fatal "double: ${SYSTEM_NAME} failed to start (see above)"
-else
+POST_INSTALL_HASHES=$(hashes_now)
+if [ "${PRE_INSTALL_HASHES}" = "${POST_INSTALL_HASHES}" ] && [ "${INSTALL_K3S_FORCE_RESTART}" != true ]; then
     info 'No change detected so skipping service start'
+    exit 0
 fi
+info "systemd: Starting ${SYSTEM_NAME}"
+$SYSTEMCTL restart "${SYSTEM_NAME}" || fatal "double: ${SYSTEM_NAME} failed to start (see above)"

@@ -94,7 +94,19 @@ for h in kd1 kd2 kd3; do
     check "$h: re-install exits 0, no restart, changed files: [${changed}]" '[ $rc -eq 0 ] && [ -z "$changed" ] && has "No change detected"'
 done
 out=$(install kd2 agent INSTALL_K3S_FORCE_RESTART=true); rc=$?
-check "INSTALL_K3S_FORCE_RESTART=true restarts" '[ $rc -eq 0 ] && has Restarting'
+check "INSTALL_K3S_FORCE_RESTART=true restarts" '[ $rc -eq 0 ] && has "Starting k3s-agent"'
+# The real script's restart rule (docs/k3s.md, "Restart rule"): hashes before and after
+# its own run. A stopped, unchanged unit stays stopped; a binary replaced before the run
+# (the air-gap way) is no change either.
+x kd2 -- systemctl stop k3s-agent
+out=$(install kd2 agent); rc=$?
+check "stopped unchanged unit: not started, as the real script" \
+    '[ $rc -eq 0 ] && has "No change detected" && ! x kd2 -- systemctl is-active --quiet k3s-agent'
+x kd2 -- sh -c 'cp /usr/local/bin/k3s /tmp/k3s.new && mv /tmp/k3s.new /usr/local/bin/k3s && echo "# replaced" >> /usr/local/bin/k3s'
+out=$(install kd2 agent); rc=$?
+check "binary replaced before the run: no start" '[ $rc -eq 0 ] && has "No change detected"'
+out=$(install kd2 agent INSTALL_K3S_FORCE_RESTART=true); rc=$?
+check "FORCE_RESTART starts the stopped unit" '[ $rc -eq 0 ] && x kd2 -- systemctl is-active --quiet k3s-agent'
 
 echo "== 3. wrong token and wrong CA hash fail clearly"
 printf 'server: https://%s.200:6443\ntoken: K10%s::server:wrong-secret\n' "$NET" "$HASH" | config kx1

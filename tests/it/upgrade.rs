@@ -1,0 +1,174 @@
+//! Issue 10 on the test fleet: upgrades that restart, in the documented order, and
+//! drift (a stopped service) seen by the refresh and fixed by `up`.
+//!
+//! Fleet hosts of this module are named `ug-*` and use 10.250.0.85-87.
+
+use std::path::{Path, PathBuf};
+
+use crate::harness::{Fleet, Workspace, assert_ok, fleet_available, path_str, root, text};
+
+const FROM: &str = "v1.31.4+k3s1";
+const TO: &str = "v1.32.1+k3s1";
+
+/// A copy of the k3s double's bundle whose binaries report `version` (the double's
+/// version is one constant; the install script reads it from the binary).
+fn bundle_at(dir: &Path, version: &str) -> PathBuf {
+    let b = dir.join(format!("bundle-{version}"));
+    std::fs::create_dir_all(&b).expect("bundle dir");
+    let src = root().join("tests/k3s-double");
+    std::fs::copy(src.join("install.sh"), b.join("install.sh")).expect("install.sh");
+    for bin in ["k3s", "k3s-arm64"] {
+        let text = std::fs::read_to_string(src.join(bin)).expect("double binary");
+        let text = text.replace(
+            &format!("K3S_VERSION = \"{FROM}\""),
+            &format!("K3S_VERSION = \"{version}\""),
+        );
+        assert!(text.contains(version), "{bin}: version constant not found");
+        std::fs::write(b.join(bin), text).expect("write binary");
+        let mut p = std::fs::metadata(b.join(bin)).expect("meta").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o755);
+        std::fs::set_permissions(b.join(bin), p).expect("chmod");
+    }
+    b
+}
+
+fn write_recipe(ws: &Workspace, version: &str, bundle: &Path) {
+    std::fs::write(
+        ws.recipe(),
+        format!(
+            "name: {env}\ninventory: inventory.yaml\nk3s:\n  version: {version}\n  install:\n    source: bundle\n    bundle: {bundle}\n  servers: [ug-s1]\n  readiness_timeout: 90\n",
+            env = ws.env,
+            bundle = bundle.display()
+        ),
+    )
+    .expect("recipe");
+}
+
+/// Kubelet versions as the server's API reports them: name -> version.
+fn versions(fleet: &Fleet) -> Vec<(String, String)> {
+    let json = fleet.exec_ok("ug-s1", "k3s kubectl get nodes -o json");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("nodes json");
+    let mut out: Vec<(String, String)> = v["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|n| {
+            (
+                n["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                n["status"]["nodeInfo"]["kubeletVersion"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// When the host's k3s daemon started at `version`, from its log (`time="..."`).
+fn started_at(fleet: &Fleet, host: &str, unit: &str, version: &str) -> String {
+    let log = fleet.exec_ok(host, &format!("cat /var/log/k3s-double/{unit}.log"));
+    log.lines()
+        .rev()
+        .filter(|l| l.contains("Starting k3s") && l.contains(version))
+        .find_map(|l| l.split('"').nth(1))
+        .unwrap_or_else(|| panic!("{host}: no start at {version} in its log:\n{log}"))
+        .to_string()
+}
+
+/// 1 server + 2 agents at version A; recipe and bundle to version B: the plan shows
+/// `version A -> B (restart)` and the order; `up` restarts every node at B, the server
+/// before the agents and the agents one batch after the other (read from the hosts'
+/// logs); the next `up` is a no-op; a stopped agent is seen by the refresh and started.
+#[test]
+fn upgrade_restarts_every_node_in_order_and_a_stopped_unit_is_started() {
+    if !fleet_available("upgrade_restarts_every_node_in_order_and_a_stopped_unit_is_started") {
+        return;
+    }
+    let names = ["ug-s1", "ug-a1", "ug-a2"];
+    let fleet = Fleet::start(&names, 85);
+    let ws = Workspace::new("ug");
+    ws.write_inventory(&fleet.defs(), "ops");
+    let from = bundle_at(ws.dir.path(), FROM);
+    write_recipe(&ws, FROM, &from);
+    assert_ok(&ws.up(), "up at the first version");
+    assert!(versions(&fleet).iter().all(|(_, v)| v == FROM));
+
+    let to = bundle_at(ws.dir.path(), TO);
+    write_recipe(&ws, TO, &to);
+    let plan = ws.run(&["plan", path_str(&ws.recipe())]);
+    let p = text(&plan);
+    assert_ok(&plan, "plan of the upgrade");
+    for id in ["k3s-server/ug-s1", "k3s-agent/ug-a1", "k3s-agent/ug-a2"] {
+        assert!(
+            p.lines()
+                .any(|l| l.contains(id) && l.contains(&format!("version {FROM} -> {TO} (restart)"))),
+            "{id}:\n{p}"
+        );
+    }
+    assert!(
+        p.contains(&format!("Upgrade {FROM} -> {TO}, in this order:")),
+        "{p}"
+    );
+    assert!(p.contains("servers one at a time"), "{p}");
+    assert!(
+        p.contains("agent batch 1: ug-a1") && p.contains("agent batch 2: ug-a2"),
+        "{p}"
+    );
+
+    let up = ws.up();
+    let out = text(&up);
+    assert_ok(&up, "up to the new version");
+    assert_eq!(
+        versions(&fleet),
+        vec![
+            ("ug-a1".to_string(), TO.to_string()),
+            ("ug-a2".to_string(), TO.to_string()),
+            ("ug-s1".to_string(), TO.to_string()),
+        ]
+    );
+    // Every node really restarted at the new version, in order.
+    let s1 = started_at(&fleet, "ug-s1", "k3s", TO);
+    let a1 = started_at(&fleet, "ug-a1", "k3s-agent", TO);
+    let a2 = started_at(&fleet, "ug-a2", "k3s-agent", TO);
+    assert!(
+        s1 <= a1 && a1 <= a2,
+        "start times: s1 {s1}, a1 {a1}, a2 {a2}"
+    );
+    let pos = |needle: &str| {
+        out.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not in:\n{out}"))
+    };
+    assert!(
+        pos(&format!(
+            "k3s-server/ug-s1: done (upgraded {FROM} -> {TO}, Ready)"
+        )) < pos("k3s-agent/ug-a1: update"),
+        "{out}"
+    );
+    assert!(
+        pos(&format!(
+            "k3s-agent/ug-a1: done (upgraded {FROM} -> {TO}, Ready)"
+        )) < pos("k3s-agent/ug-a2: update"),
+        "{out}"
+    );
+    assert!(
+        text(&ws.up()).contains("0 to change"),
+        "a second up changes nothing"
+    );
+
+    // Drift: a stopped k3s is seen by the refresh and started by `up`.
+    fleet.exec_ok("ug-a2", "systemctl stop k3s-agent");
+    let plan = ws.run(&["plan", path_str(&ws.recipe())]);
+    assert!(
+        text(&plan).contains("k3s-agent/ug-a2") && text(&plan).contains("drift: service inactive"),
+        "{}",
+        text(&plan)
+    );
+    let quiet = ws.run(&["plan", path_str(&ws.recipe()), "--refresh=false"]);
+    assert!(text(&quiet).contains("0 to change"), "{}", text(&quiet));
+    assert_ok(&ws.up(), "up after the agent was stopped");
+    fleet.exec_ok("ug-a2", "systemctl is-active --quiet k3s-agent");
+    assert!(text(&ws.up()).contains("0 to change"));
+    assert_ok(&ws.run(&["down", "ug", "--yes"]), "down");
+}
