@@ -255,20 +255,26 @@ pub fn check_toolkit(host: &str, f: &Facts) -> Result<(), DeviceError> {
 /// After k3s started: containerd's generated config must list the nvidia runtime.
 pub async fn verify_containerd_nvidia<R: Remote>(r: &R) -> Result<(), DeviceError> {
     let out = r
-        .run(
-            &format!("grep -q nvidia {CONTAINERD_CONFIG}"),
-            None,
-            true,
-            SHORT,
-        )
+        .run(&format!("cat {CONTAINERD_CONFIG}"), None, true, SHORT)
         .await?;
-    if out.success() {
+    if out.success() && lists_nvidia_runtime(&out.stdout) {
         Ok(())
     } else {
         Err(DeviceError::RuntimeMissing {
             host: r.name().to_string(),
         })
     }
+}
+
+/// Whether a containerd config has a runtime section named `nvidia`: k3s writes
+/// `runtimes."nvidia"` (config version 2) or `runtimes.'nvidia'` (version 3, containerd
+/// 2.0) when it finds nvidia-container-runtime at start (docs/k3s.md, "NVIDIA
+/// runtime"). Any other line mentioning nvidia (a comment, a path) does not count.
+pub fn lists_nvidia_runtime(config: &str) -> bool {
+    config.lines().map(str::trim).any(|l| {
+        l.starts_with('[')
+            && (l.ends_with(r#"runtimes."nvidia"]"#) || l.ends_with("runtimes.'nvidia']"))
+    })
 }
 
 /// The drain a node deletion starts with (for `plan -v`).
@@ -279,7 +285,7 @@ pub fn describe(id: &str, device: Option<Device>) -> Vec<String> {
     let probe = "probe (read-only): uname -m, /proc/device-tree/model, /sys/fs/cgroup/cgroup.controllers, /etc/nv_tegra_release, nvidia-container-runtime".to_string();
     if id.starts_with("gpu-runtime/") {
         return vec![
-            format!("grep -q nvidia {CONTAINERD_CONFIG} (as root)"),
+            format!("cat {CONTAINERD_CONFIG} (as root): a runtimes.\"nvidia\" section"),
             "k3s kubectl get runtimeclass nvidia; if NotFound: k3s kubectl create -f - (on the first server)".into(),
         ];
     }
@@ -341,6 +347,20 @@ pub async fn ensure_runtime_class<R: Remote>(server: &R) -> Result<bool, DeviceE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nvidia_runtime_is_a_section_not_any_mention() {
+        let v2 = "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.\"nvidia\"]\n  runtime_type = \"io.containerd.runc.v2\"\n";
+        let v3 = "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'nvidia']\n";
+        assert!(lists_nvidia_runtime(v2));
+        assert!(lists_nvidia_runtime(v3));
+        assert!(!lists_nvidia_runtime(
+            "# nvidia-container-runtime not found\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n"
+        ));
+        assert!(!lists_nvidia_runtime(
+            "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.\"nvidia\".options]\n"
+        ));
+    }
     use crate::inventory::probe::parse;
 
     #[test]

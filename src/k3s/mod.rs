@@ -20,6 +20,7 @@ use crate::ssh::{Output, Remote, SshError, quote};
 pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
 pub const KUBECONFIG_PATH: &str = "/etc/rancher/k3s/k3s.yaml";
 pub const TOKEN_PATH: &str = "/var/lib/rancher/k3s/server/token";
+pub const AGENT_TOKEN_PATH: &str = "/var/lib/rancher/k3s/server/agent-token";
 pub const BIN_PATH: &str = "/usr/local/bin/k3s";
 /// Where continuum keeps the install script on a host (removed by `down`).
 pub const WORK_DIR: &str = "/var/lib/continuum";
@@ -206,16 +207,19 @@ pub async fn facts<R: Remote>(r: &R) -> Result<Facts, K3sError> {
     Ok(f)
 }
 
-/// Render config.yaml for a node; `token` is the only secret in it.
+/// Render config.yaml for a node; `secrets` (`token`, and on servers `agent-token`)
+/// are the only secrets in it.
 pub fn render_config(
     env: &str,
     node: &str,
     role: Role,
     attrs: &BTreeMap<String, Value>,
-    token: &str,
+    secrets: &[(&str, &str)],
 ) -> Result<String, K3sError> {
     let mut config = attrs.clone();
-    config.insert("token".into(), Value::String(token.to_string()));
+    for (k, v) in secrets {
+        config.insert((*k).to_string(), Value::String((*v).to_string()));
+    }
     let mut ctx = tera::Context::new();
     ctx.insert("env", env);
     ctx.insert("node", node);
@@ -458,21 +462,33 @@ pub async fn apply_node<R: Remote>(
     Ok(Applied::Changed)
 }
 
-/// Read the secure join token (`K10...`) from the first server.
+/// Read the secure join token (`K10...::server:...`) from the first server.
 pub async fn read_join_token<R: Remote>(r: &R) -> Result<String, K3sError> {
+    read_secure_token(r, TOKEN_PATH, "server").await
+}
+
+/// Read the agents' secure token (`K10...::node:...`) from a server that runs with
+/// `agent-token` (docs/k3s.md, "Tokens").
+pub async fn read_agent_token<R: Remote>(r: &R) -> Result<String, K3sError> {
+    read_secure_token(r, AGENT_TOKEN_PATH, "node").await
+}
+
+async fn read_secure_token<R: Remote>(r: &R, path: &str, kind: &str) -> Result<String, K3sError> {
     let out = run_root(
         r,
         "reading the join token",
-        &format!("cat {TOKEN_PATH}"),
+        &format!("cat {path}"),
         None,
         SHORT,
     )
     .await?;
     let token = out.stdout.trim().to_string();
-    if !token.starts_with("K10") || !token.contains("::") {
+    if !token.starts_with("K10") || !token.contains(&format!("::{kind}:")) {
         return Err(K3sError::Protocol {
             host: r.name().to_string(),
-            detail: format!("{TOKEN_PATH} is not in the secure token format"),
+            detail: format!(
+                "{path} is not a secure `{kind}` token (K10<CA hash>::{kind}:<secret>)"
+            ),
         });
     }
     Ok(token)
@@ -753,8 +769,14 @@ mod tests {
         attrs.insert("node-label".into(), serde_json::json!(["a=b", "gpu=true"]));
         attrs.insert("cluster-init".into(), serde_json::json!(true));
         attrs.insert("server".into(), serde_json::json!("https://10.0.0.1:6443"));
-        let text =
-            render_config("farm", "pi-01", Role::Server, &attrs, "s3cr\"et").expect("render");
+        let text = render_config(
+            "farm",
+            "pi-01",
+            Role::Server,
+            &attrs,
+            &[("token", "s3cr\"et")],
+        )
+        .expect("render");
         let back: BTreeMap<String, Value> = serde_saphyr::from_str(&text).expect("yaml");
         assert_eq!(back["token"], serde_json::json!("s3cr\"et"));
         assert_eq!(back["node-label"], serde_json::json!(["a=b", "gpu=true"]));

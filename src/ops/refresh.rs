@@ -58,12 +58,9 @@ pub async fn refresh(
             continue;
         };
         let is_init = role == Role::Server && env.cluster.init_server() == h;
-        let token = if is_init {
-            &state.cluster.token
-        } else {
-            &state.cluster.join_token
-        };
-        let config = k3s::render_config(&env.name, h, role, &r.attrs, token.expose())?;
+        let secrets = super::up::node_secrets(state, is_init, role);
+        let pairs: Vec<(&str, &str)> = secrets.iter().map(|(k, v)| (*k, v.expose())).collect();
+        let config = k3s::render_config(&env.name, h, role, &r.attrs, &pairs)?;
         probes.push(Probe {
             id: r.id.clone(),
             host: host.clone(),

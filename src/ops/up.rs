@@ -144,9 +144,14 @@ pub async fn up(
     let mut state = store.load()?.unwrap_or_else(|| State::new(&env.name));
     // Absolute, so `nodes remove` finds the recipe from any directory.
     state.recipe = Some(crate::state::absolute(&env.recipe_path));
-    if state.cluster.token.is_empty() {
-        // Saved before any host sees it, so a crash cannot produce two tokens.
-        state.cluster.token = Secret::new(random_secret()?);
+    if state.cluster.token.is_empty() || state.cluster.agent_token.is_empty() {
+        // Saved before any host sees them, so a crash cannot produce two tokens.
+        if state.cluster.token.is_empty() {
+            state.cluster.token = Secret::new(random_secret()?);
+        }
+        if state.cluster.agent_token.is_empty() {
+            state.cluster.agent_token = Secret::new(random_secret()?);
+        }
         store.save(&mut state)?;
     }
     // OSCAR/MinIO credentials (issue 4): given ones, else CSPRNG; saved before any
@@ -394,6 +399,37 @@ pub async fn up(
     }
     summarize(&results, cancel.is_cancelled())?;
     Ok(UpReport { plan, results })
+}
+
+/// The agents' recorded secure token (empty until the first server is applied).
+fn agent_join_token(ctx: &Ctx) -> Secret {
+    ctx.state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .cluster
+        .agent_join_token
+        .clone()
+}
+
+/// The secrets of a node's config.yaml (docs/k3s.md, "Tokens"): the first server gets
+/// the cluster token, other servers the server join token; every server gets
+/// `agent-token`; agents join with the agents' token only, so an agent host cannot
+/// join as a server.
+pub(super) fn node_secrets(st: &State, is_init: bool, role: Role) -> Vec<(&'static str, Secret)> {
+    match role {
+        Role::Server => vec![
+            (
+                "token",
+                if is_init {
+                    st.cluster.token.clone()
+                } else {
+                    st.cluster.join_token.clone()
+                },
+            ),
+            ("agent-token", st.cluster.agent_token.clone()),
+        ],
+        Role::Agent => vec![("token", st.cluster.agent_join_token.clone())],
+    }
 }
 
 /// A version change rolls in the documented order (docs/k3s.md, "Upgrades"): each
@@ -666,18 +702,21 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
         });
     }
     let is_init = ctx.env().cluster.init_server() == host && role == Role::Server;
-    let token = {
+    if role == Role::Agent && agent_join_token(ctx).is_empty() {
+        // A state from before agents had their own token: read it from the first server.
+        let init = ctx.env().cluster.init_server().to_string();
+        let server = connect(ctx, &init).await?;
+        let t = k3s::read_agent_token(server.as_ref()).await?;
+        with_state(ctx, |st| st.cluster.agent_join_token = Secret::new(t))?;
+    }
+    let secrets = {
         let st = ctx
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if is_init {
-            st.cluster.token.clone()
-        } else {
-            st.cluster.join_token.clone()
-        }
+        node_secrets(&st, is_init, role)
     };
-    if token.is_empty() {
+    if secrets.iter().any(|(_, v)| v.is_empty()) {
         return Err(OpsError::K3s(k3s::K3sError::Protocol {
             host,
             detail: "no join token recorded: the first server has not finished".into(),
@@ -686,7 +725,8 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
     let attrs = resource(ctx, &step.id)
         .map(|r| r.attrs.clone())
         .unwrap_or_default();
-    let config = k3s::render_config(&ctx.env().name, &host, role, &attrs, token.expose())?;
+    let pairs: Vec<(&str, &str)> = secrets.iter().map(|(k, v)| (*k, v.expose())).collect();
+    let config = k3s::render_config(&ctx.env().name, &host, role, &attrs, &pairs)?;
     let spec = NodeSpec {
         role,
         version: &ctx.env().cluster.version,
@@ -742,9 +782,11 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
     }
     if is_init {
         let join = k3s::read_join_token(conn.as_ref()).await?;
+        let agent_join = k3s::read_agent_token(conn.as_ref()).await?;
         let url = graph::server_url(&ctx.env());
         mark(ctx, &step.id, Status::Applied, |st| {
             st.cluster.join_token = Secret::new(join);
+            st.cluster.agent_join_token = Secret::new(agent_join);
             st.cluster.server_url = Some(url);
             st.cluster.init_server = Some(host.clone());
         })?;

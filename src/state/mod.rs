@@ -109,6 +109,14 @@ pub struct ClusterState {
     pub token: Secret,
     /// Secure join token read back from the first server (`K10<ca hash>::server:<secret>`).
     pub join_token: Secret,
+    /// Secret agents join with (`agent-token` on every server; CSPRNG, 32 bytes hex),
+    /// so an agent's token cannot make a host a server (docs/k3s.md, "Tokens").
+    #[serde(default)]
+    pub agent_token: Secret,
+    /// The agents' secure token read back from the first server
+    /// (`K10<ca hash>::node:<secret>`).
+    #[serde(default)]
+    pub agent_join_token: Secret,
     /// `https://ADDRESS:6443` of the first server, as joiners use it.
     pub server_url: Option<String>,
     pub init_server: Option<String>,

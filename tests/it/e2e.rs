@@ -68,6 +68,16 @@ fn lifecycle_up_idempotent_grow_down() {
         let mode = fleet.exec_ok(h, "stat -c %a /etc/rancher/k3s/config.yaml");
         assert_eq!(mode.trim(), "600", "{h}");
     }
+    // Issue 10: agents join with the agents' token (`::node:`), never the cluster's.
+    for h in ["lc-a1", "lc-a2"] {
+        let config = fleet.exec_ok(h, "cat /etc/rancher/k3s/config.yaml");
+        assert!(
+            config.contains("::node:") && !config.contains(&token),
+            "{h} joined with a server token"
+        );
+    }
+    let server_config = fleet.exec_ok("lc-srv", "cat /etc/rancher/k3s/config.yaml");
+    assert!(server_config.contains("agent-token:"), "{server_config}");
     let state_mode = std::fs::metadata(ws.state_file())
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
     assert_eq!(state_mode.ok(), Some(0o600));
@@ -126,7 +136,7 @@ fn lifecycle_up_idempotent_grow_down() {
 
     // A 4th host in the inventory: only it is joined.
     ws.write_inventory(&hosts(4), "ops");
-    let plan = ws.run(&["plan", path_str(&ws.recipe())]);
+    let plan = ws.run(&["plan", path_str(&ws.recipe()), "--refresh=false"]);
     assert!(text(&plan).contains("+ k3s-agent/lc-a3"), "{}", text(&plan));
     assert!(text(&plan).contains("1 to create"), "{}", text(&plan));
     let grow = ws.up();
@@ -229,7 +239,7 @@ fn stopped_host_fails_alone_and_resumes() {
     fleet.restart("sh-a2");
     let a1_logins = fleet.logins("sh-a1");
     let a1_files = fleet.k3s_files("sh-a1");
-    let plan = ws.run(&["plan", path_str(&ws.recipe())]);
+    let plan = ws.run(&["plan", path_str(&ws.recipe()), "--refresh=false"]);
     let p = text(&plan);
     assert!(
         p.contains("+ k3s-agent/sh-a2")
