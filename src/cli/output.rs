@@ -320,6 +320,7 @@ fn remote_commands(env: &Environment, c: &crate::graph::Change) -> Vec<String> {
             version: &env.cluster.version,
             install: &env.cluster.install,
             config: String::new(),
+            live_keys_only: false,
         }),
         _ if c.id == crate::graph::CLUSTER_READY => vec![
             "k3s kubectl get --raw /readyz".into(),

@@ -243,6 +243,9 @@ pub struct NodeSpec<'a> {
     pub install: &'a Install,
     /// Full config.yaml text (with the token).
     pub config: String,
+    /// Only `node-label`/`node-taint` changed on an applied node: k3s would not apply
+    /// them on a restart, so config.yaml is written without one.
+    pub live_keys_only: bool,
 }
 
 /// What `apply_node` did.
@@ -378,6 +381,23 @@ pub async fn apply_node<R: Remote>(
         && binary_matches;
     if converged {
         return Ok(Applied::Unchanged);
+    }
+    // Only live-changeable keys (labels, taints) differ on a running node: write the
+    // config for future registrations, no restart (the caller syncs them live).
+    if spec.live_keys_only
+        && facts.version.as_deref() == Some(spec.version)
+        && facts.units.get(unit) == Some(&true)
+        && binary_matches
+    {
+        run_root(
+            r,
+            "writing config.yaml",
+            &write_file_script(CONFIG_PATH, "0600"),
+            Some(spec.config.as_bytes()),
+            SHORT,
+        )
+        .await?;
+        return Ok(Applied::Changed);
     }
 
     run_root(
@@ -714,6 +734,170 @@ pub async fn delete_node<R: Remote>(server: &R, node: &str) -> Result<(), K3sErr
     }
 }
 
+/// A node's labels (`key=value`) and taints (`key[=value]:Effect`), as config.yaml's
+/// `node-label` / `node-taint` lists carry them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelsTaints {
+    pub labels: Vec<String>,
+    pub taints: Vec<String>,
+}
+
+impl LabelsTaints {
+    /// From a node's config attributes.
+    pub fn of(attrs: &BTreeMap<String, Value>) -> Self {
+        let list = |k: &str| -> Vec<String> {
+            attrs
+                .get(k)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        LabelsTaints {
+            labels: list("node-label"),
+            taints: list("node-taint"),
+        }
+    }
+}
+
+/// `key[=value]:Effect` -> (key, value, effect).
+fn split_taint(t: &str) -> Option<(&str, &str, &str)> {
+    let (kv, effect) = t.rsplit_once(':')?;
+    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+    Some((k, v, effect))
+}
+
+/// The `kubectl label` and `kubectl taint` arguments that bring a live node from `live`
+/// to `want`, removing only what continuum set before (`before`) and no longer wants;
+/// labels and taints others set are left alone. Pure.
+pub fn label_taint_args(
+    live_labels: &BTreeMap<String, String>,
+    live_taints: &[(String, String, String)],
+    want: &LabelsTaints,
+    before: &LabelsTaints,
+) -> (Vec<String>, Vec<String>) {
+    let mut labels = Vec::new();
+    let want_keys: Vec<&str> = want
+        .labels
+        .iter()
+        .map(|l| l.split_once('=').map_or(l.as_str(), |(k, _)| k))
+        .collect();
+    for l in &want.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        if live_labels.get(k).map(String::as_str) != Some(v) {
+            labels.push(format!("{k}={v}"));
+        }
+    }
+    for l in &before.labels {
+        let k = l.split_once('=').map_or(l.as_str(), |(k, _)| k);
+        if !want_keys.contains(&k) && live_labels.contains_key(k) {
+            labels.push(format!("{k}-"));
+        }
+    }
+    let mut taints = Vec::new();
+    let has = |k: &str, v: &str, e: &str| {
+        live_taints
+            .iter()
+            .any(|(lk, lv, le)| lk == k && lv == v && le == e)
+    };
+    let want_t: Vec<(&str, &str, &str)> =
+        want.taints.iter().filter_map(|t| split_taint(t)).collect();
+    for (k, v, e) in &want_t {
+        if !has(k, v, e) {
+            taints.push(if v.is_empty() {
+                format!("{k}:{e}")
+            } else {
+                format!("{k}={v}:{e}")
+            });
+        }
+    }
+    for t in &before.taints {
+        if let Some((k, _, e)) = split_taint(t)
+            && !want_t.iter().any(|(wk, _, we)| *wk == k && *we == e)
+            && live_taints.iter().any(|(lk, _, le)| lk == k && le == e)
+        {
+            taints.push(format!("{k}:{e}-"));
+        }
+    }
+    (labels, taints)
+}
+
+/// Bring a live node's labels and taints to the recipe's through a server: k3s applies
+/// `node-label`/`node-taint` only when a node registers (docs/k3s.md, "Labels and
+/// taints"). Returns whether anything changed.
+pub async fn sync_labels_and_taints<R: Remote>(
+    server: &R,
+    node: &str,
+    want: &LabelsTaints,
+    before: &LabelsTaints,
+) -> Result<bool, K3sError> {
+    let out = run_root(
+        server,
+        "reading the node",
+        &format!("{BIN_PATH} kubectl get node {} -o json", quote(node)),
+        None,
+        SHORT,
+    )
+    .await?;
+    let v: Value = serde_json::from_str(&out.stdout).map_err(|e| K3sError::Protocol {
+        host: server.name().to_string(),
+        detail: format!("node {node} is not JSON: {e}"),
+    })?;
+    let live_labels: BTreeMap<String, String> = v
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let s = |t: &Value, k: &str| t.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let live_taints: Vec<(String, String, String)> = v
+        .pointer("/spec/taints")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|t| (s(t, "key"), s(t, "value"), s(t, "effect")))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (labels, taints) = label_taint_args(&live_labels, &live_taints, want, before);
+    let q = |args: &[String]| args.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ");
+    if !labels.is_empty() {
+        run_root(
+            server,
+            "labelling the node",
+            &format!(
+                "{BIN_PATH} kubectl label node {} --overwrite {}",
+                quote(node),
+                q(&labels)
+            ),
+            None,
+            SHORT,
+        )
+        .await?;
+    }
+    if !taints.is_empty() {
+        run_root(
+            server,
+            "tainting the node",
+            &format!(
+                "{BIN_PATH} kubectl taint node {} --overwrite {}",
+                quote(node),
+                q(&taints)
+            ),
+            None,
+            SHORT,
+        )
+        .await?;
+    }
+    Ok(!labels.is_empty() || !taints.is_empty())
+}
+
 /// Make a node schedulable again (after an upgrade with drain).
 pub async fn uncordon<R: Remote>(server: &R, node: &str) -> Result<(), K3sError> {
     run_root(
@@ -794,6 +978,7 @@ mod tests {
             version: "v1.31.4+k3s1",
             install: &install,
             config: "token: SECRET".into(),
+            live_keys_only: false,
         };
         let cmd = install_command(&spec, true);
         assert!(!cmd.contains("SECRET"));
@@ -811,5 +996,33 @@ mod tests {
         assert_eq!(nodes[0].ready, "True");
         assert_eq!(nodes[0].roles, vec!["control-plane".to_string()]);
         assert!(parse_nodes("h", "nope").is_err());
+    }
+
+    #[test]
+    fn label_and_taint_changes_touch_only_what_continuum_set() {
+        let lt = |l: &[&str], t: &[&str]| LabelsTaints {
+            labels: l.iter().map(|s| (*s).to_string()).collect(),
+            taints: t.iter().map(|s| (*s).to_string()).collect(),
+        };
+        let live: BTreeMap<String, String> = [("a", "1"), ("b", "1"), ("manual", "yes")]
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        let live_taints = vec![
+            (
+                "gpu".to_string(),
+                "true".to_string(),
+                "NoSchedule".to_string(),
+            ),
+            ("other".to_string(), String::new(), "NoExecute".to_string()),
+        ];
+        let before = lt(&["a=1", "b=1"], &["gpu=true:NoSchedule"]);
+        let want = lt(&["a=2", "c=3"], &["edge:PreferNoSchedule"]);
+        let (labels, taints) = label_taint_args(&live, &live_taints, &want, &before);
+        assert_eq!(labels, ["a=2", "c=3", "b-"]);
+        assert_eq!(taints, ["edge:PreferNoSchedule", "gpu:NoSchedule-"]);
+        // Converged: nothing to run.
+        let (labels, taints) = label_taint_args(&live, &live_taints, &before, &before);
+        assert!(labels.is_empty() && taints.is_empty());
     }
 }

@@ -727,11 +727,38 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
         .unwrap_or_default();
     let pairs: Vec<(&str, &str)> = secrets.iter().map(|(k, v)| (*k, v.expose())).collect();
     let config = k3s::render_config(&ctx.env().name, &host, role, &attrs, &pairs)?;
+    // Labels and taints reach a live node only through the API (k3s applies them when
+    // a node registers): a change of only those keys needs no restart.
+    let before = {
+        let st = ctx
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.resources
+            .get(&step.id)
+            .filter(|r| r.version.is_some() || !r.attrs.is_empty())
+            .map(|r| r.attrs.clone())
+    };
+    let live_keys = |m: &BTreeMap<String, serde_json::Value>| {
+        m.iter()
+            .filter(|(k, _)| *k != "node-label" && *k != "node-taint")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let labels_before = before.as_ref().map(k3s::LabelsTaints::of);
+    let labels_want = k3s::LabelsTaints::of(&attrs);
+    let labels_changed = labels_before.as_ref().is_some_and(|b| *b != labels_want);
+    let live_keys_only = labels_changed
+        && upgrading_from.is_none()
+        && before
+            .as_ref()
+            .is_some_and(|b| live_keys(b) == live_keys(&attrs));
     let spec = NodeSpec {
         role,
         version: &ctx.env().cluster.version,
         install: &ctx.env().cluster.install,
         config,
+        live_keys_only,
     };
     ctx.obs.event(Event::Progress {
         id: step.id.clone(),
@@ -780,6 +807,18 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
             k3s::uncordon(server.as_ref(), &host).await?;
         }
     }
+    if let Some(b) = labels_before.filter(|_| labels_changed) {
+        ctx.obs.event(Event::Progress {
+            id: step.id.clone(),
+            message: "updating labels and taints on the live node".into(),
+        });
+        let server = if host == init_host {
+            conn.clone()
+        } else {
+            connect(ctx, &init_host).await?
+        };
+        k3s::sync_labels_and_taints(server.as_ref(), &host, &labels_want, &b).await?;
+    }
     if is_init {
         let join = k3s::read_join_token(conn.as_ref()).await?;
         let agent_join = k3s::read_agent_token(conn.as_ref()).await?;
@@ -795,6 +834,8 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
     }
     Ok(if let Some(from) = upgrading_from {
         Did::changed(format!("upgraded {from} -> {}, Ready", spec.version))
+    } else if live_keys_only {
+        Did::changed("labels and taints updated on the live node, no restart")
     } else if applied == Applied::Changed {
         Did::changed(format!("k3s {} {} applied", spec.version, role))
     } else {

@@ -172,3 +172,88 @@ fn upgrade_restarts_every_node_in_order_and_a_stopped_unit_is_started() {
     assert!(text(&ws.up()).contains("0 to change"));
     assert_ok(&ws.run(&["down", "ug", "--yes"]), "down");
 }
+
+/// Labels and taints are applied by k3s only when a node registers: a change reaches
+/// the live node through the API, without a restart, and removes only what continuum
+/// set (a label set by hand stays).
+#[test]
+fn labels_and_taints_reach_live_nodes_without_restart() {
+    if !fleet_available("labels_and_taints_reach_live_nodes_without_restart") {
+        return;
+    }
+    let fleet = Fleet::start(&["ug-ls", "ug-la"], 88);
+    let ws = Workspace::new("ul");
+    let write = |labels: &str, taints: &str| {
+        std::fs::write(
+            ws.recipe(),
+            format!(
+                "name: ul\ninventory: inventory.yaml\nk3s:\n  version: {FROM}\n  install:\n    source: bundle\n    bundle: {}\n  servers: [ug-ls]\n  readiness_timeout: 90\n  node_labels: {labels}\n  node_taints: {taints}\n",
+                root().join("tests/k3s-double").display()
+            ),
+        )
+        .expect("recipe");
+    };
+    ws.write_inventory(&fleet.defs(), "ops");
+    write("{zone: a, tier: edge}", "[\"gpu=true:NoSchedule\"]");
+    assert_ok(&ws.up(), "first up");
+    fleet.exec_ok("ug-ls", "k3s kubectl label node ug-la manual=yes");
+    let starts = |h: &str, unit: &str| {
+        fleet
+            .exec_ok(
+                h,
+                &format!("grep -c 'Starting k3s' /var/log/k3s-double/{unit}.log"),
+            )
+            .trim()
+            .to_string()
+    };
+    let before = (starts("ug-ls", "k3s"), starts("ug-la", "k3s-agent"));
+
+    write("{zone: b, site: farm}", "[\"edge:PreferNoSchedule\"]");
+    let plan = ws.run(&["plan", path_str(&ws.recipe())]);
+    assert!(
+        text(&plan).contains("changed: node-label, node-taint"),
+        "{}",
+        text(&plan)
+    );
+    let up = ws.up();
+    assert_ok(&up, "up with new labels and taints");
+    assert!(
+        text(&up).contains("labels and taints updated on the live node, no restart"),
+        "{}",
+        text(&up)
+    );
+    assert_eq!(
+        (starts("ug-ls", "k3s"), starts("ug-la", "k3s-agent")),
+        before,
+        "k3s restarted for a label change"
+    );
+    let json = fleet.exec_ok("ug-ls", "k3s kubectl get node ug-la -o json");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("node json");
+    let labels = &v["metadata"]["labels"];
+    assert_eq!(labels["zone"], "b");
+    assert_eq!(labels["site"], "farm");
+    assert!(
+        labels.get("tier").is_none(),
+        "tier was set by continuum and is gone: {labels}"
+    );
+    assert_eq!(labels["manual"], "yes", "a label set by hand stays");
+    let taints: Vec<(String, String)> = v["spec"]["taints"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|t| {
+                    (
+                        t["key"].as_str().unwrap_or("").to_string(),
+                        t["effect"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        taints,
+        vec![("edge".to_string(), "PreferNoSchedule".to_string())]
+    );
+    assert!(text(&ws.up()).contains("0 to change"));
+    assert_ok(&ws.run(&["down", "ul", "--yes"]), "down");
+}

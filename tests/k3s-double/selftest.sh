@@ -109,27 +109,29 @@ out=$(install kd2 agent INSTALL_K3S_FORCE_RESTART=true); rc=$?
 check "FORCE_RESTART starts the stopped unit" '[ $rc -eq 0 ] && x kd2 -- systemctl is-active --quiet k3s-agent'
 
 echo "== 3. wrong token and wrong CA hash fail clearly"
+# Later runs on kx1 change only config.yaml: like the real script, the double then
+# starts nothing unless INSTALL_K3S_FORCE_RESTART=true (as continuum passes it).
 printf 'server: https://%s.200:6443\ntoken: K10%s::server:wrong-secret\n' "$NET" "$HASH" | config kx1
 out=$(install kx1 agent); rc=$?
 echo "$out" | tail -n 2 | sed 's/^/      /'
 check "wrong token: install fails with 401" '[ $rc -ne 0 ] && has "401 Unauthorized"'
 check "wrong token: secret not printed" '! has wrong-secret'
 printf 'server: https://%s.200:6443\ntoken: K10%s::server:%s\n' "$NET" "$(printf '0%.0s' $(seq 64))" "$SECRET" | config kx1
-out=$(install kx1 agent); rc=$?
+out=$(install kx1 agent INSTALL_K3S_FORCE_RESTART=true); rc=$?
 echo "$out" | tail -n 1 | sed 's/^/      /'
 check "wrong CA hash: install fails" '[ $rc -ne 0 ] && has "token CA hash does not match the Cluster CA certificate hash"'
 check "wrong CA hash: secret not printed" '! has "$SECRET"'
 
 echo "== 4. unknown / wrong-role config keys and bad environment fail"
 printf 'server: https://%s.200:6443\ntoken: %s\nnode-lable:\n  - a=b\n' "$NET" "$TOKEN" | config kx1
-out=$(install kx1 agent); rc=$?
+out=$(install kx1 agent INSTALL_K3S_FORCE_RESTART=true); rc=$?
 echo "$out" | tail -n 1 | sed 's/^/      /'
 check "unknown key node-lable rejected" '[ $rc -ne 0 ] && has "unknown configuration key \\\"node-lable\\\""'
 printf 'server: https://%s.200:6443\ntoken: %s\ncluster-init: true\n' "$NET" "$TOKEN" | config kx1
-out=$(install kx1 agent); rc=$?
+out=$(install kx1 agent INSTALL_K3S_FORCE_RESTART=true); rc=$?
 check "server-only key cluster-init rejected on agent" '[ $rc -ne 0 ] && has "cluster-init\\\" is a k3s server flag"'
 printf 'server: https://%s.200:6443\ntoken: %s\nnode-taint:\n  - a=b:Sometimes\n' "$NET" "$TOKEN" | config kx1
-out=$(install kx1 agent); rc=$?
+out=$(install kx1 agent INSTALL_K3S_FORCE_RESTART=true); rc=$?
 check "bad taint effect rejected" '[ $rc -ne 0 ] && has "effect must be one of"'
 out=$(x kx1 -- env INSTALL_K3S_EXEC=agent sh /root/bundle/install.sh 2>&1); rc=$?
 check "no INSTALL_K3S_SKIP_DOWNLOAD: cannot download" '[ $rc -ne 0 ] && has "double: cannot download k3s (no network)"'
@@ -139,7 +141,7 @@ out=$(x kx1 -- env INSTALL_K3S_SKIP_DOWNLOAD=true K3S_URL=https://$NET.200:6443 
 check "K3S_URL without token: the real fatal message" \
     '[ $rc -ne 0 ] && has "Defaulted k3s exec command to '"'agent'"' because K3S_URL is defined, but K3S_TOKEN or K3S_TOKEN_FILE is not defined."'
 printf 'server: https://%s.200:6443\ntoken: %s\nnode-name: kd2\n' "$NET" "$TOKEN" | config kx1
-out=$(install kx1 agent); rc=$?
+out=$(install kx1 agent INSTALL_K3S_FORCE_RESTART=true); rc=$?
 check "duplicate node name: node password rejected" '[ $rc -ne 0 ] && has "Node password rejected, duplicate hostname"'
 printf 'server: https://%s.200:6443\ntoken: %s\n' "$NET" "$TOKEN" | config kx1
 out=$(install kx1 server); rc=$?
