@@ -317,7 +317,14 @@ pub fn build(env: &Environment) -> Result<ResourceGraph, GraphError> {
     let c = &env.cluster;
     let install = match &c.install {
         crate::recipe::Install::Online { script_url } => json!({"online": script_url}),
-        crate::recipe::Install::Bundle { dir } => json!({"bundle": dir.display().to_string()}),
+        // The images source joins the hash only when it is not the default, so states
+        // written before it existed keep their hashes (the refresh sees missing images).
+        crate::recipe::Install::Bundle { dir, images } => match images {
+            crate::recipe::Images::Bundle => json!({"bundle": dir.display().to_string()}),
+            crate::recipe::Images::Registry => {
+                json!({"bundle": dir.display().to_string(), "images": "registry"})
+            }
+        },
     };
     let mut add = |g: &mut DiGraph<Resource, Dep>, r: Resource| {
         let id = r.id.clone();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::recipe::{Install, Role};
+use crate::recipe::{Images, Install, Role};
 use crate::ssh::{Output, Remote, SshError, quote};
 
 pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
@@ -22,6 +22,8 @@ pub const KUBECONFIG_PATH: &str = "/etc/rancher/k3s/k3s.yaml";
 pub const TOKEN_PATH: &str = "/var/lib/rancher/k3s/server/token";
 pub const AGENT_TOKEN_PATH: &str = "/var/lib/rancher/k3s/server/agent-token";
 pub const BIN_PATH: &str = "/usr/local/bin/k3s";
+/// Where k3s imports air-gap image tarballs from at start (docs/k3s.md, "Air-gap images").
+pub const IMAGES_DIR: &str = "/var/lib/rancher/k3s/agent/images";
 /// Where continuum keeps the install script on a host (removed by `down`).
 pub const WORK_DIR: &str = "/var/lib/continuum";
 const CONFIG_TEMPLATE: &str = include_str!("../../templates/k3s-config.yaml.tera");
@@ -51,6 +53,15 @@ pub enum K3sError {
         arch: String,
         dir: PathBuf,
         file: String,
+    },
+    #[error(
+        "the bundle {dir} has no air-gap images for {arch} (expected {expected}) needed by `{host}`: without them an offline host never gets CoreDNS"
+    )]
+    MissingImages {
+        host: String,
+        arch: String,
+        dir: PathBuf,
+        expected: String,
     },
     #[error("cannot read {path}")]
     Local {
@@ -89,6 +100,8 @@ pub struct Facts {
     pub model: Option<String>,
     /// Whether the memory cgroup controller is enabled (None: could not tell).
     pub memory_cgroup: Option<bool>,
+    /// Air-gap image tarballs in `IMAGES_DIR`: file name -> sha256.
+    pub images: BTreeMap<String, String>,
 }
 
 impl Facts {
@@ -120,6 +133,9 @@ if [ -r /sys/fs/cgroup/cgroup.controllers ]; then
 elif [ -r /proc/cgroups ]; then
   if awk '$1=="memory" && $4=="1" {f=1} END {exit !f}' /proc/cgroups; then echo memcg=on; else echo memcg=off; fi
 fi
+for f in /var/lib/rancher/k3s/agent/images/k3s-airgap-images-*; do
+  [ -f "$f" ] && echo "images=$(basename "$f"):$(sha256sum "$f" | cut -d' ' -f1)"
+done
 for u in k3s k3s-agent; do
   if [ -f /etc/systemd/system/$u.service ]; then
     if systemctl is-active --quiet $u 2>/dev/null; then echo "unit=$u:active"; else echo "unit=$u:inactive"; fi
@@ -134,6 +150,25 @@ fn k3s_arch(uname: &str) -> Option<&'static str> {
         "armv7l" | "armv7" | "armhf" => Some("arm"),
         _ => None,
     }
+}
+
+/// Air-gap image tarball names of an architecture, in order of preference (as k3s
+/// releases name them; docs/k3s.md, "Air-gap images").
+pub fn images_names(arch: &str) -> [String; 3] {
+    let a = match arch {
+        "arm" => "arm",
+        "arm64" => "arm64",
+        _ => "amd64",
+    };
+    [".tar.zst", ".tar.gz", ".tar"].map(|ext| format!("k3s-airgap-images-{a}{ext}"))
+}
+
+/// The bundle's air-gap image tarball for `arch`, if it has one.
+pub fn images_file(dir: &Path, arch: &str) -> Option<PathBuf> {
+    images_names(arch)
+        .into_iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
 }
 
 /// Bundle file name of the k3s binary for an architecture (as k3s releases name them).
@@ -196,6 +231,11 @@ pub async fn facts<R: Remote>(r: &R) -> Result<Facts, K3sError> {
             "script" => f.script_sha = Some(v),
             "model" if !v.is_empty() => f.model = Some(v),
             "memcg" => f.memory_cgroup = Some(v == "on"),
+            "images" => {
+                if let Some((name, sha)) = v.split_once(':') {
+                    f.images.insert(name.to_string(), sha.to_string());
+                }
+            }
             "unit" => {
                 if let Some((u, s)) = v.split_once(':') {
                     f.units.insert(u.to_string(), s == "active");
@@ -304,7 +344,13 @@ fn role_word(role: Role) -> &'static str {
 pub fn describe_apply(spec: &NodeSpec<'_>) -> Vec<String> {
     let mut v = vec!["read facts: uname -m; sha256sum /etc/rancher/k3s/config.yaml; k3s --version; systemctl is-active".to_string()];
     match spec.install {
-        Install::Bundle { dir } => {
+        Install::Bundle { dir, images } => {
+            if *images == Images::Bundle {
+                v.push(format!(
+                    "upload {}/k3s-airgap-images-{{amd64|arm64}}.tar.zst -> {IMAGES_DIR}/ (0644) if its sha256 differs",
+                    dir.display()
+                ));
+            }
             v.push(format!(
                 "upload {}/{{k3s|k3s-arm64}} -> {BIN_PATH} (0755) if its sha256 differs",
                 dir.display()
@@ -347,7 +393,7 @@ pub async fn apply_node<R: Remote>(
     let config_sha = sha256_hex(spec.config.as_bytes());
     // Local artifacts for a bundle install, checked before anything changes.
     let bundle = match spec.install {
-        Install::Bundle { dir } => {
+        Install::Bundle { dir, images } => {
             let file = bundle_binary(&facts.arch);
             let bin_path = dir.join(file);
             if !bin_path.is_file() {
@@ -358,27 +404,50 @@ pub async fn apply_node<R: Remote>(
                     file: file.to_string(),
                 });
             }
-            let bin = std::fs::read(&bin_path).map_err(|source| K3sError::Local {
-                path: bin_path.clone(),
-                source,
-            })?;
-            let script_path = dir.join("install.sh");
-            let script = std::fs::read(&script_path).map_err(|source| K3sError::Local {
-                path: script_path.clone(),
-                source,
-            })?;
-            Some((bin, script))
+            let read = |p: &Path| {
+                std::fs::read(p).map_err(|source| K3sError::Local {
+                    path: p.to_path_buf(),
+                    source,
+                })
+            };
+            let bin = read(&bin_path)?;
+            let script = read(&dir.join("install.sh"))?;
+            let tarball = match images {
+                Images::Registry => None,
+                Images::Bundle => {
+                    let p =
+                        images_file(dir, &facts.arch).ok_or_else(|| K3sError::MissingImages {
+                            host: host.clone(),
+                            arch: facts.arch.clone(),
+                            dir: dir.clone(),
+                            expected: images_names(&facts.arch).join(" or "),
+                        })?;
+                    let name = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    Some((name, read(&p)?))
+                }
+            };
+            Some((bin, script, tarball))
         }
         Install::Online { .. } => None,
     };
     let binary_matches = match &bundle {
-        Some((bin, _)) => facts.binary_sha.as_deref() == Some(sha256_hex(bin).as_str()),
+        Some((bin, _, _)) => facts.binary_sha.as_deref() == Some(sha256_hex(bin).as_str()),
         None => true,
+    };
+    let images_match = match &bundle {
+        Some((_, _, Some((name, data)))) => {
+            facts.images.get(name).map(String::as_str) == Some(sha256_hex(data).as_str())
+        }
+        _ => true,
     };
     let converged = facts.config_sha.as_deref() == Some(config_sha.as_str())
         && facts.version.as_deref() == Some(spec.version)
         && facts.units.get(unit) == Some(&true)
-        && binary_matches;
+        && binary_matches
+        && images_match;
     if converged {
         return Ok(Applied::Unchanged);
     }
@@ -388,6 +457,7 @@ pub async fn apply_node<R: Remote>(
         && facts.version.as_deref() == Some(spec.version)
         && facts.units.get(unit) == Some(&true)
         && binary_matches
+        && images_match
     {
         run_root(
             r,
@@ -408,7 +478,18 @@ pub async fn apply_node<R: Remote>(
         SHORT,
     )
     .await?;
-    if let Some((bin, script)) = &bundle {
+    if let Some((bin, script, tarball)) = &bundle {
+        if let (Some((name, data)), false) = (tarball, images_match) {
+            // Before k3s (re)starts: it imports what is in IMAGES_DIR at start.
+            run_root(
+                r,
+                "uploading the air-gap images",
+                &write_file_script(&format!("{IMAGES_DIR}/{name}"), "0644"),
+                Some(data),
+                INSTALL_TIMEOUT,
+            )
+            .await?;
+        }
         if !binary_matches {
             run_root(
                 r,
@@ -972,6 +1053,7 @@ mod tests {
     fn install_command_has_no_secret_and_honours_bundle() {
         let install = Install::Bundle {
             dir: PathBuf::from("/b"),
+            images: Images::Bundle,
         };
         let spec = NodeSpec {
             role: Role::Agent,

@@ -1,11 +1,11 @@
 //! Checks `up` makes before it changes anything (issue 5): every per-arch k3s binary
-//! the plan needs is in the bundle. The arch comes from the inventory's probe or from
+//! and air-gap image tarball (issue 10) the plan needs is in the bundle. The arch comes from the inventory's probe or from
 //! state (hosts contacted before); hosts of unknown arch are checked again on the host
 //! by `k3s::apply_node`.
 
 use crate::graph::{Action, Plan};
-use crate::k3s::{K3sError, bundle_binary};
-use crate::recipe::{Environment, Install};
+use crate::k3s::{K3sError, bundle_binary, images_file, images_names};
+use crate::recipe::{Environment, Images, Install};
 use crate::state::State;
 
 /// k3s's name for a recorded or probed architecture of `host`.
@@ -23,7 +23,7 @@ fn arch_of(env: &Environment, state: &State, host: &str) -> Result<Option<String
 }
 
 pub fn check_artifacts(env: &Environment, state: &State, plan: &Plan) -> Result<(), K3sError> {
-    let Install::Bundle { dir } = &env.cluster.install else {
+    let Install::Bundle { dir, images } = &env.cluster.install else {
         return Ok(());
     };
     for c in &plan.changes {
@@ -41,6 +41,16 @@ pub fn check_artifacts(env: &Environment, state: &State, plan: &Plan) -> Result<
                 arch,
                 dir: dir.clone(),
                 file: file.to_string(),
+            });
+        }
+        // Offline hosts get CoreDNS and pause only from the air-gap images, unless the
+        // recipe says they pull from a registry (`install.images: registry`).
+        if *images == Images::Bundle && images_file(dir, &arch).is_none() {
+            return Err(K3sError::MissingImages {
+                host: host.clone(),
+                expected: images_names(&arch).join(" or "),
+                arch,
+                dir: dir.clone(),
             });
         }
     }
@@ -114,10 +124,18 @@ mod tests {
         let plan = graph::plan(&env, &rg, None);
         let err = check_artifacts(&env, &State::new("t"), &plan).expect_err("no k3s-arm64");
         assert!(err.to_string().contains("k3s-arm64"), "{err}");
-        let Install::Bundle { dir: b } = &env.cluster.install else {
+        let Install::Bundle { dir: b, .. } = &env.cluster.install else {
             panic!("bundle install expected");
         };
         std::fs::write(b.join("k3s-arm64"), "#!/bin/sh\n").expect("write");
-        check_artifacts(&env, &State::new("t"), &plan).expect("both binaries present");
+        // Issue 10: the air-gap images of every architecture in use, too.
+        let err = check_artifacts(&env, &State::new("t"), &plan).expect_err("no arm64 images");
+        assert!(
+            err.to_string()
+                .contains("k3s-airgap-images-arm64.tar.zst or k3s-airgap-images-arm64.tar.gz"),
+            "{err}"
+        );
+        std::fs::write(b.join("k3s-airgap-images-arm64.tar.gz"), "images").expect("write");
+        check_artifacts(&env, &State::new("t"), &plan).expect("binaries and images present");
     }
 }

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use super::{OpsError, Settings};
 use crate::graph::{Kind, ResourceGraph};
 use crate::k3s;
-use crate::recipe::{Environment, Install, Role};
+use crate::recipe::{Environment, Images, Install, Role};
 use crate::ssh::Pool;
 use crate::state::{State, Status};
 
@@ -75,13 +75,14 @@ pub async fn refresh(
     // The bundle's binaries, hashed once per architecture.
     let bundle_sha = |arch: &str| -> Option<String> {
         match &env.cluster.install {
-            Install::Bundle { dir } => std::fs::read(dir.join(k3s::bundle_binary(arch)))
+            Install::Bundle { dir, .. } => std::fs::read(dir.join(k3s::bundle_binary(arch)))
                 .ok()
                 .map(|b| k3s::sha256_hex(&b)),
             Install::Online { .. } => None,
         }
     };
     let mut shas: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut images_sha: BTreeMap<String, Option<(String, String)>> = BTreeMap::new();
     let limit = Arc::new(tokio::sync::Semaphore::new(settings.concurrency.max(1)));
     let mut tasks = JoinSet::new();
     for p in probes {
@@ -105,13 +106,34 @@ pub async fn refresh(
                     .entry(f.arch.clone())
                     .or_insert_with(|| bundle_sha(&f.arch))
                     .clone();
-                let why = drift_of(
+                let mut why = drift_of(
                     &f,
                     p.role,
                     &p.config_sha,
                     &env.cluster.version,
                     sha.as_deref(),
                 );
+                if let Install::Bundle {
+                    dir,
+                    images: Images::Bundle,
+                } = &env.cluster.install
+                {
+                    let want = images_sha
+                        .entry(f.arch.clone())
+                        .or_insert_with(|| {
+                            k3s::images_file(dir, &f.arch).and_then(|p| {
+                                let name = p.file_name()?.to_string_lossy().into_owned();
+                                let data = std::fs::read(&p).ok()?;
+                                Some((name, k3s::sha256_hex(&data)))
+                            })
+                        })
+                        .clone();
+                    if let Some((name, sha)) = want
+                        && f.images.get(&name) != Some(&sha)
+                    {
+                        why.push(format!("air-gap images {name} missing or different"));
+                    }
+                }
                 if !why.is_empty() {
                     out.drift.insert(p.id, why.join("; "));
                 }

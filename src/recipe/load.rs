@@ -14,7 +14,7 @@ use serde_saphyr::Spanned;
 
 use super::diag::{Diagnostic, Pos, Severity, Sink, did_you_mean};
 use super::flags;
-use super::model::{Cluster, Environment, Host, Install, KubeconfigTarget, Share, Upgrade};
+use super::model::{Cluster, Environment, Host, Images, Install, KubeconfigTarget, Share, Upgrade};
 use super::raw::{self, InstallSource, RoleHint};
 
 /// Default online install script (REFERENCE.md §1).
@@ -794,6 +794,10 @@ fn check_install(i: &raw::InstallSection, path: &Path, sink: &mut Sink<'_>) -> I
                     }
                 }
             }
+            if let Some(im) = &i.images {
+                sink.error(pos(im), "`images` is only used with `source: bundle`")
+                    .help("online installs pull the system images from their registry");
+            }
             Install::Online { script_url: url }
         }
         InstallSource::Bundle => {
@@ -808,6 +812,7 @@ fn check_install(i: &raw::InstallSection, path: &Path, sink: &mut Sink<'_>) -> I
                 .help("point `bundle:` at a directory with install.sh and k3s / k3s-arm64");
                 return Install::Bundle {
                     dir: PathBuf::new(),
+                    images: Images::Bundle,
                 };
             };
             let dir = resolve_path(path, &b.value);
@@ -832,7 +837,11 @@ fn check_install(i: &raw::InstallSection, path: &Path, sink: &mut Sink<'_>) -> I
                     .help("add `k3s` (amd64) and/or `k3s-arm64` from the k3s release");
                 }
             }
-            Install::Bundle { dir }
+            let images = match i.images.as_ref().map(|v| v.value) {
+                Some(raw::ImagesSource::Registry) => Images::Registry,
+                _ => Images::Bundle,
+            };
+            Install::Bundle { dir, images }
         }
     }
 }

@@ -13,5 +13,5 @@ pub use diag::{Diagnostic, Severity};
 pub use load::{LoadError, Loaded, load_inventory, load_recipe};
 pub use model::{
     AddressKind, AwsSite, AwsSsh, CloudHost, Cluster, Environment, Firewall, Host, ImageRef,
-    Install, InstanceGroup, KubeconfigTarget, Role, Share, Upgrade, VpcChoice,
+    Images, Install, InstanceGroup, KubeconfigTarget, Role, Share, Upgrade, VpcChoice,
 };

@@ -136,8 +136,20 @@ impl std::fmt::Display for Share {
 pub enum Install {
     /// `curl -sfL URL | INSTALL_K3S_VERSION=... sh -s -` on each host.
     Online { script_url: String },
-    /// Air-gapped: upload `install.sh` and the per-arch binary from this directory.
-    Bundle { dir: PathBuf },
+    /// Air-gapped: upload `install.sh`, the per-arch binary and (with
+    /// `images: bundle`) the per-arch air-gap images tarball from this directory.
+    Bundle { dir: PathBuf, images: Images },
+}
+
+/// Where the nodes of a bundle install get k3s's system images (CoreDNS, pause, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Images {
+    /// `k3s-airgap-images-<arch>.tar.zst` (or `.tar.gz`, `.tar`) from the bundle,
+    /// placed in the node's `agent/images/` before k3s starts (the default).
+    #[default]
+    Bundle,
+    /// The hosts pull them from a registry they can reach.
+    Registry,
 }
 
 /// Which kubeconfig file and context the cluster is registered under.

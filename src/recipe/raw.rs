@@ -106,6 +106,16 @@ pub struct InstallSection {
     /// Install script URL for the online source.
     #[serde(default)]
     pub script_url: Option<Spanned<String>>,
+    /// Where system images come from with a bundle: `bundle` (default) or `registry`.
+    #[serde(default)]
+    pub images: Option<Spanned<ImagesSource>>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ImagesSource {
+    Bundle,
+    Registry,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]

@@ -811,3 +811,15 @@ fn allow_unavailable_counts_agents() {
         assert_eq!(env.cluster.unavailable_allowed(), agents_allowed, "{value}");
     }
 }
+
+/// Issue 10: `install.images` only means something for a bundle.
+#[test]
+fn images_source_needs_a_bundle() {
+    let d = expect_error(
+        "images_with_online.yaml",
+        7,
+        13,
+        "`images` is only used with `source: bundle`",
+    );
+    expect_help(&d, "registry");
+}

@@ -16,7 +16,13 @@ fn bundle_at(dir: &Path, version: &str) -> PathBuf {
     let b = dir.join(format!("bundle-{version}"));
     std::fs::create_dir_all(&b).expect("bundle dir");
     let src = root().join("tests/k3s-double");
-    std::fs::copy(src.join("install.sh"), b.join("install.sh")).expect("install.sh");
+    for f in [
+        "install.sh",
+        "k3s-airgap-images-amd64.tar.zst",
+        "k3s-airgap-images-arm64.tar.zst",
+    ] {
+        std::fs::copy(src.join(f), b.join(f)).expect("bundle file");
+    }
     for bin in ["k3s", "k3s-arm64"] {
         let text = std::fs::read_to_string(src.join(bin)).expect("double binary");
         let text = text.replace(
@@ -256,4 +262,72 @@ fn labels_and_taints_reach_live_nodes_without_restart() {
     );
     assert!(text(&ws.up()).contains("0 to change"));
     assert_ok(&ws.run(&["down", "ul", "--yes"]), "down");
+}
+
+/// Air-gapped bundles carry the system images: a bundle without the host's
+/// `k3s-airgap-images-<arch>` is refused before anything is written there; with it the
+/// tarball lands in `agent/images/` before k3s starts, only when it changed.
+#[test]
+fn airgap_images_are_required_and_uploaded_once() {
+    if !fleet_available("airgap_images_are_required_and_uploaded_once") {
+        return;
+    }
+    let fleet = Fleet::start(&["ug-im"], 84);
+    let ws = Workspace::new("ui");
+    ws.write_inventory(&fleet.defs(), "ops");
+    let bundle = ws.dir.path().join("bundle");
+    std::fs::create_dir(&bundle).expect("bundle");
+    let src = root().join("tests/k3s-double");
+    for f in ["install.sh", "k3s"] {
+        std::fs::copy(src.join(f), bundle.join(f)).expect("copy");
+    }
+    std::fs::write(
+        ws.recipe(),
+        format!(
+            "name: ui\ninventory: inventory.yaml\nk3s:\n  version: {FROM}\n  install:\n    source: bundle\n    bundle: {}\n  servers: [ug-im]\n  readiness_timeout: 60\n",
+            bundle.display()
+        ),
+    )
+    .expect("recipe");
+    let up = ws.up();
+    assert_eq!(up.status.code(), Some(3), "{}", text(&up));
+    assert!(
+        text(&up).contains("no air-gap images for amd64 (expected k3s-airgap-images-amd64.tar.zst"),
+        "{}",
+        text(&up)
+    );
+    assert_eq!(fleet.k3s_leftovers("ug-im"), "", "something was installed");
+
+    std::fs::copy(
+        src.join("k3s-airgap-images-amd64.tar.zst"),
+        bundle.join("k3s-airgap-images-amd64.tar.zst"),
+    )
+    .expect("images");
+    assert_ok(&ws.up(), "up with the images");
+    let stat = "stat -c %Y.%s /var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst";
+    let first = fleet.exec_ok("ug-im", stat);
+    assert!(text(&ws.up()).contains("0 to change"));
+    assert_eq!(fleet.exec_ok("ug-im", stat), first, "uploaded again");
+
+    // A new tarball in the bundle is drift: uploaded, and k3s restarted to import it.
+    std::fs::write(
+        bundle.join("k3s-airgap-images-amd64.tar.zst"),
+        "k3s TEST DOUBLE air-gap images, second edition\n",
+    )
+    .expect("new images");
+    let plan = ws.run(&["plan", path_str(&ws.recipe())]);
+    assert!(
+        text(&plan).contains("air-gap images k3s-airgap-images-amd64.tar.zst missing or different"),
+        "{}",
+        text(&plan)
+    );
+    assert_ok(&ws.up(), "up with new images");
+    assert_eq!(
+        fleet.exec_ok(
+            "ug-im",
+            "cat /var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst"
+        ),
+        "k3s TEST DOUBLE air-gap images, second edition\n"
+    );
+    assert_ok(&ws.run(&["down", "ui", "--yes"]), "down");
 }

@@ -19,6 +19,7 @@ x() { "$F" exec "$@"; }                      # x HOST -- CMD...
 push() {                                     # push HOST: bundle into the host
     x "$1" -- sh -c 'mkdir -p /root/bundle && cat > /root/bundle/install.sh' < "$HERE/install.sh"
     x "$1" -- sh -c 'cat > /usr/local/bin/k3s && chmod 755 /usr/local/bin/k3s' < "$HERE/k3s"
+    x "$1" -- sh -c 'mkdir -p /var/lib/rancher/k3s/agent/images && cat > /var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst' < "$HERE/k3s-airgap-images-amd64.tar.zst"
 }
 config() { x "$1" -- sh -c 'mkdir -p /etc/rancher/k3s && umask 077 && cat > /etc/rancher/k3s/config.yaml'; }
 install() { # install HOST ROLE [ENV...]: prints output, returns the script's exit code
