@@ -13,7 +13,6 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::diag::{Diagnostic, Pos, Severity, Sink, did_you_mean};
-use super::flags;
 use super::model::{Cluster, Environment, Host, Install, KubeconfigTarget, Unavailable};
 use super::raw::{self, CountOrPercent, InstallSource, RoleHint};
 
@@ -357,6 +356,8 @@ fn check_inventory(
                     bastion,
                     labels: labels.unwrap_or_default(),
                     taints: h.taints.iter().map(|t| t.value.clone()).collect(),
+                    node_ip: checked_ip(sink, h.node_ip.as_ref(), "node_ip", name),
+                    external_ip: checked_ip(sink, h.external_ip.as_ref(), "external_ip", name),
                     host_key: h.host_key.as_ref().map(|k| k.value.trim().to_string()),
                     cloud: None,
                     probed: checked_probed(sink, h).map(Box::new),
@@ -366,6 +367,27 @@ fn check_inventory(
         );
     }
     (hosts, roles)
+}
+
+/// A per-host address for k3s (`node_ip`, `external_ip`): an IP address, not a name.
+fn checked_ip(
+    sink: &mut Sink<'_>,
+    v: Option<&Spanned<String>>,
+    field: &str,
+    host: &str,
+) -> Option<String> {
+    let v = v?;
+    match v.value.trim().parse::<IpAddr>() {
+        Ok(ip) => Some(ip.to_string()),
+        Err(_) => {
+            sink.error(
+                pos(v),
+                format!("invalid {field} `{}` for host `{host}`", v.value.trim()),
+            )
+            .help("give one IPv4 or IPv6 address (k3s takes no DNS name here)");
+            None
+        }
+    }
 }
 
 #[allow(clippy::too_many_lines)]
@@ -599,25 +621,11 @@ fn check_recipe(
     for t in &k.node_taints {
         check_taint(sink, t);
     }
-    let mut extra_config = BTreeMap::new();
-    if let Some(extra) = &k.extra_config {
-        for (key, value) in &extra.value {
-            if let Some((_, why)) = flags::MANAGED_KEYS.iter().find(|(m, _)| m == key) {
-                sink.error(pos(value), format!("`{key}` is managed by continuum"))
-                    .help(*why);
-            } else if !flags::is_known(key) {
-                let d = sink.error(
-                    pos(value),
-                    format!("`{key}` is not a k3s configuration key"),
-                );
-                if let Some(s) = did_you_mean(key, flags::all_keys()) {
-                    d.help(format!("did you mean `{s}`?"));
-                }
-            } else {
-                extra_config.insert(key.clone(), value.value.clone());
-            }
-        }
-    }
+    let extra_config = k
+        .extra_config
+        .as_ref()
+        .map(|e| super::extra::check(&e.value, sink))
+        .unwrap_or_default();
     let readiness_timeout = match &k.readiness_timeout {
         Some(t) if t.value == 0 => {
             sink.error(pos(t), "readiness_timeout must be at least 1 second");
