@@ -698,7 +698,7 @@ fn check_recipe(
     let mut serverless = r
         .serverless
         .as_ref()
-        .map(|s| super::serverless::check(&s.value, name, &api_endpoint, path, sink));
+        .map(|s| super::serverless::check(&s.value, name, &api_endpoint, &version, path, sink));
     if let Some(s) = serverless.as_mut() {
         s.servicelb = !disable.iter().any(|d| d == "servicelb");
     }
@@ -820,6 +820,12 @@ fn check_install(i: &raw::InstallSection, path: &Path, sink: &mut Sink<'_>) -> I
 
 /// `(major, minor)` of a k3s release tag such as `v1.31.4+k3s1` or `v1.32.0-rc1+k3s1`.
 pub fn parse_k3s_version(v: &str) -> Option<(u64, u64)> {
+    parse_k3s_release(v).map(|(major, minor, _)| (major, minor))
+}
+
+/// `(major, minor, patch)` of a k3s release tag; a release candidate counts as its
+/// release (`v1.32.2-rc1+k3s1` is `(1, 32, 2)`).
+pub fn parse_k3s_release(v: &str) -> Option<(u64, u64, u64)> {
     let rest = v.strip_prefix('v')?;
     let (core, build) = rest.split_once('+')?;
     let n = build.strip_prefix("k3s")?;
@@ -831,13 +837,13 @@ pub fn parse_k3s_version(v: &str) -> Option<(u64, u64)> {
         Some(_) => return None,
         None => core,
     };
-    let parts: Vec<&str> = core.split('.').collect();
-    if parts.len() != 3 {
-        return None;
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(Some(major)), Some(Some(minor)), Some(Some(patch)), None) => {
+            Some((major, minor, patch))
+        }
+        _ => None,
     }
-    let nums: Option<Vec<u64>> = parts.iter().map(|p| p.parse().ok()).collect();
-    let nums = nums?;
-    Some((nums[0], nums[1]))
 }
 
 pub(super) fn is_dns_label(s: &str) -> bool {
@@ -988,6 +994,11 @@ mod tests {
         assert_eq!(parse_k3s_version("v1.31+k3s1"), None);
         assert_eq!(parse_k3s_version("v1.31.4"), None);
         assert_eq!(parse_k3s_version("latest"), None);
+        assert_eq!(parse_k3s_version("v1.31.4.1+k3s1"), None);
+        assert_eq!(parse_k3s_release("v1.32.2+k3s1"), Some((1, 32, 2)));
+        assert_eq!(parse_k3s_release("v1.32.2-rc1+k3s1"), Some((1, 32, 2)));
+        assert!(parse_k3s_release("v1.32.1+k3s2") < parse_k3s_release("v1.32.2+k3s1"));
+        assert_eq!(parse_k3s_release("v1.x.2+k3s1"), None);
     }
 
     #[test]

@@ -557,6 +557,56 @@ fn extra_config_hidden_flag() {
     expect_help(&d, "port 6443");
 }
 
+/// Item 16: Gateway values need Traefik v3, packaged from k3s v1.32.2.
+#[test]
+fn gateway_ingress_needs_traefik_v3() {
+    let d = expect_error(
+        "gateway_old_k3s.yaml",
+        10,
+        12,
+        "`ingress: gateway` needs k3s v1.32.2 or later (Traefik v3)",
+    );
+    expect_help(&d, "`ingress: nginx`");
+    expect_help(&d, "v1.32.2+k3s1");
+}
+
+/// Item 16: the boundary: v1.32.1 still packages Traefik v2, v1.32.2 and v1.33 are v3.
+#[test]
+fn gateway_ingress_version_boundary() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let inv = fixtures().join("good/inventory.yaml");
+    for (version, ok) in [
+        ("v1.31.4+k3s1", false),
+        ("v1.32.1+k3s1", false),
+        ("v1.32.2-rc1+k3s1", true),
+        ("v1.32.2+k3s1", true),
+        ("v1.33.0+k3s1", true),
+    ] {
+        let recipe = tmp.path().join("r.yaml");
+        std::fs::write(
+            &recipe,
+            format!(
+                "name: gw\ninventory: '{}'\nk3s:\n  version: {version}\n  servers: [srv-1]\nserverless:\n  profile: cloud\n  ingress: gateway\n",
+                inv.display()
+            ),
+        )
+        .expect("write recipe");
+        match load_recipe(&recipe) {
+            Ok(_) => assert!(ok, "{version}: gateway must be refused"),
+            Err(LoadError::Invalid(diags)) => {
+                assert!(!ok, "{version}: refused:\n{}", listing(&diags));
+                assert!(
+                    diags.iter().any(|d| (d.pos.line, d.pos.col) == (8, 12)
+                        && d.message.contains("needs k3s v1.32.2")),
+                    "{version}: {}",
+                    listing(&diags)
+                );
+            }
+            Err(e) => panic!("{version}: {e:?}"),
+        }
+    }
+}
+
 /// Item 6 (good path): `node_ip` / `external_ip` reach the node's config.yaml, and
 /// item 15: extra keys reach only the roles whose k3s subcommand has them.
 #[test]
@@ -601,6 +651,11 @@ fn node_addresses_and_extra_keys_reach_the_node_config() {
 #[test]
 fn cli_validate_reports_a_managed_key() {
     validate_rejects("extra_managed_keys.yaml", 11, 14);
+}
+
+#[test]
+fn cli_validate_reports_gateway_on_old_k3s() {
+    validate_rejects("gateway_old_k3s.yaml", 10, 12);
 }
 
 #[test]
