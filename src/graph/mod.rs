@@ -134,7 +134,7 @@ fn bracket_v6(addr: &str) -> String {
     }
 }
 
-/// Desired k3s `config.yaml` keys of one node, without secrets (REFERENCE.md §1).
+/// Desired k3s `config.yaml` keys of one node, without secrets (docs/k3s-config.md).
 pub fn node_config(env: &Environment, host: &str, role: Role) -> BTreeMap<String, Value> {
     let c = &env.cluster;
     let mut m: BTreeMap<String, Value> = BTreeMap::new();
@@ -171,6 +171,18 @@ pub fn node_config(env: &Environment, host: &str, role: Role) -> BTreeMap<String
     if !taints.is_empty() {
         m.insert("node-taint".into(), json!(taints));
     }
+    // Per-host addresses (docs/k3s-config.md, "Node addresses"): an inventory host's
+    // come from its `node_ip` / `external_ip`; an AWS instance has neither, and its
+    // external address is its public IP, for servers under wireguard-native (below).
+    let cloud = h.and_then(|h| h.cloud.as_ref());
+    if let Some(ip) = h.and_then(|h| h.node_ip.as_ref()) {
+        m.insert("node-ip".into(), json!(ip));
+    }
+    if cloud.is_none()
+        && let Some(ip) = h.and_then(|h| h.external_ip.as_ref())
+    {
+        m.insert("node-external-ip".into(), json!(ip));
+    }
     let is_init = role == Role::Server && c.init_server() == host;
     if !is_init {
         m.insert("server".into(), json!(server_url(env)));
@@ -191,11 +203,9 @@ pub fn node_config(env: &Environment, host: &str, role: Role) -> BTreeMap<String
         sans.dedup();
         m.insert("tls-san".into(), json!(sans));
         // A server on a cloud instance in a cluster that spans networks (wireguard-native):
-        // nodes outside the VPC reach it by its public address (REFERENCE.md §1).
+        // nodes outside the VPC reach it by its public address (docs/k3s-config.md).
         if c.flannel_backend == "wireguard-native"
-            && let Some(ip) = h
-                .and_then(|h| h.cloud.as_ref())
-                .and_then(|c| c.public_ip.as_ref())
+            && let Some(ip) = cloud.and_then(|c| c.public_ip.as_ref())
         {
             m.insert("node-external-ip".into(), json!(ip));
             m.insert("flannel-external-ip".into(), json!(true));
@@ -213,8 +223,9 @@ pub fn node_config(env: &Environment, host: &str, role: Role) -> BTreeMap<String
             m.insert("service-cidr".into(), json!(v));
         }
     }
+    // Each role gets the extra keys its subcommand has (k3s server/agent flag split).
     for (k, v) in &c.extra_config {
-        if role == Role::Server || flags::AGENT_KEYS.contains(&k.as_str()) {
+        if flags::accepts(role, k) {
             m.insert(k.clone(), v.clone());
         }
     }
@@ -870,6 +881,35 @@ mod tests {
             )),
             "{dot}"
         );
+    }
+
+    /// Issue 10: an inventory host's `external_ip` becomes its `node-external-ip`; a
+    /// cloud host follows only the public-IP rule, so the two sources never mix.
+    #[test]
+    fn external_address_comes_from_the_host_kind() {
+        let (mut env, _) = farm_edge();
+        let server = env.cluster.init_server().to_string();
+        let agent = env.cluster.agents[0].clone();
+        let a = env.hosts.get_mut(&agent).expect("agent host");
+        a.node_ip = Some("10.8.0.21".into());
+        a.external_ip = Some("203.0.113.5".into());
+        let cfg = node_config(&env, &agent, Role::Agent);
+        assert_eq!(cfg["node-ip"], "10.8.0.21");
+        assert_eq!(cfg["node-external-ip"], "203.0.113.5");
+
+        let s = env.hosts.get_mut(&server).expect("server host");
+        s.external_ip = Some("203.0.113.9".into());
+        s.cloud = Some(crate::recipe::CloudHost {
+            group: "cp".into(),
+            index: 0,
+            public_ip: Some("198.51.100.10".into()),
+        });
+        env.cluster.flannel_backend = "wireguard-native".into();
+        let cfg = node_config(&env, &server, Role::Server);
+        assert_eq!(cfg["node-external-ip"], "198.51.100.10");
+        env.cluster.flannel_backend = "vxlan".into();
+        let cfg = node_config(&env, &server, Role::Server);
+        assert!(!cfg.contains_key("node-external-ip"), "{cfg:?}");
     }
 
     /// A node that was offline is tried again by the next `up`.

@@ -337,6 +337,10 @@ pub fn check_site(
                             .iter()
                             .map(|t| t.value.trim().to_string())
                             .collect(),
+                        // An instance's external address is its public IP, rendered
+                        // by `graph::node_config` (docs/k3s-config.md).
+                        node_ip: None,
+                        external_ip: None,
                         host_key: None,
                         probed: None,
                         cloud: Some(CloudHost {

@@ -13,7 +13,6 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::diag::{Diagnostic, Pos, Severity, Sink, did_you_mean};
-use super::flags;
 use super::model::{Cluster, Environment, Host, Images, Install, KubeconfigTarget, Share, Upgrade};
 use super::raw::{self, InstallSource, RoleHint};
 
@@ -383,6 +382,8 @@ fn check_inventory(
                     bastion,
                     labels: labels.unwrap_or_default(),
                     taints: h.taints.iter().map(|t| t.value.clone()).collect(),
+                    node_ip: checked_ip(sink, h.node_ip.as_ref(), "node_ip", name),
+                    external_ip: checked_ip(sink, h.external_ip.as_ref(), "external_ip", name),
                     host_key: h.host_key.as_ref().map(|k| k.value.trim().to_string()),
                     cloud: None,
                     probed: checked_probed(sink, h).map(Box::new),
@@ -392,6 +393,27 @@ fn check_inventory(
         );
     }
     (hosts, roles)
+}
+
+/// A per-host address for k3s (`node_ip`, `external_ip`): an IP address, not a name.
+fn checked_ip(
+    sink: &mut Sink<'_>,
+    v: Option<&Spanned<String>>,
+    field: &str,
+    host: &str,
+) -> Option<String> {
+    let v = v?;
+    match v.value.trim().parse::<IpAddr>() {
+        Ok(ip) => Some(ip.to_string()),
+        Err(_) => {
+            sink.error(
+                pos(v),
+                format!("invalid {field} `{}` for host `{host}`", v.value.trim()),
+            )
+            .help("give one IPv4 or IPv6 address (k3s takes no DNS name here)");
+            None
+        }
+    }
 }
 
 #[allow(clippy::too_many_lines)]
@@ -625,25 +647,11 @@ fn check_recipe(
     for t in &k.node_taints {
         check_taint(sink, t);
     }
-    let mut extra_config = BTreeMap::new();
-    if let Some(extra) = &k.extra_config {
-        for (key, value) in &extra.value {
-            if let Some((_, why)) = flags::MANAGED_KEYS.iter().find(|(m, _)| m == key) {
-                sink.error(pos(value), format!("`{key}` is managed by continuum"))
-                    .help(*why);
-            } else if !flags::is_known(key) {
-                let d = sink.error(
-                    pos(value),
-                    format!("`{key}` is not a k3s configuration key"),
-                );
-                if let Some(s) = did_you_mean(key, flags::all_keys()) {
-                    d.help(format!("did you mean `{s}`?"));
-                }
-            } else {
-                extra_config.insert(key.clone(), value.value.clone());
-            }
-        }
-    }
+    let extra_config = k
+        .extra_config
+        .as_ref()
+        .map(|e| super::extra::check(&e.value, sink))
+        .unwrap_or_default();
     let readiness_timeout = match &k.readiness_timeout {
         Some(t) if t.value == 0 => {
             sink.error(pos(t), "readiness_timeout must be at least 1 second");
@@ -716,7 +724,7 @@ fn check_recipe(
     let mut serverless = r
         .serverless
         .as_ref()
-        .map(|s| super::serverless::check(&s.value, name, &api_endpoint, path, sink));
+        .map(|s| super::serverless::check(&s.value, name, &api_endpoint, &version, path, sink));
     if let Some(s) = serverless.as_mut() {
         s.servicelb = !disable.iter().any(|d| d == "servicelb");
     }
@@ -848,6 +856,12 @@ fn check_install(i: &raw::InstallSection, path: &Path, sink: &mut Sink<'_>) -> I
 
 /// `(major, minor)` of a k3s release tag such as `v1.31.4+k3s1` or `v1.32.0-rc1+k3s1`.
 pub fn parse_k3s_version(v: &str) -> Option<(u64, u64)> {
+    parse_k3s_release(v).map(|(major, minor, _)| (major, minor))
+}
+
+/// `(major, minor, patch)` of a k3s release tag; a release candidate counts as its
+/// release (`v1.32.2-rc1+k3s1` is `(1, 32, 2)`).
+pub fn parse_k3s_release(v: &str) -> Option<(u64, u64, u64)> {
     let rest = v.strip_prefix('v')?;
     let (core, build) = rest.split_once('+')?;
     let n = build.strip_prefix("k3s")?;
@@ -859,13 +873,13 @@ pub fn parse_k3s_version(v: &str) -> Option<(u64, u64)> {
         Some(_) => return None,
         None => core,
     };
-    let parts: Vec<&str> = core.split('.').collect();
-    if parts.len() != 3 {
-        return None;
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(Some(major)), Some(Some(minor)), Some(Some(patch)), None) => {
+            Some((major, minor, patch))
+        }
+        _ => None,
     }
-    let nums: Option<Vec<u64>> = parts.iter().map(|p| p.parse().ok()).collect();
-    let nums = nums?;
-    Some((nums[0], nums[1]))
 }
 
 pub(super) fn is_dns_label(s: &str) -> bool {
@@ -1016,6 +1030,11 @@ mod tests {
         assert_eq!(parse_k3s_version("v1.31+k3s1"), None);
         assert_eq!(parse_k3s_version("v1.31.4"), None);
         assert_eq!(parse_k3s_version("latest"), None);
+        assert_eq!(parse_k3s_version("v1.31.4.1+k3s1"), None);
+        assert_eq!(parse_k3s_release("v1.32.2+k3s1"), Some((1, 32, 2)));
+        assert_eq!(parse_k3s_release("v1.32.2-rc1+k3s1"), Some((1, 32, 2)));
+        assert!(parse_k3s_release("v1.32.1+k3s2") < parse_k3s_release("v1.32.2+k3s1"));
+        assert_eq!(parse_k3s_release("v1.x.2+k3s1"), None);
     }
 
     #[test]

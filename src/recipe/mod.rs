@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod diag;
+pub mod extra;
 pub mod flags;
 pub mod load;
 pub mod model;

@@ -33,6 +33,11 @@ pub struct Host {
     pub bastion: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<String>,
+    /// IP address rendered as the node's `node-ip` (inventory hosts only).
+    pub node_ip: Option<String>,
+    /// IP address rendered as the node's `node-external-ip` (inventory hosts only; an
+    /// AWS instance's comes from the instance, docs/k3s-config.md).
+    pub external_ip: Option<String>,
     /// Pinned host key (`TYPE BASE64`), from the inventory.
     pub host_key: Option<String>,
     /// Set for AWS instances: their address is known only once the instance exists.

@@ -175,6 +175,12 @@ pub struct HostEntry {
     pub labels: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     #[serde(default)]
     pub taints: Vec<Spanned<String>>,
+    /// The node's address for k3s (`node-ip`), when it is not the one k3s would pick.
+    #[serde(default)]
+    pub node_ip: Option<Spanned<String>>,
+    /// The node's external address (`node-external-ip`), e.g. a NAT's public address.
+    #[serde(default)]
+    pub external_ip: Option<Spanned<String>>,
     /// A pinned host key (`ssh-ed25519 AAAA...`), checked at first contact.
     #[serde(default)]
     pub host_key: Option<Spanned<String>>,

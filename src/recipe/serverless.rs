@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::diag::{Pos, Sink, did_you_mean};
-use super::load::resolve_path;
+use super::load::{parse_k3s_release, resolve_path};
 use super::raw::ServerlessSection;
 use crate::serverless::{
     COMPONENTS, GivenCredentials, IngressMode, OscarCliTarget, Profile, Serverless, Tier,
@@ -18,6 +18,10 @@ use crate::serverless::{
 use crate::state::Secret;
 
 const DEFAULT_READINESS_TIMEOUT: u64 = 600;
+
+/// The first k3s release whose packaged Traefik is v3, the chart that has the Gateway
+/// API values `ingress: gateway` sets (docs/k3s-config.md, "Traefik and the Gateway API").
+pub const GATEWAY_MIN_K3S: (u64, u64, u64) = (1, 32, 2);
 
 fn pos<T>(s: &Spanned<T>) -> Pos {
     Pos::of(&s.referenced)
@@ -43,11 +47,13 @@ fn one_of<T: Copy>(
     fallback
 }
 
-/// Validate `serverless:`; `api_endpoint` is the default OSCAR host.
+/// Validate `serverless:`; `api_endpoint` is the default OSCAR host, `k3s_version` the
+/// recipe's pin (an unparsable pin is reported by the caller).
 pub fn check(
     s: &ServerlessSection,
     env: &str,
     api_endpoint: &str,
+    k3s_version: &str,
     recipe: &Path,
     sink: &mut Sink<'_>,
 ) -> Serverless {
@@ -84,6 +90,11 @@ pub fn check(
         ),
         None => IngressMode::Nginx,
     };
+    if let Some(i) = &s.ingress
+        && ingress == IngressMode::Gateway
+    {
+        check_gateway_k3s(i, k3s_version, sink);
+    }
     let endpoint = match &s.endpoint {
         Some(e) => {
             let v = e.value.trim().trim_end_matches('/').to_string();
@@ -191,6 +202,25 @@ pub fn check(
         oscar_cli,
         // Set by the caller, which knows the cluster's `disable` list.
         servicelb: true,
+    }
+}
+
+/// `ingress: gateway` sets Traefik v3 chart values, which older k3s releases lack.
+fn check_gateway_k3s(at: &Spanned<String>, k3s_version: &str, sink: &mut Sink<'_>) {
+    let Some(v) = parse_k3s_release(k3s_version) else {
+        return;
+    };
+    if v < GATEWAY_MIN_K3S {
+        let (major, minor, patch) = GATEWAY_MIN_K3S;
+        sink.error(
+            pos(at),
+            format!(
+                "`ingress: gateway` needs k3s v{major}.{minor}.{patch} or later (Traefik v3); the recipe pins {k3s_version}"
+            ),
+        )
+        .help(format!(
+            "pin `k3s.version` to v{major}.{minor}.{patch}+k3s1 or later, or use `ingress: nginx`"
+        ));
     }
 }
 

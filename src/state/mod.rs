@@ -186,6 +186,8 @@ impl HostState {
             bastion: self.bastion.clone(),
             labels: BTreeMap::new(),
             taints: Vec::new(),
+            node_ip: None,
+            external_ip: None,
             host_key: self.host_key.clone(),
             cloud: None,
             probed: None,

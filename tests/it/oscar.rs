@@ -648,10 +648,13 @@ fn serverless_section_is_validated_with_positions() {
         ok.env.cluster.disable.iter().any(|d| d == "traefik"),
         "nginx ingress turns traefik off"
     );
-    let gw = load_recipe(&write(
-        "serverless:\n  profile: cloud\n  ingress: gateway\n",
-    ))
-    .expect("gateway");
+    // Gateway values need Traefik v3, packaged from k3s v1.32.2 (docs/k3s-config.md).
+    let gw_recipe = write("serverless:\n  profile: cloud\n  ingress: gateway\n");
+    let text = std::fs::read_to_string(&gw_recipe)
+        .expect("read recipe")
+        .replace("v1.31.4+k3s1", "v1.32.2+k3s1");
+    std::fs::write(&gw_recipe, text).expect("write recipe");
+    let gw = load_recipe(&gw_recipe).expect("gateway");
     assert!(!gw.env.cluster.disable.iter().any(|d| d == "traefik"));
     assert!(gw.env.serverless.as_ref().expect("s").knative);
 
