@@ -928,4 +928,46 @@ mod tests {
         assert!(c.reason.starts_with("offline last time"), "{}", c.reason);
         assert_eq!(p.get(CLUSTER_READY).map(|c| c.action), Some(Action::Update));
     }
+
+    /// Issue 10: k3s warns about and skips a config.yaml key it does not know; continuum
+    /// must never rely on that. Every key it renders for a node (the desired attributes
+    /// plus the secrets `token` and, on servers, `agent-token`) is a flag of that node's
+    /// k3s subcommand at the pinned version.
+    #[test]
+    fn every_rendered_config_key_is_a_flag_of_the_role() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+        let mut checked = 0;
+        for f in std::fs::read_dir(&dir).expect("recipes") {
+            let p = f.expect("entry").path();
+            if p.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            let Ok(loaded) = crate::recipe::load_recipe(&p) else {
+                continue;
+            };
+            let rg = build(&loaded.env).expect("graph");
+            for r in rg.graph.node_weights() {
+                let Some(role) = r.role() else { continue };
+                let secrets: &[&str] = match role {
+                    Role::Server => &["token", "agent-token"],
+                    Role::Agent => &["token"],
+                };
+                for key in r
+                    .attrs
+                    .keys()
+                    .map(String::as_str)
+                    .chain(secrets.iter().copied())
+                {
+                    assert!(
+                        flags::accepts(role, key),
+                        "{}: {} renders `{key}`, which k3s {role} does not have",
+                        p.display(),
+                        r.id
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 20, "only {checked} keys checked");
+    }
 }

@@ -6,6 +6,7 @@
 //! written from stdin; it is never in a command line, environment variable or log.
 
 pub mod device;
+pub mod firewall;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,15 @@ pub enum K3sError {
         dir: PathBuf,
         expected: String,
     },
+    #[error(
+        "`{host}` runs {firewall}, which does not let in what k3s needs; nothing was changed there. Open it with:\n  {}\n(continuum leaves host firewalls to you: docs/k3s.md, \"Host firewalls\")",
+        commands.join("\n  ")
+    )]
+    FirewallClosed {
+        host: String,
+        firewall: String,
+        commands: Vec<String>,
+    },
     #[error("cannot read {path}")]
     Local {
         path: PathBuf,
@@ -102,6 +112,8 @@ pub struct Facts {
     pub memory_cgroup: Option<bool>,
     /// Air-gap image tarballs in `IMAGES_DIR`: file name -> sha256.
     pub images: BTreeMap<String, String>,
+    /// An active ufw or firewalld and what it lets in.
+    pub firewall: firewall::Firewall,
 }
 
 impl Facts {
@@ -209,7 +221,8 @@ fn check(host: &str, step: &str, out: Output) -> Result<Output, K3sError> {
 
 /// Read the host's k3s facts (one round trip, read-only).
 pub async fn facts<R: Remote>(r: &R) -> Result<Facts, K3sError> {
-    let out = run_root(r, "reading host facts", FACTS_SCRIPT, None, SHORT).await?;
+    let script = format!("{}\n{FACTS_SCRIPT}", firewall::FACTS);
+    let out = run_root(r, "reading host facts", &script, None, SHORT).await?;
     let mut f = Facts::default();
     for line in out.stdout.lines() {
         let Some((k, v)) = line.split_once('=') else {
@@ -231,6 +244,7 @@ pub async fn facts<R: Remote>(r: &R) -> Result<Facts, K3sError> {
             "script" => f.script_sha = Some(v),
             "model" if !v.is_empty() => f.model = Some(v),
             "memcg" => f.memory_cgroup = Some(v == "on"),
+            k if f.firewall.read(k, &v) => {}
             "images" => {
                 if let Some((name, sha)) = v.split_once(':') {
                     f.images.insert(name.to_string(), sha.to_string());

@@ -677,6 +677,28 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
         message: "reading host facts".into(),
     });
     let facts = k3s::facts(conn.as_ref()).await?;
+    // An active ufw/firewalld must already let in what k3s needs (docs/k3s.md, "Host
+    // firewalls"): refused before any change, with the commands that open it.
+    {
+        let env = ctx.env();
+        let c = &env.cluster;
+        let need = k3s::firewall::needs(
+            role,
+            c.ha,
+            &c.flannel_backend,
+            [
+                c.cluster_cidr.as_deref().unwrap_or("10.42.0.0/16"),
+                c.service_cidr.as_deref().unwrap_or("10.43.0.0/16"),
+            ],
+        );
+        if let Some(commands) = k3s::firewall::missing_commands(&facts.firewall, &need) {
+            return Err(OpsError::K3s(k3s::K3sError::FirewallClosed {
+                host,
+                firewall: facts.firewall.kind.clone(),
+                commands,
+            }));
+        }
+    }
     with_state(ctx, |st| {
         st.hosts.entry(host.clone()).or_default().arch = Some(facts.arch.clone());
     })?;

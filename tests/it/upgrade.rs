@@ -1,7 +1,8 @@
-//! Issue 10 on the test fleet: upgrades that restart, in the documented order, and
-//! drift (a stopped service) seen by the refresh and fixed by `up`.
+//! Issue 10 on the test fleet (real k3s behaviour, through the k3s double): upgrades
+//! that restart in the documented order, drift seen by the refresh, labels and taints
+//! on live nodes, air-gap images, host firewalls.
 //!
-//! Fleet hosts of this module are named `ug-*` and use 10.250.0.85-87.
+//! Fleet hosts of this module are named `ug-*` and use 10.250.0.61 and .84-.89.
 
 use std::path::{Path, PathBuf};
 
@@ -330,4 +331,68 @@ fn airgap_images_are_required_and_uploaded_once() {
         "k3s TEST DOUBLE air-gap images, second edition\n"
     );
     assert_ok(&ws.run(&["down", "ui", "--yes"]), "down");
+}
+
+/// An active host firewall that does not let in what k3s needs: the node is refused
+/// before any change, with the exact commands; once they ran, `up` installs it.
+#[test]
+fn closed_host_firewall_is_refused_with_the_commands_that_open_it() {
+    if !fleet_available("closed_host_firewall_is_refused_with_the_commands_that_open_it") {
+        return;
+    }
+    let fleet = Fleet::start(&["ug-fw"], 61);
+    let double = std::fs::read(root().join("tests/fleet/doubles/ufw")).expect("ufw double");
+    let out = std::process::Command::new("bash")
+        .arg(root().join("tests/fleet/fleet.sh"))
+        .args([
+            "exec",
+            "ug-fw",
+            "--",
+            "sh",
+            "-c",
+            "cat > /usr/sbin/ufw && chmod 755 /usr/sbin/ufw",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            if let Some(mut i) = c.stdin.take() {
+                i.write_all(&double)?;
+            }
+            c.wait_with_output()
+        })
+        .expect("install the ufw double");
+    assert!(out.status.success(), "{}", text(&out));
+    fleet.exec_ok("ug-fw", "ufw allow 22/tcp");
+    let ws = Workspace::new("uf");
+    ws.write_inventory(&fleet.defs(), "ops");
+    ws.write_recipe(&["ug-fw"], "");
+    let up = ws.up();
+    let all = text(&up);
+    assert_eq!(up.status.code(), Some(3), "{all}");
+    assert!(
+        all.contains("`ug-fw` runs ufw, which does not let in what k3s needs"),
+        "{all}"
+    );
+    let commands: Vec<String> = all
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("sudo ufw allow"))
+        .map(str::to_string)
+        .collect();
+    for want in [
+        "sudo ufw allow 6443/tcp",
+        "sudo ufw allow 10250/tcp",
+        "sudo ufw allow 8472/udp",
+        "sudo ufw allow from 10.42.0.0/16 to any",
+        "sudo ufw allow from 10.43.0.0/16 to any",
+    ] {
+        assert!(commands.iter().any(|c| c == want), "{want} missing: {all}");
+    }
+    assert_eq!(fleet.k3s_leftovers("ug-fw"), "", "something was installed");
+    for c in commands.iter().collect::<std::collections::BTreeSet<_>>() {
+        fleet.exec_ok("ug-fw", c.trim_start_matches("sudo "));
+    }
+    assert_ok(&ws.up(), "up once the firewall lets k3s in");
+    assert_ok(&ws.run(&["down", "uf", "--yes"]), "down");
 }

@@ -127,10 +127,17 @@ echo "== 4. unknown / wrong-role config keys and bad environment fail"
 printf 'server: https://%s.200:6443\ntoken: %s\nnode-lable:\n  - a=b\n' "$NET" "$TOKEN" | config kx1
 out=$(install kx1 agent INSTALL_K3S_FORCE_RESTART=true); rc=$?
 echo "$out" | tail -n 1 | sed 's/^/      /'
-check "unknown key node-lable rejected" '[ $rc -ne 0 ] && has "unknown configuration key \\\"node-lable\\\""'
+# Real k3s warns about config-file keys its subcommand does not have and skips them
+# (pkg/configfilearg/parser.go); continuum never relies on that.
+check "unknown key node-lable: warned and skipped, as real k3s" \
+    '[ $rc -eq 0 ] && x kx1 -- grep -q "Unknown flag --node-lable found in config.yaml, skipping" /var/log/k3s-double/k3s-agent.log'
 printf 'server: https://%s.200:6443\ntoken: %s\ncluster-init: true\n' "$NET" "$TOKEN" | config kx1
 out=$(install kx1 agent INSTALL_K3S_FORCE_RESTART=true); rc=$?
-check "server-only key cluster-init rejected on agent" '[ $rc -ne 0 ] && has "cluster-init\\\" is a k3s server flag"'
+check "server-only key cluster-init on an agent: warned and skipped" \
+    '[ $rc -eq 0 ] && x kx1 -- grep -q "Unknown flag --cluster-init found in config.yaml, skipping" /var/log/k3s-double/k3s-agent.log'
+# kx1 joined as a node for those two checks: take it out again.
+x kx1 -- systemctl stop k3s-agent
+x kd1 -- kubectl delete node kx1 >/dev/null
 printf 'server: https://%s.200:6443\ntoken: %s\nnode-taint:\n  - a=b:Sometimes\n' "$NET" "$TOKEN" | config kx1
 out=$(install kx1 agent INSTALL_K3S_FORCE_RESTART=true); rc=$?
 check "bad taint effect rejected" '[ $rc -ne 0 ] && has "effect must be one of"'
