@@ -22,7 +22,12 @@ pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
 pub const KUBECONFIG_PATH: &str = "/etc/rancher/k3s/k3s.yaml";
 pub const TOKEN_PATH: &str = "/var/lib/rancher/k3s/server/token";
 pub const AGENT_TOKEN_PATH: &str = "/var/lib/rancher/k3s/server/agent-token";
-pub const BIN_PATH: &str = "/usr/local/bin/k3s";
+/// k3s's default binary directory; install.sh falls back to `OPT_BIN_DIR` when root
+/// cannot write it (docs/k3s.md, "Binary directory").
+pub const DEFAULT_BIN_DIR: &str = "/usr/local/bin";
+pub const OPT_BIN_DIR: &str = "/opt/bin";
+/// The k3s binary on a host, wherever install.sh put it: a shell word for commands.
+pub const BIN_PATH: &str = r#""$(if [ -x /usr/local/bin/k3s ]; then echo /usr/local/bin/k3s; else echo /opt/bin/k3s; fi)""#;
 /// Where k3s imports air-gap image tarballs from at start (docs/k3s.md, "Air-gap images").
 pub const IMAGES_DIR: &str = "/var/lib/rancher/k3s/agent/images";
 /// Where continuum keeps the install script on a host (removed by `down`).
@@ -73,6 +78,10 @@ pub enum K3sError {
         firewall: String,
         commands: Vec<String>,
     },
+    #[error(
+        "root cannot write /usr/local/bin on `{host}` and /opt/bin does not exist: k3s's install script has nowhere to put its binary; create /opt/bin (it is used then) and run `up` again"
+    )]
+    NoBinDir { host: String },
     #[error("cannot read {path}")]
     Local {
         path: PathBuf,
@@ -114,6 +123,32 @@ pub struct Facts {
     pub images: BTreeMap<String, String>,
     /// An active ufw or firewalld and what it lets in.
     pub firewall: firewall::Firewall,
+    /// Where the k3s binary is (`/usr/local/bin`, `/opt/bin`), if installed.
+    pub bin_dir: Option<String>,
+    /// Root cannot write `/usr/local/bin` (a read-only /usr: Flatcar, Fedora CoreOS...).
+    pub bin_dir_read_only: bool,
+    /// `/opt/bin` exists.
+    pub opt_bin: bool,
+}
+
+impl Facts {
+    /// The directory install.sh uses on this host (docs/k3s.md, "Binary directory"):
+    /// where k3s already is, else `/usr/local/bin` when root can write it, else
+    /// `/opt/bin` when it exists.
+    pub fn bin_dir(&self, host: &str) -> Result<String, K3sError> {
+        if let Some(d) = &self.bin_dir {
+            return Ok(d.clone());
+        }
+        if !self.bin_dir_read_only {
+            Ok(DEFAULT_BIN_DIR.to_string())
+        } else if self.opt_bin {
+            Ok(OPT_BIN_DIR.to_string())
+        } else {
+            Err(K3sError::NoBinDir {
+                host: host.to_string(),
+            })
+        }
+    }
 }
 
 impl Facts {
@@ -132,10 +167,16 @@ impl Facts {
 
 const FACTS_SCRIPT: &str = r#"echo "arch=$(uname -m)"
 [ -f /etc/rancher/k3s/config.yaml ] && echo "config=$(sha256sum /etc/rancher/k3s/config.yaml | cut -d' ' -f1)"
-if [ -x /usr/local/bin/k3s ]; then
-  echo "version=$(/usr/local/bin/k3s --version 2>/dev/null | head -n1 | cut -d' ' -f3)"
-  echo "binary=$(sha256sum /usr/local/bin/k3s | cut -d' ' -f1)"
-fi
+for d in /usr/local/bin /opt/bin; do
+  if [ -x "$d/k3s" ]; then
+    echo "bindir=$d"
+    echo "version=$("$d/k3s" --version 2>/dev/null | head -n1 | cut -d' ' -f3)"
+    echo "binary=$(sha256sum "$d/k3s" | cut -d' ' -f1)"
+    break
+  fi
+done
+[ -w /usr/local/bin ] || echo bindir_ro=1
+[ -d /opt/bin ] && echo optbin=1
 [ -f /var/lib/continuum/install.sh ] && echo "script=$(sha256sum /var/lib/continuum/install.sh | cut -d' ' -f1)"
 for m in /proc/device-tree/model /sys/firmware/devicetree/base/model; do
   [ -r "$m" ] && { echo "model=$(tr -d '\0' <"$m")"; break; }
@@ -244,6 +285,9 @@ pub async fn facts<R: Remote>(r: &R) -> Result<Facts, K3sError> {
             "script" => f.script_sha = Some(v),
             "model" if !v.is_empty() => f.model = Some(v),
             "memcg" => f.memory_cgroup = Some(v == "on"),
+            "bindir" => f.bin_dir = Some(v),
+            "bindir_ro" => f.bin_dir_read_only = true,
+            "optbin" => f.opt_bin = true,
             k if f.firewall.read(k, &v) => {}
             "images" => {
                 if let Some((name, sha)) = v.split_once(':') {
@@ -333,11 +377,14 @@ fn write_file_script(path: &str, mode: &str) -> String {
 }
 
 /// The install command line (no secrets in it).
-pub fn install_command(spec: &NodeSpec<'_>, force_restart: bool) -> String {
+pub fn install_command(spec: &NodeSpec<'_>, bin_dir: &str, force_restart: bool) -> String {
     let mut env = vec![
         format!("INSTALL_K3S_VERSION={}", quote(spec.version)),
         format!("INSTALL_K3S_EXEC={}", role_word(spec.role)),
     ];
+    if bin_dir != DEFAULT_BIN_DIR {
+        env.push(format!("INSTALL_K3S_BIN_DIR={}", quote(bin_dir)));
+    }
     if matches!(spec.install, Install::Bundle { .. }) {
         env.push("INSTALL_K3S_SKIP_DOWNLOAD=true".into());
     }
@@ -366,7 +413,7 @@ pub fn describe_apply(spec: &NodeSpec<'_>) -> Vec<String> {
                 ));
             }
             v.push(format!(
-                "upload {}/{{k3s|k3s-arm64}} -> {BIN_PATH} (0755) if its sha256 differs",
+                "upload {}/{{k3s|k3s-arm64}} -> {DEFAULT_BIN_DIR}/k3s (0755; {OPT_BIN_DIR}/k3s when /usr/local/bin is read-only) if its sha256 differs",
                 dir.display()
             ));
             v.push(format!(
@@ -381,7 +428,7 @@ pub fn describe_apply(spec: &NodeSpec<'_>) -> Vec<String> {
     v.push(format!(
         "write {CONFIG_PATH} (0600, from stdin; holds the token)"
     ));
-    v.push(install_command(spec, false));
+    v.push(install_command(spec, DEFAULT_BIN_DIR, false));
     v
 }
 
@@ -394,6 +441,7 @@ pub async fn apply_node<R: Remote>(
 ) -> Result<Applied, K3sError> {
     let host = r.name().to_string();
     let unit = unit_of(spec.role);
+    let bin_dir = facts.bin_dir(&host)?;
     let other = unit_of(match spec.role {
         Role::Server => Role::Agent,
         Role::Agent => Role::Server,
@@ -508,7 +556,7 @@ pub async fn apply_node<R: Remote>(
             run_root(
                 r,
                 "uploading the k3s binary",
-                &write_file_script(BIN_PATH, "0755"),
+                &write_file_script(&format!("{bin_dir}/k3s"), "0755"),
                 Some(bin),
                 INSTALL_TIMEOUT,
             )
@@ -527,7 +575,7 @@ pub async fn apply_node<R: Remote>(
         let out = run_root(
             r,
             "k3s --version",
-            &format!("{BIN_PATH} --version"),
+            &format!("{bin_dir}/k3s --version"),
             None,
             SHORT,
         )
@@ -569,7 +617,7 @@ pub async fn apply_node<R: Remote>(
     run_root(
         r,
         "the k3s install script",
-        &install_command(spec, force),
+        &install_command(spec, &bin_dir, force),
         None,
         INSTALL_TIMEOUT,
     )
@@ -1009,7 +1057,7 @@ pub async fn uncordon<R: Remote>(server: &R, node: &str) -> Result<(), K3sError>
 /// Uninstall k3s (either role) and continuum's work files. Idempotent.
 pub async fn uninstall<R: Remote>(r: &R) -> Result<(), K3sError> {
     let script = format!(
-        "set -e\nfor s in /usr/local/bin/k3s-agent-uninstall.sh /usr/local/bin/k3s-uninstall.sh; do if [ -x \"$s\" ]; then \"$s\"; fi; done\nrm -rf {WORK_DIR}"
+        "set -e\nfor d in {DEFAULT_BIN_DIR} {OPT_BIN_DIR}; do for s in \"$d/k3s-agent-uninstall.sh\" \"$d/k3s-uninstall.sh\"; do if [ -x \"$s\" ]; then \"$s\"; fi; done; done\nrm -rf {WORK_DIR}"
     );
     run_root(r, "uninstalling k3s", &script, None, INSTALL_TIMEOUT).await?;
     Ok(())
@@ -1024,14 +1072,14 @@ pub fn leftovers(role: Option<crate::recipe::Role>) -> String {
         _ => ("k3s-agent", "k3s-agent-uninstall.sh"),
     };
     format!(
-        "the k3s binary and scripts in /usr/local/bin (k3s, kubectl/crictl/ctr links, \
+        "the k3s binary and scripts in /usr/local/bin or /opt/bin (k3s, kubectl/crictl/ctr links, \
          k3s-killall.sh, {script}); the {unit} service (/etc/systemd/system/{unit}.service \
          and {unit}.service.env, or /etc/init.d/{unit} on openrc); /etc/rancher/k3s, \
          /etc/rancher/node, /var/lib/rancher/k3s, /var/lib/kubelet, /var/lib/cni, /run/k3s; \
          {WORK_DIR}; running containers, CNI interfaces (cni0, flannel.1) and KUBE-/CNI- \
          iptables rules. If the device comes back with k3s still running it tries to join \
          again under its old name: wipe it first, with \
-         `sudo /usr/local/bin/{script}; sudo rm -rf {WORK_DIR} /etc/rancher/node`"
+         `sudo /usr/local/bin/{script}` (or /opt/bin/{script}), then `sudo rm -rf {WORK_DIR} /etc/rancher/node`"
     )
 }
 
@@ -1076,7 +1124,7 @@ mod tests {
             config: "token: SECRET".into(),
             live_keys_only: false,
         };
-        let cmd = install_command(&spec, true);
+        let cmd = install_command(&spec, DEFAULT_BIN_DIR, true);
         assert!(!cmd.contains("SECRET"));
         assert!(cmd.contains("INSTALL_K3S_SKIP_DOWNLOAD=true"));
         assert!(cmd.contains("INSTALL_K3S_EXEC=agent"));

@@ -792,8 +792,11 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
         None
     };
     // From here on the host may hold k3s files: `down` must uninstall it.
+    let bin_dir = facts.bin_dir(&host)?;
     with_state(ctx, |st| {
-        st.hosts.entry(host.clone()).or_default().k3s_installed = true;
+        let h = st.hosts.entry(host.clone()).or_default();
+        h.k3s_installed = true;
+        h.bin_dir = (bin_dir != k3s::DEFAULT_BIN_DIR).then(|| bin_dir.clone());
     })?;
     let init_host = ctx.env().cluster.init_server().to_string();
     let drain = upgrading_from.is_some() && role == Role::Agent && ctx.env().cluster.upgrade.drain;

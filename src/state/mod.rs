@@ -140,6 +140,10 @@ pub struct HostState {
     /// got k3s from continuum, so `down` drops it without connecting (issue 9).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub k3s_installed: bool,
+    /// Where install.sh put the k3s binary and scripts when not `/usr/local/bin`
+    /// (`/opt/bin` on hosts whose /usr is read-only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin_dir: Option<String>,
 }
 
 /// Status of a resource after the last attempt.

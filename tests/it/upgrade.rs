@@ -396,3 +396,51 @@ fn closed_host_firewall_is_refused_with_the_commands_that_open_it() {
     assert_ok(&ws.up(), "up once the firewall lets k3s in");
     assert_ok(&ws.run(&["down", "uf", "--yes"]), "down");
 }
+
+/// A host whose /usr/local/bin is read-only (an immutable /usr): install.sh falls back
+/// to /opt/bin; continuum puts the binary there, passes INSTALL_K3S_BIN_DIR, records
+/// it, and `down` finds the uninstall script there.
+#[test]
+fn read_only_usr_local_bin_falls_back_to_opt_bin() {
+    if !fleet_available("read_only_usr_local_bin_falls_back_to_opt_bin") {
+        return;
+    }
+    let fleet = Fleet::start(&["ug-ro"], 62);
+    fleet.exec_ok(
+        "ug-ro",
+        "mkdir -p /opt/bin && mount --bind /usr/local/bin /usr/local/bin && mount -o remount,bind,ro /usr/local/bin",
+    );
+    let ws = Workspace::new("ur");
+    ws.write_inventory(&fleet.defs(), "ops");
+    ws.write_recipe(&["ug-ro"], "");
+    let plan = ws.run(&["plan", "-v", path_str(&ws.recipe())]);
+    assert!(
+        text(&plan).contains("/opt/bin/k3s when /usr/local/bin is read-only"),
+        "{}",
+        text(&plan)
+    );
+    assert_ok(&ws.up(), "up with a read-only /usr/local/bin");
+    fleet.exec_ok(
+        "ug-ro",
+        "test -x /opt/bin/k3s && test -x /opt/bin/k3s-uninstall.sh",
+    );
+    assert_eq!(
+        fleet
+            .exec_ok("ug-ro", "ls /usr/local/bin | grep -c k3s || true")
+            .trim(),
+        "0"
+    );
+    assert_eq!(ws.state()["hosts"]["ug-ro"]["bin_dir"], "/opt/bin");
+    let nodes = fleet.exec_ok("ug-ro", "/opt/bin/k3s kubectl get nodes -o json");
+    assert!(nodes.contains("\"ug-ro\""), "{nodes}");
+    assert!(
+        text(&ws.up()).contains("0 to change"),
+        "the refresh finds k3s in /opt/bin"
+    );
+    assert_ok(&ws.run(&["down", "ur", "--yes"]), "down");
+    assert_eq!(
+        fleet.exec_ok("ug-ro", "ls /opt/bin").trim(),
+        "",
+        "left in /opt/bin"
+    );
+}

@@ -107,12 +107,25 @@ else
     SYSTEM_NAME=k3s-${CMD_K3S}
     UNINSTALL_NAME=k3s-${CMD_K3S}-uninstall.sh
 fi
-BIN_DIR=${INSTALL_K3S_BIN_DIR:-/usr/local/bin}
+# The binary directory, as the real script chooses it: INSTALL_K3S_BIN_DIR, else
+# /usr/local/bin when root can write it, else /opt/bin when it exists (docs/k3s.md,
+# "Binary directory").
+if [ -n "${INSTALL_K3S_BIN_DIR}" ]; then
+    BIN_DIR=${INSTALL_K3S_BIN_DIR}
+else
+    BIN_DIR=/usr/local/bin
+    if ! sh -c "touch ${BIN_DIR}/.double-rw-test && rm -f ${BIN_DIR}/.double-rw-test" 2>/dev/null; then
+        [ -d /opt/bin ] && BIN_DIR=/opt/bin
+    fi
+fi
 FILE_K3S_SERVICE=/etc/systemd/system/${SYSTEM_NAME}.service
 FILE_K3S_ENV=/etc/systemd/system/${SYSTEM_NAME}.service.env
 KILLALL_K3S_SH=${BIN_DIR}/k3s-killall.sh
 UNINSTALL_K3S_SH=${BIN_DIR}/${UNINSTALL_NAME}
+# The systemctl double goes where PATH finds it; /usr/sbin when /usr/local/bin is
+# read-only (a test-fleet device without systemd: nothing to mirror upstream here).
 SHIM=/usr/local/bin/systemctl
+[ -w /usr/local/bin ] || SHIM=/usr/sbin/systemctl
 BOOT_HOOK=/etc/fleet/boot.d/k3s-double
 
 # Restart rule of the real script: it hashes the binary, the unit and its env file
@@ -421,9 +434,11 @@ SHIM_EOF
 # k3s TEST DOUBLE boot hook (installed by tests/k3s-double/install.sh) -- not part of k3s.
 # The test fleet runs every executable in /etc/fleet/boot.d/ when a host boots; this
 # starts every enabled k3s unit, as systemd would start enabled services after a reboot.
+S=/usr/local/bin/systemctl
+[ -x "$S" ] || S=/usr/sbin/systemctl
 for u in k3s k3s-agent; do
-    if /usr/local/bin/systemctl is-enabled --quiet "$u" 2>/dev/null; then
-        /usr/local/bin/systemctl start --no-block "$u" || true
+    if "$S" is-enabled --quiet "$u" 2>/dev/null; then
+        "$S" start --no-block "$u" || true
     fi
 done
 exit 0
