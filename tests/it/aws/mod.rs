@@ -1,10 +1,10 @@
-//! The AWS site against the moto EC2 emulator (REFERENCE.md §3) and the SSH test fleet.
+//! The AWS site against the moto EC2 emulator and the SSH test fleet.
 //!
 //! Each test starts its own moto server on a free loopback port. Instances get private
 //! IPs in the recipe's subnet in order (.4, .5, ... of the subnet), and the subnet lies
 //! in the fleet's 10.250.0.0/24, so fleet hosts started at those addresses stand in for
 //! the instances: continuum's normal connect-by-private-IP path reaches real sshd hosts
-//! (DESIGN.md §4). Subnets per test: .64/27 (e2e), .192/27 (faults), .224/27 (kill -9).
+//! Subnets per test: .64/27 (e2e), .192/27 (faults), .224/27 (kill -9).
 //!
 //! Slow boots, throttling, 5xx and dependency violations come from
 //! `continuum::aws::fault::Instrumented`, a test double of EC2's failure behaviour.
@@ -479,9 +479,9 @@ async fn calls_for(moto: &Moto, n: u32, dir: &std::path::Path) -> BTreeMap<Strin
     let images = provision::validate(&api, &site, &opts)
         .await
         .expect("validate");
-    network(&api, &env, &j, dir, &opts).await;
+    network(&api, &env, &j, dir, &images.zones, &opts).await;
     for g in &site.groups {
-        provision::ensure_group(&api, &env, g, &images[&g.name], &j, &opts, false)
+        provision::ensure_group(&api, &env, g, &images.images[&g.name], &j, &opts, false)
             .await
             .expect("group");
     }
@@ -541,7 +541,7 @@ fn aws_throttling_5xx_slow_boot_and_dependency_violations_are_survived() {
         .into(),
         boot_delay: Some(Duration::from_secs(3)),
         dependency_violations: [(NetKind::Vpc, 2), (NetKind::Subnet, 1)].into(),
-        after: None,
+        ..Faults::default()
     };
     let api = Arc::new(Instrumented::new(inner, faults));
     let settings = continuum::ops::Settings {
@@ -553,6 +553,7 @@ fn aws_throttling_5xx_slow_boot_and_dependency_violations_are_survived() {
                 attempts: 6,
                 base: Duration::from_millis(20),
                 max: Duration::from_millis(200),
+                consistency: Duration::from_secs(10),
             },
             poll: Duration::from_millis(300),
             delete_timeout: Duration::from_secs(30),
@@ -756,9 +757,9 @@ fn aws_default_vpc_spot_and_public_addresses_then_teardown_keeps_the_default_vpc
         let images = provision::validate(&api, &site, &opts)
             .await
             .expect("validate");
-        network(&api, &env, &j, dir.path(), &opts).await;
+        network(&api, &env, &j, dir.path(), &images.zones, &opts).await;
         let g = &site.groups[0];
-        provision::ensure_group(&api, &env, g, &images["g"], &j, &opts, false)
+        provision::ensure_group(&api, &env, g, &images.images["g"], &j, &opts, false)
             .await
             .expect("group");
         let st = j.cloud();
@@ -779,7 +780,7 @@ fn aws_default_vpc_spot_and_public_addresses_then_teardown_keeps_the_default_vpc
         }
         // A second pass launches nothing and changes nothing.
         let before = st.clone();
-        let changed = provision::ensure_group(&api, &env, g, &images["g"], &j, &opts, false)
+        let changed = provision::ensure_group(&api, &env, g, &images.images["g"], &j, &opts, false)
             .await
             .expect("group again");
         assert!(!changed);
@@ -814,19 +815,21 @@ fn small_env(
     continuum::recipe::load_recipe(&recipe).expect("recipe").env
 }
 
-/// The network part of `up` in graph order: VPC, subnet, gateway and route (only for a
-/// created VPC, as in `graph::build`), security group, key pair.
+/// The network part of `up` in graph order: VPC, subnet (in one of `zones`, when
+/// validation gave them), gateway and route (only for a created VPC, as in
+/// `graph::build`), security group, key pair.
 async fn network(
     api: &dyn Ec2Api,
     env: &continuum::recipe::Environment,
     j: &Mem,
     dir: &std::path::Path,
+    zones: &[String],
     opts: &provision::Options,
 ) {
     let site = env.aws.as_ref().expect("site");
     provision::init_state(j, site).expect("init");
     provision::ensure_vpc(api, env, j, opts).await.expect("vpc");
-    provision::ensure_subnet(api, env, j, opts)
+    provision::ensure_subnet(api, env, j, zones, opts)
         .await
         .expect("subnet");
     if matches!(site.vpc, continuum::recipe::VpcChoice::Create { .. }) {
@@ -863,15 +866,22 @@ fn aws_instance_that_never_answers_ssh_is_named_in_the_error() {
             ..provision::Options::default()
         };
         let j = Mem::default();
-        network(&api, &env, &j, dir.path(), &opts).await;
+        network(&api, &env, &j, dir.path(), &[], &opts).await;
         let images = provision::validate(&api, &site, &opts)
             .await
             .expect("validate");
         let started = Instant::now();
-        let err =
-            provision::ensure_group(&api, &env, &site.groups[0], &images["g"], &j, &opts, true)
-                .await
-                .expect_err("no SSH there");
+        let err = provision::ensure_group(
+            &api,
+            &env,
+            &site.groups[0],
+            &images.images["g"],
+            &j,
+            &opts,
+            true,
+        )
+        .await
+        .expect_err("no SSH there");
         let id = j.cloud().groups["g"].instances["g-0"].id.clone();
         let msg = err.to_string();
         assert!(
@@ -914,10 +924,11 @@ fn aws_teardown_reports_what_it_cannot_delete_and_keeps_it_in_state() {
                 attempts: 3,
                 base: Duration::from_millis(10),
                 max: Duration::from_millis(50),
+                consistency: Duration::from_secs(5),
             },
         };
         let j = Mem::default();
-        network(inner.as_ref(), &env, &j, dir.path(), &opts).await;
+        network(inner.as_ref(), &env, &j, dir.path(), &[], &opts).await;
         // The security group never stops having dependants.
         let api = Instrumented::new(
             inner,
