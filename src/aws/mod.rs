@@ -3,7 +3,8 @@
 //! `Ec2Api` is deliberately coarse (one method per EC2 call continuum makes) and uses
 //! plain types, so the provisioning logic (`provision`) runs the same against the real
 //! SDK (`sdk`, behind the default-on `aws` cargo feature), the moto emulator, and the
-//! counting, fault-injecting test double (`fault`).
+//! test doubles: `fault` (counting, injected failures) and `honest` (EC2's documented
+//! behaviour where moto differs). What continuum relies on from EC2 is in docs/aws.md.
 //!
 //! Invariants: every resource continuum creates carries the tags `continuum:env` and
 //! `continuum:resource` at creation (so a sweep finds it even when state lost it); every
@@ -12,6 +13,7 @@
 
 mod error;
 pub mod fault;
+pub mod honest;
 pub mod provision;
 mod retry;
 #[cfg(feature = "aws")]

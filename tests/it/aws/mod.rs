@@ -3,11 +3,17 @@
 //! Each test starts its own moto server on a free loopback port. Instances get private
 //! IPs in the recipe's subnet in order (.4, .5, ... of the subnet), and the subnet lies
 //! in the fleet's 10.250.0.0/24, so fleet hosts started at those addresses stand in for
-//! the instances: continuum's normal connect-by-private-IP path reaches real sshd hosts
-//! Subnets per test: .64/27 (e2e), .192/27 (faults), .224/27 (kill -9).
+//! the instances: continuum's normal connect-by-private-IP path reaches real sshd hosts.
+//! Subnets per test: .64/27 (e2e), .192/27 (faults), .224/27 (kill -9), .0/28 (delayed
+//! visibility, `honest`); tests without fleet hosts use .96/27 and .240/28.
 //!
-//! Slow boots, throttling, 5xx and dependency violations come from
-//! `continuum::aws::fault::Instrumented`, a test double of EC2's failure behaviour.
+//! Slow boots, throttling, 5xx, interruptions and dependency violations come from
+//! `continuum::aws::fault::Instrumented`; EC2's documented behaviour where moto differs
+//! (eventual consistency, client tokens, forgotten instances, zones, capacity) from
+//! `continuum::aws::honest::Honest`. Both are test doubles.
+
+mod details;
+mod honest;
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -106,6 +112,48 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A plain aws-sdk-ec2 client on the emulator, to look at what continuum made.
+async fn sdk(moto: &Moto) -> aws_sdk_ec2::Client {
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(moto.url())
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "test", "test", None, None, "static",
+        ))
+        .load()
+        .await;
+    aws_sdk_ec2::Client::new(&conf)
+}
+
+/// Short waits for tests (the code paths are the production ones). As with EC2, the
+/// consistency window (2 s here, 3 min in production) is longer than ids stay
+/// invisible (the honest double's 0.5 s) and shorter than terminated instances stay
+/// listed (its 3 s; EC2's hour).
+fn quick() -> provision::Options {
+    provision::Options {
+        retry: continuum::aws::RetryPolicy {
+            attempts: 6,
+            base: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+            consistency: Duration::from_secs(2),
+        },
+        poll: Duration::from_millis(200),
+        delete_timeout: Duration::from_secs(20),
+    }
+}
+
+/// moto behind the honest double, behind the counting/fault wrapper.
+async fn stack(
+    moto: &Moto,
+    rules: continuum::aws::honest::Rules,
+    faults: Faults,
+) -> (Arc<continuum::aws::honest::Honest>, Arc<Instrumented>) {
+    let inner: Arc<dyn Ec2Api> = Arc::new(moto.api().await);
+    let honest = Arc::new(continuum::aws::honest::Honest::new(inner, rules));
+    let outer = Arc::new(Instrumented::new(honest.clone(), faults));
+    (honest, outer)
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -378,7 +426,8 @@ fn aws_invalid_image_or_type_is_rejected_before_any_resource() {
     let moto = Moto::start();
     let rt = rt();
     let api = rt.block_on(moto.api());
-    for (case, image, bad_type, expect) in [
+    // (case, image, (recipe text, replacement), expected message)
+    for (case, image, edit, expect) in [
         (
             "ami",
             "ami-deadbeef",
@@ -388,38 +437,45 @@ fn aws_invalid_image_or_type_is_rejected_before_any_resource() {
         (
             "type",
             AMI,
-            Some("t9.huge"),
+            Some(("instance_type: t3.medium", "instance_type: t9.huge")),
             "instance type `t9.huge` does not exist",
         ),
         (
             "arch",
             AMI,
-            Some("t4g.small"),
+            Some(("instance_type: t3.medium", "instance_type: t4g.small")),
             "is x86_64 but instance type `t4g.small` runs arm64",
+        ),
+        (
+            // moto's image has a 15 GiB root snapshot.
+            "root",
+            AMI,
+            Some(("root_volume_gb: 20", "root_volume_gb: 8")),
+            "root volume of 8 GiB is smaller than the snapshot of image `ami-785db401` (15 GiB)",
         ),
     ] {
         let ws = Workspace::new(&format!("awbad-{case}"));
         write_recipe(&ws, "10.250.0.96/27", 1, image);
-        if let Some(t) = bad_type {
+        if let Some((from, to)) = edit {
             let r = std::fs::read_to_string(ws.recipe())
                 .expect("recipe")
-                .replace("instance_type: t3.medium", &format!("instance_type: {t}"));
+                .replace(from, to);
             std::fs::write(ws.recipe(), r).expect("rewrite recipe");
         }
         let out = up(&ws, &moto);
         let t = text(&out);
         assert_eq!(out.status.code(), Some(2), "{case}: {t}");
         assert!(t.contains(expect), "{case}: {t}");
+        // The endpoint moto stands in for is said, not silently used.
+        assert!(t.contains("EC2 endpoint overridden"), "{case}: {t}");
         // The message names the recipe line of the offending key.
         let line = std::fs::read_to_string(ws.recipe())
             .expect("recipe")
             .lines()
-            .position(|l| {
-                if case == "ami" || case == "arch" {
-                    l.contains("image: ami-")
-                } else {
-                    l.contains("instance_type: t") && !l.contains("t3.small")
-                }
+            .position(|l| match case {
+                "ami" | "arch" => l.contains("image: ami-"),
+                "root" => l.contains("root_volume_gb:"),
+                _ => l.contains("instance_type: t") && !l.contains("t3.small"),
             })
             .expect("line")
             + 1;
