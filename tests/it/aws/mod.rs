@@ -510,43 +510,72 @@ impl Journal for Mem {
     }
 }
 
-/// EC2 calls of the cloud part of `up` (validation, network, one group of `n`),
-/// counted by the instrumented provider. k3s steps make no EC2 calls.
-async fn calls_for(moto: &Moto, n: u32, dir: &std::path::Path) -> BTreeMap<String, u64> {
+/// EC2 calls of a real `up` (`ops::up::up`, what the CLI runs) of one group of `n`
+/// instances in a created VPC, then of `down`, counted by the instrumented provider.
+/// The instances have no SSH host behind them: the recipe's bastion refuses, so the
+/// k3s steps stop at their first connection (they make no EC2 calls either way).
+fn calls_for(moto: &Moto, n: u32, dir: &std::path::Path) -> [BTreeMap<String, u64>; 2] {
     let env_name = format!("cnt{n}");
-    let ws_recipe = dir.join(format!("{env_name}.yaml"));
+    let recipe = dir.join(format!("{env_name}.yaml"));
     std::fs::write(
-        &ws_recipe,
+        &recipe,
         format!(
-            "name: {env_name}\nk3s:\n  version: v1.31.4+k3s1\n  servers: [g]\naws:\n  region: {REGION}\n  network:\n    vpc_cidr: 10.{n}.0.0/16\n    subnet_cidr: 10.{n}.1.0/24\n  ssh:\n    user: ubuntu\n  firewall:\n    ssh_from: [203.0.113.0/24]\n  instance_groups:\n    - name: g\n      count: {n}\n      instance_type: t3.small\n      image: {AMI}\n"
+            "name: {env_name}\nk3s:\n  version: v1.31.4+k3s1\n  servers: [g-0]\naws:\n  region: {REGION}\n  network:\n    vpc_cidr: 10.{n}.0.0/16\n    subnet_cidr: 10.{n}.1.0/24\n  ssh:\n    user: ubuntu\n    bastion: nobody@127.0.0.1:1\n  firewall:\n    ssh_from: [203.0.113.0/24]\n  instance_groups:\n    - name: g\n      count: {n}\n      instance_type: t3.small\n      image: {AMI}\n"
         ),
     )
     .expect("write recipe");
-    let loaded = continuum::recipe::load_recipe(&ws_recipe).expect("recipe");
-    let env = loaded.env;
-    let site = env.aws.clone().expect("site");
-    let inner: Arc<dyn Ec2Api> = Arc::new(moto.api().await);
-    let api = Instrumented::new(inner, Faults::default());
-    let opts = provision::Options {
-        poll: Duration::from_millis(200),
-        ..provision::Options::default()
+    let env = continuum::recipe::load_recipe(&recipe).expect("recipe").env;
+    let rt = rt();
+    let settings_for = |calls: Arc<Instrumented>| continuum::ops::Settings {
+        state_dir: dir.join(&env_name),
+        connect_timeout: Duration::from_secs(2),
+        connect_attempts: 1,
+        ec2: Some(continuum::ops::Ec2Override(calls)),
+        cloud: provision::Options {
+            poll: Duration::from_millis(200),
+            ..provision::Options::default()
+        },
+        ..continuum::ops::Settings::default()
     };
-    let j = Mem::default();
-    let images = provision::validate(&api, &site, &opts)
-        .await
-        .expect("validate");
-    network(&api, &env, &j, dir, &images.zones, &opts).await;
-    for g in &site.groups {
-        provision::ensure_group(&api, &env, g, &images.images[&g.name], &j, &opts, false)
-            .await
-            .expect("group");
-    }
+    let inner: Arc<dyn Ec2Api> = Arc::new(rt.block_on(moto.api()));
+    let up_calls = Arc::new(Instrumented::new(inner.clone(), Faults::default()));
+    let settings = settings_for(up_calls.clone());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    // The k3s steps cannot connect: `up` reports them, the AWS steps are done.
+    let _ = rt.block_on(continuum::ops::up::up(
+        &env,
+        &settings,
+        Arc::new(continuum::ops::Silent),
+        &cancel,
+        |_| true,
+    ));
+    let st: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(&env_name).join(format!("{env_name}.json")))
+            .expect("state"),
+    )
+    .expect("state json");
     assert_eq!(
-        j.cloud().groups["g"].instances.len(),
-        n as usize,
+        st["resources"]["aws-instances/g"]["status"], "applied",
+        "group of {n}: {st:#}"
+    );
+    assert_eq!(
+        st["aws"]["groups"]["g"]["instances"]
+            .as_object()
+            .map(|m| m.len()),
+        Some(n as usize),
         "group of {n}"
     );
-    api.calls()
+    let down_calls = Arc::new(Instrumented::new(inner, Faults::default()));
+    let settings = settings_for(down_calls.clone());
+    let r = rt.block_on(continuum::ops::down::down(
+        &env_name,
+        &[],
+        &settings,
+        Arc::new(continuum::ops::Silent),
+        &cancel,
+    ));
+    assert!(r.is_ok(), "down of {n}: {:?}", r.err());
+    [up_calls.calls(), down_calls.calls()]
 }
 
 #[test]
@@ -556,15 +585,16 @@ fn aws_call_count_does_not_grow_with_group_size() {
     }
     let moto = Moto::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rt = rt();
     let mut totals = Vec::new();
     for n in [1u32, 10, 50] {
-        let calls = rt.block_on(calls_for(&moto, n, dir.path()));
-        let total: u64 = calls.values().sum();
+        let [up, down] = calls_for(&moto, n, dir.path());
+        let total: u64 = up.values().sum();
+        let down_total: u64 = down.values().sum();
         // Printed for scripts/bench (`--nocapture`).
-        println!("ec2-calls group={n} total={total} {calls:?}");
-        assert_eq!(calls.get("RunInstances"), Some(&1), "{calls:?}");
-        totals.push(total);
+        println!("ec2-calls group={n} total={total} down={down_total} {up:?}");
+        assert_eq!(up.get("RunInstances"), Some(&1), "{up:?}");
+        assert_eq!(down.get("TerminateInstances"), Some(&1), "{down:?}");
+        totals.push((total, down_total));
     }
     assert!(
         totals.windows(2).all(|w| w[0] == w[1]),
