@@ -212,6 +212,9 @@ pub async fn ensure_group(
                     g.instances.remove(h);
                 }
             }
+            for (_, id) in &extra {
+                c.created_at.remove(id);
+            }
         })?;
         changed = true;
     }
@@ -311,7 +314,11 @@ pub async fn remove_group(
     addresses::release_group(api, group, None, journal, opts).await?;
     let name = group.to_string();
     journal.record(&mut |c| {
-        c.groups.remove(&name);
+        if let Some(g) = c.groups.remove(&name) {
+            for r in g.instances.values() {
+                c.created_at.remove(&r.id);
+            }
+        }
     })?;
     Ok(ids)
 }

@@ -9,6 +9,7 @@
 //! the SDK's retries off: `super::retry` is the one retry layer (docs/aws.md, "Retries").
 
 mod convert;
+mod sweep;
 
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ use super::{
     Address, Ec2Api, Ec2Error, ImageInfo, ImageQuery, Instance, InstanceQuery, InstanceTypeInfo,
     NetKind, Offering, Rule, RunSpec, Subnet, TAG_TOKEN, Tagged,
 };
-use convert::{env_filter, filter, tag_map, tag_spec};
+use convert::{env_filter, filter, tag_spec};
 
 /// The SDK-backed provider for one region.
 pub struct SdkEc2 {
@@ -662,110 +663,7 @@ impl Ec2Api for SdkEc2 {
     }
 
     async fn describe_tagged(&self, kind: NetKind, env: &str) -> Result<Vec<Tagged>, Ec2Error> {
-        let f = env_filter(env);
-        let t = |id: Option<&str>, attachments: Vec<String>, tags: &[aws_sdk_ec2::types::Tag]| {
-            id.map(|id| Tagged {
-                kind,
-                id: id.to_string(),
-                attachments,
-                tags: tag_map(tags),
-            })
-        };
-        Ok(match kind {
-            NetKind::SecurityGroup => {
-                let out = self
-                    .client
-                    .describe_security_groups()
-                    .filters(f)
-                    .send()
-                    .await
-                    .map_err(|e| err("DescribeSecurityGroups", e))?;
-                out.security_groups()
-                    .iter()
-                    .filter_map(|g| t(g.group_id(), Vec::new(), g.tags()))
-                    .collect()
-            }
-            NetKind::KeyPair => {
-                let out = self
-                    .client
-                    .describe_key_pairs()
-                    .filters(f)
-                    .send()
-                    .await
-                    .map_err(|e| err("DescribeKeyPairs", e))?;
-                out.key_pairs()
-                    .iter()
-                    .filter_map(|k| t(k.key_name(), Vec::new(), k.tags()))
-                    .collect()
-            }
-            NetKind::RouteTable => {
-                let out = self
-                    .client
-                    .describe_route_tables()
-                    .filters(f)
-                    .send()
-                    .await
-                    .map_err(|e| err("DescribeRouteTables", e))?;
-                out.route_tables()
-                    .iter()
-                    .filter_map(|r| {
-                        let assoc = r
-                            .associations()
-                            .iter()
-                            .filter(|a| !a.main().unwrap_or(false))
-                            .filter_map(|a| a.route_table_association_id().map(str::to_string))
-                            .collect();
-                        t(r.route_table_id(), assoc, r.tags())
-                    })
-                    .collect()
-            }
-            NetKind::InternetGateway => {
-                let out = self
-                    .client
-                    .describe_internet_gateways()
-                    .filters(f)
-                    .send()
-                    .await
-                    .map_err(|e| err("DescribeInternetGateways", e))?;
-                out.internet_gateways()
-                    .iter()
-                    .filter_map(|g| {
-                        let vpcs = g
-                            .attachments()
-                            .iter()
-                            .filter_map(|a| a.vpc_id().map(str::to_string))
-                            .collect();
-                        t(g.internet_gateway_id(), vpcs, g.tags())
-                    })
-                    .collect()
-            }
-            NetKind::Subnet => {
-                let out = self
-                    .client
-                    .describe_subnets()
-                    .filters(f)
-                    .send()
-                    .await
-                    .map_err(|e| err("DescribeSubnets", e))?;
-                out.subnets()
-                    .iter()
-                    .filter_map(|s| t(s.subnet_id(), Vec::new(), s.tags()))
-                    .collect()
-            }
-            NetKind::Vpc => {
-                let out = self
-                    .client
-                    .describe_vpcs()
-                    .filters(f)
-                    .send()
-                    .await
-                    .map_err(|e| err("DescribeVpcs", e))?;
-                out.vpcs()
-                    .iter()
-                    .filter_map(|v| t(v.vpc_id(), Vec::new(), v.tags()))
-                    .collect()
-            }
-        })
+        sweep::describe_tagged(&self.client, kind, env).await
     }
 
     async fn detach_internet_gateway(&self, igw: &str, vpc: &str) -> Result<(), Ec2Error> {
@@ -790,59 +688,7 @@ impl Ec2Api for SdkEc2 {
     }
 
     async fn delete(&self, kind: NetKind, id: &str) -> Result<(), Ec2Error> {
-        let c = &self.client;
-        let r = match kind {
-            NetKind::SecurityGroup => c
-                .delete_security_group()
-                .group_id(id)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| err("DeleteSecurityGroup", e)),
-            NetKind::KeyPair => c
-                .delete_key_pair()
-                .key_name(id)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| err("DeleteKeyPair", e)),
-            NetKind::RouteTable => c
-                .delete_route_table()
-                .route_table_id(id)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| err("DeleteRouteTable", e)),
-            NetKind::InternetGateway => c
-                .delete_internet_gateway()
-                .internet_gateway_id(id)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| err("DeleteInternetGateway", e)),
-            NetKind::Subnet => c
-                .delete_subnet()
-                .subnet_id(id)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| err("DeleteSubnet", e)),
-            NetKind::Vpc => c
-                .delete_vpc()
-                .vpc_id(id)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| err("DeleteVpc", e)),
-        };
-        r.map_err(|e| match e {
-            Ec2Error::DependencyViolation { op, message, .. } => Ec2Error::DependencyViolation {
-                op,
-                id: id.to_string(),
-                message,
-            },
-            other => other,
-        })
+        sweep::delete(&self.client, kind, id).await
     }
 }
 
@@ -868,81 +714,4 @@ impl SdkEc2 {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    use super::*;
-
-    /// A local endpoint that answers every request with HTTP 503 (EC2's `Unavailable`)
-    /// and counts the requests.
-    async fn always_unavailable() -> (String, Arc<AtomicU32>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let count = Arc::new(AtomicU32::new(0));
-        let seen = count.clone();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                let mut req = Vec::new();
-                let mut buf = [0u8; 4096];
-                // Headers, then the body by Content-Length.
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    req.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&req).to_lowercase();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len = text
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if req.len() >= end + 4 + len {
-                            break;
-                        }
-                    }
-                }
-                seen.fetch_add(1, Ordering::SeqCst);
-                let body = "<Response><Errors><Error><Code>Unavailable</Code><Message>busy</Message></Error></Errors><RequestID>r</RequestID></Response>";
-                let resp = format!(
-                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(resp.as_bytes()).await;
-                let _ = s.shutdown().await;
-            }
-        });
-        (url, count)
-    }
-
-    #[tokio::test]
-    async fn the_client_sends_one_request_per_call_and_the_retry_layer_owns_retries() {
-        let (url, count) = always_unavailable().await;
-        let api = SdkEc2::for_endpoint("eu-west-1", &url, "k", "s").await;
-        let e = api.describe_instances("e").await.expect_err("503");
-        assert!(matches!(e, Ec2Error::Server { status: 503, .. }), "{e:?}");
-        assert_eq!(
-            count.load(Ordering::SeqCst),
-            1,
-            "the SDK retried on its own"
-        );
-        let policy = crate::aws::RetryPolicy {
-            attempts: 3,
-            base: Duration::from_millis(1),
-            max: Duration::from_millis(2),
-            consistency: Duration::from_millis(1),
-        };
-        let r = crate::aws::retry(policy, || api.describe_instances("e")).await;
-        assert!(r.is_err());
-        assert_eq!(
-            count.load(Ordering::SeqCst),
-            4,
-            "1 + 3 attempts of the one layer"
-        );
-    }
-}
+mod tests;
