@@ -1,12 +1,13 @@
 //! An `Ec2Api` wrapper that counts calls and injects faults.
 //!
-//! This is a TEST DOUBLE of EC2's failure behaviour (REFERENCE.md §3: moto simulates
-//! neither a pending period nor slow termination nor throttling). It wraps a real
-//! provider (the SDK pointed at moto) and, per its `Faults`, makes calls fail with
-//! throttling or 5xx errors, reports fresh instances as `pending` for a while (slow
-//! boot), and runs a hook after a chosen call returns (used to `kill -9` a process at
-//! an exact point). With no faults it only counts, which is how the API-call benchmark
-//! measures `up`.
+//! This is a TEST DOUBLE of EC2's failure behaviour (moto simulates neither a pending
+//! period nor throttling). It wraps a real provider (the SDK pointed at moto, possibly
+//! behind `honest::Honest`) and, per its `Faults`, makes calls fail with throttling or
+//! 5xx errors, stops a run at an exact call (a final error, as if the process had been
+//! interrupted there), reports fresh instances as `pending` for a while (slow boot),
+//! and runs a hook after a chosen call returns (used to `kill -9` a process at an exact
+//! point). With no faults it only counts, which is how `scripts/bench ec2` measures
+//! `up`. EC2's documented behaviour that moto lacks is in `honest`, not here.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -15,8 +16,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    Ec2Api, Ec2Error, ImageInfo, ImageQuery, Instance, InstanceTypeInfo, NetKind, Rule, RunSpec,
-    Tagged,
+    Address, Ec2Api, Ec2Error, ImageInfo, ImageQuery, Instance, InstanceQuery, InstanceTypeInfo,
+    NetKind, Offering, Rule, RunSpec, Subnet, Tagged,
 };
 
 type Hook = Arc<dyn Fn(&str) + Send + Sync>;
@@ -28,6 +29,9 @@ pub struct Faults {
     pub throttle_every: Option<u64>,
     /// The first N calls of an operation fail with HTTP 503.
     pub server_errors: BTreeMap<String, u32>,
+    /// The first N calls of an operation fail with a final error (not retried): a run
+    /// stopped exactly there, everything before it recorded.
+    pub interrupt: BTreeMap<String, u32>,
     /// Instances look `pending` for this long after RunInstances returns.
     pub boot_delay: Option<Duration>,
     /// The first N deletions of a kind fail with DependencyViolation.
@@ -41,6 +45,7 @@ impl std::fmt::Debug for Faults {
         f.debug_struct("Faults")
             .field("throttle_every", &self.throttle_every)
             .field("server_errors", &self.server_errors)
+            .field("interrupt", &self.interrupt)
             .field("boot_delay", &self.boot_delay)
             .field("dependency_violations", &self.dependency_violations)
             .field("after", &self.after.as_ref().map(|(op, _)| op))
@@ -54,6 +59,7 @@ struct Counters {
     calls: BTreeMap<String, u64>,
     injected: BTreeMap<String, u64>,
     server_left: BTreeMap<String, u32>,
+    interrupt_left: BTreeMap<String, u32>,
     dependency_left: BTreeMap<NetKind, u32>,
     booted_at: BTreeMap<String, Instant>,
 }
@@ -69,6 +75,7 @@ impl Instrumented {
     pub fn new(inner: Arc<dyn Ec2Api>, faults: Faults) -> Self {
         let counters = Counters {
             server_left: faults.server_errors.clone(),
+            interrupt_left: faults.interrupt.clone(),
             dependency_left: faults.dependency_violations.clone(),
             ..Counters::default()
         };
@@ -116,6 +123,18 @@ impl Instrumented {
                 "injected: service unavailable",
             ));
         }
+        if let Some(left) = c.interrupt_left.get_mut(op)
+            && *left > 0
+        {
+            *left -= 1;
+            *c.injected.entry(op.to_string()).or_default() += 1;
+            return Err(Ec2Error::from_code(
+                op,
+                Some(400),
+                "Injected.Interrupted",
+                "injected: the run stops here",
+            ));
+        }
         if let Some(n) = self.faults.throttle_every
             && n > 0
             && total.is_multiple_of(n)
@@ -129,6 +148,21 @@ impl Instrumented {
             ));
         }
         Ok(())
+    }
+
+    /// Instances launched less than `boot_delay` ago look `pending`.
+    fn slow_boot(&self, mut r: Vec<Instance>) -> Vec<Instance> {
+        if let Some(delay) = self.faults.boot_delay {
+            let c = self.lock();
+            for i in &mut r {
+                if i.state == "running"
+                    && c.booted_at.get(&i.id).is_some_and(|t| t.elapsed() < delay)
+                {
+                    i.state = "pending".into();
+                }
+            }
+        }
+        r
     }
 
     fn after<T>(&self, op: &str, r: &Result<T, Ec2Error>) {
@@ -165,18 +199,24 @@ impl Ec2Api for Instrumented {
             self.inner.describe_instance_types(names)
         )
     }
+    async fn instance_type_offerings(&self, names: &[String]) -> Result<Vec<Offering>, Ec2Error> {
+        wrap!(
+            self,
+            "DescribeInstanceTypeOfferings",
+            self.inner.instance_type_offerings(names)
+        )
+    }
     async fn describe_images(&self, q: &ImageQuery) -> Result<Vec<ImageInfo>, Ec2Error> {
         wrap!(self, "DescribeImages", self.inner.describe_images(q))
     }
     async fn default_vpc(&self) -> Result<Option<String>, Ec2Error> {
         wrap!(self, "DescribeVpcs", self.inner.default_vpc())
     }
-    async fn default_subnet(
-        &self,
-        vpc: &str,
-        az: Option<&str>,
-    ) -> Result<Option<String>, Ec2Error> {
-        wrap!(self, "DescribeSubnets", self.inner.default_subnet(vpc, az))
+    async fn default_subnets(&self, vpc: &str) -> Result<Vec<Subnet>, Ec2Error> {
+        wrap!(self, "DescribeSubnets", self.inner.default_subnets(vpc))
+    }
+    async fn describe_subnet(&self, id: &str) -> Result<Subnet, Ec2Error> {
+        wrap!(self, "DescribeSubnets", self.inner.describe_subnet(id))
     }
     async fn create_vpc(
         &self,
@@ -272,6 +312,13 @@ impl Ec2Api for Instrumented {
             self.inner.authorize_ingress(group, rules)
         )
     }
+    async fn revoke_ingress(&self, group: &str, rules: &[Rule]) -> Result<(), Ec2Error> {
+        wrap!(
+            self,
+            "RevokeSecurityGroupIngress",
+            self.inner.revoke_ingress(group, rules)
+        )
+    }
     async fn import_key_pair(
         &self,
         name: &str,
@@ -295,28 +342,64 @@ impl Ec2Api for Instrumented {
         Ok(r)
     }
     async fn describe_instances(&self, env: &str) -> Result<Vec<Instance>, Ec2Error> {
-        let mut r = wrap!(
+        let r = wrap!(
             self,
             "DescribeInstances",
             self.inner.describe_instances(env)
         )?;
-        if let Some(delay) = self.faults.boot_delay {
-            let c = self.lock();
-            for i in &mut r {
-                if i.state == "running"
-                    && c.booted_at.get(&i.id).is_some_and(|t| t.elapsed() < delay)
-                {
-                    i.state = "pending".into();
-                }
-            }
-        }
-        Ok(r)
+        Ok(self.slow_boot(r))
+    }
+    async fn find_instances(&self, q: &InstanceQuery) -> Result<Vec<Instance>, Ec2Error> {
+        let r = wrap!(self, "DescribeInstances", self.inner.find_instances(q))?;
+        Ok(self.slow_boot(r))
     }
     async fn terminate_instances(&self, ids: &[String]) -> Result<(), Ec2Error> {
         wrap!(
             self,
             "TerminateInstances",
             self.inner.terminate_instances(ids)
+        )
+    }
+    async fn allocate_address(&self, tags: &BTreeMap<String, String>) -> Result<Address, Ec2Error> {
+        wrap!(self, "AllocateAddress", self.inner.allocate_address(tags))
+    }
+    async fn associate_address(
+        &self,
+        allocation: &str,
+        instance: &str,
+    ) -> Result<String, Ec2Error> {
+        wrap!(
+            self,
+            "AssociateAddress",
+            self.inner.associate_address(allocation, instance)
+        )
+    }
+    async fn disassociate_address(&self, association: &str) -> Result<(), Ec2Error> {
+        wrap!(
+            self,
+            "DisassociateAddress",
+            self.inner.disassociate_address(association)
+        )
+    }
+    async fn release_address(&self, allocation: &str) -> Result<(), Ec2Error> {
+        wrap!(
+            self,
+            "ReleaseAddress",
+            self.inner.release_address(allocation)
+        )
+    }
+    async fn describe_addresses(&self, env: &str) -> Result<Vec<Address>, Ec2Error> {
+        wrap!(
+            self,
+            "DescribeAddresses",
+            self.inner.describe_addresses(env)
+        )
+    }
+    async fn network_interfaces(&self, kind: NetKind, id: &str) -> Result<Vec<String>, Ec2Error> {
+        wrap!(
+            self,
+            "DescribeNetworkInterfaces",
+            self.inner.network_interfaces(kind, id)
         )
     }
     async fn describe_tagged(&self, kind: NetKind, env: &str) -> Result<Vec<Tagged>, Ec2Error> {

@@ -3,21 +3,26 @@
 //! `Ec2Api` is deliberately coarse (one method per EC2 call continuum makes) and uses
 //! plain types, so the provisioning logic (`provision`) runs the same against the real
 //! SDK (`sdk`, behind the default-on `aws` cargo feature), the moto emulator, and the
-//! fault-injecting wrapper the tests use (`fault`).
+//! test doubles: `fault` (counting, injected failures) and `honest` (EC2's documented
+//! behaviour where moto differs). What continuum relies on from EC2 is in docs/aws.md.
 //!
 //! Invariants: every resource continuum creates carries the tags `continuum:env` and
 //! `continuum:resource` at creation (so a sweep finds it even when state lost it); every
-//! call goes through `retry` (throttling and 5xx are retried with backoff); credentials
-//! are never formatted into an error or a log line.
+//! call goes through the one retry layer (`retry`); credentials are never formatted
+//! into an error or a log line.
 
+mod error;
 pub mod fault;
+pub mod honest;
 pub mod provision;
+mod retry;
 #[cfg(feature = "aws")]
 pub mod sdk;
 
+pub use error::Ec2Error;
+pub use retry::{RetryPolicy, retry, retry_new, retry_unseen};
+
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -27,98 +32,6 @@ pub const TAG_ENV: &str = "continuum:env";
 pub const TAG_RESOURCE: &str = "continuum:resource";
 /// Tag carrying the client token of the RunInstances call that made an instance.
 pub const TAG_TOKEN: &str = "continuum:token";
-
-/// An EC2 call that failed, classified for retry and for the user.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum Ec2Error {
-    #[error("EC2 {op}: throttled ({code})")]
-    Throttled { op: String, code: String },
-    #[error("EC2 {op}: server error {status}: {message}")]
-    Server {
-        op: String,
-        status: u16,
-        message: String,
-    },
-    #[error("EC2 {op}: {id} still has dependent resources ({message})")]
-    DependencyViolation {
-        op: String,
-        id: String,
-        message: String,
-    },
-    #[error("EC2 {op}: not found ({code}): {message}")]
-    NotFound {
-        op: String,
-        code: String,
-        message: String,
-    },
-    #[error("EC2 {op}: {code}: {message}")]
-    Api {
-        op: String,
-        code: String,
-        message: String,
-    },
-    #[error("EC2 {op}: cannot reach the endpoint: {detail}")]
-    Transport { op: String, detail: String },
-    #[error("AWS credentials or region: {0}")]
-    Config(String),
-}
-
-impl Ec2Error {
-    /// Worth retrying with backoff: throttling, 5xx and transport failures.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Ec2Error::Throttled { .. } | Ec2Error::Server { .. } | Ec2Error::Transport { .. }
-        )
-    }
-
-    /// Build from an AWS error code (`RequestLimitExceeded`, `DependencyViolation`, ...).
-    pub fn from_code(op: &str, status: Option<u16>, code: &str, message: &str) -> Self {
-        let op = op.to_string();
-        let message = message.to_string();
-        match code {
-            "Throttling"
-            | "ThrottlingException"
-            | "RequestLimitExceeded"
-            | "RequestThrottled"
-            | "TooManyRequestsException"
-            | "SlowDown" => Ec2Error::Throttled {
-                op,
-                code: code.to_string(),
-            },
-            "DependencyViolation" => Ec2Error::DependencyViolation {
-                op,
-                id: String::new(),
-                message,
-            },
-            c if c.contains("NotFound") => Ec2Error::NotFound {
-                op,
-                code: c.to_string(),
-                message,
-            },
-            _ => match status {
-                Some(s) if s >= 500 => Ec2Error::Server {
-                    op,
-                    status: s,
-                    message: if code.is_empty() {
-                        message
-                    } else {
-                        format!("{code}: {message}")
-                    },
-                },
-                _ => Ec2Error::Api {
-                    op,
-                    code: code.to_string(),
-                    message,
-                },
-            },
-        }
-    }
-
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, Ec2Error::NotFound { .. })
-    }
-}
 
 /// An instance type as EC2 describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +51,44 @@ pub struct ImageInfo {
     pub creation_date: String,
     /// Device name of the root volume (`/dev/sda1`, `/dev/xvda`).
     pub root_device: Option<String>,
+    /// Size of the root volume's snapshot (GiB): the smallest root volume it allows.
+    pub root_volume_gb: Option<i32>,
+}
+
+/// An instance type offered in an availability zone (DescribeInstanceTypeOfferings).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Offering {
+    pub instance_type: String,
+    pub zone: String,
+}
+
+/// A subnet as continuum needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnet {
+    pub id: String,
+    pub zone: String,
+    pub vpc: String,
+    pub map_public_ip: bool,
+}
+
+/// Instances by what identifies them (DescribeInstances with a filter: ids EC2 does
+/// not know are simply absent, the call does not fail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceQuery {
+    /// `instance-id` filter.
+    Ids(Vec<String>),
+    /// What one RunInstances call launched, by the `continuum:token` tag it set.
+    Token(String),
+}
+
+/// An Elastic IP address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    pub allocation_id: String,
+    pub public_ip: String,
+    pub instance_id: Option<String>,
+    pub association_id: Option<String>,
+    pub tags: BTreeMap<String, String>,
 }
 
 /// How to find images.
@@ -207,6 +158,8 @@ pub struct RunSpec {
     /// Root device name of the image (needed to resize the root volume).
     pub root_device: Option<String>,
     pub spot: bool,
+    /// Ask for a public IPv4 address on the launch's network interface.
+    pub public_ip: bool,
     pub tags: BTreeMap<String, String>,
 }
 
@@ -258,8 +211,8 @@ pub struct Tagged {
     pub tags: BTreeMap<String, String>,
 }
 
-/// The EC2 calls continuum makes. One method per call; implementations must not retry
-/// on their own beyond what the SDK's retry policy does (`retry` is the policy here).
+/// The EC2 calls continuum makes. One method per call; implementations never retry
+/// (the SDK client is built with retries off): `retry` is the one retry layer.
 #[async_trait]
 pub trait Ec2Api: Send + Sync {
     /// The region calls go to (for messages).
@@ -268,12 +221,14 @@ pub trait Ec2Api: Send + Sync {
         &self,
         names: &[String],
     ) -> Result<Vec<InstanceTypeInfo>, Ec2Error>;
+    /// Where these instance types are offered, per availability zone (every page).
+    async fn instance_type_offerings(&self, names: &[String]) -> Result<Vec<Offering>, Ec2Error>;
     async fn describe_images(&self, q: &ImageQuery) -> Result<Vec<ImageInfo>, Ec2Error>;
     /// The default VPC of the region, if it has one.
     async fn default_vpc(&self) -> Result<Option<String>, Ec2Error>;
-    /// A default subnet of `vpc` (in `az` when given).
-    async fn default_subnet(&self, vpc: &str, az: Option<&str>)
-    -> Result<Option<String>, Ec2Error>;
+    /// The default subnets of `vpc` (one per availability zone).
+    async fn default_subnets(&self, vpc: &str) -> Result<Vec<Subnet>, Ec2Error>;
+    async fn describe_subnet(&self, id: &str) -> Result<Subnet, Ec2Error>;
     async fn create_vpc(
         &self,
         cidr: &str,
@@ -312,6 +267,7 @@ pub trait Ec2Api: Send + Sync {
         tags: &BTreeMap<String, String>,
     ) -> Result<String, Ec2Error>;
     async fn authorize_ingress(&self, group: &str, rules: &[Rule]) -> Result<(), Ec2Error>;
+    async fn revoke_ingress(&self, group: &str, rules: &[Rule]) -> Result<(), Ec2Error>;
     async fn import_key_pair(
         &self,
         name: &str,
@@ -321,68 +277,25 @@ pub trait Ec2Api: Send + Sync {
     async fn run_instances(&self, spec: &RunSpec) -> Result<Vec<Instance>, Ec2Error>;
     /// All instances with `tag:continuum:env = env`, every page (one logical poll).
     async fn describe_instances(&self, env: &str) -> Result<Vec<Instance>, Ec2Error>;
+    /// Instances by id or by launch token, every page.
+    async fn find_instances(&self, q: &InstanceQuery) -> Result<Vec<Instance>, Ec2Error>;
+    /// Fails whole (nothing terminated) when one id is unknown to EC2.
     async fn terminate_instances(&self, ids: &[String]) -> Result<(), Ec2Error>;
+    async fn allocate_address(&self, tags: &BTreeMap<String, String>) -> Result<Address, Ec2Error>;
+    /// Returns the association id (an address already elsewhere is moved).
+    async fn associate_address(&self, allocation: &str, instance: &str)
+    -> Result<String, Ec2Error>;
+    async fn disassociate_address(&self, association: &str) -> Result<(), Ec2Error>;
+    async fn release_address(&self, allocation: &str) -> Result<(), Ec2Error>;
+    /// Elastic IP addresses tagged with `continuum:env = env`.
+    async fn describe_addresses(&self, env: &str) -> Result<Vec<Address>, Ec2Error>;
+    /// The network interfaces in a subnet or VPC, described for a person (`eni-... (what)`).
+    async fn network_interfaces(&self, kind: NetKind, id: &str) -> Result<Vec<String>, Ec2Error>;
     /// Network resources of one kind tagged with `continuum:env = env`.
     async fn describe_tagged(&self, kind: NetKind, env: &str) -> Result<Vec<Tagged>, Ec2Error>;
     async fn detach_internet_gateway(&self, igw: &str, vpc: &str) -> Result<(), Ec2Error>;
     async fn disassociate_route_table(&self, association: &str) -> Result<(), Ec2Error>;
     async fn delete(&self, kind: NetKind, id: &str) -> Result<(), Ec2Error>;
-}
-
-/// Retry policy for EC2 calls: transient errors (throttling, 5xx, transport) are
-/// retried with exponential backoff and full jitter, up to `attempts` tries.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub attempts: u32,
-    pub base: Duration,
-    pub max: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 8,
-            base: Duration::from_millis(200),
-            max: Duration::from_secs(20),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Backoff before attempt `n` (1-based retry number), with jitter.
-    pub fn delay(&self, n: u32) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(2u32.saturating_pow(n.saturating_sub(1)));
-        let cap = exp.min(self.max);
-        let mut b = [0u8; 2];
-        let jitter = if getrandom::fill(&mut b).is_ok() {
-            f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
-        } else {
-            0.5
-        };
-        // Half fixed, half jitter: never zero, never above the cap.
-        cap.mul_f64(0.5 + jitter / 2.0)
-    }
-}
-
-/// Run `f` under `policy`, retrying transient failures.
-pub async fn retry<T, F, Fut>(policy: RetryPolicy, mut f: F) -> Result<T, Ec2Error>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Ec2Error>>,
-{
-    let mut n = 0;
-    loop {
-        match f().await {
-            Err(e) if e.is_transient() && n + 1 < policy.attempts => {
-                n += 1;
-                tracing::debug!(error = %e, attempt = n, "transient EC2 error; retrying");
-                tokio::time::sleep(policy.delay(n)).await;
-            }
-            other => return other,
-        }
-    }
 }
 
 /// Tags every continuum resource carries.
@@ -393,85 +306,4 @@ pub fn tags(env: &str, resource: &str) -> BTreeMap<String, String> {
         ("Name".to_string(), format!("{env}/{resource}")),
     ]
     .into()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classification() {
-        assert!(
-            Ec2Error::from_code("RunInstances", Some(503), "RequestLimitExceeded", "x")
-                .is_transient()
-        );
-        assert!(
-            Ec2Error::from_code("RunInstances", Some(500), "InternalError", "x").is_transient()
-        );
-        assert!(
-            Ec2Error::from_code("DescribeImages", Some(400), "InvalidAMIID.NotFound", "x")
-                .is_not_found()
-        );
-        let e = Ec2Error::from_code("DeleteVpc", Some(400), "DependencyViolation", "x");
-        assert!(matches!(e, Ec2Error::DependencyViolation { .. }));
-        assert!(!e.is_transient());
-        assert!(!Ec2Error::from_code("X", Some(400), "InvalidParameterValue", "x").is_transient());
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy {
-            attempts: 5,
-            base: Duration::from_millis(100),
-            max: Duration::from_millis(500),
-        };
-        for n in 1..10 {
-            let d = p.delay(n);
-            assert!(d >= Duration::from_millis(50), "{d:?}");
-            assert!(d <= Duration::from_millis(500), "{d:?}");
-        }
-        assert!(p.delay(1) <= Duration::from_millis(100));
-    }
-
-    #[tokio::test]
-    async fn retry_gives_up_on_permanent_errors_at_once() {
-        let mut calls = 0;
-        let r: Result<(), _> = retry(RetryPolicy::default(), || {
-            calls += 1;
-            async {
-                Err(Ec2Error::from_code(
-                    "X",
-                    Some(400),
-                    "InvalidParameterValue",
-                    "bad",
-                ))
-            }
-        })
-        .await;
-        assert!(r.is_err());
-        assert_eq!(calls, 1);
-    }
-
-    #[tokio::test]
-    async fn retry_retries_transient_errors() {
-        let p = RetryPolicy {
-            attempts: 4,
-            base: Duration::from_millis(1),
-            max: Duration::from_millis(2),
-        };
-        let mut calls = 0;
-        let r = retry(p, || {
-            calls += 1;
-            let n = calls;
-            async move {
-                if n < 3 {
-                    Err(Ec2Error::from_code("X", Some(503), "Unavailable", "busy"))
-                } else {
-                    Ok(n)
-                }
-            }
-        })
-        .await;
-        assert_eq!(r.ok(), Some(3));
-    }
 }

@@ -112,19 +112,24 @@ pub(super) fn build(
                 architecture,
             } => json!({"name": name, "owner": owner, "architecture": architecture}),
         };
+        let mut attrs = vec![
+            ("count", json!(grp.count)),
+            ("instance_type", json!(grp.instance_type)),
+            ("image", image),
+            ("root_volume_gb", json!(grp.root_volume_gb)),
+            ("spot", json!(grp.spot)),
+        ];
+        // Only when set: groups without it keep the attributes (and hash) they had.
+        if grp.elastic_ip {
+            attrs.push(("elastic_ip", json!(true)));
+        }
         let ix = add(
             g,
             &provision::group_id(&grp.name),
             Kind::AwsInstances {
                 group: grp.name.clone(),
             },
-            vec![
-                ("count", json!(grp.count)),
-                ("instance_type", json!(grp.instance_type)),
-                ("image", image),
-                ("root_volume_gb", json!(grp.root_volume_gb)),
-                ("spot", json!(grp.spot)),
-            ],
+            attrs,
         );
         for b in &before_instances {
             g.add_edge(*b, ix, Dep::Needs);

@@ -2,13 +2,12 @@
 //! the graph steps of cloud resources, and the teardown sweep. The EC2 logic itself is
 //! in `aws::provision`; this module wires it to the state file (`Journal`) and events.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::up::Ctx;
 use super::{Event, OpsError, Settings, SharedObserver};
 use crate::aws::Ec2Api;
-use crate::aws::provision::{self, CloudState, Journal, Options, ProvisionError, ResolvedImage};
+use crate::aws::provision::{self, CloudState, Journal, Options, ProvisionError, Validated};
 use crate::graph::{Action, Kind, Plan};
 use crate::recipe::Environment;
 use crate::state::{State, StateError, Store};
@@ -16,7 +15,8 @@ use crate::state::{State, StateError, Store};
 /// What the cloud steps of one `up` share.
 pub(super) struct CloudCtx {
     pub api: Arc<dyn Ec2Api>,
-    pub images: BTreeMap<String, ResolvedImage>,
+    /// Images and usable zones (empty when nothing is launched in this run).
+    pub valid: Validated,
     pub opts: Options,
 }
 
@@ -35,8 +35,8 @@ pub(super) async fn provider(
     }
 }
 
-/// Set up the provider, check instance types and images (before anything is created),
-/// and record region and client-token nonce in state.
+/// Set up the provider (credentials resolved now), check instance types, their
+/// zones and images before anything is created, and record the region in state.
 pub(super) async fn prepare(
     base: &Environment,
     plan: &Plan,
@@ -64,14 +64,25 @@ pub(super) async fn prepare(
         )));
     }
     let api = provider(settings, &site.region).await?;
-    let launches = plan
-        .changes
-        .iter()
-        .any(|c| c.action != Action::NoOp && c.id.starts_with("aws-instances/"));
-    let images = if launches {
-        provision::validate(api.as_ref(), site, &settings.cloud).await?
+    // Launches, and the subnet (its zone must offer the types), are checked first.
+    let spends = plan.changes.iter().any(|c| {
+        c.action != Action::NoOp
+            && (c.id.starts_with("aws-instances/") || c.id == provision::SUBNET)
+    });
+    let valid = if spends {
+        let valid = provision::validate(api.as_ref(), site, &settings.cloud).await?;
+        let cloud = state.aws.clone().unwrap_or_default();
+        if let Some(zone) =
+            provision::check_subnet_zone(api.as_ref(), &cloud, &valid, &settings.cloud).await?
+            && let Some(s) = state.aws.as_mut().and_then(|c| c.subnet.as_mut())
+            && s.zone.is_none()
+        {
+            s.zone = Some(zone);
+            store.save(state)?;
+        }
+        valid
     } else {
-        BTreeMap::new()
+        Validated::default()
     };
     if provision::init_cloud(
         state.aws.get_or_insert_with(CloudState::default),
@@ -81,7 +92,7 @@ pub(super) async fn prepare(
     }
     Ok(Some(CloudCtx {
         api,
-        images,
+        valid,
         opts: settings.cloud,
     }))
 }
@@ -165,7 +176,7 @@ pub(super) async fn step(
     };
     let changed = match kind {
         Kind::AwsVpc => provision::ensure_vpc(api, &env, &j, opts).await?,
-        Kind::AwsSubnet => provision::ensure_subnet(api, &env, &j, opts).await?,
+        Kind::AwsSubnet => provision::ensure_subnet(api, &env, &j, &cc.valid.zones, opts).await?,
         Kind::AwsInternetGateway => provision::ensure_gateway(api, &env, &j, opts).await?,
         Kind::AwsRoute => provision::ensure_route(api, &env, &j, opts).await?,
         Kind::AwsSecurityGroup => provision::ensure_security_group(api, &env, &j, opts).await?,
@@ -189,7 +200,7 @@ pub(super) async fn step(
                     }
                 }
             }
-            let image = cc.images.get(group).ok_or_else(|| {
+            let image = cc.valid.images.get(group).ok_or_else(|| {
                 invalid(format!("no image resolved for instance group `{group}`"))
             })?;
             progress(format!("{} x {} ({})", g.count, g.instance_type, image.id));

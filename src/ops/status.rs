@@ -92,7 +92,9 @@ async fn aws_status(
     let mut live_error = None;
     if live && !instances.is_empty() {
         let listed = match super::cloud::provider(settings, &c.region).await {
-            Ok(api) => api.describe_instances(env).await.map_err(|e| e.to_string()),
+            Ok(api) => crate::aws::retry(settings.cloud.retry, || api.describe_instances(env))
+                .await
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         match listed {

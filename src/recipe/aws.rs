@@ -25,6 +25,8 @@ const DEFAULT_SSH_TIMEOUT: u64 = 300;
 /// (account limits are lower); one call per group keeps the call count flat.
 const MAX_COUNT: u32 = 1000;
 const ARCHITECTURES: &[&str] = &["x86_64", "arm64"];
+/// Key types ImportKeyPair accepts (docs/aws.md, "Key pairs").
+const IMPORTABLE_KEYS: &[&str] = &["ssh-rsa", "ssh-ed25519"];
 
 /// Group name -> its host names, for `k3s.servers: [GROUP]` references.
 pub type Groups = BTreeMap<String, Vec<String>>;
@@ -164,14 +166,30 @@ pub fn check_site(
         let p = resolve_path(path, k.value.trim());
         let mut pubkey = p.clone().into_os_string();
         pubkey.push(".pub");
-        if !Path::new(&pubkey).is_file() {
-            sink.error(
-                pos(k),
-                format!("public key {} does not exist", Path::new(&pubkey).display()),
-            )
-            .help(
-                "continuum imports KEY.pub as the EC2 key pair; omit `key` to have one generated",
-            );
+        let pubkey = Path::new(&pubkey);
+        match std::fs::read_to_string(pubkey) {
+            Err(_) => {
+                sink.error(
+                    pos(k),
+                    format!("public key {} does not exist", pubkey.display()),
+                )
+                .help(
+                    "continuum imports KEY.pub as the EC2 key pair; omit `key` to have one generated",
+                );
+            }
+            Ok(text) => {
+                let kind = text.split_whitespace().next().unwrap_or_default().to_string();
+                if !IMPORTABLE_KEYS.contains(&kind.as_str()) {
+                    sink.error(
+                        pos(k),
+                        format!(
+                            "public key {} is `{kind}`: EC2 imports RSA and ED25519 keys only",
+                            pubkey.display()
+                        ),
+                    )
+                    .help("use an `ssh-ed25519` or `ssh-rsa` key, or omit `key` to have an ed25519 key generated");
+                }
+            }
         }
         p
     });
@@ -365,8 +383,10 @@ pub fn check_site(
             image,
             root_volume_gb: g.root_volume_gb.as_ref().map(|v| v.value),
             spot: g.spot.as_ref().is_some_and(|s| s.value),
+            elastic_ip: g.elastic_ip.as_ref().is_some_and(|e| e.value),
             at_type: at(pos(&g.instance_type)),
             at_image: at(pos(&g.image)),
+            at_root_volume: at(g.root_volume_gb.as_ref().map_or(pos(&g.name), pos)),
         });
     }
     Some(AwsSite {
@@ -407,6 +427,41 @@ mod tests {
         assert!(is_instance_type("t3.medium"));
         assert!(is_instance_type("c7gn.16xlarge"));
         assert!(!is_instance_type("t3"));
+    }
+
+    #[test]
+    fn keys_ec2_cannot_import_are_refused_at_load_with_their_position() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (kind, ok) in [("ecdsa", false), ("ed25519", true)] {
+            let key = dir.path().join(format!("id_{kind}"));
+            let out = std::process::Command::new("ssh-keygen")
+                .args(["-q", "-t", kind, "-N", "", "-f"])
+                .arg(&key)
+                .output()
+                .expect("ssh-keygen");
+            assert!(out.status.success(), "{out:?}");
+            let recipe = dir.path().join(format!("{kind}.yaml"));
+            std::fs::write(
+                &recipe,
+                format!(
+                    "name: k\nk3s:\n  version: v1.31.4+k3s1\n  servers: [g-0]\naws:\n  region: eu-west-1\n  ssh:\n    user: ubuntu\n    key: {}\n  firewall:\n    ssh_from: [203.0.113.7/32]\n  instance_groups:\n    - name: g\n      count: 1\n      instance_type: t3.small\n      image: ami-785db401\n",
+                    key.display()
+                ),
+            )
+            .expect("recipe");
+            match crate::recipe::load_recipe(&recipe) {
+                Ok(_) => assert!(ok, "{kind} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{kind}: {e}");
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains("EC2 imports RSA and ED25519 keys only")
+                            && msg.contains(&format!("{}:9:10", recipe.display())),
+                        "{msg}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -273,9 +273,13 @@ pub struct InstanceGroup {
     pub image: ImageRef,
     pub root_volume_gb: Option<u32>,
     pub spot: bool,
-    /// `file:line:col` of `instance_type` and `image`, for errors found against the API.
+    /// An Elastic IP per instance (servers of hybrid clusters keep their address).
+    pub elastic_ip: bool,
+    /// `file:line:col` of `instance_type`, `image` and `root_volume_gb` (or the group),
+    /// for errors found against the API.
     pub at_type: String,
     pub at_image: String,
+    pub at_root_volume: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -328,6 +328,9 @@ pub struct GroupSection {
     pub root_volume_gb: Option<Spanned<u32>>,
     #[serde(default)]
     pub spot: Option<Spanned<bool>>,
+    /// One Elastic IP per instance, kept across instance replacements.
+    #[serde(default)]
+    pub elastic_ip: Option<Spanned<bool>>,
     #[serde(default)]
     pub role: Option<Spanned<RoleHint>>,
     #[serde(default)]

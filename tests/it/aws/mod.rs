@@ -1,13 +1,19 @@
-//! The AWS site against the moto EC2 emulator (REFERENCE.md §3) and the SSH test fleet.
+//! The AWS site against the moto EC2 emulator and the SSH test fleet.
 //!
 //! Each test starts its own moto server on a free loopback port. Instances get private
 //! IPs in the recipe's subnet in order (.4, .5, ... of the subnet), and the subnet lies
 //! in the fleet's 10.250.0.0/24, so fleet hosts started at those addresses stand in for
-//! the instances: continuum's normal connect-by-private-IP path reaches real sshd hosts
-//! (DESIGN.md §4). Subnets per test: .64/27 (e2e), .192/27 (faults), .224/27 (kill -9).
+//! the instances: continuum's normal connect-by-private-IP path reaches real sshd hosts.
+//! Subnets per test: .64/27 (e2e), .192/27 (faults), .224/27 (kill -9), .0/28 (delayed
+//! visibility, `honest`); tests without fleet hosts use .96/27 and .240/28.
 //!
-//! Slow boots, throttling, 5xx and dependency violations come from
-//! `continuum::aws::fault::Instrumented`, a test double of EC2's failure behaviour.
+//! Slow boots, throttling, 5xx, interruptions and dependency violations come from
+//! `continuum::aws::fault::Instrumented`; EC2's documented behaviour where moto differs
+//! (eventual consistency, client tokens, forgotten instances, zones, capacity) from
+//! `continuum::aws::honest::Honest`. Both are test doubles.
+
+mod details;
+mod honest;
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -106,6 +112,48 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A plain aws-sdk-ec2 client on the emulator, to look at what continuum made.
+async fn sdk(moto: &Moto) -> aws_sdk_ec2::Client {
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(moto.url())
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "test", "test", None, None, "static",
+        ))
+        .load()
+        .await;
+    aws_sdk_ec2::Client::new(&conf)
+}
+
+/// Short waits for tests (the code paths are the production ones). As with EC2, the
+/// consistency window (2 s here, 3 min in production) is longer than ids stay
+/// invisible (the honest double's 0.5 s) and shorter than terminated instances stay
+/// listed (its 3 s; EC2's hour).
+fn quick() -> provision::Options {
+    provision::Options {
+        retry: continuum::aws::RetryPolicy {
+            attempts: 6,
+            base: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+            consistency: Duration::from_secs(2),
+        },
+        poll: Duration::from_millis(200),
+        delete_timeout: Duration::from_secs(20),
+    }
+}
+
+/// moto behind the honest double, behind the counting/fault wrapper.
+async fn stack(
+    moto: &Moto,
+    rules: continuum::aws::honest::Rules,
+    faults: Faults,
+) -> (Arc<continuum::aws::honest::Honest>, Arc<Instrumented>) {
+    let inner: Arc<dyn Ec2Api> = Arc::new(moto.api().await);
+    let honest = Arc::new(continuum::aws::honest::Honest::new(inner, rules));
+    let outer = Arc::new(Instrumented::new(honest.clone(), faults));
+    (honest, outer)
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -378,7 +426,8 @@ fn aws_invalid_image_or_type_is_rejected_before_any_resource() {
     let moto = Moto::start();
     let rt = rt();
     let api = rt.block_on(moto.api());
-    for (case, image, bad_type, expect) in [
+    // (case, image, (recipe text, replacement), expected message)
+    for (case, image, edit, expect) in [
         (
             "ami",
             "ami-deadbeef",
@@ -388,38 +437,45 @@ fn aws_invalid_image_or_type_is_rejected_before_any_resource() {
         (
             "type",
             AMI,
-            Some("t9.huge"),
+            Some(("instance_type: t3.medium", "instance_type: t9.huge")),
             "instance type `t9.huge` does not exist",
         ),
         (
             "arch",
             AMI,
-            Some("t4g.small"),
+            Some(("instance_type: t3.medium", "instance_type: t4g.small")),
             "is x86_64 but instance type `t4g.small` runs arm64",
+        ),
+        (
+            // moto's image has a 15 GiB root snapshot.
+            "root",
+            AMI,
+            Some(("root_volume_gb: 20", "root_volume_gb: 8")),
+            "root volume of 8 GiB is smaller than the snapshot of image `ami-785db401` (15 GiB)",
         ),
     ] {
         let ws = Workspace::new(&format!("awbad-{case}"));
         write_recipe(&ws, "10.250.0.96/27", 1, image);
-        if let Some(t) = bad_type {
+        if let Some((from, to)) = edit {
             let r = std::fs::read_to_string(ws.recipe())
                 .expect("recipe")
-                .replace("instance_type: t3.medium", &format!("instance_type: {t}"));
+                .replace(from, to);
             std::fs::write(ws.recipe(), r).expect("rewrite recipe");
         }
         let out = up(&ws, &moto);
         let t = text(&out);
         assert_eq!(out.status.code(), Some(2), "{case}: {t}");
         assert!(t.contains(expect), "{case}: {t}");
+        // The endpoint moto stands in for is said, not silently used.
+        assert!(t.contains("EC2 endpoint overridden"), "{case}: {t}");
         // The message names the recipe line of the offending key.
         let line = std::fs::read_to_string(ws.recipe())
             .expect("recipe")
             .lines()
-            .position(|l| {
-                if case == "ami" || case == "arch" {
-                    l.contains("image: ami-")
-                } else {
-                    l.contains("instance_type: t") && !l.contains("t3.small")
-                }
+            .position(|l| match case {
+                "ami" | "arch" => l.contains("image: ami-"),
+                "root" => l.contains("root_volume_gb:"),
+                _ => l.contains("instance_type: t") && !l.contains("t3.small"),
             })
             .expect("line")
             + 1;
@@ -454,43 +510,72 @@ impl Journal for Mem {
     }
 }
 
-/// EC2 calls of the cloud part of `up` (validation, network, one group of `n`),
-/// counted by the instrumented provider. k3s steps make no EC2 calls.
-async fn calls_for(moto: &Moto, n: u32, dir: &std::path::Path) -> BTreeMap<String, u64> {
+/// EC2 calls of a real `up` (`ops::up::up`, what the CLI runs) of one group of `n`
+/// instances in a created VPC, then of `down`, counted by the instrumented provider.
+/// The instances have no SSH host behind them: the recipe's bastion refuses, so the
+/// k3s steps stop at their first connection (they make no EC2 calls either way).
+fn calls_for(moto: &Moto, n: u32, dir: &std::path::Path) -> [BTreeMap<String, u64>; 2] {
     let env_name = format!("cnt{n}");
-    let ws_recipe = dir.join(format!("{env_name}.yaml"));
+    let recipe = dir.join(format!("{env_name}.yaml"));
     std::fs::write(
-        &ws_recipe,
+        &recipe,
         format!(
-            "name: {env_name}\nk3s:\n  version: v1.31.4+k3s1\n  servers: [g]\naws:\n  region: {REGION}\n  network:\n    vpc_cidr: 10.{n}.0.0/16\n    subnet_cidr: 10.{n}.1.0/24\n  ssh:\n    user: ubuntu\n  firewall:\n    ssh_from: [203.0.113.0/24]\n  instance_groups:\n    - name: g\n      count: {n}\n      instance_type: t3.small\n      image: {AMI}\n"
+            "name: {env_name}\nk3s:\n  version: v1.31.4+k3s1\n  servers: [g-0]\naws:\n  region: {REGION}\n  network:\n    vpc_cidr: 10.{n}.0.0/16\n    subnet_cidr: 10.{n}.1.0/24\n  ssh:\n    user: ubuntu\n    bastion: nobody@127.0.0.1:1\n  firewall:\n    ssh_from: [203.0.113.0/24]\n  instance_groups:\n    - name: g\n      count: {n}\n      instance_type: t3.small\n      image: {AMI}\n"
         ),
     )
     .expect("write recipe");
-    let loaded = continuum::recipe::load_recipe(&ws_recipe).expect("recipe");
-    let env = loaded.env;
-    let site = env.aws.clone().expect("site");
-    let inner: Arc<dyn Ec2Api> = Arc::new(moto.api().await);
-    let api = Instrumented::new(inner, Faults::default());
-    let opts = provision::Options {
-        poll: Duration::from_millis(200),
-        ..provision::Options::default()
+    let env = continuum::recipe::load_recipe(&recipe).expect("recipe").env;
+    let rt = rt();
+    let settings_for = |calls: Arc<Instrumented>| continuum::ops::Settings {
+        state_dir: dir.join(&env_name),
+        connect_timeout: Duration::from_secs(2),
+        connect_attempts: 1,
+        ec2: Some(continuum::ops::Ec2Override(calls)),
+        cloud: provision::Options {
+            poll: Duration::from_millis(200),
+            ..provision::Options::default()
+        },
+        ..continuum::ops::Settings::default()
     };
-    let j = Mem::default();
-    let images = provision::validate(&api, &site, &opts)
-        .await
-        .expect("validate");
-    network(&api, &env, &j, dir, &opts).await;
-    for g in &site.groups {
-        provision::ensure_group(&api, &env, g, &images[&g.name], &j, &opts, false)
-            .await
-            .expect("group");
-    }
+    let inner: Arc<dyn Ec2Api> = Arc::new(rt.block_on(moto.api()));
+    let up_calls = Arc::new(Instrumented::new(inner.clone(), Faults::default()));
+    let settings = settings_for(up_calls.clone());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    // The k3s steps cannot connect: `up` reports them, the AWS steps are done.
+    let _ = rt.block_on(continuum::ops::up::up(
+        &env,
+        &settings,
+        Arc::new(continuum::ops::Silent),
+        &cancel,
+        |_| true,
+    ));
+    let st: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(&env_name).join(format!("{env_name}.json")))
+            .expect("state"),
+    )
+    .expect("state json");
     assert_eq!(
-        j.cloud().groups["g"].instances.len(),
-        n as usize,
+        st["resources"]["aws-instances/g"]["status"], "applied",
+        "group of {n}: {st:#}"
+    );
+    assert_eq!(
+        st["aws"]["groups"]["g"]["instances"]
+            .as_object()
+            .map(|m| m.len()),
+        Some(n as usize),
         "group of {n}"
     );
-    api.calls()
+    let down_calls = Arc::new(Instrumented::new(inner, Faults::default()));
+    let settings = settings_for(down_calls.clone());
+    let r = rt.block_on(continuum::ops::down::down(
+        &env_name,
+        &[],
+        &settings,
+        Arc::new(continuum::ops::Silent),
+        &cancel,
+    ));
+    assert!(r.is_ok(), "down of {n}: {:?}", r.err());
+    [up_calls.calls(), down_calls.calls()]
 }
 
 #[test]
@@ -500,15 +585,16 @@ fn aws_call_count_does_not_grow_with_group_size() {
     }
     let moto = Moto::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rt = rt();
     let mut totals = Vec::new();
     for n in [1u32, 10, 50] {
-        let calls = rt.block_on(calls_for(&moto, n, dir.path()));
-        let total: u64 = calls.values().sum();
+        let [up, down] = calls_for(&moto, n, dir.path());
+        let total: u64 = up.values().sum();
+        let down_total: u64 = down.values().sum();
         // Printed for scripts/bench (`--nocapture`).
-        println!("ec2-calls group={n} total={total} {calls:?}");
-        assert_eq!(calls.get("RunInstances"), Some(&1), "{calls:?}");
-        totals.push(total);
+        println!("ec2-calls group={n} total={total} down={down_total} {up:?}");
+        assert_eq!(up.get("RunInstances"), Some(&1), "{up:?}");
+        assert_eq!(down.get("TerminateInstances"), Some(&1), "{down:?}");
+        totals.push((total, down_total));
     }
     assert!(
         totals.windows(2).all(|w| w[0] == w[1]),
@@ -541,7 +627,7 @@ fn aws_throttling_5xx_slow_boot_and_dependency_violations_are_survived() {
         .into(),
         boot_delay: Some(Duration::from_secs(3)),
         dependency_violations: [(NetKind::Vpc, 2), (NetKind::Subnet, 1)].into(),
-        after: None,
+        ..Faults::default()
     };
     let api = Arc::new(Instrumented::new(inner, faults));
     let settings = continuum::ops::Settings {
@@ -553,6 +639,7 @@ fn aws_throttling_5xx_slow_boot_and_dependency_violations_are_survived() {
                 attempts: 6,
                 base: Duration::from_millis(20),
                 max: Duration::from_millis(200),
+                consistency: Duration::from_secs(10),
             },
             poll: Duration::from_millis(300),
             delete_timeout: Duration::from_secs(30),
@@ -756,9 +843,9 @@ fn aws_default_vpc_spot_and_public_addresses_then_teardown_keeps_the_default_vpc
         let images = provision::validate(&api, &site, &opts)
             .await
             .expect("validate");
-        network(&api, &env, &j, dir.path(), &opts).await;
+        network(&api, &env, &j, dir.path(), &images.zones, &opts).await;
         let g = &site.groups[0];
-        provision::ensure_group(&api, &env, g, &images["g"], &j, &opts, false)
+        provision::ensure_group(&api, &env, g, &images.images["g"], &j, &opts, false)
             .await
             .expect("group");
         let st = j.cloud();
@@ -779,7 +866,7 @@ fn aws_default_vpc_spot_and_public_addresses_then_teardown_keeps_the_default_vpc
         }
         // A second pass launches nothing and changes nothing.
         let before = st.clone();
-        let changed = provision::ensure_group(&api, &env, g, &images["g"], &j, &opts, false)
+        let changed = provision::ensure_group(&api, &env, g, &images.images["g"], &j, &opts, false)
             .await
             .expect("group again");
         assert!(!changed);
@@ -814,19 +901,21 @@ fn small_env(
     continuum::recipe::load_recipe(&recipe).expect("recipe").env
 }
 
-/// The network part of `up` in graph order: VPC, subnet, gateway and route (only for a
-/// created VPC, as in `graph::build`), security group, key pair.
+/// The network part of `up` in graph order: VPC, subnet (in one of `zones`, when
+/// validation gave them), gateway and route (only for a created VPC, as in
+/// `graph::build`), security group, key pair.
 async fn network(
     api: &dyn Ec2Api,
     env: &continuum::recipe::Environment,
     j: &Mem,
     dir: &std::path::Path,
+    zones: &[String],
     opts: &provision::Options,
 ) {
     let site = env.aws.as_ref().expect("site");
     provision::init_state(j, site).expect("init");
     provision::ensure_vpc(api, env, j, opts).await.expect("vpc");
-    provision::ensure_subnet(api, env, j, opts)
+    provision::ensure_subnet(api, env, j, zones, opts)
         .await
         .expect("subnet");
     if matches!(site.vpc, continuum::recipe::VpcChoice::Create { .. }) {
@@ -863,15 +952,22 @@ fn aws_instance_that_never_answers_ssh_is_named_in_the_error() {
             ..provision::Options::default()
         };
         let j = Mem::default();
-        network(&api, &env, &j, dir.path(), &opts).await;
+        network(&api, &env, &j, dir.path(), &[], &opts).await;
         let images = provision::validate(&api, &site, &opts)
             .await
             .expect("validate");
         let started = Instant::now();
-        let err =
-            provision::ensure_group(&api, &env, &site.groups[0], &images["g"], &j, &opts, true)
-                .await
-                .expect_err("no SSH there");
+        let err = provision::ensure_group(
+            &api,
+            &env,
+            &site.groups[0],
+            &images.images["g"],
+            &j,
+            &opts,
+            true,
+        )
+        .await
+        .expect_err("no SSH there");
         let id = j.cloud().groups["g"].instances["g-0"].id.clone();
         let msg = err.to_string();
         assert!(
@@ -914,10 +1010,11 @@ fn aws_teardown_reports_what_it_cannot_delete_and_keeps_it_in_state() {
                 attempts: 3,
                 base: Duration::from_millis(10),
                 max: Duration::from_millis(50),
+                consistency: Duration::from_secs(5),
             },
         };
         let j = Mem::default();
-        network(inner.as_ref(), &env, &j, dir.path(), &opts).await;
+        network(inner.as_ref(), &env, &j, dir.path(), &[], &opts).await;
         // The security group never stops having dependants.
         let api = Instrumented::new(
             inner,

@@ -2,29 +2,35 @@
 //!
 //! Credentials and region come from the standard AWS chain (environment, shared
 //! profile, SSO, process credentials, IMDS); the recipe's region wins over the
-//! profile's. `AWS_ENDPOINT_URL_EC2` (or `AWS_ENDPOINT_URL`) is honoured by aws-config,
-//! which is how tests point this at the moto emulator (REFERENCE.md §3). The SDK's own
-//! retry is adaptive (client-side rate limiting on throttling); `super::retry` adds
-//! longer backoff on top for what still fails.
+//! profile's. `connect` resolves the credentials at once, so missing or expired ones
+//! fail before anything is created. `AWS_ENDPOINT_URL_EC2` (or `AWS_ENDPOINT_URL`) is
+//! honoured by aws-config and logged, which is how tests point this at the moto
+//! emulator. The client is built by one `loader`, in production and tests alike, with
+//! the SDK's retries off: `super::retry` is the one retry layer (docs/aws.md, "Retries").
 
-use std::collections::BTreeMap;
+mod convert;
+mod sweep;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::Client;
+use aws_sdk_ec2::config::ProvideCredentials;
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::primitives::Blob;
 use aws_sdk_ec2::types::{
-    AttributeBooleanValue, BlockDeviceMapping, EbsBlockDevice, Filter,
-    InstanceMarketOptionsRequest, InstanceType, IpPermission, IpRange, MarketType, ResourceType,
-    Tag, TagSpecification, UserIdGroupPair, VolumeType,
+    AttributeBooleanValue, DomainType, Filter, InstanceMarketOptionsRequest, InstanceType,
+    LocationType, MarketType, ResourceType,
 };
 use base64::Engine as _;
+use std::collections::BTreeMap;
 
 use super::{
-    Ec2Api, Ec2Error, ImageInfo, ImageQuery, Instance, InstanceTypeInfo, NetKind, Rule, RuleSource,
-    RunSpec, TAG_ENV, Tagged,
+    Address, Ec2Api, Ec2Error, ImageInfo, ImageQuery, Instance, InstanceQuery, InstanceTypeInfo,
+    NetKind, Offering, Rule, RunSpec, Subnet, TAG_TOKEN, Tagged,
 };
+use convert::{env_filter, filter, tag_spec};
 
 /// The SDK-backed provider for one region.
 pub struct SdkEc2 {
@@ -32,36 +38,62 @@ pub struct SdkEc2 {
     region: String,
 }
 
+/// How every client is configured: the region, no SDK retries (one retry layer), and
+/// bounded connect and per-attempt times so a dead endpoint becomes a transport error.
+fn loader(region: &str) -> aws_config::ConfigLoader {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_string()))
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .operation_attempt_timeout(Duration::from_secs(120))
+                .build(),
+        )
+}
+
+const CREDENTIALS_HINT: &str = "set AWS_PROFILE (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), or log in again with `aws sso login`; check with `aws sts get-caller-identity`";
+
 impl SdkEc2 {
-    /// Load the standard credential chain and build a client for `region`.
+    /// Load the standard credential chain, resolve the credentials now (so a missing or
+    /// expired login fails before anything), and build a client for `region`.
     pub async fn connect(region: &str) -> Result<Self, Ec2Error> {
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(region.to_string()))
-            .retry_config(aws_config::retry::RetryConfig::adaptive().with_max_attempts(3))
-            .load()
-            .await;
-        if conf.credentials_provider().is_none() {
-            return Err(Ec2Error::Config(
-                "no AWS credentials provider is configured (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or log in with `aws sso login`)".into(),
-            ));
+        let conf = loader(region).load().await;
+        let from_env = ["AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL"]
+            .into_iter()
+            .find_map(|var| Some((var, std::env::var(var).ok().filter(|v| !v.is_empty())?)));
+        match (from_env, conf.endpoint_url()) {
+            (Some((var, url)), _) => tracing::warn!("EC2 endpoint overridden by {var}: {url}"),
+            (None, Some(url)) => {
+                tracing::warn!("EC2 endpoint overridden by the AWS configuration: {url}");
+            }
+            (None, None) => {}
         }
+        let provider = conf.credentials_provider().ok_or_else(|| {
+            Ec2Error::Config(format!(
+                "no AWS credentials provider is configured: {CREDENTIALS_HINT}"
+            ))
+        })?;
+        provider.provide_credentials().await.map_err(|e| {
+            Ec2Error::Config(format!(
+                "cannot load AWS credentials: {}; {CREDENTIALS_HINT}",
+                DisplayErrorContext(&e)
+            ))
+        })?;
         Ok(SdkEc2 {
             client: Client::new(&conf),
             region: region.to_string(),
         })
     }
-}
 
-impl SdkEc2 {
     /// A client for an explicit endpoint with static credentials (the moto emulator in
-    /// tests; the credential chain and `AWS_ENDPOINT_URL_EC2` are not consulted).
+    /// tests; the credential chain and `AWS_ENDPOINT_URL_EC2` are not consulted). Same
+    /// `loader` as `connect`: same (absent) SDK retries, same timeouts.
     pub async fn for_endpoint(region: &str, endpoint: &str, key: &str, secret: &str) -> Self {
         let creds = aws_sdk_ec2::config::Credentials::new(key, secret, None, None, "static");
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(region.to_string()))
+        let conf = loader(region)
             .endpoint_url(endpoint)
             .credentials_provider(creds)
-            .retry_config(aws_config::retry::RetryConfig::disabled())
             .load()
             .await;
         SdkEc2 {
@@ -91,7 +123,7 @@ where
         _ => {
             let detail = DisplayErrorContext(&e).to_string();
             if detail.contains("credentials") || detail.contains("identity") {
-                Ec2Error::Config(format!("{op}: {detail}"))
+                Ec2Error::Config(format!("{op}: {detail}; {CREDENTIALS_HINT}"))
             } else {
                 Ec2Error::Transport {
                     op: op.to_string(),
@@ -100,35 +132,6 @@ where
             }
         }
     }
-}
-
-fn tag_spec(kind: ResourceType, tags: &BTreeMap<String, String>) -> TagSpecification {
-    TagSpecification::builder()
-        .resource_type(kind)
-        .set_tags(Some(
-            tags.iter()
-                .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                .collect(),
-        ))
-        .build()
-}
-
-fn env_filter(env: &str) -> Filter {
-    Filter::builder()
-        .name(format!("tag:{TAG_ENV}"))
-        .values(env)
-        .build()
-}
-
-fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
-    tags.iter()
-        .filter_map(|t| {
-            Some((
-                t.key()?.to_string(),
-                t.value().unwrap_or_default().to_string(),
-            ))
-        })
-        .collect()
 }
 
 fn missing(op: &str, what: &str) -> Ec2Error {
@@ -182,6 +185,27 @@ impl Ec2Api for SdkEc2 {
             .collect())
     }
 
+    async fn instance_type_offerings(&self, names: &[String]) -> Result<Vec<Offering>, Ec2Error> {
+        let mut pages = self
+            .client
+            .describe_instance_type_offerings()
+            .location_type(LocationType::AvailabilityZone)
+            .filters(filter("instance-type", names))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| err("DescribeInstanceTypeOfferings", e))?;
+            out.extend(page.instance_type_offerings().iter().filter_map(|o| {
+                Some(Offering {
+                    instance_type: o.instance_type()?.as_str().to_string(),
+                    zone: o.location()?.to_string(),
+                })
+            }));
+        }
+        Ok(out)
+    }
+
     async fn describe_images(&self, q: &ImageQuery) -> Result<Vec<ImageInfo>, Ec2Error> {
         let req = self.client.describe_images();
         let req = match q {
@@ -193,10 +217,10 @@ impl Ec2Api for SdkEc2 {
             } => {
                 let mut r = req
                     .owners(owner)
-                    .filters(Filter::builder().name("name").values(name).build())
-                    .filters(Filter::builder().name("state").values("available").build());
+                    .filters(filter("name", std::slice::from_ref(name)))
+                    .filters(filter("state", &["available".to_string()]));
                 if let Some(a) = architecture {
-                    r = r.filters(Filter::builder().name("architecture").values(a).build());
+                    r = r.filters(filter("architecture", std::slice::from_ref(a)));
                 }
                 r
             }
@@ -215,6 +239,7 @@ impl Ec2Api for SdkEc2 {
                 owner: i.owner_id().unwrap_or_default().to_string(),
                 creation_date: i.creation_date().unwrap_or_default().to_string(),
                 root_device: i.root_device_name().map(str::to_string),
+                root_volume_gb: convert::root_snapshot_gb(i),
             })
             .collect())
     }
@@ -223,7 +248,7 @@ impl Ec2Api for SdkEc2 {
         let out = self
             .client
             .describe_vpcs()
-            .filters(Filter::builder().name("isDefault").values("true").build())
+            .filters(filter("isDefault", &["true".to_string()]))
             .send()
             .await
             .map_err(|e| err("DescribeVpcs", e))?;
@@ -234,42 +259,32 @@ impl Ec2Api for SdkEc2 {
             .map(str::to_string))
     }
 
-    async fn default_subnet(
-        &self,
-        vpc: &str,
-        az: Option<&str>,
-    ) -> Result<Option<String>, Ec2Error> {
-        let mut req = self
+    async fn default_subnets(&self, vpc: &str) -> Result<Vec<Subnet>, Ec2Error> {
+        let out = self
             .client
             .describe_subnets()
-            .filters(Filter::builder().name("vpc-id").values(vpc).build())
-            .filters(
-                Filter::builder()
-                    .name("default-for-az")
-                    .values("true")
-                    .build(),
-            );
-        if let Some(az) = az {
-            req = req.filters(
-                Filter::builder()
-                    .name("availability-zone")
-                    .values(az)
-                    .build(),
-            );
-        }
-        let out = req.send().await.map_err(|e| err("DescribeSubnets", e))?;
-        let mut subnets: Vec<(String, String)> = out
-            .subnets()
+            .filters(filter("vpc-id", &[vpc.to_string()]))
+            .filters(filter("default-for-az", &["true".to_string()]))
+            .send()
+            .await
+            .map_err(|e| err("DescribeSubnets", e))?;
+        let mut subnets: Vec<Subnet> = out.subnets().iter().filter_map(convert::subnet).collect();
+        subnets.sort_by(|a, b| a.zone.cmp(&b.zone));
+        Ok(subnets)
+    }
+
+    async fn describe_subnet(&self, id: &str) -> Result<Subnet, Ec2Error> {
+        let out = self
+            .client
+            .describe_subnets()
+            .subnet_ids(id)
+            .send()
+            .await
+            .map_err(|e| err("DescribeSubnets", e))?;
+        out.subnets()
             .iter()
-            .filter_map(|s| {
-                Some((
-                    s.availability_zone().unwrap_or_default().to_string(),
-                    s.subnet_id()?.to_string(),
-                ))
-            })
-            .collect();
-        subnets.sort();
-        Ok(subnets.into_iter().next().map(|(_, id)| id))
+            .find_map(convert::subnet)
+            .ok_or_else(|| missing("DescribeSubnets", "subnet"))
     }
 
     async fn create_vpc(
@@ -425,37 +440,34 @@ impl Ec2Api for SdkEc2 {
     }
 
     async fn authorize_ingress(&self, group: &str, rules: &[Rule]) -> Result<(), Ec2Error> {
-        let perms = rules
-            .iter()
-            .map(|r| {
-                let b = IpPermission::builder()
-                    .ip_protocol(&r.protocol)
-                    .from_port(r.from_port)
-                    .to_port(r.to_port);
-                match &r.source {
-                    RuleSource::Cidr(c) => b.ip_ranges(
-                        IpRange::builder()
-                            .cidr_ip(c)
-                            .description(&r.description)
-                            .build(),
-                    ),
-                    RuleSource::SelfGroup => b.user_id_group_pairs(
-                        UserIdGroupPair::builder()
-                            .group_id(group)
-                            .description(&r.description)
-                            .build(),
-                    ),
-                }
-                .build()
-            })
-            .collect();
         self.client
             .authorize_security_group_ingress()
             .group_id(group)
-            .set_ip_permissions(Some(perms))
+            .set_ip_permissions(Some(
+                rules
+                    .iter()
+                    .map(|r| convert::permission(group, r))
+                    .collect(),
+            ))
             .send()
             .await
             .map_err(|e| err("AuthorizeSecurityGroupIngress", e))?;
+        Ok(())
+    }
+
+    async fn revoke_ingress(&self, group: &str, rules: &[Rule]) -> Result<(), Ec2Error> {
+        self.client
+            .revoke_security_group_ingress()
+            .group_id(group)
+            .set_ip_permissions(Some(
+                rules
+                    .iter()
+                    .map(|r| convert::permission(group, r))
+                    .collect(),
+            ))
+            .send()
+            .await
+            .map_err(|e| err("RevokeSecurityGroupIngress", e))?;
         Ok(())
     }
 
@@ -484,27 +496,14 @@ impl Ec2Api for SdkEc2 {
             .instance_type(InstanceType::from(spec.instance_type.as_str()))
             .min_count(spec.count)
             .max_count(spec.count)
-            .subnet_id(&spec.subnet_id)
-            .security_group_ids(&spec.security_group_id)
+            .network_interfaces(convert::network_interface(spec))
             .key_name(&spec.key_name)
             .client_token(&spec.client_token)
+            .metadata_options(convert::metadata_options())
             .user_data(base64::engine::general_purpose::STANDARD.encode(&spec.user_data))
             .tag_specifications(tag_spec(ResourceType::Instance, &spec.tags))
-            .tag_specifications(tag_spec(ResourceType::Volume, &spec.tags));
-        if let (Some(gb), Some(dev)) = (spec.root_volume_gb, &spec.root_device) {
-            req = req.block_device_mappings(
-                BlockDeviceMapping::builder()
-                    .device_name(dev)
-                    .ebs(
-                        EbsBlockDevice::builder()
-                            .volume_size(gb)
-                            .volume_type(VolumeType::Gp3)
-                            .delete_on_termination(true)
-                            .build(),
-                    )
-                    .build(),
-            );
-        }
+            .tag_specifications(tag_spec(ResourceType::Volume, &spec.tags))
+            .set_block_device_mappings(convert::root_volume(spec).map(|m| vec![m]));
         if spec.spot {
             req = req.instance_market_options(
                 InstanceMarketOptionsRequest::builder()
@@ -513,25 +512,28 @@ impl Ec2Api for SdkEc2 {
             );
         }
         let out = req.send().await.map_err(|e| err("RunInstances", e))?;
-        Ok(out.instances().iter().map(convert_instance).collect())
+        Ok(out.instances().iter().map(convert::instance).collect())
     }
 
     async fn describe_instances(&self, env: &str) -> Result<Vec<Instance>, Ec2Error> {
-        let mut pages = self
-            .client
-            .describe_instances()
-            .filters(env_filter(env))
-            .max_results(1000)
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| err("DescribeInstances", e))?;
-            for r in page.reservations() {
-                out.extend(r.instances().iter().map(convert_instance));
+        self.instances(env_filter(env)).await
+    }
+
+    async fn find_instances(&self, q: &InstanceQuery) -> Result<Vec<Instance>, Ec2Error> {
+        match q {
+            InstanceQuery::Ids(ids) => {
+                // In chunks, so no request carries an unbounded filter.
+                let mut out = Vec::new();
+                for chunk in ids.chunks(200) {
+                    out.extend(self.instances(filter("instance-id", chunk)).await?);
+                }
+                Ok(out)
+            }
+            InstanceQuery::Token(t) => {
+                self.instances(filter(&format!("tag:{TAG_TOKEN}"), std::slice::from_ref(t)))
+                    .await
             }
         }
-        Ok(out)
     }
 
     async fn terminate_instances(&self, ids: &[String]) -> Result<(), Ec2Error> {
@@ -547,111 +549,121 @@ impl Ec2Api for SdkEc2 {
         Ok(())
     }
 
-    async fn describe_tagged(&self, kind: NetKind, env: &str) -> Result<Vec<Tagged>, Ec2Error> {
-        let f = env_filter(env);
-        let t = |id: Option<&str>, attachments: Vec<String>, tags: &[Tag]| {
-            id.map(|id| Tagged {
-                kind,
-                id: id.to_string(),
-                attachments,
-                tags: tag_map(tags),
-            })
-        };
-        Ok(match kind {
-            NetKind::SecurityGroup => {
-                let out = self
-                    .client
-                    .describe_security_groups()
-                    .filters(f)
-                    .send()
-                    .await
-                    .map_err(|e| err("DescribeSecurityGroups", e))?;
-                out.security_groups()
-                    .iter()
-                    .filter_map(|g| t(g.group_id(), Vec::new(), g.tags()))
-                    .collect()
-            }
-            NetKind::KeyPair => {
-                let out = self
-                    .client
-                    .describe_key_pairs()
-                    .filters(f)
-                    .send()
-                    .await
-                    .map_err(|e| err("DescribeKeyPairs", e))?;
-                out.key_pairs()
-                    .iter()
-                    .filter_map(|k| t(k.key_name(), Vec::new(), k.tags()))
-                    .collect()
-            }
-            NetKind::RouteTable => {
-                let out = self
-                    .client
-                    .describe_route_tables()
-                    .filters(f)
-                    .send()
-                    .await
-                    .map_err(|e| err("DescribeRouteTables", e))?;
-                out.route_tables()
-                    .iter()
-                    .filter_map(|r| {
-                        let assoc = r
-                            .associations()
-                            .iter()
-                            .filter(|a| !a.main().unwrap_or(false))
-                            .filter_map(|a| a.route_table_association_id().map(str::to_string))
-                            .collect();
-                        t(r.route_table_id(), assoc, r.tags())
-                    })
-                    .collect()
-            }
-            NetKind::InternetGateway => {
-                let out = self
-                    .client
-                    .describe_internet_gateways()
-                    .filters(f)
-                    .send()
-                    .await
-                    .map_err(|e| err("DescribeInternetGateways", e))?;
-                out.internet_gateways()
-                    .iter()
-                    .filter_map(|g| {
-                        let vpcs = g
-                            .attachments()
-                            .iter()
-                            .filter_map(|a| a.vpc_id().map(str::to_string))
-                            .collect();
-                        t(g.internet_gateway_id(), vpcs, g.tags())
-                    })
-                    .collect()
-            }
-            NetKind::Subnet => {
-                let out = self
-                    .client
-                    .describe_subnets()
-                    .filters(f)
-                    .send()
-                    .await
-                    .map_err(|e| err("DescribeSubnets", e))?;
-                out.subnets()
-                    .iter()
-                    .filter_map(|s| t(s.subnet_id(), Vec::new(), s.tags()))
-                    .collect()
-            }
-            NetKind::Vpc => {
-                let out = self
-                    .client
-                    .describe_vpcs()
-                    .filters(f)
-                    .send()
-                    .await
-                    .map_err(|e| err("DescribeVpcs", e))?;
-                out.vpcs()
-                    .iter()
-                    .filter_map(|v| t(v.vpc_id(), Vec::new(), v.tags()))
-                    .collect()
-            }
+    async fn allocate_address(&self, tags: &BTreeMap<String, String>) -> Result<Address, Ec2Error> {
+        let out = self
+            .client
+            .allocate_address()
+            .domain(DomainType::Vpc)
+            .tag_specifications(tag_spec(ResourceType::ElasticIp, tags))
+            .send()
+            .await
+            .map_err(|e| err("AllocateAddress", e))?;
+        Ok(Address {
+            allocation_id: out
+                .allocation_id()
+                .ok_or_else(|| missing("AllocateAddress", "allocation id"))?
+                .to_string(),
+            public_ip: out
+                .public_ip()
+                .ok_or_else(|| missing("AllocateAddress", "public IP"))?
+                .to_string(),
+            instance_id: None,
+            association_id: None,
+            tags: tags.clone(),
         })
+    }
+
+    async fn associate_address(
+        &self,
+        allocation: &str,
+        instance: &str,
+    ) -> Result<String, Ec2Error> {
+        let out = self
+            .client
+            .associate_address()
+            .allocation_id(allocation)
+            .instance_id(instance)
+            .allow_reassociation(true)
+            .send()
+            .await
+            .map_err(|e| err("AssociateAddress", e))?;
+        Ok(out.association_id().unwrap_or_default().to_string())
+    }
+
+    async fn disassociate_address(&self, association: &str) -> Result<(), Ec2Error> {
+        self.client
+            .disassociate_address()
+            .association_id(association)
+            .send()
+            .await
+            .map_err(|e| err("DisassociateAddress", e))?;
+        Ok(())
+    }
+
+    async fn release_address(&self, allocation: &str) -> Result<(), Ec2Error> {
+        self.client
+            .release_address()
+            .allocation_id(allocation)
+            .send()
+            .await
+            .map_err(|e| err("ReleaseAddress", e))?;
+        Ok(())
+    }
+
+    async fn describe_addresses(&self, env: &str) -> Result<Vec<Address>, Ec2Error> {
+        let out = self
+            .client
+            .describe_addresses()
+            .filters(env_filter(env))
+            .send()
+            .await
+            .map_err(|e| err("DescribeAddresses", e))?;
+        Ok(out
+            .addresses()
+            .iter()
+            .filter_map(convert::address)
+            .collect())
+    }
+
+    async fn network_interfaces(&self, kind: NetKind, id: &str) -> Result<Vec<String>, Ec2Error> {
+        let by = match kind {
+            NetKind::Subnet => "subnet-id",
+            NetKind::Vpc => "vpc-id",
+            _ => return Ok(Vec::new()),
+        };
+        let out = self
+            .client
+            .describe_network_interfaces()
+            .filters(filter(by, &[id.to_string()]))
+            .send()
+            .await
+            .map_err(|e| err("DescribeNetworkInterfaces", e))?;
+        Ok(out
+            .network_interfaces()
+            .iter()
+            .map(|n| {
+                let mut what = vec![n.description().unwrap_or_default().to_string()];
+                if let Some(t) = n.interface_type() {
+                    what.push(format!("type {}", t.as_str()));
+                }
+                if let Some(i) = n.attachment().and_then(|a| a.instance_id()) {
+                    what.push(format!("attached to {i}"));
+                }
+                if let Some(r) = n.requester_id() {
+                    what.push(format!("requester {r}"));
+                }
+                what.retain(|w| !w.is_empty());
+                format!(
+                    "{} ({})",
+                    n.network_interface_id().unwrap_or_default(),
+                    what.join(", ")
+                )
+            })
+            .collect())
+    }
+
+    async fn describe_tagged(&self, kind: NetKind, env: &str) -> Result<Vec<Tagged>, Ec2Error> {
+        sweep::describe_tagged(&self.client, kind, env).await
     }
 
     async fn detach_internet_gateway(&self, igw: &str, vpc: &str) -> Result<(), Ec2Error> {
@@ -676,74 +688,30 @@ impl Ec2Api for SdkEc2 {
     }
 
     async fn delete(&self, kind: NetKind, id: &str) -> Result<(), Ec2Error> {
-        let c = &self.client;
-        let r = match kind {
-            NetKind::SecurityGroup => c
-                .delete_security_group()
-                .group_id(id)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| err("DeleteSecurityGroup", e)),
-            NetKind::KeyPair => c
-                .delete_key_pair()
-                .key_name(id)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| err("DeleteKeyPair", e)),
-            NetKind::RouteTable => c
-                .delete_route_table()
-                .route_table_id(id)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| err("DeleteRouteTable", e)),
-            NetKind::InternetGateway => c
-                .delete_internet_gateway()
-                .internet_gateway_id(id)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| err("DeleteInternetGateway", e)),
-            NetKind::Subnet => c
-                .delete_subnet()
-                .subnet_id(id)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| err("DeleteSubnet", e)),
-            NetKind::Vpc => c
-                .delete_vpc()
-                .vpc_id(id)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| err("DeleteVpc", e)),
-        };
-        r.map_err(|e| match e {
-            Ec2Error::DependencyViolation { op, message, .. } => Ec2Error::DependencyViolation {
-                op,
-                id: id.to_string(),
-                message,
-            },
-            other => other,
-        })
+        sweep::delete(&self.client, kind, id).await
     }
 }
 
-fn convert_instance(i: &aws_sdk_ec2::types::Instance) -> Instance {
-    Instance {
-        id: i.instance_id().unwrap_or_default().to_string(),
-        state: i
-            .state()
-            .and_then(|s| s.name())
-            .map(|n| n.as_str().to_string())
-            .unwrap_or_default(),
-        private_ip: i.private_ip_address().map(str::to_string),
-        public_ip: i.public_ip_address().map(str::to_string),
-        launch_index: i.ami_launch_index().unwrap_or(0),
-        launch_time: i.launch_time().map(|t| t.to_string()).unwrap_or_default(),
-        tags: tag_map(i.tags()),
+impl SdkEc2 {
+    /// DescribeInstances with one filter, every page.
+    async fn instances(&self, f: Filter) -> Result<Vec<Instance>, Ec2Error> {
+        let mut pages = self
+            .client
+            .describe_instances()
+            .filters(f)
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| err("DescribeInstances", e))?;
+            for r in page.reservations() {
+                out.extend(r.instances().iter().map(convert::instance));
+            }
+        }
+        Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests;
