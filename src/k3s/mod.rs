@@ -681,6 +681,18 @@ pub async fn list_nodes<R: Remote>(r: &R) -> Result<Vec<NodeInfo>, K3sError> {
     parse_nodes(r.name(), &out.stdout)
 }
 
+/// A Node object's `metadata.labels`.
+fn labels_of(node: &Value) -> BTreeMap<String, String> {
+    node.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn parse_nodes(host: &str, json: &str) -> Result<Vec<NodeInfo>, K3sError> {
     let v: Value = serde_json::from_str(json).map_err(|e| K3sError::Protocol {
         host: host.to_string(),
@@ -702,15 +714,7 @@ pub fn parse_nodes(host: &str, json: &str) -> Result<Vec<NodeInfo>, K3sError> {
     Ok(items
         .iter()
         .map(|n| {
-            let labels: BTreeMap<String, String> = n
-                .pointer("/metadata/labels")
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let labels = labels_of(n);
             let ready = n
                 .pointer("/status/conditions")
                 .and_then(Value::as_array)
@@ -989,15 +993,7 @@ pub async fn sync_labels_and_taints<R: Remote>(
         host: server.name().to_string(),
         detail: format!("node {node} is not JSON: {e}"),
     })?;
-    let live_labels: BTreeMap<String, String> = v
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let live_labels = labels_of(&v);
     let s = |t: &Value, k: &str| t.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let live_taints: Vec<(String, String, String)> = v
         .pointer("/spec/taints")
