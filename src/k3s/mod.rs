@@ -7,6 +7,7 @@
 
 pub mod device;
 pub mod firewall;
+pub mod selinux;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -79,6 +80,15 @@ pub enum K3sError {
         commands: Vec<String>,
     },
     #[error(
+        "`{host}` enforces SELinux and lacks {}; its package repositories could not provide them ({detail}). Install them there (k3s-selinux comes from the rancher-k3s-common RPM repository) and run `up` again",
+        missing.join(" and ")
+    )]
+    SelinuxPackages {
+        host: String,
+        missing: Vec<String>,
+        detail: String,
+    },
+    #[error(
         "root cannot write /usr/local/bin on `{host}` and /opt/bin does not exist: k3s's install script has nowhere to put its binary; create /opt/bin (it is used then) and run `up` again"
     )]
     NoBinDir { host: String },
@@ -123,6 +133,8 @@ pub struct Facts {
     pub images: BTreeMap<String, String>,
     /// An active ufw or firewalld and what it lets in.
     pub firewall: firewall::Firewall,
+    /// SELinux mode and packages.
+    pub selinux: selinux::Selinux,
     /// Where the k3s binary is (`/usr/local/bin`, `/opt/bin`), if installed.
     pub bin_dir: Option<String>,
     /// Root cannot write `/usr/local/bin` (a read-only /usr: Flatcar, Fedora CoreOS...).
@@ -262,7 +274,7 @@ fn check(host: &str, step: &str, out: Output) -> Result<Output, K3sError> {
 
 /// Read the host's k3s facts (one round trip, read-only).
 pub async fn facts<R: Remote>(r: &R) -> Result<Facts, K3sError> {
-    let script = format!("{}\n{FACTS_SCRIPT}", firewall::FACTS);
+    let script = format!("{}\n{}\n{FACTS_SCRIPT}", firewall::FACTS, selinux::FACTS);
     let out = run_root(r, "reading host facts", &script, None, SHORT).await?;
     let mut f = Facts::default();
     for line in out.stdout.lines() {
@@ -288,7 +300,7 @@ pub async fn facts<R: Remote>(r: &R) -> Result<Facts, K3sError> {
             "bindir" => f.bin_dir = Some(v),
             "bindir_ro" => f.bin_dir_read_only = true,
             "optbin" => f.opt_bin = true,
-            k if f.firewall.read(k, &v) => {}
+            k if f.firewall.read(k, &v) || f.selinux.read(k, &v) => {}
             "images" => {
                 if let Some((name, sha)) = v.split_once(':') {
                     f.images.insert(name.to_string(), sha.to_string());

@@ -28,12 +28,14 @@ pub struct Refreshed {
     pub unreachable: BTreeMap<String, String>,
 }
 
-/// One node to read: its resource id, host, role and the config.yaml it should have.
+/// One node to read: its resource id, host, role, and what its config.yaml is made of
+/// (rendered once the facts are known: some keys depend on the host).
 struct Probe {
     id: String,
     host: crate::recipe::Host,
     role: Role,
-    config_sha: String,
+    attrs: BTreeMap<String, serde_json::Value>,
+    secrets: Vec<(&'static str, String)>,
 }
 
 /// Read every applied k3s node of `rg` once (at most `settings.concurrency` at a time).
@@ -58,14 +60,16 @@ pub async fn refresh(
             continue;
         };
         let is_init = role == Role::Server && env.cluster.init_server() == h;
-        let secrets = super::up::node_secrets(state, is_init, role);
-        let pairs: Vec<(&str, &str)> = secrets.iter().map(|(k, v)| (*k, v.expose())).collect();
-        let config = k3s::render_config(&env.name, h, role, &r.attrs, &pairs)?;
+        let secrets = super::up::node_secrets(state, is_init, role)
+            .into_iter()
+            .map(|(k, v)| (k, v.expose().to_string()))
+            .collect();
         probes.push(Probe {
             id: r.id.clone(),
             host: host.clone(),
             role,
-            config_sha: k3s::sha256_hex(config.as_bytes()),
+            attrs: r.attrs.clone(),
+            secrets,
         });
     }
     let mut out = Refreshed::default();
@@ -102,6 +106,16 @@ pub async fn refresh(
         let Ok((p, facts)) = joined else { continue };
         match facts {
             Ok(f) => {
+                let pairs: Vec<(&str, &str)> =
+                    p.secrets.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let config = k3s::render_config(
+                    &env.name,
+                    &p.host.name,
+                    p.role,
+                    &f.selinux.config(&p.attrs),
+                    &pairs,
+                )?;
+                let config_sha = k3s::sha256_hex(config.as_bytes());
                 let sha = shas
                     .entry(f.arch.clone())
                     .or_insert_with(|| bundle_sha(&f.arch))
@@ -109,7 +123,7 @@ pub async fn refresh(
                 let mut why = drift_of(
                     &f,
                     p.role,
-                    &p.config_sha,
+                    &config_sha,
                     &env.cluster.version,
                     sha.as_deref(),
                 );

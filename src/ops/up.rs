@@ -18,7 +18,7 @@ use crate::graph::{self, Action, Dep, Kind, Plan, ResourceGraph};
 use crate::k3s::{self, Applied, NodeSpec};
 use crate::recipe::{Environment, Host, Role};
 use crate::registry::kubeconfig;
-use crate::ssh::{HostConn, Pool};
+use crate::ssh::{HostConn, Pool, Remote};
 use crate::state::{HostState, ResourceState, Secret, State, Status, Store, now};
 
 /// What `up` did.
@@ -748,7 +748,14 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
         .map(|r| r.attrs.clone())
         .unwrap_or_default();
     let pairs: Vec<(&str, &str)> = secrets.iter().map(|(k, v)| (*k, v.expose())).collect();
-    let config = k3s::render_config(&ctx.env().name, &host, role, &attrs, &pairs)?;
+    // Host-dependent keys (`selinux: true` on an enforcing host) join at rendering.
+    let config = k3s::render_config(
+        &ctx.env().name,
+        &host,
+        role,
+        &facts.selinux.config(&attrs),
+        &pairs,
+    )?;
     // Labels and taints reach a live node only through the API (k3s applies them when
     // a node registers): a change of only those keys needs no restart.
     let before = {
@@ -791,6 +798,30 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
     } else {
         None
     };
+    // An enforcing SELinux host needs the policy packages before k3s (install.sh's
+    // SELinux step is skipped with INSTALL_K3S_SKIP_DOWNLOAD): docs/k3s.md, "SELinux".
+    let missing = facts.selinux.missing();
+    if !missing.is_empty() {
+        ctx.obs.event(Event::Progress {
+            id: step.id.clone(),
+            message: format!("installing {}", missing.join(", ")),
+        });
+        let out = conn
+            .run(
+                &k3s::selinux::install_script(&missing),
+                None,
+                true,
+                std::time::Duration::from_secs(600),
+            )
+            .await?;
+        if !out.success() {
+            return Err(OpsError::K3s(k3s::K3sError::SelinuxPackages {
+                host,
+                missing: missing.iter().map(|m| (*m).to_string()).collect(),
+                detail: out.tail().lines().last().unwrap_or("").to_string(),
+            }));
+        }
+    }
     // From here on the host may hold k3s files: `down` must uninstall it.
     let bin_dir = facts.bin_dir(&host)?;
     with_state(ctx, |st| {

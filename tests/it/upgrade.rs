@@ -2,7 +2,7 @@
 //! that restart in the documented order, drift seen by the refresh, labels and taints
 //! on live nodes, air-gap images, host firewalls.
 //!
-//! Fleet hosts of this module are named `ug-*` and use 10.250.0.61 and .84-.89.
+//! Fleet hosts of this module are named `ug-*` and use 10.250.0.61-63 and .84-.89.
 
 use std::path::{Path, PathBuf};
 
@@ -341,28 +341,7 @@ fn closed_host_firewall_is_refused_with_the_commands_that_open_it() {
         return;
     }
     let fleet = Fleet::start(&["ug-fw"], 61);
-    let double = std::fs::read(root().join("tests/fleet/doubles/ufw")).expect("ufw double");
-    let out = std::process::Command::new("bash")
-        .arg(root().join("tests/fleet/fleet.sh"))
-        .args([
-            "exec",
-            "ug-fw",
-            "--",
-            "sh",
-            "-c",
-            "cat > /usr/sbin/ufw && chmod 755 /usr/sbin/ufw",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            if let Some(mut i) = c.stdin.take() {
-                i.write_all(&double)?;
-            }
-            c.wait_with_output()
-        })
-        .expect("install the ufw double");
-    assert!(out.status.success(), "{}", text(&out));
+    install_double(&fleet, "ug-fw", "ufw", "/usr/sbin/ufw");
     fleet.exec_ok("ug-fw", "ufw allow 22/tcp");
     let ws = Workspace::new("uf");
     ws.write_inventory(&fleet.defs(), "ops");
@@ -443,4 +422,82 @@ fn read_only_usr_local_bin_falls_back_to_opt_bin() {
         "",
         "left in /opt/bin"
     );
+}
+
+/// Put the test double `tests/fleet/doubles/NAME` on `host` at `dest`.
+fn install_double(fleet: &Fleet, host: &str, name: &str, dest: &str) {
+    let double = std::fs::read(root().join("tests/fleet/doubles").join(name)).expect("double");
+    let out = std::process::Command::new("bash")
+        .arg(root().join("tests/fleet/fleet.sh"))
+        .args([
+            "exec",
+            host,
+            "--",
+            "sh",
+            "-c",
+            &format!("cat > {dest} && chmod 755 {dest}"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            if let Some(mut i) = c.stdin.take() {
+                i.write_all(&double)?;
+            }
+            c.wait_with_output()
+        })
+        .expect("install a double");
+    assert!(out.status.success(), "{name} on {host}: {}", text(&out));
+    assert!(
+        fleet.hosts.iter().any(|(n, _)| n == host),
+        "{host} is not in this fleet"
+    );
+}
+
+/// An enforcing SELinux host: install.sh's SELinux step is skipped with a bundle, so
+/// continuum installs container-selinux and k3s-selinux when the host reaches its
+/// repositories, else stops before any change naming them; the node runs with
+/// `selinux: true`, and the refresh sees that as converged.
+#[test]
+fn enforcing_selinux_gets_its_packages_or_a_clear_error() {
+    if !fleet_available("enforcing_selinux_gets_its_packages_or_a_clear_error") {
+        return;
+    }
+    let fleet = Fleet::start(&["ug-se"], 63);
+    install_double(&fleet, "ug-se", "getenforce", "/usr/sbin/getenforce");
+    install_double(&fleet, "ug-se", "rpm", "/usr/bin/rpm");
+    install_double(&fleet, "ug-se", "dnf", "/usr/bin/dnf");
+    fleet.exec_ok(
+        "ug-se",
+        "mkdir -p /etc/selinux-double && echo Enforcing > /etc/selinux-double/mode",
+    );
+    let ws = Workspace::new("use");
+    ws.write_inventory(&fleet.defs(), "ops");
+    ws.write_recipe(&["ug-se"], "");
+    let up = ws.up();
+    let all = text(&up);
+    assert_eq!(up.status.code(), Some(3), "{all}");
+    assert!(
+        all.contains("enforces SELinux and lacks container-selinux and k3s-selinux"),
+        "{all}"
+    );
+    assert_eq!(
+        fleet.k3s_leftovers("ug-se"),
+        "",
+        "k3s went on without its policy"
+    );
+
+    fleet.exec_ok(
+        "ug-se",
+        "mkdir -p /etc/dnf-double && touch /etc/dnf-double/online",
+    );
+    assert_ok(&ws.up(), "up once the repositories are reachable");
+    fleet.exec_ok("ug-se", "rpm -q container-selinux k3s-selinux");
+    let config = fleet.exec_ok("ug-se", "cat /etc/rancher/k3s/config.yaml");
+    assert!(config.contains("selinux: true"), "{config}");
+    assert!(
+        text(&ws.up()).contains("0 to change"),
+        "refresh agrees with selinux: true"
+    );
+    assert_ok(&ws.run(&["down", "use", "--yes"]), "down");
 }
