@@ -1,6 +1,6 @@
 //! `continuum inventory probe`: what a host is, read over SSH in one round trip.
 //!
-//! The script only reads the real paths of REFERENCE.md §1 (`/proc/device-tree/model`
+//! The script only reads the real paths of docs/k3s.md ("Devices and sizing") (`/proc/device-tree/model`
 //! or `/sys/firmware/devicetree/base/model`, `/etc/nv_tegra_release`,
 //! `/sys/fs/cgroup/cgroup.controllers` or `/proc/cgroups`, `/boot/firmware/cmdline.txt`
 //! or `/boot/cmdline.txt`, the nvidia-container-runtime locations k3s looks at); it
@@ -188,7 +188,7 @@ impl Facts {
         }
     }
 
-    /// iptables 1.8.0 to 1.8.4 is buggy under k3s: use its bundled copy (REFERENCE.md §1).
+    /// iptables 1.8.0 to 1.8.4 is buggy under k3s: use its bundled copy (docs/k3s.md, "Devices and sizing").
     pub fn needs_bundled_iptables(&self) -> bool {
         let Some(v) = &self.iptables else {
             return false;

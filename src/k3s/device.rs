@@ -1,5 +1,5 @@
-//! Raspberry Pi and NVIDIA Jetson preparation (REFERENCE.md §1, "Raspberry Pi" and
-//! "NVIDIA Jetson"): the device-derived k3s config keys and labels, the idempotent
+//! Raspberry Pi and NVIDIA Jetson preparation (docs/k3s.md, "Devices and sizing"):
+//! the device-derived k3s config keys and labels, the idempotent
 //! cmdline.txt edit, reboot + reconnect, and the checks that must hold before and
 //! after k3s starts. Every remote step reads first and changes only what differs.
 //!

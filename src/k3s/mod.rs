@@ -1,4 +1,4 @@
-//! k3s on a host, following the install contract in REFERENCE.md §1.
+//! k3s on a host, following the install contract in docs/k3s.md.
 //!
 //! Every step checks before it changes: `apply_node` reads the host's facts first and
 //! does nothing when config.yaml, the binary version and the service already match.
@@ -51,7 +51,7 @@ pub enum K3sError {
     #[error("`{host}` is {arch}; k3s has no build for it")]
     UnsupportedArch { host: String, arch: String },
     #[error(
-        "`{host}` is a {model} with the memory cgroup off, which k3s needs; nothing was installed there.\n  Run `continuum inventory probe INVENTORY --host {host}`, then `up` again: continuum then enables it in cmdline.txt, reboots the Pi and verifies it (REFERENCE.md §1)"
+        "`{host}` is a {model} with the memory cgroup off, which k3s needs; nothing was installed there.\n  Run `continuum inventory probe INVENTORY --host {host}`, then `up` again: continuum then enables it in cmdline.txt, reboots the Pi and verifies it (docs/k3s.md, \"Devices and sizing\")"
     )]
     MemoryCgroupOff { host: String, model: String },
     #[error("the bundle {dir} has no k3s binary for {arch} (expected {file}) needed by `{host}`")]
@@ -164,8 +164,8 @@ impl Facts {
 }
 
 impl Facts {
-    /// A Raspberry Pi (REFERENCE.md §1: detected by its device-tree model).
-    /// An NVIDIA Jetson (device-tree model, REFERENCE.md §1).
+    /// A Raspberry Pi (docs/k3s.md, "Devices and sizing": detected by its device-tree model).
+    /// An NVIDIA Jetson (device-tree model; docs/k3s.md, "Devices and sizing").
     pub fn is_jetson(&self) -> bool {
         self.model.as_deref().is_some_and(|m| m.contains("Jetson"))
     }

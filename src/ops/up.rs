@@ -44,7 +44,7 @@ struct Step {
 }
 
 /// At most this many agents join at once: a join costs the server a CPU spike
-/// (REFERENCE.md §1, "Sizing").
+/// (docs/k3s.md, "Devices and sizing").
 const JOIN_BATCH: usize = 50;
 
 pub(super) struct Ctx {

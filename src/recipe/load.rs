@@ -16,7 +16,7 @@ use super::diag::{Diagnostic, Pos, Severity, Sink, did_you_mean};
 use super::model::{Cluster, Environment, Host, Images, Install, KubeconfigTarget, Share, Upgrade};
 use super::raw::{self, InstallSource, RoleHint};
 
-/// Default online install script (REFERENCE.md §1).
+/// Default online install script (docs/k3s.md, "Install script").
 pub const DEFAULT_SCRIPT_URL: &str = "https://get.k3s.io";
 const DEFAULT_READINESS_TIMEOUT: u64 = 300;
 const FLANNEL_BACKENDS: &[&str] = &["vxlan", "host-gw", "wireguard-native", "none"];
