@@ -18,6 +18,10 @@ use crate::recipe::Role;
 
 pub const STATE_VERSION: u32 = 1;
 
+/// How long `Store::lock` waits for a lock that this very process still seems to hold
+/// (see there).
+const SELF_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot access state directory {path}")]
@@ -293,28 +297,47 @@ impl Store {
             .mode(0o600)
             .open(&path)
             .map_err(err)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                return Err(StateError::Locked {
-                    env: self.env.clone(),
-                    pid: if pid.trim().is_empty() {
-                        "unknown".into()
-                    } else {
-                        pid.trim().to_string()
-                    },
-                    lock: path,
-                });
+        // A lock this process released a moment ago can still be held by a child that
+        // another thread forked before the release and that has not exec'd yet (the
+        // forked descriptor shares the lock until exec closes it): when the holder is
+        // this very process, wait a little before calling it locked.
+        let own = std::process::id().to_string();
+        let mut waited = std::time::Duration::ZERO;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let holder = Self::holder(&mut file);
+                    if holder != own || waited >= SELF_LOCK_WAIT {
+                        return Err(StateError::Locked {
+                            env: self.env.clone(),
+                            pid: if holder.is_empty() {
+                                "unknown".into()
+                            } else {
+                                holder
+                            },
+                            lock: path.clone(),
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    waited += std::time::Duration::from_millis(10);
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
         }
         file.set_len(0).map_err(err)?;
         file.rewind().map_err(err)?;
         write!(file, "{}", std::process::id()).map_err(err)?;
         file.flush().map_err(err)?;
         Ok(Lock { _file: file, path })
+    }
+
+    /// The PID the lock file names (empty when unreadable).
+    fn holder(file: &mut File) -> String {
+        let mut pid = String::new();
+        let _ = file.rewind();
+        let _ = file.read_to_string(&mut pid);
+        pid.trim().to_string()
     }
 
     pub fn exists(&self) -> bool {
