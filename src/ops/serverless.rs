@@ -34,7 +34,9 @@ pub enum LayerError {
     OscarCli(#[from] OscarCliError),
     #[error("no OSCAR credentials in state for environment `{0}`")]
     NoCredentials(String),
-    #[error("`{host}` is {arch}: OSCAR's images exist for amd64 and arm64 only (REFERENCE.md §2)")]
+    #[error(
+        "`{host}` is {arch}: OSCAR's images exist for amd64 and arm64 only (docs/oscar.md, \"Architectures\")"
+    )]
     UnsupportedArch { host: String, arch: String },
 }
 

@@ -1178,7 +1178,7 @@ async fn endpoint_step(ctx: &Ctx, step: &Step) -> Result<bool, OpsError> {
     if arch == "mixed" {
         ctx.obs.event(Event::Warning {
             message: format!(
-                "OSCAR cluster `{}` has nodes of several architectures ({}): keep one architecture per OSCAR cluster (REFERENCE.md §2)",
+                "OSCAR cluster `{}` has nodes of several architectures ({}): keep one architecture per OSCAR cluster (docs/oscar.md, \"Architectures\")",
                 sl.cluster_id,
                 arches.iter().map(|(n, a)| format!("{n}={a}")).collect::<Vec<_>>().join(", ")
             ),

@@ -720,7 +720,7 @@ fn check_recipe(
     };
 
     // The OSCAR serverless layer (issue 4); OSCAR's ingress is nginx-class, so the
-    // nginx mode needs k3s's bundled traefik off (REFERENCE.md §2).
+    // nginx mode needs k3s's bundled traefik off (docs/oscar.md, "Ingress").
     let mut serverless = r
         .serverless
         .as_ref()
