@@ -181,27 +181,36 @@ mod tests {
         g
     }
 
-    #[tokio::test]
-    async fn failure_skips_only_descendants() {
-        let g = diamond();
+    /// Walk `g` (nodes named by their weight) where only `failing` fails, with `error`.
+    async fn walk_failing<E: Edge>(
+        g: &DiGraph<&'static str, E>,
+        failing: &'static str,
+        error: &'static str,
+    ) -> Vec<Outcome> {
         let names: Vec<&str> = g.node_weights().copied().collect();
-        let out = walk(
-            &g,
+        walk(
+            g,
             4,
             &CancellationToken::new(),
             |n| (*n).to_string(),
             |ix| {
                 let name = names[ix.index()];
                 async move {
-                    if name == "a" {
-                        Err("boom".to_string())
+                    if name == failing {
+                        Err(error.to_string())
                     } else {
                         Ok(())
                     }
                 }
             },
         )
-        .await;
+        .await
+    }
+
+    #[tokio::test]
+    async fn failure_skips_only_descendants() {
+        let g = diamond();
+        let out = walk_failing(&g, "a", "boom").await;
         assert_eq!(out[0], Outcome::Done);
         assert_eq!(out[1], Outcome::Failed("boom".into()));
         assert_eq!(
@@ -289,23 +298,7 @@ mod tests {
 
         // The first server failing still skips everything that needs it, through
         // after-edges too only where a needs-edge reaches.
-        let out = walk(
-            &g,
-            4,
-            &CancellationToken::new(),
-            |n| (*n).to_string(),
-            |ix| {
-                let name = names[ix.index()];
-                async move {
-                    if name == "server" {
-                        Err("down".to_string())
-                    } else {
-                        Ok(())
-                    }
-                }
-            },
-        )
-        .await;
+        let out = walk_failing(&g, "server", "down").await;
         for n in [a1, a2, gpu, ready, kc] {
             assert_eq!(
                 out[n.index()],
