@@ -155,7 +155,8 @@ pub async fn down(
                                     }
                                 })?;
                                 let conn = pool.get(&target).await.map_err(|e| {
-                                    down_forget_hint(OpsError::from(e), &env, &host)
+                                    let forget = format!("continuum down {env} --forget {host}");
+                                    forget_hint(OpsError::from(e), &host, forget)
                                 })?;
                                 obs.event(Event::Progress {
                                     id: id.clone(),
@@ -340,20 +341,6 @@ pub async fn down(
         results,
         state_deleted,
     })
-}
-
-/// An unreachable host during `down`: name the `--forget` way out.
-fn down_forget_hint(e: OpsError, env: &str, host: &str) -> OpsError {
-    match forget_hint(e, env, host) {
-        OpsError::Shrink(super::shrink::ShrinkError::Unreachable { host, source, .. }) => {
-            OpsError::Shrink(super::shrink::ShrinkError::Unreachable {
-                forget: format!("continuum down {env} --forget {host}"),
-                host,
-                source,
-            })
-        }
-        other => other,
-    }
 }
 
 fn remove_kubeconfig(st: &mut State) -> Result<(), OpsError> {

@@ -1041,9 +1041,10 @@ async fn delete_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
     }
     // The host first: one that is gone is not drained for nothing, and the error says
     // how to forget it.
-    let conn = connect(ctx, &host)
-        .await
-        .map_err(|e| forget_hint(e, &ctx.env().name, &host))?;
+    let conn = connect(ctx, &host).await.map_err(|e| {
+        let forget = format!("continuum nodes remove {} {host} --forget", ctx.env().name);
+        forget_hint(e, &host, forget)
+    })?;
     let server = if ctx.env().cluster.init_server() != host && step.role.is_some() {
         let init = ctx.env().cluster.init_server().to_string();
         let server = connect(ctx, &init).await?;
@@ -1085,12 +1086,13 @@ pub(super) fn needs_uninstall(st: &State, id: &str, host: &str) -> bool {
         || st.hosts.get(host).is_some_and(|h| h.k3s_installed)
 }
 
-/// An unreachable host that must be uninstalled: say how to drop it for good.
-pub(super) fn forget_hint(e: OpsError, env: &str, host: &str) -> OpsError {
+/// An unreachable host that must be uninstalled: say how to drop it for good with
+/// `forget` (the command that drops it without contacting it).
+pub(super) fn forget_hint(e: OpsError, host: &str, forget: String) -> OpsError {
     if e.is_unreachable() {
         OpsError::Shrink(super::shrink::ShrinkError::Unreachable {
             host: host.to_string(),
-            forget: format!("continuum nodes remove {env} {host} --forget"),
+            forget,
             source: Box::new(e),
         })
     } else {
