@@ -300,10 +300,13 @@ setup_host_net_locked() {
     local name=$1 ip=$2 ns veth other
     ns=$(netns_of "$name"); veth=$(veth_of "$name")
     # the IP must not belong to another host of this fleet
+    # (A host being deleted by another test at the same moment may lose its ip file
+    # between the glob and the read: a host that is gone owns no IP.)
+    local theirs
     for other in "$FLEET_RUN"/*/ip; do
-        [ -e "$other" ] || continue
         [ "$(basename "$(dirname "$other")")" = "$name" ] && continue
-        [ "$(<"$other")" = "$ip" ] && die "IP $ip already belongs to host $(basename "$(dirname "$other")")"
+        theirs=$(cat "$other" 2>/dev/null) || continue
+        [ "$theirs" = "$ip" ] && die "IP $ip already belongs to host $(basename "$(dirname "$other")")"
     done
     ensure_bridge_locked
     [ -e "/run/netns/$ns" ] || ip netns add "$ns"
