@@ -254,8 +254,18 @@ pub fn check_toolkit(host: &str, f: &Facts) -> Result<(), DeviceError> {
 
 /// After k3s started: containerd's generated config must list the nvidia runtime.
 pub async fn verify_containerd_nvidia<R: Remote>(r: &R) -> Result<(), DeviceError> {
+    // On openrc the service start returns before k3s wrote the file: wait for it.
+    let wait = crate::k3s::START_WAIT;
     let out = r
-        .run(&format!("cat {CONTAINERD_CONFIG}"), None, true, SHORT)
+        .run(
+            &format!(
+                "i=0; while [ ! -s {CONTAINERD_CONFIG} ] && [ $i -lt {n} ]; do sleep 0.5; i=$((i+1)); done; cat {CONTAINERD_CONFIG}",
+                n = wait.as_secs() * 2
+            ),
+            None,
+            true,
+            wait + SHORT,
+        )
         .await?;
     if out.success() && lists_nvidia_runtime(&out.stdout) {
         Ok(())

@@ -36,6 +36,9 @@ pub const WORK_DIR: &str = "/var/lib/continuum";
 const CONFIG_TEMPLATE: &str = include_str!("../../templates/k3s-config.yaml.tera");
 const SHORT: Duration = Duration::from_secs(60);
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long k3s may take, after its service started, to write what continuum reads next
+/// (tokens, containerd's config): the start returns early on openrc.
+pub(crate) const START_WAIT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum K3sError {
@@ -92,6 +95,10 @@ pub enum K3sError {
         "root cannot write /usr/local/bin on `{host}` and /opt/bin does not exist: k3s's install script has nowhere to put its binary; create /opt/bin (it is used then) and run `up` again"
     )]
     NoBinDir { host: String },
+    #[error(
+        "`{host}` has neither systemd nor openrc, and k3s's install script needs one of them to supervise k3s; nothing was changed there (docs/k3s.md, \"Service managers\")"
+    )]
+    NoServiceManager { host: String },
     #[error("cannot read {path}")]
     Local {
         path: PathBuf,
@@ -114,6 +121,15 @@ pub enum K3sError {
     Protocol { host: String, detail: String },
 }
 
+/// The service manager k3s's install script uses on a host, decided as the script does:
+/// openrc when `/sbin/openrc-run` is executable, else systemd when `systemctl` exists
+/// (docs/k3s.md, "Service managers").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceManager {
+    Systemd,
+    Openrc,
+}
+
 /// What a host looks like now, as far as k3s is concerned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
@@ -123,7 +139,9 @@ pub struct Facts {
     pub version: Option<String>,
     pub binary_sha: Option<String>,
     pub script_sha: Option<String>,
-    /// Installed units (k3s, k3s-agent) and whether they are active.
+    /// systemd or openrc; `None` when the host has neither.
+    pub service_manager: Option<ServiceManager>,
+    /// Installed k3s services (k3s, k3s-agent) of that manager and whether they run.
     pub units: BTreeMap<String, bool>,
     /// Device-tree model (`Raspberry Pi 5 Model B Rev 1.0`), when the host has one.
     pub model: Option<String>,
@@ -144,6 +162,14 @@ pub struct Facts {
 }
 
 impl Facts {
+    /// The host's service manager, or the error that stops before any change.
+    pub fn service_manager(&self, host: &str) -> Result<ServiceManager, K3sError> {
+        self.service_manager
+            .ok_or_else(|| K3sError::NoServiceManager {
+                host: host.to_string(),
+            })
+    }
+
     /// The directory install.sh uses on this host (docs/k3s.md, "Binary directory"):
     /// where k3s already is, else `/usr/local/bin` when root can write it, else
     /// `/opt/bin` when it exists.
@@ -201,11 +227,21 @@ fi
 for f in /var/lib/rancher/k3s/agent/images/k3s-airgap-images-*; do
   [ -f "$f" ] && echo "images=$(basename "$f"):$(sha256sum "$f" | cut -d' ' -f1)"
 done
-for u in k3s k3s-agent; do
-  if [ -f /etc/systemd/system/$u.service ]; then
-    if systemctl is-active --quiet $u 2>/dev/null; then echo "unit=$u:active"; else echo "unit=$u:inactive"; fi
-  fi
-done
+if [ -x /sbin/openrc-run ]; then
+  echo init=openrc
+  for u in k3s k3s-agent; do
+    if [ -f /etc/init.d/$u ]; then
+      if rc-service $u status >/dev/null 2>&1; then echo "unit=$u:active"; else echo "unit=$u:inactive"; fi
+    fi
+  done
+elif [ -x /bin/systemctl ] || command -v systemctl >/dev/null 2>&1; then
+  echo init=systemd
+  for u in k3s k3s-agent; do
+    if [ -f /etc/systemd/system/$u.service ]; then
+      if systemctl is-active --quiet $u 2>/dev/null; then echo "unit=$u:active"; else echo "unit=$u:inactive"; fi
+    fi
+  done
+fi
 true"#;
 
 fn k3s_arch(uname: &str) -> Option<&'static str> {
@@ -300,6 +336,13 @@ pub async fn facts<R: Remote>(r: &R) -> Result<Facts, K3sError> {
             "bindir" => f.bin_dir = Some(v),
             "bindir_ro" => f.bin_dir_read_only = true,
             "optbin" => f.opt_bin = true,
+            "init" => {
+                f.service_manager = match v.as_str() {
+                    "openrc" => Some(ServiceManager::Openrc),
+                    "systemd" => Some(ServiceManager::Systemd),
+                    _ => None,
+                }
+            }
             k if f.firewall.read(k, &v) || f.selinux.read(k, &v) => {}
             "images" => {
                 if let Some((name, sha)) = v.split_once(':') {
@@ -415,7 +458,7 @@ fn role_word(role: Role) -> &'static str {
 
 /// The remote commands `apply_node` may run, for `plan --verbose`.
 pub fn describe_apply(spec: &NodeSpec<'_>) -> Vec<String> {
-    let mut v = vec!["read facts: uname -m; sha256sum /etc/rancher/k3s/config.yaml; k3s --version; systemctl is-active".to_string()];
+    let mut v = vec!["read facts: uname -m; sha256sum /etc/rancher/k3s/config.yaml; k3s --version; systemctl is-active (rc-service status on openrc)".to_string()];
     match spec.install {
         Install::Bundle { dir, images } => {
             if *images == Images::Bundle {
@@ -453,6 +496,7 @@ pub async fn apply_node<R: Remote>(
 ) -> Result<Applied, K3sError> {
     let host = r.name().to_string();
     let unit = unit_of(spec.role);
+    facts.service_manager(&host)?;
     let bin_dir = facts.bin_dir(&host)?;
     let other = unit_of(match spec.role {
         Role::Server => Role::Agent,
@@ -649,12 +693,17 @@ pub async fn read_agent_token<R: Remote>(r: &R) -> Result<String, K3sError> {
 }
 
 async fn read_secure_token<R: Remote>(r: &R, path: &str, kind: &str) -> Result<String, K3sError> {
+    // openrc's start returns once k3s is spawned, before it wrote its tokens (systemd's
+    // Type=notify returns after): wait for the file (docs/k3s.md, "Service managers").
     let out = run_root(
         r,
         "reading the join token",
-        &format!("cat {path}"),
+        &format!(
+            "i=0; while [ ! -s {path} ] && [ $i -lt {n} ]; do sleep 0.5; i=$((i+1)); done; cat {path}",
+            n = START_WAIT.as_secs() * 2
+        ),
         None,
-        SHORT,
+        START_WAIT + SHORT,
     )
     .await?;
     let token = out.stdout.trim().to_string();
@@ -1082,7 +1131,8 @@ pub fn leftovers(role: Option<crate::recipe::Role>) -> String {
     format!(
         "the k3s binary and scripts in /usr/local/bin or /opt/bin (k3s, kubectl/crictl/ctr links, \
          k3s-killall.sh, {script}); the {unit} service (/etc/systemd/system/{unit}.service \
-         and {unit}.service.env, or /etc/init.d/{unit} on openrc); /etc/rancher/k3s, \
+         and {unit}.service.env, or on openrc /etc/init.d/{unit}, /var/log/{unit}.log and \
+         /etc/logrotate.d/{unit}); /etc/rancher/k3s, \
          /etc/rancher/node, /var/lib/rancher/k3s, /var/lib/kubelet, /var/lib/cni, /run/k3s; \
          {WORK_DIR}; running containers, CNI interfaces (cni0, flannel.1) and KUBE-/CNI- \
          iptables rules. If the device comes back with k3s still running it tries to join \

@@ -677,6 +677,9 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
         message: "reading host facts".into(),
     });
     let facts = k3s::facts(conn.as_ref()).await?;
+    // install.sh needs systemd or openrc: a host with neither is refused here, before
+    // anything below changes it (docs/k3s.md, "Service managers").
+    facts.service_manager(&host).map_err(OpsError::K3s)?;
     // An active ufw/firewalld must already let in what k3s needs (docs/k3s.md, "Host
     // firewalls"): refused before any change, with the commands that open it.
     {

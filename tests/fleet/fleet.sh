@@ -47,6 +47,7 @@ BINFMT_NAME=qemu-aarch64
 
 SAFE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
+DOUBLES_DIR=$(dirname "$SELF")/doubles
 
 usage() {
     cat <<EOF
@@ -73,6 +74,9 @@ usage: fleet.sh COMMAND [ARGS]
   list                     one line per host: NAME IP running|stopped
   password NAME USER       a "fresh device image": set USER's password (read from
                            stdin), remove USER's authorized_keys, allow password logins
+  service NAME systemd|openrc|none
+                           the host's service manager (TEST DOUBLES, see "Service
+                           managers" below); a new host starts with systemd
   persona NAME pi|jetson [K=V...]
                            make a running host look like a Raspberry Pi or a Jetson
                            (TEST DOUBLES of device firmware; see "Personas" below):
@@ -418,6 +422,10 @@ host_init() {
       printf '%s\t%s # fleet\n' "$ip" "$name"; } >"$r/etc/hosts.new"
     mv "$r/etc/hosts.new" "$r/etc/hosts"
     [ -s "$r/etc/machine-id" ] || od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$r/etc/machine-id"
+    # a new host's service manager: the systemctl double (kept across restarts)
+    if [ ! -s "$h/service" ]; then
+        set_service_manager "$r" systemd && printf 'systemd\n' >"$h/service"
+    fi
 
     # access
     local key
@@ -689,6 +697,42 @@ cmd_list() {
 }
 
 # ----------------------------------------------------------------------------
+# Service managers: TEST DOUBLES (not systemd, not OpenRC). The rootfs has no service
+# manager; every host gets one double of it, chosen per host, so the k3s install script
+# (real or double) and continuum see what they would see on a real device:
+#   systemd -> /usr/bin/systemctl (tests/fleet/doubles/systemctl)
+#   openrc  -> /sbin/openrc-run, /sbin/rc-service, /sbin/rc-update (tests/fleet/doubles/openrc)
+#   none    -> neither (install.sh refuses such a host)
+# plus /etc/fleet/boot.d/50-services, which starts the enabled services at each boot.
+# ----------------------------------------------------------------------------
+set_service_manager() { # ROOT KIND: make KIND the service manager of the host at ROOT
+    local r=$1 kind=$2 f
+    rm -f "$r/usr/bin/systemctl" "$r/sbin/openrc-run" "$r/sbin/rc-service" "$r/sbin/rc-update"
+    case $kind in
+        systemd) install -m 0755 "$DOUBLES_DIR/systemctl" "$r/usr/bin/systemctl" ;;
+        openrc) for f in openrc-run rc-service rc-update; do
+                    install -m 0755 "$DOUBLES_DIR/openrc" "$r/sbin/$f"
+                done ;;
+        none) ;;
+        *) die "service: kind must be systemd, openrc or none (not '$kind')" ;;
+    esac
+    mkdir -p "$r/etc/fleet/boot.d"
+    install -m 0755 "$DOUBLES_DIR/boot-services" "$r/etc/fleet/boot.d/50-services"
+}
+
+cmd_service() {
+    [ $# -eq 2 ] || die "usage: fleet.sh service NAME systemd|openrc|none"
+    local name=$1 kind=$2 pid
+    case $kind in systemd | openrc | none) ;; *) die "service: kind must be systemd, openrc or none" ;; esac
+    need_root; need_host "$name"
+    pid=$(running_pid "$name") || die "host $name is not running"
+    nsenter -t "$pid" -m -- bash "$SELF" __service "$(hostdir "$name")/root" "$kind" ||
+        die "service: could not set $kind on $name"
+    printf '%s\n' "$kind" >"$(hostdir "$name")/service"
+    log "service: $name now has the $kind double as its service manager"
+}
+
+# ----------------------------------------------------------------------------
 # Personas: TEST DOUBLES OF DEVICE FIRMWARE (not product code, not real devices).
 #
 # A persona makes an amd64 fleet host present the device files continuum's probe and
@@ -922,6 +966,8 @@ main() {
         down-all) cmd_down_all "$@" ;;
         list) cmd_list "$@" ;;
         persona) cmd_persona "$@" ;;
+        service) cmd_service "$@" ;;
+        __service) set_service_manager "$@" ;;   # internal: run inside a host's mount ns
         password) cmd_password "$@" ;;
         binfmt) cmd_binfmt "$@" ;;
         __init) host_init "$@" ;;   # internal: PID 1 of a host (started by `up`)

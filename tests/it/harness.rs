@@ -122,6 +122,11 @@ impl Fleet {
         out
     }
 
+    /// Give a host another service manager double: `systemd`, `openrc` or `none`.
+    pub fn service(&self, name: &str, kind: &str) {
+        must(fleet_sh(&["service", name, kind]), "fleet.sh service");
+    }
+
     pub fn stop(&self, name: &str) {
         must(fleet_sh(&["stop", name]), "fleet.sh stop");
     }

@@ -10,6 +10,7 @@ mod e2e;
 mod edge;
 mod harness;
 mod offline;
+mod openrc;
 mod oscar;
 mod recipes;
 mod upgrade;

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 
 use crate::harness::{Fleet, Workspace, assert_ok, fleet_available, path_str, root, text};
 
-const FROM: &str = "v1.31.4+k3s1";
-const TO: &str = "v1.32.1+k3s1";
+pub(crate) const FROM: &str = "v1.31.4+k3s1";
+pub(crate) const TO: &str = "v1.32.1+k3s1";
 
 /// A copy of the k3s double's bundle whose binaries report `version` (the double's
 /// version is one constant; the install script reads it from the binary).
-fn bundle_at(dir: &Path, version: &str) -> PathBuf {
+pub(crate) fn bundle_at(dir: &Path, version: &str) -> PathBuf {
     let b = dir.join(format!("bundle-{version}"));
     std::fs::create_dir_all(&b).expect("bundle dir");
     let src = root().join("tests/k3s-double");

@@ -1,10 +1,9 @@
 #!/bin/sh
 # k3s TEST DOUBLE install script -- this is NOT the real get.k3s.io script.
 # It stands in for it in continuum's end-to-end tests (air-gap only: it never
-# downloads anything) and enforces the contract of REFERENCE.md section 1 strictly.
-# On hosts without systemd it also installs a systemctl double
-# (/usr/local/bin/systemctl) and a fleet boot hook (/etc/fleet/boot.d/k3s-double).
-# See tests/k3s-double/README.md.
+# downloads anything) and enforces the contract of docs/k3s.md strictly. It drives
+# the host's service manager (systemd or openrc; on the test fleet, the doubles of
+# tests/fleet/doubles) as the real script does. See tests/k3s-double/README.md.
 set -e
 set -o noglob
 
@@ -31,6 +30,20 @@ if [ "$(id -u)" -ne 0 ]; then
     [ -f "$0" ] || fatal "double: run install.sh as root, or from a file so it can re-run itself with sudo"
     keep=$(echo $SET_VARS | tr ' ' ',')
     exec sudo -n ${keep:+--preserve-env=$keep} sh "$0" "$@"
+fi
+
+# --- service manager, decided before anything is written, in the real script's order:
+# openrc when /sbin/openrc-run is executable, else systemd when /bin/systemctl is or
+# systemctl is on PATH, else a fatal error (k3s-io/k3s install.sh `verify_system`,
+# docs/k3s.md "Service managers").
+HAS_OPENRC=false
+HAS_SYSTEMD=false
+if [ -x /sbin/openrc-run ]; then
+    HAS_OPENRC=true
+elif [ -x /bin/systemctl ] || command -v systemctl >/dev/null 2>&1; then
+    HAS_SYSTEMD=true
+else
+    fatal "double: this host has neither openrc (/sbin/openrc-run) nor systemd (systemctl) to supervise k3s"
 fi
 
 # --- quoting (the double's own) ---------------------------------------------------------
@@ -93,11 +106,14 @@ case "${K3S_URL}" in
     *) fatal "Only https:// URLs are supported for K3S_URL (have ${K3S_URL})" ;;
 esac
 
-# ExecStart continuation lines: one quoted argument a line.
+# ExecStart continuation lines: one quoted argument a line. openrc's command_args: the
+# same words on one line (the shell that starts the service splits and evaluates them).
 CMD_K3S_EXEC="${CMD_K3S}"
+RC_ARGS="${CMD_K3S}"
 for a in "$@"; do
     CMD_K3S_EXEC="${CMD_K3S_EXEC} \\
 	$(sq "$a")"
+    RC_ARGS="${RC_ARGS} $(sq "$a" | sed 's/["$`\\]/\\&/g')"
 done
 
 if [ "${CMD_K3S}" = server ]; then
@@ -121,15 +137,19 @@ else
         BIN_DIR=/opt/bin
     fi
 fi
-FILE_K3S_SERVICE=/etc/systemd/system/${SYSTEM_NAME}.service
-FILE_K3S_ENV=/etc/systemd/system/${SYSTEM_NAME}.service.env
+# Service and env files per service manager (install.sh `setup_env`): systemd keeps both
+# in /etc/systemd/system, openrc has /etc/init.d/NAME and /etc/rancher/k3s/NAME.env.
+if [ "${HAS_SYSTEMD}" = true ]; then
+    FILE_K3S_SERVICE=/etc/systemd/system/${SYSTEM_NAME}.service
+    FILE_K3S_ENV=/etc/systemd/system/${SYSTEM_NAME}.service.env
+else
+    mkdir -p /etc/rancher/k3s
+    FILE_K3S_SERVICE=/etc/init.d/${SYSTEM_NAME}
+    FILE_K3S_ENV=/etc/rancher/k3s/${SYSTEM_NAME}.env
+fi
+LOG_FILE=/var/log/${SYSTEM_NAME}.log   # openrc only: the service's output
 KILLALL_K3S_SH=${BIN_DIR}/k3s-killall.sh
 UNINSTALL_K3S_SH=${BIN_DIR}/${UNINSTALL_NAME}
-# The systemctl double goes where PATH finds it; /usr/sbin when /usr/local/bin is
-# read-only (a test-fleet device without systemd: nothing to mirror upstream here).
-SHIM=/usr/local/bin/systemctl
-[ -w /usr/local/bin ] || SHIM=/usr/sbin/systemctl
-BOOT_HOOK=/etc/fleet/boot.d/k3s-double
 
 # Restart rule of the real script: it hashes the binary, the unit and its env file
 # before it writes anything, and (re)starts the service only when they changed during
@@ -172,15 +192,6 @@ if [ -n "${INSTALL_K3S_VERSION}" ]; then
         fatal "double: INSTALL_K3S_VERSION=${INSTALL_K3S_VERSION} but ${BIN_DIR}/k3s is ${BIN_VERSION} (the double cannot download another version)"
 fi
 
-# --- service manager ------------------------------------------------------------------------
-if [ -x /bin/systemctl ] || [ -x /usr/bin/systemctl ]; then
-    SYSTEMCTL=systemctl
-    HAS_SHIM=false
-else
-    SYSTEMCTL=$SHIM
-    HAS_SHIM=true
-fi
-
 # --- symlinks -------------------------------------------------------------------------------
 if [ "${INSTALL_K3S_SYMLINK}" != skip ]; then
     for cmd in kubectl crictl ctr; do
@@ -209,6 +220,9 @@ write_if_changed 0755 "${KILLALL_K3S_SH}" <<EOF
 for service in /etc/systemd/system/k3s*.service; do
     [ -s "\$service" ] && systemctl stop "\$(basename "\$service")"
 done
+for service in /etc/init.d/k3s*; do
+    [ -x "\$service" ] && "\$service" stop
+done
 # any k3s double daemon left (started by hand, or a unit whose file is gone)
 for p in /proc/[0-9]*; do
     cmd=\$( { tr '\\000' ' ' < "\$p/cmdline"; } 2>/dev/null) || continue
@@ -234,6 +248,9 @@ if command -v systemctl >/dev/null; then
     systemctl reset-failed ${SYSTEM_NAME}
     systemctl daemon-reload
 fi
+if command -v rc-update >/dev/null; then
+    rc-update delete ${SYSTEM_NAME} default
+fi
 
 rm -f ${FILE_K3S_SERVICE}
 rm -f ${FILE_K3S_ENV}
@@ -243,7 +260,7 @@ remove_uninstall() {
 }
 trap remove_uninstall EXIT
 
-if (ls /etc/systemd/system/k3s*.service) >/dev/null 2>&1; then
+if (ls /etc/systemd/system/k3s*.service || ls /etc/init.d/k3s*) >/dev/null 2>&1; then
     set +x; echo 'Additional k3s services installed, skipping uninstall of k3s'; set -x
     exit
 fi
@@ -263,190 +280,9 @@ rm -rf /var/lib/rancher/k3s
 rm -rf /var/lib/kubelet
 rm -f ${BIN_DIR}/k3s
 rm -f ${KILLALL_K3S_SH}
-rm -f ${BOOT_HOOK}
 rmdir /etc/rancher /var/lib/rancher 2>/dev/null || true
 rmdir /etc/systemd/system/multi-user.target.wants /etc/systemd/system /etc/systemd 2>/dev/null || true
 EOF
-
-# --- systemctl double + boot hook (hosts without systemd only) -------------------------------
-if [ "${HAS_SHIM}" = true ]; then
-    info "systemd not found: installing the systemctl double ${SHIM}"
-    write_if_changed 0755 "${SHIM}" <<'SHIM_EOF'
-#!/bin/sh
-# systemctl TEST DOUBLE (installed by tests/k3s-double/install.sh) -- NOT systemd.
-# Emulates the service manager for the k3s and k3s-agent units only:
-#   start|stop|restart|is-active|is-enabled|enable|disable|daemon-reload|reset-failed
-#   options: -q/--quiet, --now (enable/disable), --no-block (start/restart)
-# Daemons run detached (setsid, stdin /dev/null) with the unit's EnvironmentFile(s),
-# log to /var/log/k3s-double/UNIT.log, pid in /run/k3s-double/UNIT.pid. Like
-# Type=notify, start returns once the daemon writes $DOUBLE_NOTIFY_FILE
-# (/run/k3s-double/UNIT.ready), failing on exit or after DOUBLE_START_TIMEOUT (60 s).
-set -u
-RUN=/run/k3s-double
-LOGDIR=/var/log/k3s-double
-UNITDIR=/etc/systemd/system
-WANTS=$UNITDIR/multi-user.target.wants
-TIMEOUT=${DOUBLE_START_TIMEOUT:-60}
-ORIG="$*"
-
-unsupported() { echo "systemctl double: unsupported: systemctl $ORIG" >&2; exit 1; }
-
-quiet=false; noblock=false; now=false; verb=""; units=""
-for a in "$@"; do
-    case "$a" in
-        -q|--quiet) quiet=true ;;
-        --no-block) noblock=true ;;
-        --now) now=true ;;
-        -*) unsupported ;;
-        *)
-            if [ -z "$verb" ]; then verb=$a; continue; fi
-            u=${a##*/}; u=${u%.service}
-            case "$u" in k3s|k3s-agent) units="$units $u" ;; *) unsupported ;; esac
-            ;;
-    esac
-done
-
-say() { [ "$quiet" = true ] || echo "$@"; }
-
-pid_of() { # the unit's main pid, when it runs (not a zombie; a reused pid is not k3s)
-    [ -f "$RUN/$1.pid" ] || return 1
-    p=$(cat "$RUN/$1.pid")
-    kill -0 "$p" 2>/dev/null || return 1
-    state=$( { sed 's/.*) //' "/proc/$p/stat" | cut -d' ' -f1; } 2>/dev/null)
-    [ -n "$state" ] && [ "$state" != Z ] || return 1
-    case "$( { tr '\000' ' ' < "/proc/$p/cmdline"; } 2>/dev/null)" in
-        ""|*k3s*) echo "$p" ;;   # empty while exec'ing
-        *) return 1 ;;
-    esac
-}
-
-hashes() {
-    bin=$(sed -n 's/^ExecStart=\([^ ]*\).*/\1/p' "$UNITDIR/$1.service")
-    sha256sum "$bin" "$UNITDIR/$1.service" "$UNITDIR/$1.service.env" 2>&1 || true
-}
-
-start_unit() {
-    u=$1
-    if [ ! -f "$UNITDIR/$u.service" ]; then
-        echo "Failed to start $u.service: Unit $u.service not found." >&2
-        return 5
-    fi
-    pid_of "$u" >/dev/null && return 0
-    mkdir -p "$RUN" "$LOGDIR"
-    rm -f "$RUN/$u.ready"
-    log=$LOGDIR/$u.log
-    offset=1
-    [ -f "$log" ] && offset=$(($(wc -c < "$log") + 1))
-    exec_line=$(awk '/^ExecStart=/ { on = 1; sub(/^ExecStart=/, "") }
-        on { l = $0; c = sub(/\\$/, "", l); printf "%s ", l; if (!c) exit }' "$UNITDIR/$u.service")
-    envfiles=""
-    for f in $(sed -n 's/^EnvironmentFile=//p' "$UNITDIR/$u.service" | sed "s/%N/$u/g"); do
-        case "$f" in -*) f=${f#-}; [ -f "$f" ] || continue ;; esac
-        [ -f "$f" ] || { echo "Failed to start $u.service: EnvironmentFile $f missing" >&2; return 1; }
-        envfiles="$envfiles $f"
-    done
-    echo "--- systemctl double: starting $u.service at $(date -u +%FT%TZ) ---" >> "$log"
-    setsid env -i \
-        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
-        DOUBLE_NOTIFY_FILE="$RUN/$u.ready" DOUBLE_EXEC="$exec_line" \
-        /bin/sh -c 'set -a; for f in "$@"; do . "$f"; done; set +a; eval "exec $DOUBLE_EXEC"' \
-        sh $envfiles < /dev/null >> "$log" 2>&1 &
-    pid=$!
-    echo "$pid" > "$RUN/$u.pid"
-    hashes "$u" > "$RUN/$u.started"
-    [ "$noblock" = true ] && return 0
-    i=0
-    while [ "$i" -lt $((TIMEOUT * 5)) ]; do
-        [ -f "$RUN/$u.ready" ] && return 0
-        if ! pid_of "$u" >/dev/null; then
-            echo "Job for $u.service failed because the control process exited with error code." >&2
-            echo "systemctl double: $u exited before signalling readiness; last lines of $log:" >&2
-            tail -c +"$offset" "$log" | tail -n 25 >&2
-            rm -f "$RUN/$u.pid"
-            return 1
-        fi
-        sleep 0.2
-        i=$((i + 1))
-    done
-    echo "Job for $u.service timed out." >&2
-    echo "systemctl double: $u did not signal readiness within ${TIMEOUT}s (still running); last lines of $log:" >&2
-    tail -c +"$offset" "$log" | tail -n 25 >&2
-    return 1
-}
-
-stop_unit() {
-    u=$1
-    if p=$(pid_of "$u"); then
-        kill -TERM "$p" 2>/dev/null || true
-        i=0
-        while pid_of "$u" >/dev/null && [ "$i" -lt 75 ]; do sleep 0.2; i=$((i + 1)); done
-        pid_of "$u" >/dev/null && kill -KILL "$p" 2>/dev/null || true
-    fi
-    rm -f "$RUN/$u.pid" "$RUN/$u.ready" "$RUN/$u.started"
-}
-
-rc=0
-case "$verb" in
-    daemon-reload)
-        [ -z "$units" ] || unsupported ;;
-    reset-failed) ;;
-    start|restart|stop|is-active|is-enabled|enable|disable)
-        [ -n "$units" ] || unsupported ;;
-    *) unsupported ;;
-esac
-for u in $units; do
-    case "$verb" in
-        start) start_unit "$u" || rc=$? ;;
-        restart) stop_unit "$u"; start_unit "$u" || rc=$? ;;
-        stop) stop_unit "$u" ;;
-        is-active)
-            if pid_of "$u" >/dev/null; then
-                if [ -f "$RUN/$u.ready" ]; then say active; else say activating; rc=3; fi
-            else
-                say inactive; rc=3
-            fi ;;
-        is-enabled)
-            if [ -L "$WANTS/$u.service" ]; then say enabled
-            elif [ -f "$UNITDIR/$u.service" ]; then say disabled; rc=1
-            else echo "Failed to get unit file state for $u.service: No such file or directory" >&2; rc=1
-            fi ;;
-        enable)
-            if [ ! -f "$UNITDIR/$u.service" ]; then
-                echo "Failed to enable unit: Unit file $u.service does not exist." >&2; rc=1; continue
-            fi
-            if [ ! -L "$WANTS/$u.service" ]; then
-                mkdir -p "$WANTS"
-                ln -s "$UNITDIR/$u.service" "$WANTS/$u.service"
-                [ "$quiet" = true ] || echo "Created symlink $WANTS/$u.service → $UNITDIR/$u.service." >&2
-            fi
-            [ "$now" = true ] && { start_unit "$u" || rc=$?; } ;;
-        disable)
-            [ "$now" = true ] && stop_unit "$u"
-            if [ -L "$WANTS/$u.service" ]; then
-                rm -f "$WANTS/$u.service"
-                [ "$quiet" = true ] || echo "Removed \"$WANTS/$u.service\"." >&2
-            fi ;;
-    esac
-done
-exit $rc
-SHIM_EOF
-
-    info "Creating fleet boot hook ${BOOT_HOOK}"
-    write_if_changed 0755 "${BOOT_HOOK}" <<'HOOK_EOF'
-#!/bin/sh
-# k3s TEST DOUBLE boot hook (installed by tests/k3s-double/install.sh) -- not part of k3s.
-# The test fleet runs every executable in /etc/fleet/boot.d/ when a host boots; this
-# starts every enabled k3s unit, as systemd would start enabled services after a reboot.
-S=/usr/local/bin/systemctl
-[ -x "$S" ] || S=/usr/sbin/systemctl
-for u in k3s k3s-agent; do
-    if "$S" is-enabled --quiet "$u" 2>/dev/null; then
-        "$S" start --no-block "$u" || true
-    fi
-done
-exit 0
-HOOK_EOF
-fi
 
 # --- env file + unit --------------------------------------------------------------------------
 info "env: Creating environment file ${FILE_K3S_ENV}"
@@ -458,6 +294,7 @@ done > "$ENV_TMP"
 write_if_changed 0600 "${FILE_K3S_ENV}" < "$ENV_TMP"
 rm -f "$ENV_TMP"
 
+if [ "${HAS_SYSTEMD}" = true ]; then
 info "systemd: Creating service file ${FILE_K3S_SERVICE}"
 write_if_changed 0644 "${FILE_K3S_SERVICE}" <<EOF
 # k3s TEST DOUBLE unit written by tests/k3s-double/install.sh (same shape as the real one)
@@ -492,6 +329,49 @@ ExecStart=${BIN_DIR}/k3s \\
     ${CMD_K3S_EXEC}
 
 EOF
+else
+# The init script, in the shape the real script writes (install.sh
+# `create_openrc_service_file`): openrc-run shebang, supervise-daemon, the k3s command
+# with its output appended to LOG_FILE, a pid file, and the env file sourced with
+# allexport. A logrotate entry for LOG_FILE beside it.
+info "openrc: Creating service file ${FILE_K3S_SERVICE}"
+write_if_changed 0755 "${FILE_K3S_SERVICE}" <<EOF
+#!/sbin/openrc-run
+# k3s TEST DOUBLE init script written by tests/k3s-double/install.sh (real script's shape)
+
+depend() {
+    after network-online
+    want cgroups
+}
+
+start_pre() {
+    rm -f /tmp/k3s.*
+}
+
+name=${SYSTEM_NAME}
+supervisor=supervise-daemon
+pidfile="/var/run/${SYSTEM_NAME}.pid"
+command="${BIN_DIR}/k3s"
+command_args="${RC_ARGS}
+    >>${LOG_FILE} 2>&1"
+output_log=${LOG_FILE}
+error_log=${LOG_FILE}
+respawn_delay=5
+respawn_max=0
+
+set -o allexport
+[ -f /etc/environment ] && . /etc/environment
+[ -f ${FILE_K3S_ENV} ] && . ${FILE_K3S_ENV}
+set +o allexport
+EOF
+write_if_changed 0644 "/etc/logrotate.d/${SYSTEM_NAME}" <<EOF
+${LOG_FILE} {
+	missingok
+	notifempty
+	copytruncate
+}
+EOF
+fi
 
 # --- enable and start -------------------------------------------------------------------------
 if [ -f /proc/cgroups ] && [ "$(grep memory /proc/cgroups | while read -r n n n enabled; do echo $enabled; done)" = 0 ]; then
@@ -500,9 +380,14 @@ fi
 
 [ "${INSTALL_K3S_SKIP_ENABLE}" = true ] && exit 0
 
-info "systemd: Enabling ${SYSTEM_NAME} unit"
-$SYSTEMCTL enable "${FILE_K3S_SERVICE}" >/dev/null 2>&1 || fatal "systemctl enable ${SYSTEM_NAME} failed"
-$SYSTEMCTL daemon-reload >/dev/null
+if [ "${HAS_SYSTEMD}" = true ]; then
+    info "systemd: Enabling ${SYSTEM_NAME} unit"
+    systemctl enable "${FILE_K3S_SERVICE}" >/dev/null 2>&1 || fatal "systemctl enable ${SYSTEM_NAME} failed"
+    systemctl daemon-reload >/dev/null
+else
+    info "openrc: Enabling ${SYSTEM_NAME} service for default runlevel"
+    rc-update add "${SYSTEM_NAME}" default >/dev/null 2>&1 || fatal "rc-update add ${SYSTEM_NAME} failed"
+fi
 
 [ "${INSTALL_K3S_SKIP_START}" = true ] && exit 0
 
@@ -511,5 +396,11 @@ if [ "${PRE_INSTALL_HASHES}" = "${POST_INSTALL_HASHES}" ] && [ "${INSTALL_K3S_FO
     info 'No change detected so skipping service start'
     exit 0
 fi
-info "systemd: Starting ${SYSTEM_NAME}"
-$SYSTEMCTL restart "${SYSTEM_NAME}" || fatal "double: ${SYSTEM_NAME} failed to start (see above)"
+# systemd (Type=notify) returns once k3s is up; openrc returns once it is spawned.
+if [ "${HAS_SYSTEMD}" = true ]; then
+    info "systemd: Starting ${SYSTEM_NAME}"
+    systemctl restart "${SYSTEM_NAME}" || fatal "double: ${SYSTEM_NAME} failed to start (see above)"
+else
+    info "openrc: Starting ${SYSTEM_NAME}"
+    "${FILE_K3S_SERVICE}" restart || fatal "double: ${SYSTEM_NAME} failed to start (see above)"
+fi

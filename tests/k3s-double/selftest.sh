@@ -4,7 +4,8 @@
 # (KEEP=1 keeps them). Run as root:  tests/k3s-double/selftest.sh
 # Scenarios: 1 server + 2 agents; idempotent re-install; wrong token / CA hash;
 # unknown config keys; HA with cluster-init + critical-config mismatch; node
-# password clash; uninstall leaves nothing; host stop + up comes back via boot.d.
+# password clash; openrc hosts and hosts without a service manager; uninstall leaves
+# nothing; host stop + up comes back via boot.d.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 F=${FLEET:-$HERE/../fleet/fleet.sh}
@@ -159,6 +160,31 @@ out=$(install kx1 agent); rc=$?
 check "k3s-arm64 on an x86_64 host: exec format error" '[ $rc -ne 0 ] && has "Exec format error"'
 x kx1 -- sh -c 'mv /root/k3s-amd64 /usr/local/bin/k3s'
 x kx1 -- sh -c '/usr/local/bin/k3s-uninstall.sh; /usr/local/bin/k3s-agent-uninstall.sh' >/dev/null 2>&1
+
+echo "== 4b. service managers: openrc as install.sh drives it; neither is refused before any change"
+"$F" service kx1 openrc >/dev/null
+push kx1
+printf 'server: https://%s.200:6443\ntoken: %s\n' "$NET" "$TOKEN" | config kx1
+out=$(install kx1 agent); rc=$?
+check "openrc: agent installed with /etc/init.d/k3s-agent and /etc/rancher/k3s/k3s-agent.env" \
+    '[ $rc -eq 0 ] && has "openrc: Starting k3s-agent" && x kx1 -- test -x /etc/init.d/k3s-agent && x kx1 -- test -f /etc/rancher/k3s/k3s-agent.env && ! x kx1 -- test -e /etc/systemd/system/k3s-agent.service' || echo "$out"
+check "openrc: enabled in the default runlevel, started" \
+    'x kx1 -- test -L /etc/runlevels/default/k3s-agent && wait_for 10 "x kx1 -- rc-service k3s-agent status >/dev/null"'
+check "openrc: kx1 joined" 'wait_for 15 "ready_names kd1 | grep -q kx1:True"'
+x kx1 -- rc-service k3s-agent stop >/dev/null
+out=$(install kx1 agent); rc=$?
+check "openrc: unchanged stopped service not started (restart rule)" \
+    '[ $rc -eq 0 ] && has "No change detected" && ! x kx1 -- rc-service k3s-agent status >/dev/null'
+out=$(x kx1 -- /usr/local/bin/k3s-agent-uninstall.sh 2>&1); rc=$?
+x kd1 -- kubectl delete node kx1 >/dev/null
+check "openrc: uninstall removes the init script and the runlevel link" \
+    '[ $rc -eq 0 ] && ! x kx1 -- test -e /etc/init.d/k3s-agent && ! x kx1 -- test -e /etc/runlevels/default/k3s-agent && ! x kx1 -- test -e /usr/local/bin/k3s'
+x kx1 -- sh -c 'cat > /usr/local/bin/k3s && chmod 755 /usr/local/bin/k3s' < "$HERE/k3s"
+"$F" service kx1 none >/dev/null
+out=$(install kx1 agent); rc=$?
+check "neither systemd nor openrc: refused before any change" \
+    '[ $rc -ne 0 ] && has "neither openrc" && ! x kx1 -- test -e /usr/local/bin/k3s-killall.sh'
+"$F" service kx1 systemd >/dev/null
 
 echo "== 5. HA: 3 servers, cluster-init on the first; cluster-cidr mismatch rejected"
 printf 'cluster-init: true\ntoken: ha-shared-secret\ntls-san:\n  - k3s.example.test\n' | config kh1
