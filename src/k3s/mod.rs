@@ -7,6 +7,7 @@
 
 pub mod device;
 pub mod firewall;
+pub mod packages;
 pub mod selinux;
 
 use std::collections::BTreeMap;
@@ -99,6 +100,15 @@ pub enum K3sError {
         "`{host}` has neither systemd nor openrc, and k3s's install script needs one of them to supervise k3s; nothing was changed there (docs/k3s.md, \"Service managers\")"
     )]
     NoServiceManager { host: String },
+    #[error(
+        "`{host}` has no NFS client (mount.nfs), which the kubelet needs to mount the serverless layer's volumes, and {}; nothing else was changed there. Install {package} on it and run `up` again (docs/oscar.md, \"NFS client on the nodes\")",
+        detail
+    )]
+    NfsClient {
+        host: String,
+        package: String,
+        detail: String,
+    },
     #[error("cannot read {path}")]
     Local {
         path: PathBuf,
@@ -139,6 +149,10 @@ pub struct Facts {
     pub version: Option<String>,
     pub binary_sha: Option<String>,
     pub script_sha: Option<String>,
+    /// The package managers on the host, in the order apk, apt-get, dnf, yum, zypper.
+    pub pkg_managers: Vec<packages::Manager>,
+    /// `mount.nfs` exists (the NFS client the serverless layer's volumes need).
+    pub nfs_client: bool,
     /// systemd or openrc; `None` when the host has neither.
     pub service_manager: Option<ServiceManager>,
     /// Installed k3s services (k3s, k3s-agent) of that manager and whether they run.
@@ -310,7 +324,12 @@ fn check(host: &str, step: &str, out: Output) -> Result<Output, K3sError> {
 
 /// Read the host's k3s facts (one round trip, read-only).
 pub async fn facts<R: Remote>(r: &R) -> Result<Facts, K3sError> {
-    let script = format!("{}\n{}\n{FACTS_SCRIPT}", firewall::FACTS, selinux::FACTS);
+    let script = format!(
+        "{}\n{}\n{}\n{FACTS_SCRIPT}",
+        firewall::FACTS,
+        selinux::FACTS,
+        packages::FACTS
+    );
     let out = run_root(r, "reading host facts", &script, None, SHORT).await?;
     let mut f = Facts::default();
     for line in out.stdout.lines() {
@@ -336,6 +355,8 @@ pub async fn facts<R: Remote>(r: &R) -> Result<Facts, K3sError> {
             "bindir" => f.bin_dir = Some(v),
             "bindir_ro" => f.bin_dir_read_only = true,
             "optbin" => f.opt_bin = true,
+            "pkgmgr" => f.pkg_managers.extend(packages::Manager::from_fact(&v)),
+            "nfsclient" => f.nfs_client = true,
             "init" => {
                 f.service_manager = match v.as_str() {
                     "openrc" => Some(ServiceManager::Openrc),

@@ -67,16 +67,14 @@ impl Selinux {
     }
 }
 
-/// Install `packages` with the host's package manager (fails when it cannot reach its
-/// repositories, or has none of dnf, yum, zypper).
-pub fn install_script(packages: &[&str]) -> String {
-    let p = packages.join(" ");
-    format!(
-        "if command -v dnf >/dev/null 2>&1; then dnf -y install {p}; \
-         elif command -v yum >/dev/null 2>&1; then yum -y install {p}; \
-         elif command -v zypper >/dev/null 2>&1; then zypper --non-interactive install {p}; \
-         else echo 'no dnf, yum or zypper on this host' >&2; exit 3; fi"
-    )
+/// Install `packages` with the host's package manager; the script fails when it cannot
+/// reach its repositories, or when the host has none of dnf, yum, zypper (the policy
+/// packages are RPMs).
+pub fn install_script(managers: &[super::packages::Manager], packages: &[&str]) -> String {
+    match managers.iter().find(|m| m.is_rpm()) {
+        Some(m) => m.install_script(packages),
+        None => "echo 'no dnf, yum or zypper on this host' >&2; exit 3".to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -148,6 +148,11 @@ pub async fn refresh(
                         why.push(format!("air-gap images {name} missing or different"));
                     }
                 }
+                if env.serverless.is_some() && !f.nfs_client {
+                    why.push(
+                        "no NFS client (mount.nfs) for the serverless layer's volumes".to_string(),
+                    );
+                }
                 if !why.is_empty() {
                     out.drift.insert(p.id, why.join("; "));
                 }

@@ -801,6 +801,40 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
     } else {
         None
     };
+    // The serverless layer's RWX volumes are NFS mounts made by the kubelet with the
+    // host's mount.nfs (docs/oscar.md, "NFS client on the nodes"): installed first, so
+    // a host that cannot get it is refused before anything else changes.
+    if ctx.env().serverless.is_some() && !facts.nfs_client {
+        let manager = facts.pkg_managers.first().copied();
+        let (package, script) = match manager {
+            Some(m) => (
+                m.nfs_client_package().to_string(),
+                m.install_script(&[m.nfs_client_package()]),
+            ),
+            None => (
+                "the NFS client (nfs-common, nfs-utils or nfs-client)".to_string(),
+                "echo 'no apk, apt-get, dnf, yum or zypper on this host' >&2; exit 3".to_string(),
+            ),
+        };
+        ctx.obs.event(Event::Progress {
+            id: step.id.clone(),
+            message: format!("installing the NFS client ({package})"),
+        });
+        let out = conn
+            .run(&script, None, true, std::time::Duration::from_secs(600))
+            .await?;
+        if !out.success() {
+            let last = out.tail().lines().last().unwrap_or("").trim().to_string();
+            return Err(OpsError::K3s(k3s::K3sError::NfsClient {
+                host,
+                detail: match manager {
+                    Some(m) => format!("`{m} install {package}` failed there ({last})"),
+                    None => "it has no package manager continuum knows".to_string(),
+                },
+                package,
+            }));
+        }
+    }
     // An enforcing SELinux host needs the policy packages before k3s (install.sh's
     // SELinux step is skipped with INSTALL_K3S_SKIP_DOWNLOAD): docs/k3s.md, "SELinux".
     let missing = facts.selinux.missing();
@@ -811,7 +845,7 @@ async fn node_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
         });
         let out = conn
             .run(
-                &k3s::selinux::install_script(&missing),
+                &k3s::selinux::install_script(&facts.pkg_managers, &missing),
                 None,
                 true,
                 std::time::Duration::from_secs(600),

@@ -122,6 +122,53 @@ impl Fleet {
         out
     }
 
+    /// Put the test double `tests/fleet/doubles/NAME` on `host` at `dest` (mode 0755).
+    pub fn install_double(&self, host: &str, name: &str, dest: &str) {
+        self.put_file(host, &root().join("tests/fleet/doubles").join(name), dest);
+        self.exec_ok(host, &format!("chmod 755 {dest}"));
+    }
+
+    /// Copy a local file to `dest` on `host` (parent directories created).
+    pub fn put_file(&self, host: &str, src: &Path, dest: &str) {
+        assert!(
+            self.hosts.iter().any(|(n, _)| n == host),
+            "{host} is not in this fleet"
+        );
+        let file = std::fs::File::open(src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+        let out = Command::new("bash")
+            .arg(root().join("tests/fleet/fleet.sh"))
+            .args(["exec", host, "--", "sh", "-c"])
+            .arg(format!("mkdir -p \"$(dirname {dest})\" && cat > {dest}"))
+            .stdin(file)
+            .output()
+            .expect("fleet.sh exec");
+        assert!(
+            out.status.success(),
+            "{} -> {host}:{dest}: {}",
+            src.display(),
+            text(&out)
+        );
+    }
+
+    /// Let `host` reach its (Debian) package repositories: the apt-get double, online.
+    pub fn repos_online(&self, host: &str) {
+        self.install_double(host, "apt-get", "/usr/local/sbin/apt-get");
+        self.exec_ok(
+            host,
+            "mkdir -p /etc/apt-double && touch /etc/apt-double/online",
+        );
+    }
+
+    /// The stand-in for "the OSCAR chart and its images are available" on a server: the
+    /// OSCAR API double where the k3s double's helm-controller block looks for it.
+    pub fn place_oscar_double(&self, host: &str) {
+        self.put_file(
+            host,
+            &root().join("tests/oscar-double/oscar-api"),
+            "/usr/local/lib/continuum-doubles/oscar-api",
+        );
+    }
+
     /// Give a host another service manager double: `systemd`, `openrc` or `none`.
     pub fn service(&self, name: &str, kind: &str) {
         must(fleet_sh(&["service", name, kind]), "fleet.sh service");

@@ -9,6 +9,7 @@ mod cli;
 mod e2e;
 mod edge;
 mod harness;
+mod nfs;
 mod offline;
 mod openrc;
 mod oscar;

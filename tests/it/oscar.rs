@@ -418,6 +418,7 @@ fn oscar_layer_up_registers_and_down_unregisters() {
         return;
     }
     let fleet = Fleet::start(&["os-srv"], 120);
+    fleet.repos_online("os-srv"); // the NFS client comes from them (tests/it/nfs.rs)
     let ws = Workspace::new("osedge");
     ws.write_inventory(&fleet.defs(), "ops");
     let cli = ws.dir.path().join("oscar-cli/config.yaml");
@@ -464,14 +465,7 @@ fn oscar_layer_up_registers_and_down_unregisters() {
 
     // The stand-in for "the OSCAR chart and images are available" (see the k3s
     // double's helm-controller block); the next `up` resumes and finishes.
-    let put = Command::new("bash")
-        .arg(root().join("tests/fleet/fleet.sh"))
-        .args(["exec", "os-srv", "--", "sh", "-c"])
-        .arg("mkdir -p /usr/local/lib/continuum-doubles && cat > /usr/local/lib/continuum-doubles/oscar-api")
-        .stdin(std::fs::File::open(root().join("tests/oscar-double/oscar-api")).expect("double"))
-        .output()
-        .expect("copy the OSCAR double");
-    assert!(put.status.success(), "{}", text(&put));
+    fleet.place_oscar_double("os-srv");
     let up = ws.up();
     assert_ok(&up, "up");
     let state = ws.state();

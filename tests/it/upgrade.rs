@@ -341,7 +341,7 @@ fn closed_host_firewall_is_refused_with_the_commands_that_open_it() {
         return;
     }
     let fleet = Fleet::start(&["ug-fw"], 61);
-    install_double(&fleet, "ug-fw", "ufw", "/usr/sbin/ufw");
+    fleet.install_double("ug-fw", "ufw", "/usr/sbin/ufw");
     fleet.exec_ok("ug-fw", "ufw allow 22/tcp");
     let ws = Workspace::new("uf");
     ws.write_inventory(&fleet.defs(), "ops");
@@ -424,36 +424,6 @@ fn read_only_usr_local_bin_falls_back_to_opt_bin() {
     );
 }
 
-/// Put the test double `tests/fleet/doubles/NAME` on `host` at `dest`.
-fn install_double(fleet: &Fleet, host: &str, name: &str, dest: &str) {
-    let double = std::fs::read(root().join("tests/fleet/doubles").join(name)).expect("double");
-    let out = std::process::Command::new("bash")
-        .arg(root().join("tests/fleet/fleet.sh"))
-        .args([
-            "exec",
-            host,
-            "--",
-            "sh",
-            "-c",
-            &format!("cat > {dest} && chmod 755 {dest}"),
-        ])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            if let Some(mut i) = c.stdin.take() {
-                i.write_all(&double)?;
-            }
-            c.wait_with_output()
-        })
-        .expect("install a double");
-    assert!(out.status.success(), "{name} on {host}: {}", text(&out));
-    assert!(
-        fleet.hosts.iter().any(|(n, _)| n == host),
-        "{host} is not in this fleet"
-    );
-}
-
 /// An enforcing SELinux host: install.sh's SELinux step is skipped with a bundle, so
 /// continuum installs container-selinux and k3s-selinux when the host reaches its
 /// repositories, else stops before any change naming them; the node runs with
@@ -464,9 +434,9 @@ fn enforcing_selinux_gets_its_packages_or_a_clear_error() {
         return;
     }
     let fleet = Fleet::start(&["ug-se"], 63);
-    install_double(&fleet, "ug-se", "getenforce", "/usr/sbin/getenforce");
-    install_double(&fleet, "ug-se", "rpm", "/usr/bin/rpm");
-    install_double(&fleet, "ug-se", "dnf", "/usr/bin/dnf");
+    fleet.install_double("ug-se", "getenforce", "/usr/sbin/getenforce");
+    fleet.install_double("ug-se", "rpm", "/usr/bin/rpm");
+    fleet.install_double("ug-se", "dnf", "/usr/bin/dnf");
     fleet.exec_ok(
         "ug-se",
         "mkdir -p /etc/selinux-double && echo Enforcing > /etc/selinux-double/mode",
