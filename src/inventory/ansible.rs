@@ -72,6 +72,12 @@ fn parse_ini(file: &str, text: &str) -> Result<Inv, InventoryError> {
             continue;
         }
         let words = split_ini(line).map_err(|e| err(file, n + 1, e))?;
+        // A line of only quotes (`""`) has no word at all.
+        let first = match (section.1.as_str(), words.first()) {
+            ("vars", _) => String::new(),
+            (_, Some(w)) => w.clone(),
+            (_, None) => return Err(err(file, n + 1, "expected a host or group name")),
+        };
         match section.1.as_str() {
             "vars" => {
                 let (k, v) = line
@@ -84,7 +90,7 @@ fn parse_ini(file: &str, text: &str) -> Result<Inv, InventoryError> {
                     .insert(k.trim().to_string(), ini_value(v.trim()));
             }
             "children" => {
-                let child = words[0].clone();
+                let child = first;
                 inv.groups.entry(child.clone()).or_default();
                 inv.groups
                     .entry(section.0.clone())
@@ -94,20 +100,20 @@ fn parse_ini(file: &str, text: &str) -> Result<Inv, InventoryError> {
             }
             _ => {
                 let mut vars = BTreeMap::new();
-                for w in &words[1..] {
+                for w in words.iter().skip(1) {
                     let (k, v) = w.split_once('=').ok_or_else(|| {
                         err(file, n + 1, format!("expected `key=value`, found `{w}`"))
                     })?;
                     vars.insert(k.to_string(), ini_value(v));
                 }
-                if words[0].contains('[') {
+                if first.contains('[') {
                     return Err(err(
                         file,
                         n + 1,
                         "host ranges (`host[1:3]`) are not supported; list the hosts",
                     ));
                 }
-                inv.add_host(&section.0, &words[0], vars);
+                inv.add_host(&section.0, &first, vars);
             }
         }
     }
@@ -361,6 +367,18 @@ pub fn import(file: &str, text: &str) -> Result<Vec<NewHost>, InventoryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ini_line_of_only_quotes_is_an_error_not_a_panic() {
+        // Issue 14: `words[0]` panicked on a line that is only `""`.
+        for ini in ["[server]\n\"\"\n", "[g:children]\n''\n", "\"\"\n"] {
+            let e = import("inv.ini", ini).expect_err("refused");
+            assert!(
+                e.to_string().contains("expected a host or group name"),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn ini_k3s_ansible_shape() {

@@ -60,8 +60,10 @@ fn entries(lines: &[&str]) -> Result<Vec<(usize, usize, String)>, InventoryError
     let Some(indent) = indent else {
         return Ok(Vec::new());
     };
+    // `get`, not indexing: a comment like `#ü` has no char boundary at every indent.
     let is_item = |l: &str| {
-        l.len() > indent && l[..indent].trim().is_empty() && l[indent..].starts_with("- ")
+        l.get(..indent).is_some_and(|p| p.trim().is_empty())
+            && l.get(indent..).is_some_and(|r| r.starts_with("- "))
     };
     let starts: Vec<usize> = (start + 1..end).filter(|i| is_item(lines[*i])).collect();
     let mut out = Vec::new();
@@ -232,6 +234,28 @@ mod tests {
         assert!(out.contains("  - name: pi-02 # agent\n    address: 10.0.4.12\n  - name: \"jetson-03\"\n    address: \"10.0.4.13\"\n    port: 2222\n    user: \"ubuntu\"\n    labels: {\"gpu\":\"yes\"}\n# trailing comment\n"), "{out}");
         assert_eq!(names(&out).expect("names"), ["pi-01", "pi-02", "jetson-03"]);
         assert!(matches!(add(&out, &h), Err(InventoryError::Exists(_))));
+    }
+
+    #[test]
+    fn non_ascii_comment_in_the_hosts_block_is_no_panic() {
+        // Issue 14: `l[..indent]` panicked on `#ü` (no char boundary at byte 2).
+        let text =
+            "hosts:\n  - name: a\n    address: 10.0.0.1\n#ü\n  - name: b\n    address: 10.0.0.2\n";
+        assert_eq!(names(text).expect("names"), ["a", "b"]);
+        let out = add(
+            text,
+            &NewHost {
+                name: "c".into(),
+                address: "10.0.0.3".into(),
+                ..NewHost::default()
+            },
+        )
+        .expect("add");
+        assert!(out.contains("#ü"), "{out}");
+        assert_eq!(
+            remove(&out, "b").map(|t| names(&t).ok()).ok().flatten(),
+            Some(vec!["a".to_string(), "c".to_string()])
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@ use serde_saphyr::Spanned;
 
 use super::diag::{Pos, Sink};
 use super::load::{
-    HostTable, check_taint, checked_labels, is_dns_label, is_jump_spec, parse_cidr, pos,
-    resolve_path, v4_mask,
+    HostTable, check_taint, checked_bastion, checked_labels, checked_user, is_dns_label,
+    parse_cidr, pos, resolve_path, v4_mask,
 };
 use super::model::{
     AddressKind, AwsSite, AwsSsh, CloudHost, Firewall, Host, ImageRef, InstanceGroup, VpcChoice,
@@ -157,11 +157,13 @@ pub fn check_site(
 
     // SSH.
     let ssh = &s.ssh.value;
-    let user = ssh.user.value.trim().to_string();
-    if user.is_empty() {
+    let user = if ssh.user.value.trim().is_empty() {
         sink.error(pos(&ssh.user), "the SSH user is empty")
             .help("the image's default user: `ubuntu` (Ubuntu), `admin` (Debian), `ec2-user` (Amazon Linux)");
-    }
+        String::new()
+    } else {
+        checked_user(sink, &ssh.user)
+    };
     let key = ssh.key.as_ref().map(|k| {
         let p = resolve_path(path, k.value.trim());
         let mut pubkey = p.clone().into_os_string();
@@ -193,14 +195,7 @@ pub fn check_site(
         }
         p
     });
-    let bastion = ssh.bastion.as_ref().map(|b| {
-        let v = b.value.trim().to_string();
-        if !is_jump_spec(&v) {
-            sink.error(pos(b), format!("invalid bastion `{v}`"))
-                .help("write `[user@]host[:port]`");
-        }
-        v
-    });
+    let bastion = ssh.bastion.as_ref().map(|b| checked_bastion(sink, b));
     let timeout = match &ssh.timeout {
         Some(t) if t.value == 0 => {
             sink.error(pos(t), "the SSH timeout must be at least 1 second");

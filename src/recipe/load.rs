@@ -15,6 +15,7 @@ use serde_saphyr::Spanned;
 use super::diag::{Diagnostic, Pos, Severity, Sink, did_you_mean};
 use super::model::{Cluster, Environment, Host, Images, Install, KubeconfigTarget, Share, Upgrade};
 use super::raw::{self, InstallSource, RoleHint};
+use super::validators::is_address;
 
 /// Default online install script (docs/k3s.md, "Install script").
 pub const DEFAULT_SCRIPT_URL: &str = "https://get.k3s.io";
@@ -328,7 +329,7 @@ fn check_inventory(
             .user
             .as_ref()
             .or(defaults.and_then(|d| d.user.as_ref()))
-            .map(|u| u.value.clone());
+            .map(|u| checked_user(sink, u));
         let key = h
             .key
             .as_ref()
@@ -349,24 +350,19 @@ fn check_inventory(
             .bastion
             .as_ref()
             .or(defaults.and_then(|d| d.bastion.as_ref()))
-            .map(|b| {
-                if !is_jump_spec(&b.value) {
-                    sink.error(pos(b), format!("invalid bastion `{}`", b.value))
-                        .help("use `[user@]host[:port]`");
-                }
-                b.value.clone()
-            });
+            .map(|b| checked_bastion(sink, b));
         let labels = h.labels.as_ref().map(|l| checked_labels(sink, &l.value));
         for t in &h.taints {
             check_taint(sink, t);
         }
-        if let Some(k) = &h.host_key {
-            let parts: Vec<&str> = k.value.split_whitespace().collect();
-            if parts.len() < 2 || !parts[0].starts_with("ssh-") && !parts[0].starts_with("ecdsa-") {
-                sink.error(pos(k), "invalid host_key")
-                    .help("give the public host key as in known_hosts: `ssh-ed25519 AAAA...`");
-            }
-        }
+        let host_key = h.host_key.as_ref().and_then(|k| {
+            super::validators::normalize_host_key(&k.value)
+                .map_err(|why| {
+                    sink.error(pos(k), format!("invalid host_key: {why}"))
+                        .help("give the host's public key as in known_hosts: `ssh-ed25519 AAAA...` (`ssh-keyscan HOST` prints it)");
+                })
+                .ok()
+        });
         if let Some(r) = &h.role {
             roles.insert(name.to_string(), r.value);
         }
@@ -384,7 +380,7 @@ fn check_inventory(
                     taints: h.taints.iter().map(|t| t.value.clone()).collect(),
                     node_ip: checked_ip(sink, h.node_ip.as_ref(), "node_ip", name),
                     external_ip: checked_ip(sink, h.external_ip.as_ref(), "external_ip", name),
-                    host_key: h.host_key.as_ref().map(|k| k.value.trim().to_string()),
+                    host_key,
                     cloud: None,
                     probed: checked_probed(sink, h).map(Box::new),
                 },
@@ -891,33 +887,27 @@ pub(super) fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn is_address(s: &str) -> bool {
-    if s.parse::<IpAddr>().is_ok() {
-        return true;
+/// Check a bastion at its position; the value as given.
+pub(super) fn checked_bastion(sink: &mut Sink<'_>, b: &Spanned<String>) -> String {
+    let v = b.value.trim().to_string();
+    if let Err(why) = super::validators::check_jump_spec(&v) {
+        sink.error(
+            pos(b),
+            format!("invalid bastion `{}`: {why}", v.escape_debug()),
+        )
+        .help("write `[user@]host[:port]` (an IPv6 host as `[addr]`)");
     }
-    // `10.0.0.256` is a broken IPv4 address, not a DNS name.
-    if s.split('.').all(|l| l.chars().all(|c| c.is_ascii_digit())) {
-        return false;
-    }
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        })
+    v
 }
 
-pub(super) fn is_jump_spec(s: &str) -> bool {
-    let host_port = s.rsplit_once('@').map_or(s, |(_, h)| h);
-    let host = match host_port.rsplit_once(':') {
-        Some((h, p)) if p.parse::<u16>().is_ok_and(|p| p > 0) => h,
-        Some(_) => return false,
-        None => host_port,
-    };
-    is_address(host)
+/// Check an SSH user name at its position; the value as given.
+pub(super) fn checked_user(sink: &mut Sink<'_>, u: &Spanned<String>) -> String {
+    let v = u.value.trim().to_string();
+    if !super::validators::is_user_name(&v) {
+        sink.error(pos(u), format!("invalid SSH user `{}`", v.escape_debug()))
+            .help("a POSIX user name: letters, digits, `.`, `_`, `-`, starting with a letter or `_`, at most 32 characters");
+    }
+    v
 }
 
 /// Check every label (each reported at its own value) and return them plain.
@@ -935,33 +925,18 @@ pub(super) fn checked_labels(
 }
 
 fn check_label(sink: &mut Sink<'_>, at: Pos, key: &str, value: &str) {
-    let (prefix, name) = match key.split_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, key),
-    };
-    let name_ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    let prefix_ok = prefix.is_none_or(|p| p.len() <= 253 && is_address(p));
-    if !name_ok || !prefix_ok {
-        sink.error(at, format!("invalid node label key `{key}`"))
-            .help("keys are `[prefix/]name`, name at most 63 characters of [A-Za-z0-9-_.]");
+    if !super::validators::is_qualified_name(key) {
+        sink.error(at, format!("invalid node label key `{}`", key.escape_debug()))
+            .help("keys are `[prefix/]name`, name at most 63 characters of [A-Za-z0-9-_.], prefix a lowercase DNS name");
     }
-    let value_ok = value.len() <= 63
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        && (value.is_empty()
-            || value.starts_with(|c: char| c.is_ascii_alphanumeric())
-                && value.ends_with(|c: char| c.is_ascii_alphanumeric()));
-    if !value_ok {
+    if !super::validators::is_label_value(value) {
         sink.error(
             at,
-            format!("invalid value `{value}` for node label `{key}`"),
+            format!(
+                "invalid value `{}` for node label `{}`",
+                value.escape_debug(),
+                key.escape_debug()
+            ),
         )
         .help(
             "values are at most 63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric",
@@ -972,11 +947,13 @@ fn check_label(sink: &mut Sink<'_>, at: Pos, key: &str, value: &str) {
 pub(super) fn check_taint(sink: &mut Sink<'_>, t: &Spanned<String>) {
     let v = t.value.trim();
     let ok = v.rsplit_once(':').is_some_and(|(kv, effect)| {
-        let key = kv.split_once('=').map_or(kv, |(k, _)| k);
-        TAINT_EFFECTS.contains(&effect) && !key.is_empty()
+        let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+        TAINT_EFFECTS.contains(&effect)
+            && super::validators::is_qualified_name(key)
+            && super::validators::is_label_value(value)
     });
     if !ok {
-        sink.error(pos(t), format!("invalid taint `{v}`"))
+        sink.error(pos(t), format!("invalid taint `{}`", v.escape_debug()))
             .help("write `key=value:Effect` or `key:Effect` with Effect one of NoSchedule, PreferNoSchedule, NoExecute");
     }
 }
@@ -1041,13 +1018,5 @@ mod tests {
     fn cidr_overlap() {
         assert!(cidrs_overlap("10.42.0.0/16", "10.42.128.0/17"));
         assert!(!cidrs_overlap("10.42.0.0/16", "10.43.0.0/16"));
-    }
-
-    #[test]
-    fn jump_specs() {
-        assert!(is_jump_spec("ops@jump.example.org:2222"));
-        assert!(is_jump_spec("10.0.0.1"));
-        assert!(!is_jump_spec("ops@:22"));
-        assert!(!is_jump_spec("host:0"));
     }
 }

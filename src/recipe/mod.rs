@@ -9,6 +9,7 @@ pub mod load;
 pub mod model;
 pub mod raw;
 pub mod serverless;
+pub mod validators;
 
 pub use diag::{Diagnostic, Severity};
 pub use load::{LoadError, Loaded, load_inventory, load_recipe};

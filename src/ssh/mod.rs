@@ -231,6 +231,10 @@ impl Pool {
             let _ = std::fs::remove_file(path.with_extension("known_hosts.old"));
         }
         if let Some(pin) = &host.host_key {
+            // Re-checked here too: a pin is written into a file every later connection
+            // trusts, so it must be one parsed key (docs/reliability.md, "Input validation").
+            let pin = crate::recipe::validators::normalize_host_key(pin)
+                .map_err(|why| kh_err(format!("the host_key pinned for `{}`: {why}", host.name)))?;
             let line = format!("{name} {pin}\n");
             let current = std::fs::read_to_string(path).unwrap_or_default();
             if !current.lines().any(|l| l.trim() == line.trim()) {

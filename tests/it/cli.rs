@@ -188,6 +188,33 @@ fn bare_file_names_write_in_the_current_directory() {
     );
     let inv = std::fs::read_to_string(cwd.path().join("inv.yaml")).expect("inv.yaml");
     assert!(inv.contains("pi-01") && inv.contains("pi-02"), "{inv}");
+    // A bastion or user a shell would read is refused, and the file is left as it was.
+    for (flag, value) in [
+        ("--bastion", "x;touch /tmp/pwned;@gw.example.org"),
+        ("--user", "ops -oProxyCommand=sh"),
+    ] {
+        let out = run(&[
+            "inventory",
+            "add",
+            "inv.yaml",
+            "pi-03",
+            "--host",
+            "10.0.0.7",
+            flag,
+            value,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value} accepted");
+        assert!(
+            err.contains("inv.yaml:") && err.contains("invalid"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(cwd.path().join("inv.yaml")).expect("inv.yaml"),
+            inv,
+            "the inventory changed"
+        );
+    }
 
     // inventory import: source and target both bare names.
     std::fs::copy(

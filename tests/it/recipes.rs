@@ -737,6 +737,59 @@ fn invalid_host_key() {
     expect_help(&d, "ssh-ed25519");
 }
 
+// --- values that reach a shell, an argv or a file (issue 14) -------------------------------
+
+#[test]
+fn bastion_with_shell_metacharacters_is_refused() {
+    // OpenSSH builds a command line from a `-J` value: nothing before `@` may be other
+    // than a user name.
+    let d = expect_error(
+        "inv_bastion_injection.yaml",
+        2,
+        12,
+        "invalid bastion `x;touch /tmp/pwned;@gw.example.org`",
+    );
+    assert!(d.message.contains("is not a user name"), "{d}");
+    let d = expect_error(
+        "aws_bastion_injection.yaml",
+        13,
+        14,
+        "invalid bastion `ops@gw.example.org;id`",
+    );
+    assert!(
+        d.message.contains("not a port") || d.message.contains("not a DNS name"),
+        "{d}"
+    );
+}
+
+#[test]
+fn ssh_user_with_an_option_is_refused() {
+    let d = expect_error(
+        "inv_user_injection.yaml",
+        4,
+        11,
+        "invalid SSH user `ops -oProxyCommand=sh`",
+    );
+    expect_help(&d, "POSIX user name");
+}
+
+#[test]
+fn host_key_with_a_second_known_hosts_line_is_refused() {
+    // Appended verbatim, the newline would pin the attacker's key for every host.
+    let d = expect_error("inv_host_key_injection.yaml", 5, 15, "invalid host_key");
+    assert!(d.message.contains("one line"), "{d}");
+}
+
+#[test]
+fn taint_value_is_checked_as_kubernetes_does() {
+    expect_error(
+        "inv_taint_injection.yaml",
+        5,
+        14,
+        "invalid taint `gpu=$(id):NoSchedule`",
+    );
+}
+
 // --- good fixtures and examples ----------------------------------------------------------
 
 #[test]
