@@ -13,22 +13,45 @@ pub fn root() -> PathBuf {
 }
 
 /// Whether a test that cannot run here must fail instead of skipping: under CI
-/// (`CI=true`, as `.ci/run` runs) nothing passes silently.
+/// (`CI=true`, as `.ci/run` runs) or with `CONTINUUM_REQUIRE_FLEET=1` nothing passes
+/// silently.
 pub fn must_run() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+    let on = |v: &str| std::env::var(v).is_ok_and(|v| v == "true" || v == "1");
+    on("CI") || on("CONTINUUM_REQUIRE_FLEET")
 }
 
-/// Whether the fleet is available; tests that need it return early otherwise (and
-/// fail under CI).
+/// Where skipped tests are listed, one `test: reason` line each; scripts/test prints
+/// and counts them at the end of the run.
+pub fn skip_log() -> PathBuf {
+    std::env::var_os("CONTINUUM_SKIP_LOG").map_or_else(
+        || PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests.txt"),
+        PathBuf::from,
+    )
+}
+
+/// Record that `test` did not run, and why (stderr and the skip log).
+pub fn skipped(test: &str, why: &str) {
+    eprintln!("{test}: skipped ({why})");
+    let line = format!("{test}: {why}\n");
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(skip_log())
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+}
+
+/// Whether the fleet is available; tests that need it return early otherwise (listed
+/// in the skip log), and fail when they must run.
 pub fn fleet_available(test: &str) -> bool {
     let ok = std::env::var("CONTINUUM_FLEET").is_ok_and(|v| v == "1");
     assert!(
         ok || !must_run(),
-        "{test}: the test fleet is not available under CI=true (scripts/test as root sets CONTINUUM_FLEET=1)"
+        "{test}: the test fleet is not available under CI=true or CONTINUUM_REQUIRE_FLEET=1 (scripts/test as root sets CONTINUUM_FLEET=1)"
     );
     if !ok {
-        eprintln!(
-            "{test}: skipped (needs the test fleet: run `bash .ci/run`, which sets CONTINUUM_FLEET=1)"
+        skipped(
+            test,
+            "needs the test fleet: run `bash .ci/run`, which sets CONTINUUM_FLEET=1",
         );
     }
     ok

@@ -47,11 +47,10 @@ fn moto_available(test: &str) -> bool {
     if !have {
         assert!(
             !crate::harness::must_run()
-                && (std::env::var("CONTINUUM_FLEET").is_ok_and(|v| v != "1")
-                    || std::env::var("CONTINUUM_FLEET").is_err()),
+                && !std::env::var("CONTINUUM_FLEET").is_ok_and(|v| v == "1"),
             "{test}: moto_server not found; scripts/test installs it (tests/pyenv/setup.sh)"
         );
-        eprintln!("{test}: skipped (needs moto_server: run tests/pyenv/setup.sh)");
+        crate::harness::skipped(test, "needs moto_server: run tests/pyenv/setup.sh");
     }
     have
 }
