@@ -291,6 +291,44 @@ mod tests {
         assert_eq!(doc["oscar"]["y"]["auth_user"], "oscar");
     }
 
+    /// Issue 11 item 12: oscar-cli reads YAML only from `.yaml`/`.yml` (exactly) and
+    /// JSON from any other name; a missing `ssl_verify` is false there; a new entry
+    /// gets `oscar-cli cluster add`'s defaults.
+    #[test]
+    fn format_ssl_verify_and_defaults_follow_oscar_cli() {
+        let dir = tempfile::tempdir().expect("tmp");
+        for name in ["config", "config.YAML", "cfg.conf"] {
+            let path = dir.path().join(name);
+            upsert(&path, "y", &entry(), false).expect("upsert");
+            let doc: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).expect("r")).expect(name);
+            assert_eq!(doc["oscar"]["y"]["ssl_verify"], true, "{name}");
+            assert_eq!(doc["oscar"]["y"]["memory"], "256Mi", "{name}");
+            assert_eq!(doc["oscar"]["y"]["log_level"], "INFO", "{name}");
+        }
+        let yml = dir.path().join("c.yml");
+        std::fs::write(
+            &yml,
+            "oscar:\n  old:\n    endpoint: https://old\n    auth_user: u\n    auth_password: p\n    memory: 1Gi\n  egi:\n    endpoint: https://egi\n    oidc_account_name: egi\n",
+        )
+        .expect("w");
+        let e = entries(&yml).expect("yaml by .yml");
+        assert!(!e["old"].ssl_verify, "missing ssl_verify reads as false");
+        assert!(!e["old"].oidc && e["egi"].oidc);
+        let mut insecure = entry();
+        insecure.ssl_verify = false;
+        upsert(&yml, "old", &insecure, false).expect("upsert");
+        let doc = document(&yml).expect("doc");
+        assert_eq!(
+            doc["oscar"]["old"]["ssl_verify"], false,
+            "written explicitly"
+        );
+        assert_eq!(
+            doc["oscar"]["old"]["memory"], "1Gi",
+            "a user's value is kept"
+        );
+    }
+
     #[test]
     fn garbage_is_a_clear_error_and_untouched() {
         let dir = tempfile::tempdir().expect("tmp");

@@ -275,6 +275,24 @@ impl Oscar {
         )
     }
 
+    /// Another endpoint reached with this cluster's credentials, as a 4.1 coordinator
+    /// reaches the members named in a service's `clusters` map.
+    pub fn forwarded_to(
+        &self,
+        cluster: &str,
+        endpoint: &str,
+        ssl_verify: bool,
+    ) -> Result<Oscar, ClientError> {
+        Oscar::new(
+            cluster,
+            endpoint,
+            &self.user,
+            self.password.clone(),
+            ssl_verify,
+            self.timeout,
+        )
+    }
+
     /// This cluster as an entry of a service's `clusters` map (`pkg/types/cluster.go`:
     /// how one OSCAR reaches another; docs/oscar.md, "Credentials in definitions").
     pub fn clusters_entry(&self) -> Value {

@@ -10,7 +10,7 @@
 //! removes what it created. No credential is carried from one cluster to another:
 //! other clusters' passwords in a definition are dropped (those continuum knows are
 //! filled in from the registry) and a service's secrets, which OSCAR returns blank,
-//! must be given again.
+//! must be given again. A copy is never federated (`fn federate` does that).
 
 use std::collections::BTreeMap;
 
@@ -268,6 +268,44 @@ fn without_carried_credentials(
     Ok((def, notes))
 }
 
+/// A copy is a plain service: a `federation` block would make the target a second
+/// coordinator pushing copies to the members (and, on a failed create, deleting
+/// theirs), and `replicas` name clusters from the source's point of view. Both are
+/// left out, with the refresh token that only a federation uses; `fn federate` sets
+/// them up again.
+fn without_federation(src: &Value, to: &str) -> (Value, Vec<String>) {
+    let mut d = src.clone();
+    let mut notes = Vec::new();
+    if let Some(m) = d.as_object_mut() {
+        let blocks: Vec<&str> = ["federation", "replicas", "delegation"]
+            .into_iter()
+            .filter(|k| m.get(*k).is_some_and(|v| !service::is_zero(v)))
+            .collect();
+        if !blocks.is_empty() {
+            notes.push(format!(
+                "the copy on `{to}` is not federated (`{}` left out): run `continuum fn federate` to federate it",
+                blocks.join("`, `")
+            ));
+        }
+        for k in [
+            "federation",
+            "replicas",
+            "delegation",
+            "rescheduler_threshold",
+        ] {
+            m.remove(k);
+        }
+        if let Some(s) = m
+            .get_mut("environment")
+            .and_then(|e| e.get_mut("secrets"))
+            .and_then(Value::as_object_mut)
+        {
+            s.remove(REFRESH_TOKEN);
+        }
+    }
+    (d, notes)
+}
+
 /// Copy `service` from one cluster to another.
 pub async fn copy(
     from: &Oscar,
@@ -282,7 +320,9 @@ pub async fn copy(
     api_of(from).await?;
     let api = api_of(to).await?;
     let src = fetch(from, service).await?;
-    let (def, mut notes) = without_carried_credentials(&src, from.cluster(), inp, &[])?;
+    let (plain, mut notes) = without_federation(&src, to.cluster());
+    let (def, more) = without_carried_credentials(&plain, from.cluster(), inp, &[])?;
+    notes.extend(more);
     let (body, dropped) = service::body_for(&def, api, to.cluster());
     notes.extend(dropped_notes(&dropped, api, to.cluster()));
     let token = src.get("token").and_then(Value::as_str).map(str::to_string);
@@ -321,6 +361,11 @@ pub async fn apply(services: &[FdlService], clusters: &[Oscar]) -> Result<Vec<Wr
             apis.insert(c.cluster().to_string(), api);
         }
     }
+    for (s, c) in services.iter().zip(clusters) {
+        if apis[c.cluster()] == Api::V4_1 {
+            check_federated_create(s, c).await?;
+        }
+    }
     let mut out = Vec::new();
     for (s, c) in services.iter().zip(clusters) {
         let api = apis[c.cluster()];
@@ -330,6 +375,61 @@ pub async fn apply(services: &[FdlService], clusters: &[Oscar]) -> Result<Vec<Wr
         out.push(put_verified(c, api, &body, None, notes).await?);
     }
     Ok(out)
+}
+
+/// A new federated service (POST on a 4.1 coordinator) makes OSCAR POST its copy to
+/// every member and, when one fails, DELETE the copies on all of them
+/// (`RollbackFederationCreate` in grycap/oscar v4.1.2 `pkg/utils/federation.go`): a
+/// member that already has a service of that name would lose it. Refuse that before
+/// writing, looking as the coordinator will (its credentials, the `clusters` endpoint).
+async fn check_federated_create(s: &FdlService, coordinator: &Oscar) -> Result<(), FnError> {
+    let def = &s.definition;
+    let members = def
+        .get("federation")
+        .and_then(|f| f.get("members"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if members.is_empty() || coordinator.get_service(&s.name).await?.is_some() {
+        return Ok(());
+    }
+    for m in &members {
+        let id = m
+            .get("cluster_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let name = m
+            .get("service_name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let is_oscar = m
+            .get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.eq_ignore_ascii_case("oscar"));
+        let Some(entry) = def.get("clusters").and_then(|c| c.get(id)) else {
+            continue;
+        };
+        let Some(endpoint) = entry.get("endpoint").and_then(Value::as_str) else {
+            continue;
+        };
+        if !is_oscar || name.is_empty() {
+            continue;
+        }
+        let ssl = entry
+            .get("ssl_verify")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let member = coordinator.forwarded_to(id, endpoint, ssl)?;
+        // Only a service that is there matters; OSCAR reports a refusal itself.
+        if let Ok(Some(_)) = member.get_service(name).await {
+            return Err(FnError::Invalid(format!(
+                "service `{}` is new on coordinator `{}` but federation member `{id}` already has a service `{name}`: OSCAR 4.1 would fail to create its copy there and then delete that service while rolling back (docs/oscar.md, \"Federation (4.1)\"); remove it from `{id}` or federate with `continuum fn federate`",
+                s.name,
+                coordinator.cluster()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Delegation policies (`static`, `random`, `load-based`, `topsis`: all from 3.6,

@@ -112,6 +112,15 @@ pub const SERVER_LABELS: &[&str] = &[
     "owner_name",
 ];
 
+/// Annotations a 4.1 coordinator puts on the copies it pushes
+/// (`buildWorkerService` in `pkg/utils/federation.go`): they make a service a worker of
+/// another cluster's federation, which a copy is not. Never sent.
+pub const WORKER_ANNOTATIONS: &[&str] = &[
+    "oscar.grycap/origin-cluster",
+    "oscar.grycap/origin-service",
+    "oscar.grycap/federation-worker",
+];
+
 /// The secret key 4.1 requires on a federated service (`pkg/types/service.go`,
 /// `RefreshTokenSecretKey`).
 pub const REFRESH_TOKEN: &str = "refresh_token";
@@ -149,7 +158,8 @@ fn all_zero(v: &Value) -> bool {
 const STRUCTS: &[&str] = &["expose", "synchronous", "mount", "environment"];
 
 /// The body to send to a cluster of version `api` as `cluster`: server-set fields,
-/// OSCAR's own labels and the server's hidden default MinIO left out, zero values
+/// OSCAR's own labels, a pushed copy's worker annotations and the server's hidden
+/// default MinIO left out, zero values
 /// dropped (they decode to the same thing), `cluster_id` set. Fields `api`'s
 /// `types.Service` does not have are left out too; the non-empty ones are returned by
 /// name, for the caller to report.
@@ -181,6 +191,14 @@ pub fn body_for(def: &Value, api: Api, cluster: &str) -> (Value, Vec<String>) {
         }
         if labels.is_empty() {
             out.remove("labels");
+        }
+    }
+    if let Some(ann) = out.get_mut("annotations").and_then(Value::as_object_mut) {
+        for a in WORKER_ANNOTATIONS {
+            ann.remove(*a);
+        }
+        if ann.is_empty() {
+            out.remove("annotations");
         }
     }
     strip_hidden_minio(&mut out);

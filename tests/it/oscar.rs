@@ -121,7 +121,7 @@ impl OscarDouble {
     /// Requests continuum sent: not those a coordinator double pushed (Python's
     /// urllib) nor the test's own (`http` below); continuum's client sends no
     /// User-Agent.
-    fn from_continuum(&self) -> Vec<Value> {
+    fn sent_by_continuum(&self) -> Vec<Value> {
         self.requests()
             .into_iter()
             .filter(|r| r["agent"].as_str().is_some_and(str::is_empty))
@@ -379,7 +379,7 @@ fn assert_requests_follow_spec(d: &OscarDouble) {
         s.extend(TYPE_ONLY_3_6_4);
         (ROUTES_3_6_4, s, "v3.6.4")
     };
-    let sent = d.from_continuum();
+    let sent = d.sent_by_continuum();
     assert!(!sent.is_empty(), "continuum sent nothing to this double");
     for r in &sent {
         let method = r["method"].as_str().expect("method");
@@ -555,7 +555,7 @@ fn apply_copy_move(version: &str) {
         assert_eq!(again["token"], src["token"], "4.1 keeps the token on PUT");
     }
     let put = edge
-        .from_continuum()
+        .sent_by_continuum()
         .into_iter()
         .rfind(|r| r["method"] == "PUT")
         .expect("a PUT");
@@ -716,7 +716,7 @@ fn fn_federate_writes_the_coordinator_only_on_oscar_4_1() {
     // Continuum wrote a federation block only to the coordinator; members got plain
     // copies from continuum and their worker copies from the coordinator.
     for (name, m) in [("cloud", &cloud), ("legacy", &legacy)] {
-        for r in m.from_continuum() {
+        for r in m.sent_by_continuum() {
             assert!(r["body"].get("federation").is_none(), "{name}: {r}");
         }
         let pushed = m.pushed();
@@ -738,6 +738,39 @@ fn fn_federate_writes_the_coordinator_only_on_oscar_4_1() {
     let f: Value = serde_json::from_str(&body).expect("federation");
     assert_eq!(f["members"][0]["cluster_id"], "cloud");
     assert_eq!(f["members"][1]["cluster_id"], "legacy");
+
+    // Again with the default mesh topology: each member's copy lists the coordinator
+    // (its origin) and the other members; copying a member's copy elsewhere makes a
+    // plain service, not a worker nor a second coordinator.
+    assert_ok(
+        &run(&fed("edge,cloud,legacy", &["--secrets", path_str(&rt)])),
+        "fn federate (mesh)",
+    );
+    let worker = cloud.service("yolo").expect("cloud's copy");
+    assert_eq!(worker["federation"]["topology"], "mesh");
+    let ids: Vec<&str> = worker["federation"]["members"]
+        .as_array()
+        .expect("mesh members")
+        .iter()
+        .filter_map(|m| m["cluster_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["edge", "legacy"]);
+    let _ = other.request("DELETE", "/system/services/yolo", None);
+    let out = run(&["fn", "copy", "yolo", "--from", "cloud", "--to", "other"].map(str::to_string));
+    assert_ok(&out, "copy a member's copy");
+    assert!(
+        text(&out).contains("the copy on `other` is not federated (`federation` left out)"),
+        "{}",
+        text(&out)
+    );
+    let plain = other.service("yolo").expect("copied");
+    assert!(plain.get("federation").is_none(), "{plain}");
+    assert!(
+        plain["annotations"]
+            .get("oscar.grycap/federation-worker")
+            .is_none(),
+        "{plain}"
+    );
 
     // A member that fails the coordinator's push: OSCAR answers 200 "with federation
     // warnings"; continuum reports a failure showing them.
@@ -768,6 +801,26 @@ fn fn_federate_writes_the_coordinator_only_on_oscar_4_1() {
     );
     assert!(!t.contains("refused the credentials (401"), "{t}");
     assert!(edge.service("fedsvc").is_none());
+
+    // A new federated service whose member already has that name: OSCAR would roll
+    // back by deleting the member's service; continuum refuses before writing.
+    let f = d.join("clash.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "functions:\n  oscar:\n  - edge:\n      name: clash\n      image: img\n      script: detect.sh\n      environment:\n        secrets: {{refresh_token: rt}}\n      federation:\n        members:\n        - {{type: oscar, cluster_id: cloud, service_name: yolo}}\nclusters:\n  cloud:\n    endpoint: {}\n    auth_user: oscar\n    auth_password: {pw}\n    ssl_verify: false\n",
+            cloud.url()
+        ),
+    )
+    .expect("fdl");
+    let kept = cloud.service("yolo").expect("cloud's copy");
+    let t = fails(d, &cli, &["fn", "apply", path_str(&f)]);
+    assert!(
+        t.contains("member `cloud` already has a service `yolo`") && t.contains("rolling back"),
+        "{t}"
+    );
+    assert!(edge.service("clash").is_none());
+    assert_eq!(cloud.service("yolo"), Some(kept));
 
     for d in [&edge, &cloud, &legacy] {
         assert_requests_follow_spec(d);
@@ -917,7 +970,7 @@ fn fn_copy_carries_no_credentials() {
             text(&out)
         );
         let posted = cloud
-            .from_continuum()
+            .sent_by_continuum()
             .into_iter()
             .find(|r| r["method"] == "POST")
             .expect("POST");
