@@ -152,7 +152,7 @@ fn print_written(printer: &Printer, verb: &str, w: &[functions::Written]) {
     printer.written(verb, w);
 }
 
-fn resolver(state_dir: &Path, arg: &OscarCliArg) -> impl Fn(&str) -> Result<Oscar> + Sync {
+fn resolver(state_dir: &Path, arg: &OscarCliArg) -> impl Fn(&str) -> Result<Oscar> {
     let cli = arg
         .oscar_cli_config
         .clone()
@@ -218,16 +218,11 @@ pub async fn fn_cmd(state_dir: &Path, printer: &Printer, cmd: &FnCmd) -> Result<
             let r = resolver(state_dir, &a.oscar);
             let (from, to) = (r(&a.from)?, r(&a.to)?);
             let secrets = read_secrets(a.secrets.as_deref(), printer)?;
-            let lookup = |id: &str| r(id).ok().map(|o| o.clusters_entry());
-            let inputs = functions::Inputs {
-                secrets: &secrets,
-                lookup: &lookup,
-            };
             if matches!(cmd, FnCmd::Move(_)) {
-                let w = functions::move_service(&from, &to, &a.service, &inputs).await?;
+                let w = functions::move_service(&from, &to, &a.service, &secrets).await?;
                 print_written(printer, "moved", &[w]);
             } else {
-                let w = functions::copy(&from, &to, &a.service, &inputs).await?;
+                let w = functions::copy(&from, &to, &a.service, &secrets).await?;
                 print_written(printer, "copied", &[w]);
             }
         }
@@ -264,14 +259,10 @@ pub async fn fn_cmd(state_dir: &Path, printer: &Printer, cmd: &FnCmd) -> Result<
                 .map(|m| r(m.trim()))
                 .collect::<Result<Vec<_>>>()?;
             let secrets = read_secrets(secrets.as_deref(), printer)?;
-            let lookup = |id: &str| r(id).ok().map(|o| o.clusters_entry());
             let opts = functions::FederateOptions {
                 delegation,
                 topology,
-                inputs: functions::Inputs {
-                    secrets: &secrets,
-                    lookup: &lookup,
-                },
+                secrets: &secrets,
             };
             let w = functions::federate(&members, service, &opts).await?;
             print_written(printer, "federated", &w);

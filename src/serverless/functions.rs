@@ -8,8 +8,8 @@
 //! after a GET on the target shows every field continuum set, as OSCAR normalises it;
 //! `move` deletes at the source only after that; a copy whose verification fails
 //! removes what it created. No credential is carried from one cluster to another:
-//! other clusters' passwords in a definition are dropped (those continuum knows are
-//! filled in from the registry) and a service's secrets, which OSCAR returns blank,
+//! other clusters' passwords in a definition are dropped (the target's own entry gets
+//! its registered credentials) and a service's secrets, which OSCAR returns blank,
 //! must be given again. A copy is never federated (`fn federate` does that).
 
 use std::collections::BTreeMap;
@@ -97,14 +97,8 @@ pub struct Written {
     pub notes: Vec<String>,
 }
 
-/// What a copy or federation is given besides the clusters.
-pub struct Inputs<'a> {
-    /// Secret values given again (a GET returns them blank).
-    pub secrets: &'a BTreeMap<String, Secret>,
-    /// The `clusters` entry, with its registered credentials, of a cluster id
-    /// continuum knows (its catalog or the oscar-cli config).
-    pub lookup: &'a (dyn Fn(&str) -> Option<Value> + Sync),
-}
+/// Secret values given again (a GET returns them blank), by name.
+pub type Secrets = BTreeMap<String, Secret>;
 
 /// The request form `c` takes, from the version its `/system/info` reports (this
 /// also checks reachability and credentials).
@@ -223,13 +217,15 @@ async fn fetch(from: &Oscar, service: &str) -> Result<Value, FnError> {
         })
 }
 
-/// `src` (read from `from`) made fit to write elsewhere: its secrets given again (all
-/// of them, except `skip`), other clusters' passwords replaced by what the registry
-/// has or dropped. Returns the notes to show.
+/// `src` (read from `from`) made fit to write to `to`: its secrets given again (all
+/// of them, except `skip`), the passwords of other clusters' `clusters` entries
+/// dropped and `to`'s own entry given its registered credentials. Returns the notes
+/// to show.
 fn without_carried_credentials(
     src: &Value,
     from: &str,
-    inp: &Inputs<'_>,
+    to: &Oscar,
+    secrets: &Secrets,
     skip: &[&str],
 ) -> Result<(Value, Vec<String>), FnError> {
     let mut def = src.clone();
@@ -237,7 +233,7 @@ fn without_carried_credentials(
         .into_iter()
         .filter(|n| !skip.contains(&n.as_str()))
         .collect();
-    let missing = service::fill_secrets(&mut def, &names, inp.secrets);
+    let missing = service::fill_secrets(&mut def, &names, secrets);
     if !missing.is_empty() {
         return Err(FnError::SecretsNeeded {
             service: src
@@ -249,20 +245,15 @@ fn without_carried_credentials(
             names: missing.join(", "),
         });
     }
-    let known: BTreeMap<String, Value> = def
-        .get("clusters")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.keys()
-                .filter_map(|id| (inp.lookup)(id).map(|v| (id.clone(), v)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let unknown = service::replace_cluster_credentials(&mut def, &known);
-    let notes = unknown
+    let own = BTreeMap::from([(to.cluster().to_string(), to.clusters_entry())]);
+    let stripped = service::replace_cluster_credentials(&mut def, &own);
+    let notes = stripped
         .iter()
         .map(|id| {
-            format!("`clusters.{id}` is not a cluster continuum knows: its password was not copied")
+            format!(
+                "`clusters.{id}`: the password read from `{from}` was not copied to `{}`",
+                to.cluster()
+            )
         })
         .collect();
     Ok((def, notes))
@@ -311,7 +302,7 @@ pub async fn copy(
     from: &Oscar,
     to: &Oscar,
     service: &str,
-    inp: &Inputs<'_>,
+    secrets: &Secrets,
 ) -> Result<Written, FnError> {
     check_name(service)?;
     if from.cluster() == to.cluster() {
@@ -321,7 +312,7 @@ pub async fn copy(
     let api = api_of(to).await?;
     let src = fetch(from, service).await?;
     let (plain, mut notes) = without_federation(&src, to.cluster());
-    let (def, more) = without_carried_credentials(&plain, from.cluster(), inp, &[])?;
+    let (def, more) = without_carried_credentials(&plain, from.cluster(), to, secrets, &[])?;
     notes.extend(more);
     let (body, dropped) = service::body_for(&def, api, to.cluster());
     notes.extend(dropped_notes(&dropped, api, to.cluster()));
@@ -334,9 +325,9 @@ pub async fn move_service(
     from: &Oscar,
     to: &Oscar,
     service: &str,
-    inp: &Inputs<'_>,
+    secrets: &Secrets,
 ) -> Result<Written, FnError> {
-    let w = copy(from, to, service, inp).await?;
+    let w = copy(from, to, service, secrets).await?;
     from.delete_service(service).await?;
     if from.get_service(service).await?.is_some() {
         return Err(FnError::Verify {
@@ -442,7 +433,7 @@ pub const TOPOLOGIES: &[&str] = &["none", "star", "mesh"];
 pub struct FederateOptions<'a> {
     pub delegation: &'a str,
     pub topology: &'a str,
-    pub inputs: Inputs<'a>,
+    pub secrets: &'a Secrets,
 }
 
 /// One `federation.members` / `replicas` entry naming `o`.
@@ -591,11 +582,11 @@ pub async fn federate(
                 m.cluster()
             )));
         }
-        let (base, notes) = without_carried_credentials(&src, &origin, &opts.inputs, &[])?;
         let token = src.get("token").and_then(Value::as_str).map(str::to_string);
         // Build every definition first, so a refusal writes nothing.
         let mut bodies = Vec::new();
         for (m, api) in members.iter().zip(&apis) {
+            let (base, notes) = without_carried_credentials(&src, &origin, m, opts.secrets, &[])?;
             let others: Vec<&Oscar> = members
                 .iter()
                 .filter(|o| o.cluster() != m.cluster())
@@ -626,14 +617,14 @@ async fn federate_41(
 ) -> Result<Vec<Written>, FnError> {
     let coordinator = &members[0];
     let refresh = opts
-        .inputs
         .secrets
         .get(REFRESH_TOKEN)
         .filter(|s| !s.is_empty())
         .ok_or_else(|| FnError::NoRefreshToken {
             coordinator: coordinator.cluster().to_string(),
         })?;
-    let (base, notes) = without_carried_credentials(src, origin, &opts.inputs, &[REFRESH_TOKEN])?;
+    let (base, notes) =
+        without_carried_credentials(src, origin, coordinator, opts.secrets, &[REFRESH_TOKEN])?;
     // The coordinator forwards its caller's Authorization to every member
     // (pkg/utils/federation.go): check now that each member accepts ours for it.
     for m in &members[1..] {

@@ -554,8 +554,9 @@ fn redact(v: &mut Value) {
 }
 
 /// The `clusters` entries of a definition read from another cluster, without the
-/// passwords it carried: an entry continuum knows (`known`) gets its registered
-/// credentials, any other keeps its endpoint and user only. Returns the ids of those.
+/// passwords it carried: an entry in `known` (the target's own) gets those
+/// registered credentials, any other keeps its endpoint and user only. Returns the ids
+/// whose password was dropped.
 pub fn replace_cluster_credentials(
     def: &mut Value,
     known: &BTreeMap<String, Value>,

@@ -876,8 +876,8 @@ fn fn_federate_writes_replicas_on_every_member_before_4_1() {
 
 /// Issue 11 item 13: no credential is carried from one cluster to another. A service
 /// with secrets is refused unless they are given again, naming them; other clusters'
-/// passwords are dropped (a cluster continuum knows gets its registered one); `fn
-/// list` prints no password, token or secret.
+/// passwords are dropped, even those continuum knows (the target's own entry gets its
+/// registered one); `fn list` prints no password, token or secret.
 #[test]
 fn fn_copy_carries_no_credentials() {
     for version in [V41, V36] {
@@ -892,6 +892,7 @@ fn fn_copy_carries_no_credentials() {
                             "secrets": {"API_KEY": "k-123-secret", "DB_PASS": "d-456-secret"}},
             "clusters": {
                 "cloud": {"endpoint": cloud.url(), "auth_user": "oscar", "auth_password": "stale-cloud-pw", "ssl_verify": false},
+                "edge": {"endpoint": edge.url(), "auth_user": "oscar", "auth_password": edge.password, "ssl_verify": false},
                 "elsewhere": {"endpoint": "https://elsewhere.example", "auth_user": "u", "auth_password": "elsewhere-pw", "ssl_verify": true}
             }
         });
@@ -907,7 +908,12 @@ fn fn_copy_carries_no_credentials() {
             let out = continuum(d, &cli, &["fn", "list", "--cluster", "edge", "-o", fmt]);
             assert_ok(&out, "fn list");
             let t = text(&out);
-            for s in ["stale-cloud-pw", "elsewhere-pw", token.as_str()] {
+            for s in [
+                "stale-cloud-pw",
+                "elsewhere-pw",
+                edge.password.as_str(),
+                token.as_str(),
+            ] {
                 assert!(!t.contains(s), "{version} {fmt}: `{s}` printed: {t}");
             }
         }
@@ -964,11 +970,15 @@ fn fn_copy_carries_no_credentials() {
             ],
         );
         assert_ok(&out, "fn copy with the secrets given again");
-        assert!(
-            text(&out).contains("`clusters.elsewhere` is not a cluster continuum knows"),
-            "{}",
-            text(&out)
-        );
+        for id in ["edge", "elsewhere"] {
+            assert!(
+                text(&out).contains(&format!(
+                    "`clusters.{id}`: the password read from `edge` was not copied to `cloud`"
+                )),
+                "{}",
+                text(&out)
+            );
+        }
         let posted = cloud
             .sent_by_continuum()
             .into_iter()
@@ -976,10 +986,9 @@ fn fn_copy_carries_no_credentials() {
             .expect("POST");
         let b = &posted["body"];
         assert_eq!(b["environment"]["secrets"]["API_KEY"], "k-123-secret");
-        assert!(
-            b["clusters"]["elsewhere"].get("auth_password").is_none(),
-            "{b}"
-        );
+        for id in ["elsewhere", "edge"] {
+            assert!(b["clusters"][id].get("auth_password").is_none(), "{b}");
+        }
         assert_eq!(
             b["clusters"]["cloud"]["auth_password"],
             cloud.password.as_str()
