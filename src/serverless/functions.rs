@@ -345,21 +345,26 @@ pub async fn apply(services: &[FdlService], clusters: &[Oscar]) -> Result<Vec<Wr
         check_name(&s.name)?;
     }
     // Contact every cluster (reachability, credentials, version) before the first write.
-    let mut apis: BTreeMap<String, Api> = BTreeMap::new();
+    let mut seen: BTreeMap<String, Api> = BTreeMap::new();
+    let mut apis = Vec::new();
     for c in clusters {
-        if !apis.contains_key(c.cluster()) {
-            let api = api_of(c).await?;
-            apis.insert(c.cluster().to_string(), api);
-        }
+        let api = match seen.get(c.cluster()) {
+            Some(a) => *a,
+            None => {
+                let a = api_of(c).await?;
+                seen.insert(c.cluster().to_string(), a);
+                a
+            }
+        };
+        apis.push(api);
     }
-    for (s, c) in services.iter().zip(clusters) {
-        if apis[c.cluster()] == Api::V4_1 {
+    for ((s, c), api) in services.iter().zip(clusters).zip(&apis) {
+        if *api == Api::V4_1 {
             check_federated_create(s, c).await?;
         }
     }
     let mut out = Vec::new();
-    for (s, c) in services.iter().zip(clusters) {
-        let api = apis[c.cluster()];
+    for ((s, c), api) in services.iter().zip(clusters).zip(apis) {
         let (body, dropped) = service::body_for(&s.definition, api, c.cluster());
         let mut notes = s.notes.clone();
         notes.extend(dropped_notes(&dropped, api, c.cluster()));
@@ -571,7 +576,7 @@ pub async fn federate(
             .join(", "),
     })?;
     let coordinator = &members[0];
-    if apis[0] == Api::V4_1 {
+    if apis.first() == Some(&Api::V4_1) {
         federate_41(members, &apis, &present, &origin, &src, service, opts).await
     } else {
         if let Some((m, _)) = members.iter().zip(&apis).find(|(_, a)| **a == Api::V4_1) {
