@@ -2,6 +2,7 @@
 //! into values, resolve clusters (every one before the first request), call
 //! `serverless::functions`, hand results to the output layer.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,8 +13,8 @@ use super::output::Printer;
 use crate::registry::endpoints;
 use crate::registry::oscar_cli;
 use crate::serverless::client::Oscar;
-use crate::serverless::{fdl, functions};
-use crate::state::Store;
+use crate::serverless::{fdl, functions, service};
+use crate::state::{Secret, Store};
 
 /// Where clusters not installed by continuum are looked up.
 #[derive(Debug, Args)]
@@ -50,7 +51,9 @@ pub enum FnCmd {
         #[command(flatten)]
         oscar: OscarCliArg,
     },
-    /// Redeploy SERVICE on another cluster (POST or PUT, then verify).
+    /// Redeploy SERVICE on another cluster (POST or PUT, then verify). Other
+    /// clusters' passwords in the definition are not copied; secrets must be given
+    /// again with --secrets.
     Copy(CopyArgs),
     /// Copy, then delete at the source once the target is verified.
     Move(CopyArgs),
@@ -60,18 +63,24 @@ pub enum FnCmd {
         #[command(flatten)]
         oscar: OscarCliArg,
     },
-    /// Federate SERVICE over clusters (v4.1 `federation`, legacy `replicas` before).
+    /// Federate SERVICE over clusters: from OSCAR 4.1 the `federation` block goes to
+    /// the first member, which pushes the others' copies (needs `refresh_token` in
+    /// --secrets); before 4.1 every member gets `replicas` + `delegation`.
     Federate {
         service: String,
-        /// Member clusters, comma-separated; the first with the service is the origin.
+        /// Member clusters, comma-separated; the first coordinates. The definition
+        /// comes from the first that has the service.
         #[arg(long, value_delimiter = ',', required = true)]
         members: Vec<String>,
-        /// static, random, load-based or topsis (4.1+).
+        /// static, random, load-based or topsis.
         #[arg(long, default_value = "load-based")]
         delegation: String,
         /// none, star or mesh (4.1+).
         #[arg(long, default_value = "mesh")]
         topology: String,
+        /// YAML mapping NAME: VALUE of the service's secrets (and `refresh_token`).
+        #[arg(long, value_name = "FILE")]
+        secrets: Option<PathBuf>,
         #[command(flatten)]
         oscar: OscarCliArg,
     },
@@ -84,8 +93,63 @@ pub struct CopyArgs {
     pub from: String,
     #[arg(long)]
     pub to: String,
+    /// YAML mapping NAME: VALUE of the service's secrets (OSCAR returns them blank).
+    #[arg(long, value_name = "FILE")]
+    pub secrets: Option<PathBuf>,
     #[command(flatten)]
     pub oscar: OscarCliArg,
+}
+
+/// Secret values from a YAML (or JSON) mapping `NAME: VALUE`; never from argv.
+fn read_secrets(path: Option<&Path>, printer: &Printer) -> Result<BTreeMap<String, Secret>> {
+    let Some(path) = path else {
+        return Ok(BTreeMap::new());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read secrets file {}", path.display()))?;
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "secrets file {} is not valid YAML: {}",
+            path.display(),
+            e.without_snippet()
+        )
+    })?;
+    let Some(map) = doc.as_object() else {
+        bail!(
+            "secrets file {} must be a mapping NAME: VALUE",
+            path.display()
+        );
+    };
+    let mut out = BTreeMap::new();
+    for (k, v) in map {
+        let value = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            _ => bail!("secrets file {}: `{k}` must be a string", path.display()),
+        };
+        out.insert(k.clone(), Secret::new(value));
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            printer.warning(&format!(
+                "secrets file {} is readable by others (mode {:o}): chmod 600 it",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn print_written(printer: &Printer, verb: &str, w: &[functions::Written]) {
+    for n in w.iter().flat_map(|w| &w.notes) {
+        printer.warning(n);
+    }
+    printer.written(verb, w);
 }
 
 fn resolver(state_dir: &Path, arg: &OscarCliArg) -> impl Fn(&str) -> Result<Oscar> {
@@ -140,18 +204,26 @@ pub async fn fn_cmd(state_dir: &Path, printer: &Printer, cmd: &FnCmd) -> Result<
     match cmd {
         FnCmd::List { cluster, oscar } => {
             let c = resolver(state_dir, oscar)(cluster)?;
-            printer.services(cluster, &c.list_services().await?);
+            // Passwords, tokens and secret values are never printed.
+            let list: Vec<serde_json::Value> = c
+                .list_services()
+                .await?
+                .iter()
+                .map(service::redacted)
+                .collect();
+            printer.services(cluster, &list);
         }
         FnCmd::Copy(a) | FnCmd::Move(a) => {
             functions::check_name(&a.service)?;
             let r = resolver(state_dir, &a.oscar);
             let (from, to) = (r(&a.from)?, r(&a.to)?);
+            let secrets = read_secrets(a.secrets.as_deref(), printer)?;
             if matches!(cmd, FnCmd::Move(_)) {
-                let w = functions::move_service(&from, &to, &a.service).await?;
-                printer.written("moved", &[w]);
+                let w = functions::move_service(&from, &to, &a.service, &secrets).await?;
+                print_written(printer, "moved", &[w]);
             } else {
-                let w = functions::copy(&from, &to, &a.service).await?;
-                printer.written("copied", &[w]);
+                let w = functions::copy(&from, &to, &a.service, &secrets).await?;
+                print_written(printer, "copied", &[w]);
             }
         }
         FnCmd::Apply { fdl, oscar } => {
@@ -170,13 +242,14 @@ pub async fn fn_cmd(state_dir: &Path, printer: &Printer, cmd: &FnCmd) -> Result<
                 })?);
             }
             let w = functions::apply(&services, &clusters).await?;
-            printer.written("applied", &w);
+            print_written(printer, "applied", &w);
         }
         FnCmd::Federate {
             service,
             members,
             delegation,
             topology,
+            secrets,
             oscar,
         } => {
             functions::check_name(service)?;
@@ -185,8 +258,14 @@ pub async fn fn_cmd(state_dir: &Path, printer: &Printer, cmd: &FnCmd) -> Result<
                 .iter()
                 .map(|m| r(m.trim()))
                 .collect::<Result<Vec<_>>>()?;
-            let w = functions::federate(&members, service, delegation, topology).await?;
-            printer.written("federated", &w);
+            let secrets = read_secrets(secrets.as_deref(), printer)?;
+            let opts = functions::FederateOptions {
+                delegation,
+                topology,
+                secrets: &secrets,
+            };
+            let w = functions::federate(&members, service, &opts).await?;
+            print_written(printer, "federated", &w);
         }
     }
     Ok(())

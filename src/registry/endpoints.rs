@@ -48,6 +48,10 @@ pub enum EndpointsError {
     NoCredentials { name: String, env: String },
     #[error("cluster `{name}` is already registered by environment `{env}`")]
     Taken { name: String, env: String },
+    #[error(
+        "cluster `{name}` in {oscar_cli} authenticates with OIDC (oidc_account_name / oidc_refresh_token); continuum speaks Basic auth only: add `auth_user` and `auth_password` to that entry"
+    )]
+    OidcOnly { name: String, oscar_cli: PathBuf },
 }
 
 /// One registered OSCAR cluster.
@@ -196,6 +200,12 @@ pub fn resolve(dir: &Path, oscar_cli_path: &Path, name: &str) -> Result<Target, 
     if let Some(e) = entries.get(name)
         && !e.endpoint.is_empty()
     {
+        if e.auth_user.is_empty() && e.oidc {
+            return Err(EndpointsError::OidcOnly {
+                name: name.to_string(),
+                oscar_cli: oscar_cli_path.to_path_buf(),
+            });
+        }
         return Ok(Target {
             name: name.to_string(),
             url: e.endpoint.clone(),

@@ -1,9 +1,12 @@
-//! The oscar-cli configuration file (REFERENCE.md §2, "oscar-cli config"):
-//! `~/.oscar-cli/config.yaml` by default, YAML or JSON by extension.
+//! The oscar-cli configuration file (docs/oscar.md, "oscar-cli config"):
+//! `~/.oscar-cli/config.yaml` by default; YAML when the name ends in `.yaml` or `.yml`,
+//! JSON otherwise, as oscar-cli decides.
 //!
 //! Invariants: entries of other clusters and every key continuum does not write are
-//! kept; the file is replaced atomically with mode 0600; `default` is only set when
-//! asked, and only dropped when it named the cluster being removed.
+//! kept; `ssl_verify` is always written (oscar-cli reads a missing one as false, and so
+//! does `entries`); a new entry gets oscar-cli's `memory`/`log_level` defaults; the
+//! file is replaced atomically with mode 0600; `default` is only set when asked, and
+//! only dropped when it named the cluster being removed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,10 +53,26 @@ pub struct Entry {
     pub ssl_verify: bool,
 }
 
-fn is_json(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+/// An entry as read: also whether it authenticates with OIDC (oscar-cli's
+/// `oidc_account_name` / `oidc_refresh_token`), which continuum does not speak.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadEntry {
+    pub endpoint: String,
+    pub auth_user: String,
+    pub auth_password: Secret,
+    pub ssl_verify: bool,
+    pub oidc: bool,
 }
+
+/// oscar-cli's rule (`pkg/config/config.go`): `filepath.Ext` is `.yaml` or `.yml`
+/// (exactly) for YAML; anything else is JSON.
+fn is_json(path: &Path) -> bool {
+    !path.extension().is_some_and(|e| e == "yaml" || e == "yml")
+}
+
+/// What `oscar-cli cluster add` writes into a new entry besides the credentials
+/// (`AddCluster` in `pkg/config/config.go`).
+const NEW_ENTRY_DEFAULTS: &[(&str, &str)] = &[("memory", "256Mi"), ("log_level", "INFO")];
 
 fn load(path: &Path) -> Result<Value, OscarCliError> {
     let text = match std::fs::read_to_string(path) {
@@ -133,6 +152,9 @@ pub fn upsert(path: &Path, id: &str, e: &Entry, set_default: bool) -> Result<boo
         *entry = json!({});
     }
     if let Some(m) = entry.as_object_mut() {
+        for (k, v) in NEW_ENTRY_DEFAULTS {
+            m.entry(*k).or_insert_with(|| json!(v));
+        }
         m.insert("endpoint".into(), json!(e.endpoint));
         m.insert("auth_user".into(), json!(e.auth_user));
         m.insert("auth_password".into(), json!(e.auth_password.expose()));
@@ -169,7 +191,7 @@ pub fn remove(path: &Path, id: &str) -> Result<bool, OscarCliError> {
 }
 
 /// Every cluster entry with endpoint and basic auth credentials.
-pub fn entries(path: &Path) -> Result<BTreeMap<String, Entry>, OscarCliError> {
+pub fn entries(path: &Path) -> Result<BTreeMap<String, ReadEntry>, OscarCliError> {
     let doc = load(path)?;
     let mut out = BTreeMap::new();
     if let Some(m) = doc.get("oscar").and_then(Value::as_object) {
@@ -182,11 +204,20 @@ pub fn entries(path: &Path) -> Result<BTreeMap<String, Entry>, OscarCliError> {
             };
             out.insert(
                 id.clone(),
-                Entry {
+                ReadEntry {
                     endpoint: s("endpoint"),
                     auth_user: s("auth_user"),
                     auth_password: Secret::new(s("auth_password")),
-                    ssl_verify: v.get("ssl_verify").and_then(Value::as_bool).unwrap_or(true),
+                    // oscar-cli's `ssl_verify` is a plain bool: missing reads as false.
+                    ssl_verify: v
+                        .get("ssl_verify")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
+                    oidc: ["oidc_account_name", "oidc_refresh_token"].iter().any(|k| {
+                        v.get(*k)
+                            .and_then(Value::as_str)
+                            .is_some_and(|s| !s.is_empty())
+                    }),
                 },
             );
         }
@@ -258,6 +289,44 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(&path).expect("r")).expect("json");
         assert_eq!(doc["default"], "x");
         assert_eq!(doc["oscar"]["y"]["auth_user"], "oscar");
+    }
+
+    /// Issue 11 item 12: oscar-cli reads YAML only from `.yaml`/`.yml` (exactly) and
+    /// JSON from any other name; a missing `ssl_verify` is false there; a new entry
+    /// gets `oscar-cli cluster add`'s defaults.
+    #[test]
+    fn format_ssl_verify_and_defaults_follow_oscar_cli() {
+        let dir = tempfile::tempdir().expect("tmp");
+        for name in ["config", "config.YAML", "cfg.conf"] {
+            let path = dir.path().join(name);
+            upsert(&path, "y", &entry(), false).expect("upsert");
+            let doc: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).expect("r")).expect(name);
+            assert_eq!(doc["oscar"]["y"]["ssl_verify"], true, "{name}");
+            assert_eq!(doc["oscar"]["y"]["memory"], "256Mi", "{name}");
+            assert_eq!(doc["oscar"]["y"]["log_level"], "INFO", "{name}");
+        }
+        let yml = dir.path().join("c.yml");
+        std::fs::write(
+            &yml,
+            "oscar:\n  old:\n    endpoint: https://old\n    auth_user: u\n    auth_password: p\n    memory: 1Gi\n  egi:\n    endpoint: https://egi\n    oidc_account_name: egi\n",
+        )
+        .expect("w");
+        let e = entries(&yml).expect("yaml by .yml");
+        assert!(!e["old"].ssl_verify, "missing ssl_verify reads as false");
+        assert!(!e["old"].oidc && e["egi"].oidc);
+        let mut insecure = entry();
+        insecure.ssl_verify = false;
+        upsert(&yml, "old", &insecure, false).expect("upsert");
+        let doc = document(&yml).expect("doc");
+        assert_eq!(
+            doc["oscar"]["old"]["ssl_verify"], false,
+            "written explicitly"
+        );
+        assert_eq!(
+            doc["oscar"]["old"]["memory"], "1Gi",
+            "a user's value is kept"
+        );
     }
 
     #[test]

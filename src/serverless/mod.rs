@@ -1,6 +1,7 @@
-//! The OSCAR serverless layer (REFERENCE.md §2): the validated recipe model of it,
+//! The OSCAR serverless layer (docs/oscar.md): the validated recipe model of it,
 //! credentials, manifest rendering (`manifests`), readiness over HTTP, the OSCAR API
-//! client (`client`), oscar-cli FDL (`fdl`) and function redeployment (`functions`).
+//! client (`client`), service definitions per API version (`service`), oscar-cli FDL
+//! (`fdl`) and function redeployment (`functions`).
 //!
 //! Invariants: chart versions are pinned in one table (`manifests::CHARTS`);
 //! credentials are generated with the OS CSPRNG unless the recipe gives them and live
@@ -11,6 +12,7 @@ pub mod client;
 pub mod fdl;
 pub mod functions;
 pub mod manifests;
+pub mod service;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,7 +25,8 @@ use crate::state::Secret;
 /// Components whose chart values a recipe may override (`serverless.values.NAME`).
 pub const COMPONENTS: &[&str] = &["minio", "nfs", "ingress", "knative", "oscar"];
 
-/// OSCAR refuses longer service names (REFERENCE.md §2).
+/// OSCAR refuses longer service names (the `max=39` binding of `types.Service.Name`;
+/// docs/oscar.md, "Writes").
 pub const MAX_SERVICE_NAME: usize = 39;
 
 /// Which set of defaults the layer is rendered with.
