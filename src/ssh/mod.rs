@@ -6,7 +6,7 @@
 //!   state directory): first contact pins the key (`accept-new`), a changed key is
 //!   refused with `SshError::HostKeyChanged` and never retried.
 //! - At most `CHANNELS_PER_HOST` commands run on one host at a time (sshd's
-//!   MaxSessions is 10, REFERENCE.md §4).
+//!   MaxSessions is 10, sshd_config(5)).
 //! - Secrets travel on stdin, never in a command line.
 //! - Non-root users run privileged commands with `sudo -n`; no password prompt can hang.
 

@@ -736,7 +736,7 @@ cmd_service() {
 # Personas: TEST DOUBLES OF DEVICE FIRMWARE (not product code, not real devices).
 #
 # A persona makes an amd64 fleet host present the device files continuum's probe and
-# preparation read at their REAL paths (REFERENCE.md §1), so the product has no test
+# preparation read at their REAL paths (docs/k3s.md, "Devices and sizing"), so the product has no test
 # hooks. /proc and /sys are the real kernel's here, so the persona covers single paths
 # inside the host's own mount namespace (nothing outside the host changes):
 #   - tmpfs over /sys/firmware            -> devicetree/base/model (Pi / Jetson model)
