@@ -8,6 +8,8 @@ mod aws;
 mod cli;
 mod e2e;
 mod edge;
+mod fuzz_entry;
+mod fuzz_replay;
 mod harness;
 mod nfs;
 mod offline;
