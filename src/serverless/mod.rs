@@ -11,6 +11,7 @@ pub mod client;
 pub mod fdl;
 pub mod functions;
 pub mod manifests;
+pub mod removal;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
