@@ -9,6 +9,7 @@ mod cli;
 mod e2e;
 mod edge;
 mod harness;
+mod manifests;
 mod offline;
 mod oscar;
 mod recipes;

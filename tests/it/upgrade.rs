@@ -13,7 +13,7 @@ const TO: &str = "v1.32.1+k3s1";
 
 /// A copy of the k3s double's bundle whose binaries report `version` (the double's
 /// version is one constant; the install script reads it from the binary).
-fn bundle_at(dir: &Path, version: &str) -> PathBuf {
+pub(crate) fn bundle_at(dir: &Path, version: &str) -> PathBuf {
     let b = dir.join(format!("bundle-{version}"));
     std::fs::create_dir_all(&b).expect("bundle dir");
     let src = root().join("tests/k3s-double");
