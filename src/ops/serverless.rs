@@ -47,6 +47,13 @@ pub enum LayerError {
         "`{host}` is {arch}: OSCAR's images exist for amd64 and arm64 only (docs/oscar.md, \"Architectures\")"
     )]
     UnsupportedArch { host: String, arch: String },
+    #[error(transparent)]
+    Removal(Box<RemovalError>),
+}
+
+/// Why a manifest and its component could not be removed (boxed: large).
+#[derive(Debug, thiserror::Error)]
+pub enum RemovalError {
     #[error(
         "cannot remove {dir}/{file} on `{host}`: {source}; fix or delete the file by hand, then run again"
     )]
@@ -60,7 +67,7 @@ pub enum LayerError {
     #[error(
         "removing {file} on `{host}`: {what} is still there after {secs} s{last}; {hint}. The file stays as {dir}/{retiring} (k3s ignores it) and the next run continues"
     )]
-    RemovalTimeout {
+    Timeout {
         host: String,
         dir: &'static str,
         file: String,
@@ -71,6 +78,12 @@ pub enum LayerError {
         last: String,
         hint: String,
     },
+}
+
+impl From<RemovalError> for LayerError {
+    fn from(e: RemovalError) -> Self {
+        LayerError::Removal(Box::new(e))
+    }
 }
 
 /// Refuse nodes OSCAR has no images for (32-bit ARM), before anything is uploaded.
@@ -204,7 +217,7 @@ async fn retire_one<R: Remote>(
     };
     // Parse before hiding: a file continuum cannot read stays where it is.
     let text = read_manifest(r, &path).await?;
-    let stages = removal::deletions(file, &text).map_err(|source| LayerError::Manifest {
+    let stages = removal::deletions(file, &text).map_err(|source| RemovalError::Manifest {
         host: r.name().to_string(),
         dir: MANIFESTS_DIR,
         file: if is_live {
@@ -274,7 +287,7 @@ async fn delete_stage<R: Remote>(
                 .map(|(d, _)| d.describe())
                 .collect::<Vec<_>>()
                 .join(", ");
-            return Err(LayerError::RemovalTimeout {
+            return Err(RemovalError::Timeout {
                 host: r.name().to_string(),
                 dir: MANIFESTS_DIR,
                 file: file.to_string(),
@@ -283,7 +296,8 @@ async fn delete_stage<R: Remote>(
                 secs: timeout.as_secs(),
                 last,
                 hint: first.who_finishes(),
-            });
+            }
+            .into());
         }
         tokio::time::sleep(poll).await;
     }
