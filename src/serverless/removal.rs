@@ -72,7 +72,10 @@ impl Deletion {
                 n = self.name
             ),
             KNATIVE_SERVING => "the Knative operator removes Knative Serving and then drops its finalizer knativeservings.operator.knative.dev; is the knative-operator pod still running?".to_string(),
-            NAMESPACES => "the namespace controller deletes everything in it first; see `k3s kubectl get all -n NAME`".replace("NAME", &self.name),
+            NAMESPACES => format!(
+                "the namespace controller deletes everything in it first; see `k3s kubectl get all -n {}`",
+                self.name
+            ),
             _ => "nothing should hold this object; see `k3s kubectl get` on it".to_string(),
         }
     }
@@ -112,8 +115,10 @@ const ADDON_STAGE: u8 = 4;
 /// Why a manifest's objects cannot be listed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
-    #[error("document {index} is not YAML continuum can read: {detail}")]
-    Yaml { index: usize, detail: String },
+    #[error("it is not YAML continuum can read: {detail}")]
+    Yaml { detail: String },
+    #[error("document {index} is not a mapping")]
+    NotMapping { index: usize },
     #[error("document {index} lacks {field}")]
     Missing { index: usize, field: &'static str },
     #[error("{kind} `{name}` is not a valid Kubernetes name")]
@@ -152,9 +157,9 @@ fn field<'a>(doc: &'a Value, path: &str) -> Option<&'a str> {
 /// it), with what deletes it, grouped into stages in the order they must go, and the
 /// file's Addon record last.
 pub fn deletions(file: &str, text: &str) -> Result<Vec<Vec<Deletion>>, ManifestError> {
+    // The parser's first line only: the rest quotes the text, which holds passwords.
     let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| ManifestError::Yaml {
-        index: 1,
-        detail: e.to_string(),
+        detail: e.to_string().lines().next().unwrap_or("").to_string(),
     })?;
     let mut objects = Vec::new();
     for (i, doc) in docs.into_iter().enumerate() {
@@ -163,10 +168,7 @@ pub fn deletions(file: &str, text: &str) -> Result<Vec<Vec<Deletion>>, ManifestE
             continue;
         }
         if !doc.is_object() {
-            return Err(ManifestError::Yaml {
-                index,
-                detail: "not a mapping".into(),
-            });
+            return Err(ManifestError::NotMapping { index });
         }
         if field(&doc, "/kind").is_some_and(|k| k.ends_with("List")) {
             let items =
@@ -432,7 +434,12 @@ mod tests {
                 field: "apiVersion"
             }
         );
-        assert!(deletions("f.yaml", "a: [").is_err());
+        let e = deletions("f.yaml", "authPass: secret-pass-123\n  b: [\n").expect_err("not YAML");
+        assert!(e.to_string().contains("line 2"), "{e}");
+        assert!(
+            !e.to_string().contains("secret-pass"),
+            "no manifest text: {e}"
+        );
         // No namespace: wrangler's apply puts it in `default`.
         let s = deletions(
             "f.yaml",
