@@ -172,7 +172,6 @@ fn profile_values(component: &str, s: &Serverless, c: &Credentials) -> Value {
                 "serverlessBackend": if s.knative { "knative" } else { "" },
                 "service": {"type": "ClusterIP"},
                 "ingress": {"create": s.ingress == IngressMode::Nginx},
-                "httproute": {"create": s.ingress == IngressMode::Gateway},
                 "volume": {"storageClassName": "nfs"},
                 "minIO": {
                     "endpoint": "http://minio.minio:9000",
@@ -186,6 +185,12 @@ fn profile_values(component: &str, s: &Serverless, c: &Credentials) -> Value {
             });
             if !host.is_empty() && !is_ip(&host) {
                 v["ingress"]["host"] = json!(host);
+            }
+            // Only gateway mode sets `httproute`: the pinned chart 3.6.4 has no such
+            // value (it arrived in chart 4.0.0; docs/oscar.md, "Chart values"), and the
+            // k3s double refuses values a pinned chart does not have.
+            if s.ingress == IngressMode::Gateway {
+                v["httproute"] = json!({"create": true});
             }
             v
         }

@@ -12,6 +12,7 @@ pub mod client;
 pub mod fdl;
 pub mod functions;
 pub mod manifests;
+pub mod removal;
 pub mod service;
 
 use std::collections::BTreeMap;

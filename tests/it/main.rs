@@ -11,6 +11,7 @@ mod edge;
 mod fuzz_entry;
 mod fuzz_replay;
 mod harness;
+mod manifests;
 mod nfs;
 mod offline;
 mod openrc;

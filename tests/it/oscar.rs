@@ -1289,6 +1289,18 @@ fn oscar_layer_up_registers_and_down_unregisters() {
         "ls /var/lib/rancher/k3s/server/manifests/ | grep -c continuum-oscar || true",
     );
     assert_eq!(left.trim(), "0");
+    // ...and their components: k3s keeps the objects of a deleted manifest, so the
+    // HelmCharts were deleted first (helm-controller uninstalled each release).
+    let charts = fleet.exec_ok(
+        "os-srv",
+        "k3s kubectl -n kube-system get helmcharts -o name",
+    );
+    assert_eq!(charts.trim(), "", "no HelmChart left");
+    assert_eq!(
+        crate::manifests::oscar_status(&fleet.ip("os-srv"), "oscar", &password),
+        None,
+        "OSCAR uninstalled"
+    );
     assert!(
         ws.state().get("serverless").is_none(),
         "credentials forgotten"
@@ -1313,8 +1325,17 @@ fn oscar_layer_up_registers_and_down_unregisters() {
         new_password.as_str()
     );
 
+    assert_eq!(
+        crate::manifests::oscar_status(&fleet.ip("os-srv"), "oscar", &new_password),
+        Some(200)
+    );
     let down = ws.run(&["down", "osedge", "--yes"]);
     assert_ok(&down, "down");
+    assert_eq!(
+        crate::manifests::oscar_status(&fleet.ip("os-srv"), "oscar", &new_password),
+        None,
+        "down took OSCAR with k3s"
+    );
     let list = ws.run(&["endpoints", "list", "-o", "json"]);
     let eps: Vec<Value> = serde_json::from_slice(&list.stdout).expect("json");
     assert!(eps.is_empty(), "{eps:?}");

@@ -5,7 +5,8 @@
 # Scenarios: 1 server + 2 agents; idempotent re-install; wrong token / CA hash;
 # unknown config keys; HA with cluster-init + critical-config mismatch; node
 # password clash; openrc hosts and hosts without a service manager; uninstall leaves
-# nothing; host stop + up comes back via boot.d.
+# nothing; host stop + up comes back via boot.d; manifests and HelmCharts (deploy
+# controller, helm-controller, values keys).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 F=${FLEET:-$HERE/../fleet/fleet.sh}
@@ -226,6 +227,75 @@ check "kd2 Ready again after its host restarted" 'wait_for 20 "[ \"\$(ready_name
 "$F" up kd1 "$NET.200" >/dev/null
 check "server kd1 back after its host restarted, kd2 Ready" 'wait_for 20 "[ \"\$(ready_names kd1 2>/dev/null)\" = \"kd1:True kd2:True \" ]"'
 x kd1 -- k3s kubectl get nodes | sed 's/^/      /'
+
+echo "== 8. manifests: file -> objects; a deleted file leaves them; deleting a HelmChart uninstalls"
+# Upstream rules: k3s pkg/deploy/controller.go, helm-controller v0.16.5, knative/operator
+# (see the block "manifests (issue 10)" in k3s, and docs/k3s.md).
+M=/var/lib/rancher/k3s/server/manifests
+x kd1 -- sh -c 'mkdir -p /usr/local/lib/continuum-doubles && cat > /usr/local/lib/continuum-doubles/oscar-api' < "$HERE/../oscar-double/oscar-api"
+oscar_chart() { # oscar_chart PASSWORD [EXTRA_VALUES_LINES]: a namespace and the OSCAR HelmChart
+    printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: oscar\n---\napiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata:\n  name: oscar\n  namespace: kube-system\nspec:\n  repo: https://grycap.github.io/helm-charts/\n  chart: oscar\n  version: 3.6.4\n  targetNamespace: oscar\n  valuesContent: |-\n    authUser: u\n    authPass: %s\n%b' "$1" "${2:-}"
+}
+put() { x kd1 -- sh -c "cat > $M/$1"; }                 # put FILE < content
+k() { x kd1 -- k3s kubectl "$@"; }
+info() { curl -s -m 3 -o /dev/null -w '%{http_code}' -u "u:$1" "http://$NET.200/system/info"; }
+answers() { [ "$(info "$1")" = 200 ]; }
+logged() { x kd1 -- grep -qF "$1" /var/log/k3s-double/k3s.log; }
+chart_json() { k -n kube-system get helmchart "$1" -o json 2>/dev/null; }
+claimed() { chart_json oscar | grep -q '"wrangler.cattle.io/on-helm-chart-remove"'; }
+ks_claimed() { k -n knative-serving get knativeserving knative-serving -o json 2>/dev/null | grep -q '"knativeservings.operator.knative.dev"'; }
+
+oscar_chart p1 | put t-oscar.yaml
+check "a manifest file becomes a HelmChart with helm-controller's finalizer" 'wait_for 10 claimed'
+check "the object is owned by the file's Addon, which records the file's sha256" \
+    'chart_json oscar | grep -q "\"objectset.rio.cattle.io/owner-name\": \"t-oscar\"" && k -n kube-system get addon t-oscar -o json | grep -q "\"checksum\": \"$(x kd1 -- sha256sum $M/t-oscar.yaml | cut -d" " -f1)\""'
+check "the OSCAR chart installed: its API double answers with the chart's password" 'wait_for 10 "answers p1"'
+oscar_chart p2 | put t-oscar.yaml
+check "editing the file updates the object and upgrades the release" \
+    'wait_for 10 "answers p2" && chart_json oscar | grep -q "authPass: p2"'
+x kd1 -- rm -f $M/t-oscar.yaml
+sleep 3
+check "deleting the file leaves the HelmChart, the namespace and OSCAR" \
+    '[ "$(k -n kube-system get helmchart oscar -o name)" = helmchart.helm.cattle.io/oscar ] && [ "$(k get ns oscar -o name)" = namespace/oscar ] && answers p2'
+out=$(k -n kube-system get helmcharts 2>&1)
+check "get helmcharts prints the CRD's printer columns" 'has "JOB" && has "TARGETNAMESPACE" && has "helm-install-oscar"'
+out=$(k -n kube-system delete helmchart oscar 2>&1); rc=$?
+check "delete helmchart waits for the uninstall (finalizer); OSCAR stops" \
+    '[ $rc -eq 0 ] && [ "$out" = "helmchart.helm.cattle.io \"oscar\" deleted" ] && [ "$(info p2)" = 000 ]'
+out=$(k -n kube-system get helmchart oscar 2>&1); rc=$?
+check "a deleted HelmChart: NotFound, exit 1" \
+    '[ $rc -eq 1 ] && [ "$out" = "Error from server (NotFound): helmcharts.helm.cattle.io \"oscar\" not found" ]'
+out=$(k -n kube-system delete helmcharts.helm.cattle.io oscar --ignore-not-found --wait=false 2>&1); rc=$?
+out2=$(k -n kube-system get helmchart oscar --ignore-not-found -o name 2>&1); rc2=$?
+check "--ignore-not-found: nothing printed, exit 0 (delete and get)" \
+    '[ $rc -eq 0 ] && [ -z "$out" ] && [ $rc2 -eq 0 ] && [ -z "$out2" ]'
+oscar_chart p2 | put t-oscar.yaml
+sleep 3
+check "an identical file written again is skipped while its Addon remains" '! chart_json oscar >/dev/null'
+k -n kube-system delete addon t-oscar >/dev/null
+x kd1 -- touch $M/t-oscar.yaml
+check "once the Addon is deleted, the file is applied again" 'wait_for 10 "answers p2"'
+k -n kube-system delete helmchart oscar >/dev/null
+k -n kube-system delete addon t-oscar >/dev/null
+x kd1 -- rm -f $M/t-oscar.yaml
+out=$(k delete ns oscar 2>&1); rc=$?
+check "a namespace is deleted (after its content)" '[ $rc -eq 0 ] && ! k get ns oscar >/dev/null 2>&1'
+# Values keys are checked against the pinned chart versions (stricter than Helm).
+oscar_chart p3 '    httproute:\n      create: true\n' | put t-bad.yaml
+check "a values key the pinned chart lacks fails the install (httproute on oscar 3.6.4)" \
+    'wait_for 10 "logged \"helm-install-oscar failed: values httproute.create are not values of chart oscar 3.6.4\"" && [ "$(info p3)" = 000 ]'
+k -n kube-system delete helmchart oscar >/dev/null
+x kd1 -- rm -f $M/t-bad.yaml
+# The Knative operator: its CRD comes and goes with its chart; it drops its finalizer
+# on a KnativeServing only while it runs.
+printf 'apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata:\n  name: knative-operator\n  namespace: kube-system\nspec:\n  repo: https://knative.github.io/operator\n  chart: knative-operator\n  version: v1.17.2\n  targetNamespace: knative-operator\n  createNamespace: true\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: knative-serving\n---\napiVersion: operator.knative.dev/v1beta1\nkind: KnativeServing\nmetadata:\n  name: knative-serving\n  namespace: knative-serving\n' | put t-kn.yaml
+check "a KnativeServing is applied once the operator's CRD exists, and gets its finalizer" 'wait_for 15 ks_claimed'
+x kd1 -- rm -f $M/t-kn.yaml
+out=$(k -n knative-serving delete knativeservings.operator.knative.dev knative-serving --timeout=10s 2>&1); rc=$?
+k -n kube-system delete helmchart knative-operator >/dev/null
+out2=$(k -n knative-serving get knativeservings 2>&1); rc2=$?
+check "KnativeServing deleted while the operator runs; the chart's uninstall removes the type" \
+    '[ $rc -eq 0 ] && [ $rc2 -eq 1 ] && [ "$out2" = "error: the server doesn'"'"'t have a resource type \"knativeservings\"" ]'
 
 if [ "${KEEP:-0}" != 1 ]; then
     for hp in "${HOSTS[@]}"; do "$F" down "${hp%:*}" >/dev/null 2>&1 || true; done
