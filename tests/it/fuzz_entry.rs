@@ -95,8 +95,11 @@ pub fn kubeconfig(data: &[u8]) {
     }
 }
 
+/// One entry point: arbitrary bytes in, a panic on a broken promise.
+pub type Entry = fn(&[u8]);
+
 /// Every target by name (the corpus directories are named after them).
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Entry); 6] = [
     ("recipe", recipe),
     ("inventory", inventory),
     ("ansible", ansible),
