@@ -1,4 +1,4 @@
-//! The OSCAR serverless layer (REFERENCE.md §2): the validated recipe model of it,
+//! The OSCAR serverless layer (docs/oscar.md): the validated recipe model of it,
 //! credentials, manifest rendering (`manifests`), readiness over HTTP, the OSCAR API
 //! client (`client`), oscar-cli FDL (`fdl`) and function redeployment (`functions`).
 //!
