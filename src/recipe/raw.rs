@@ -232,6 +232,26 @@ pub struct ServerlessSection {
     pub values: Option<Spanned<BTreeMap<String, Spanned<serde_json::Value>>>>,
     #[serde(default)]
     pub oscar_cli: Option<Spanned<OscarCliSection>>,
+    /// OSCAR release to install (default the newest pinned one; docs/oscar.md).
+    #[serde(default)]
+    pub oscar_version: Option<Spanned<String>>,
+    /// OSCAR's resource manager, which delegates jobs to replicas and federation
+    /// members (default on).
+    #[serde(default)]
+    pub resource_manager: Option<Spanned<bool>>,
+    /// OSCAR's rescheduler, which delegates jobs pending too long (default off).
+    #[serde(default)]
+    pub rescheduler: Option<Spanned<bool>>,
+    /// Certificate and key (PEM files) the ingress serves (default: its own).
+    #[serde(default)]
+    pub tls: Option<Spanned<TlsSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,7 @@
-//! Validation of a recipe's `serverless:` section (the OSCAR layer, issue 4) into
+//! Validation of a recipe's `serverless:` section (the OSCAR layer, issues 4 and 11) into
 //! `crate::serverless::Serverless`. Every problem is a positioned diagnostic; nothing
-//! here touches the network or the disk beyond resolving paths.
+//! here touches the network, and the disk only to read the certificate and key
+//! `serverless.tls` names.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,8 +12,9 @@ use serde_saphyr::Spanned;
 use super::diag::{Pos, Sink, did_you_mean};
 use super::load::{parse_k3s_release, resolve_path};
 use super::raw::ServerlessSection;
+use crate::serverless::manifests::{DEFAULT_OSCAR, OSCAR_RELEASES, OscarRelease};
 use crate::serverless::{
-    COMPONENTS, GivenCredentials, IngressMode, OscarCliTarget, Profile, Serverless, Tier,
+    COMPONENTS, GivenCredentials, IngressMode, OscarCliTarget, Profile, Serverless, Tier, TlsCert,
     valid_cluster_id,
 };
 use crate::state::Secret;
@@ -22,6 +24,35 @@ const DEFAULT_READINESS_TIMEOUT: u64 = 600;
 /// The first k3s release whose packaged Traefik is v3, the chart that has the Gateway
 /// API values `ingress: gateway` sets (docs/k3s-config.md, "Traefik and the Gateway API").
 pub const GATEWAY_MIN_K3S: (u64, u64, u64) = (1, 32, 2);
+
+/// The first k3s release of each minor whose helm-controller reads chart values from
+/// Secrets (`valuesSecrets`, helm-controller v0.16.7 and later); every minor after the
+/// last one listed has it (docs/oscar.md, "Secrets").
+pub const VALUES_SECRETS_MIN_K3S: &[(u64, u64, u64)] = &[(1, 30, 12), (1, 31, 8), (1, 32, 4)];
+
+/// Whether k3s `v` (major, minor, patch) reads HelmChart values from Secrets.
+pub fn k3s_has_values_secrets(v: (u64, u64, u64)) -> bool {
+    let (major, minor, _) = v;
+    if let Some(min) = VALUES_SECRETS_MIN_K3S
+        .iter()
+        .find(|(ma, mi, _)| (*ma, *mi) == (major, minor))
+    {
+        return v >= *min;
+    }
+    VALUES_SECRETS_MIN_K3S
+        .last()
+        .is_some_and(|&(ma, mi, _)| (major, minor) > (ma, mi))
+}
+
+/// Chart values continuum sets from `serverless.credentials`, refused in `values`
+/// (they would sit in a HelmChart's `valuesContent`).
+const CREDENTIAL_VALUES: &[(&str, &[&str])] = &[
+    ("minio", &["rootUser", "rootPassword", "existingSecret"]),
+    (
+        "oscar",
+        &["authUser", "authPass", "minIO.accessKey", "minIO.secretKey"],
+    ),
+];
 
 fn pos<T>(s: &Spanned<T>) -> Pos {
     Pos::of(&s.referenced)
@@ -90,16 +121,67 @@ pub fn check(
         ),
         None => IngressMode::Nginx,
     };
+    let oscar = match &s.oscar_version {
+        Some(v) => OscarRelease::find(&v.value).unwrap_or_else(|| {
+            let names: Vec<&str> = OSCAR_RELEASES.iter().map(|r| r.version).collect();
+            sink.error(
+                pos(v),
+                format!("continuum does not install OSCAR `{}`", v.value.trim()),
+            )
+            .help(format!(
+                "supported: {} (a minor alone, e.g. `3.6`, means its pinned patch); docs/oscar.md, \"Versions\"",
+                names.join(", ")
+            ));
+            DEFAULT_OSCAR
+        }),
+        None => DEFAULT_OSCAR,
+    };
+    let tls = s
+        .tls
+        .as_ref()
+        .and_then(|t| read_tls(&t.value, recipe, sink));
     if let Some(i) = &s.ingress
         && ingress == IngressMode::Gateway
     {
         check_gateway_k3s(i, k3s_version, sink);
+        check_gateway_oscar(i, oscar, s.oscar_version.as_ref(), sink);
+        if s.tls.is_none() {
+            sink.error(pos(i), "`ingress: gateway` needs `serverless.tls`")
+                .help("a Gateway's HTTPS listener serves only the certificate it references (Gateway API `certificateRefs`); give `tls: {cert: FILE, key: FILE}` (PEM), or use `ingress: nginx`, which serves its own (docs/oscar.md, \"Gateway\")");
+        }
+    }
+    let values_secrets = parse_k3s_release(k3s_version).is_some_and(k3s_has_values_secrets);
+    if !values_secrets && parse_k3s_release(k3s_version).is_some() {
+        let firsts: Vec<String> = VALUES_SECRETS_MIN_K3S
+            .iter()
+            .map(|(ma, mi, pa)| format!("v{ma}.{mi}.{pa}"))
+            .collect();
+        let next_minor = VALUES_SECRETS_MIN_K3S
+            .last()
+            .map_or(0, |&(_, mi, _)| mi + 1);
+        sink.warning(
+            pos(&s.profile),
+            format!(
+                "k3s {k3s_version} cannot read chart values from Secrets: the OSCAR password and MinIO's secret key will sit in the `oscar` HelmChart's valuesContent in kube-system"
+            ),
+        )
+        .help(format!(
+            "pin a k3s release whose helm-controller has `valuesSecrets` ({} or later within those minors, any v1.{next_minor} or later) to keep them in a Secret (docs/oscar.md, \"Secrets\")",
+            firsts.join(", ")
+        ));
     }
     let endpoint = match &s.endpoint {
         Some(e) => {
             let v = e.value.trim().trim_end_matches('/').to_string();
             match url::Url::parse(&v) {
-                Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {}
+                Ok(u) if u.scheme() == "https" && u.host().is_some() => {}
+                Ok(u) if u.scheme() == "http" && u.host().is_some() => {
+                    sink.error(
+                        pos(e),
+                        format!("the serverless endpoint `{v}` is plain http"),
+                    )
+                    .help("OSCAR is served over https (Basic auth must not cross the network in clear): give an https:// URL (docs/oscar.md, \"TLS\")");
+                }
                 _ => {
                     sink.error(pos(e), format!("invalid serverless endpoint `{v}`"))
                         .help("give the URL users reach OSCAR by, e.g. https://oscar.example.org");
@@ -107,7 +189,7 @@ pub fn check(
             }
             v
         }
-        None => format!("http://{}", bracket(api_endpoint)),
+        None => format!("https://{}", bracket(api_endpoint)),
     };
     let cluster_id = match &s.cluster_id {
         Some(c) => {
@@ -164,25 +246,46 @@ pub fn check(
                 };
             } else if !val.value.is_object() {
                 sink.error(pos(val), format!("values for `{k}` must be a mapping"));
+            } else if let Some(key) = credential_value(k, &val.value) {
+                sink.error(
+                    pos(val),
+                    format!("`values.{k}` sets `{key}`, which continuum sets from the layer's credentials"),
+                )
+                .help("give credentials in `serverless.credentials`: continuum keeps them in Secrets, out of HelmChart values (docs/oscar.md, \"Secrets\")");
             } else {
                 values.insert(k.clone(), val.value.clone());
             }
         }
     }
+    // The ingress controller's own certificate is self-signed: only a certificate the
+    // recipe gives can be verified (docs/oscar.md, "TLS").
+    let verifiable = tls.is_some();
     let oscar_cli = match &s.oscar_cli {
-        Some(o) => OscarCliTarget {
-            path: o
-                .value
-                .path
-                .as_ref()
-                .map(|p| resolve_path(recipe, &p.value)),
-            set_default: o.value.set_default.as_ref().is_some_and(|b| b.value),
-            ssl_verify: o.value.ssl_verify.as_ref().is_none_or(|b| b.value),
-        },
+        Some(o) => {
+            if let Some(v) = &o.value.ssl_verify
+                && v.value
+                && s.tls.is_none()
+            {
+                sink.warning(
+                    pos(v),
+                    "`ssl_verify: true` without `serverless.tls`: the ingress serves its own self-signed certificate, which clients cannot verify",
+                )
+                .help("give `serverless.tls: {cert, key}`, or leave ssl_verify out (it then follows `tls`)");
+            }
+            OscarCliTarget {
+                path: o
+                    .value
+                    .path
+                    .as_ref()
+                    .map(|p| resolve_path(recipe, &p.value)),
+                set_default: o.value.set_default.as_ref().is_some_and(|b| b.value),
+                ssl_verify: o.value.ssl_verify.as_ref().map_or(verifiable, |b| b.value),
+            }
+        }
         None => OscarCliTarget {
             path: None,
             set_default: false,
-            ssl_verify: true,
+            ssl_verify: verifiable,
         },
     };
     Serverless {
@@ -202,7 +305,90 @@ pub fn check(
         oscar_cli,
         // Set by the caller, which knows the cluster's `disable` list.
         servicelb: true,
+        oscar,
+        resource_manager: s.resource_manager.as_ref().is_none_or(|b| b.value),
+        rescheduler: s.rescheduler.as_ref().is_some_and(|b| b.value),
+        tls,
+        values_secrets,
     }
+}
+
+/// The first key of `CREDENTIAL_VALUES` that `values` (of `component`) sets.
+fn credential_value(component: &str, values: &serde_json::Value) -> Option<String> {
+    let (_, keys) = CREDENTIAL_VALUES.iter().find(|(c, _)| *c == component)?;
+    keys.iter()
+        .find(|k| {
+            k.split('.')
+                .try_fold(values, |v, part| v.get(part))
+                .is_some()
+        })
+        .map(|k| (*k).to_string())
+}
+
+/// Read `serverless.tls`: both files must hold PEM (a certificate, a private key).
+fn read_tls(t: &super::raw::TlsSection, recipe: &Path, sink: &mut Sink<'_>) -> Option<TlsCert> {
+    let mut read = |at: &Spanned<String>, what: &str, marker: &dyn Fn(&str) -> bool| {
+        let path = resolve_path(recipe, at.value.trim());
+        match std::fs::read_to_string(&path) {
+            Ok(text) if marker(&text) => Some((path, text)),
+            Ok(_) => {
+                sink.error(
+                    pos(at),
+                    format!("`{}` holds no PEM {what}", path.display()),
+                )
+                .help("give PEM files: the certificate chain (`-----BEGIN CERTIFICATE-----`) and its private key (`-----BEGIN ... PRIVATE KEY-----`)");
+                None
+            }
+            Err(e) => {
+                sink.error(
+                    pos(at),
+                    format!("cannot read the TLS {what} `{}`: {e}", path.display()),
+                );
+                None
+            }
+        }
+    };
+    let cert = read(&t.cert, "certificate", &|s: &str| {
+        s.contains("-----BEGIN CERTIFICATE-----") && s.contains("-----END CERTIFICATE-----")
+    });
+    let key = read(&t.key, "private key", &|s: &str| {
+        s.lines()
+            .any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with("PRIVATE KEY-----"))
+    });
+    let ((cert_path, cert_pem), (key_path, key_pem)) = (cert?, key?);
+    Some(TlsCert {
+        cert_path,
+        key_path,
+        cert_pem,
+        key_pem: Secret::new(key_pem),
+    })
+}
+
+/// `ingress: gateway` renders the chart's HTTPRoute, which charts before 4.0.0 lack.
+fn check_gateway_oscar(
+    at: &Spanned<String>,
+    oscar: OscarRelease,
+    named: Option<&Spanned<String>>,
+    sink: &mut Sink<'_>,
+) {
+    if oscar.has_httproute() {
+        return;
+    }
+    let d = sink.error(
+        pos(at),
+        format!(
+            "`ingress: gateway` needs OSCAR 4.0 or later (the chart's HTTPRoute); the recipe installs OSCAR {}",
+            oscar.version
+        ),
+    );
+    match named {
+        Some(v) => d.help(format!(
+            "use `ingress: nginx` with OSCAR {}, or drop `oscar_version` (line {})",
+            oscar.version,
+            pos(v).line
+        )),
+        None => d.help("use `ingress: nginx`"),
+    };
 }
 
 /// `ingress: gateway` sets Traefik v3 chart values, which older k3s releases lack.

@@ -3,7 +3,8 @@
 //! client (`client`), service definitions per API version (`service`), oscar-cli FDL
 //! (`fdl`) and function redeployment (`functions`).
 //!
-//! Invariants: chart versions are pinned in one table (`manifests::CHARTS`);
+//! Invariants: chart versions are pinned in one table (`manifests::CHARTS`, OSCAR's per
+//! release in `manifests::OSCAR_RELEASES`);
 //! credentials are generated with the OS CSPRNG unless the recipe gives them and live
 //! only in the 0600 state file, the 0600 manifests on the server and the 0600
 //! oscar-cli config; nothing here prints.
@@ -104,6 +105,31 @@ pub struct Serverless {
     /// k3s's servicelb is on (LoadBalancer services get host ports); without it the
     /// ingress controller binds host ports itself.
     pub servicelb: bool,
+    /// The OSCAR release installed (`serverless.oscar_version`; docs/oscar.md, "Versions").
+    pub oscar: manifests::OscarRelease,
+    /// OSCAR's resource manager: jobs of services with replicas or federation members
+    /// are delegated when the cluster cannot schedule them (docs/oscar.md,
+    /// "Resource manager").
+    pub resource_manager: bool,
+    /// OSCAR's rescheduler: jobs pending longer than its threshold are delegated.
+    pub rescheduler: bool,
+    /// The certificate the ingress serves; `None`: the controller's own (docs/oscar.md,
+    /// "TLS").
+    pub tls: Option<TlsCert>,
+    /// The pinned k3s's helm-controller reads chart values from Secrets
+    /// (`valuesSecrets`; docs/oscar.md, "Secrets").
+    pub values_secrets: bool,
+}
+
+/// A certificate and key given by the recipe (`serverless.tls`), read at load time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCert {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// PEM: the certificate chain.
+    pub cert_pem: String,
+    /// PEM: the private key.
+    pub key_pem: Secret,
 }
 
 impl Serverless {
@@ -253,7 +279,7 @@ pub fn resources(
         // Reported by the step, which renders again.
         Err(e) => json!({"error": e.to_string()}),
     };
-    let charts: BTreeMap<&str, &str> = manifests::CHARTS
+    let charts: BTreeMap<&str, &str> = manifests::charts(s)
         .iter()
         .map(|c| (c.chart, c.version))
         .collect();
@@ -272,6 +298,7 @@ pub fn resources(
         ("profile".to_string(), json!(s.profile)),
         ("ingress".to_string(), json!(s.ingress)),
         ("knative".to_string(), json!(s.knative)),
+        ("oscar_version".to_string(), json!(s.oscar.version)),
         ("endpoint".to_string(), json!(s.endpoint)),
         ("charts".to_string(), json!(charts)),
         ("manifests".to_string(), manifests),

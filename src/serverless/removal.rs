@@ -86,12 +86,15 @@ const HELMCHARTCONFIG: &str = "helmchartconfigs.helm.cattle.io";
 const KNATIVE_SERVING: &str = "knativeservings.operator.knative.dev";
 const NAMESPACES: &str = "namespaces";
 const ADDON: &str = "addons.k3s.cattle.io";
+const GATEWAY: &str = "gateways.gateway.networking.k8s.io";
+const SECRETS: &str = "secrets";
 
 /// The kinds continuum's templates render: (API group, kind) -> (kubectl resource,
 /// namespaced, stage). Stages run in order, each waiting until its objects are gone:
-/// 0 custom resources an operator acts on (while the operator still runs), 1
-/// HelmChartConfigs, 2 HelmCharts (the uninstall), 3 namespaces (after what is in
-/// them), 4 the file's Addon record.
+/// 0 custom resources a controller acts on (while it still runs: the Knative operator,
+/// Traefik's Gateway API provider), 1 HelmChartConfigs, 2 HelmCharts (the uninstall)
+/// and the layer's Secrets (the charts' credentials, kept until then), 3 namespaces
+/// (after what is in them), 4 the file's Addon record.
 const KINDS: &[(&str, &str, &str, bool, u8)] = &[
     (
         "operator.knative.dev",
@@ -100,6 +103,8 @@ const KINDS: &[(&str, &str, &str, bool, u8)] = &[
         true,
         0,
     ),
+    ("gateway.networking.k8s.io", "Gateway", GATEWAY, true, 0),
+    ("", "Secret", SECRETS, true, 2),
     (
         "helm.cattle.io",
         "HelmChartConfig",
@@ -338,6 +343,11 @@ mod tests {
                             ssl_verify: true,
                         },
                         servicelb: true,
+                        oscar: manifests::DEFAULT_OSCAR,
+                        resource_manager: true,
+                        rescheduler: false,
+                        tls: None,
+                        values_secrets: false,
                     });
                 }
             }

@@ -1370,14 +1370,30 @@ fn serverless_section_is_validated_with_positions() {
     ))
     .expect("valid");
     let s = ok.env.serverless.as_ref().expect("serverless");
-    assert_eq!(s.endpoint, "http://10.0.0.1");
+    assert_eq!(
+        s.endpoint, "https://10.0.0.1",
+        "https by default (issue 11, item 10)"
+    );
     assert!(!s.knative, "edge: Knative off by default");
     assert!(
         ok.env.cluster.disable.iter().any(|d| d == "traefik"),
         "nginx ingress turns traefik off"
     );
     // Gateway values need Traefik v3, packaged from k3s v1.32.2 (docs/k3s-config.md).
-    let gw_recipe = write("serverless:\n  profile: cloud\n  ingress: gateway\n");
+    // A Gateway's HTTPS listener needs the recipe's certificate (issue 11, item 8).
+    std::fs::write(
+        dir.path().join("tls.crt"),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write tls.crt");
+    std::fs::write(
+        dir.path().join("tls.key"),
+        "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("write tls.key");
+    let gw_recipe = write(
+        "serverless:\n  profile: cloud\n  ingress: gateway\n  tls: {cert: tls.crt, key: tls.key}\n",
+    );
     let text = std::fs::read_to_string(&gw_recipe)
         .expect("read recipe")
         .replace("v1.31.4+k3s1", "v1.32.2+k3s1");

@@ -575,6 +575,8 @@ fn gateway_ingress_needs_traefik_v3() {
 fn gateway_ingress_version_boundary() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let inv = fixtures().join("good/inventory.yaml");
+    // Gateway mode also needs the certificate its HTTPS listener references.
+    write_pem_pair(tmp.path());
     for (version, ok) in [
         ("v1.31.4+k3s1", false),
         ("v1.32.1+k3s1", false),
@@ -586,7 +588,7 @@ fn gateway_ingress_version_boundary() {
         std::fs::write(
             &recipe,
             format!(
-                "name: gw\ninventory: '{}'\nk3s:\n  version: {version}\n  servers: [srv-1]\nserverless:\n  profile: cloud\n  ingress: gateway\n",
+                "name: gw\ninventory: '{}'\nk3s:\n  version: {version}\n  servers: [srv-1]\nserverless:\n  profile: cloud\n  ingress: gateway\n  tls: {{cert: tls.crt, key: tls.key}}\n",
                 inv.display()
             ),
         )
@@ -666,6 +668,252 @@ fn readiness_timeout_zero() {
         22,
         "readiness_timeout must be at least 1 second",
     );
+}
+
+// --- issue 11: the OSCAR layer's versions, gateway, secrets and TLS -----------------------
+
+/// A syntactically valid certificate and key pair of files in `dir` (`tls.crt`,
+/// `tls.key`): only their PEM framing is checked at load time.
+fn write_pem_pair(dir: &Path) {
+    std::fs::write(
+        dir.join("tls.crt"),
+        "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write tls.crt");
+    std::fs::write(
+        dir.join("tls.key"),
+        "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEtest\n-----END EC PRIVATE KEY-----\n",
+    )
+    .expect("write tls.key");
+}
+
+/// Load `name: t` with a k3s `version` and this `serverless:` body (in a directory that
+/// holds `tls.crt` and `tls.key`).
+fn load_serverless(
+    dir: &Path,
+    version: &str,
+    body: &str,
+) -> Result<continuum::recipe::Loaded, LoadError> {
+    let recipe = dir.join("r.yaml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "name: t\ninventory: '{}'\nk3s:\n  version: {version}\n  servers: [srv-1]\nserverless:\n{body}",
+            fixtures().join("good/inventory.yaml").display()
+        ),
+    )
+    .expect("write recipe");
+    load_recipe(&recipe)
+}
+
+/// Item 4: only pinned OSCAR releases are installed.
+#[test]
+fn oscar_version_must_be_pinned() {
+    let d = expect_error(
+        "oscar_version_unknown.yaml",
+        9,
+        18,
+        "continuum does not install OSCAR `4.0`",
+    );
+    expect_help(&d, "4.1.2, 3.6.4");
+}
+
+/// Item 8: the chart's HTTPRoute exists from OSCAR 4.0; 3.6 cannot be served by a Gateway.
+#[test]
+fn gateway_ingress_needs_oscar_4() {
+    let d = expect_error(
+        "gateway_oscar36.yaml",
+        9,
+        12,
+        "`ingress: gateway` needs OSCAR 4.0 or later",
+    );
+    expect_help(&d, "`ingress: nginx`");
+    expect_help(&d, "line 10");
+}
+
+/// Items 8 and 10: a Gateway's HTTPS listener needs the recipe's certificate.
+#[test]
+fn gateway_ingress_needs_a_certificate() {
+    let d = expect_error(
+        "gateway_without_tls.yaml",
+        9,
+        12,
+        "`ingress: gateway` needs `serverless.tls`",
+    );
+    expect_help(&d, "certificateRefs");
+}
+
+/// Item 10: Basic auth never crosses the network in clear.
+#[test]
+fn endpoint_must_be_https() {
+    let d = expect_error(
+        "endpoint_http.yaml",
+        9,
+        13,
+        "the serverless endpoint `http://oscar.example.org` is plain http",
+    );
+    expect_help(&d, "https://");
+}
+
+/// Item 10: the certificate and key are read, and must be PEM, when the recipe loads.
+#[test]
+fn tls_files_are_read_at_load() {
+    expect_error(
+        "tls_missing_file.yaml",
+        10,
+        11,
+        "cannot read the TLS certificate",
+    );
+    expect_error(
+        "tls_missing_file.yaml",
+        11,
+        10,
+        "cannot read the TLS private key",
+    );
+    expect_error("tls_not_pem.yaml", 9, 15, "holds no PEM certificate");
+    expect_error("tls_not_pem.yaml", 9, 42, "holds no PEM private key");
+}
+
+/// Item 9: credentials are not chart values.
+#[test]
+fn credentials_are_refused_in_values() {
+    let d = expect_error(
+        "values_credentials.yaml",
+        11,
+        12,
+        "`values.oscar` sets `minIO.secretKey`",
+    );
+    expect_help(&d, "serverless.credentials");
+}
+
+#[test]
+fn cli_validate_reports_gateway_without_tls() {
+    validate_rejects("gateway_without_tls.yaml", 9, 12);
+}
+
+/// Items 4, 6, 10, 11: what a section without the new keys means, and with them.
+#[test]
+fn serverless_defaults_and_switches() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write_pem_pair(tmp.path());
+    for profile in ["edge", "cloud"] {
+        let loaded = load_serverless(
+            tmp.path(),
+            "v1.31.4+k3s1",
+            &format!("  profile: {profile}\n"),
+        )
+        .expect("loads");
+        let s = loaded.env.serverless.as_ref().expect("serverless");
+        assert_eq!(
+            s.endpoint, "https://10.0.0.1",
+            "{profile}: https by default"
+        );
+        assert_eq!(s.minio_url(), "http://10.0.0.1:30300");
+        assert!(
+            !s.oscar_cli.ssl_verify,
+            "{profile}: the ingress's own certificate is not verifiable"
+        );
+        assert_eq!(s.oscar.version, "4.1.2");
+        assert_eq!(s.oscar.image_tag, "4.1.2");
+        assert!(s.resource_manager, "{profile}: resource manager on");
+        assert!(!s.rescheduler);
+        assert!(s.tls.is_none());
+        assert!(
+            !s.values_secrets,
+            "v1.31.4's helm-controller has no valuesSecrets"
+        );
+        assert!(
+            loaded
+                .warnings
+                .iter()
+                .any(|w| w.severity == Severity::Warning
+                    && w.message.contains("cannot read chart values from Secrets")
+                    && (w.pos.line, w.pos.col) == (7, 12)),
+            "{profile}: {}",
+            listing(&loaded.warnings)
+        );
+    }
+    let loaded = load_serverless(
+        tmp.path(),
+        "v1.32.4+k3s1",
+        "  profile: edge\n  oscar_version: v3.6\n  resource_manager: false\n  rescheduler: true\n  tls: {cert: tls.crt, key: tls.key}\n  endpoint: https://oscar.example.org/\n",
+    )
+    .expect("loads");
+    assert!(
+        !loaded
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("from Secrets")),
+        "{}",
+        listing(&loaded.warnings)
+    );
+    let s = loaded.env.serverless.as_ref().expect("serverless");
+    assert_eq!((s.oscar.version, s.oscar.chart), ("3.6.4", "3.6.4"));
+    assert!(!s.resource_manager && s.rescheduler);
+    assert!(s.values_secrets);
+    assert_eq!(s.endpoint, "https://oscar.example.org");
+    assert_eq!(s.minio_url(), "http://oscar.example.org:30300");
+    assert!(s.oscar_cli.ssl_verify, "a given certificate is verified");
+    let tls = s.tls.as_ref().expect("tls");
+    assert_eq!(tls.cert_path, tmp.path().join("tls.crt"));
+    assert!(tls.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(tls.key_pem.expose().contains("MHcCAQEEtest"));
+    assert!(
+        !format!("{s:?}").contains("MHcCAQEEtest"),
+        "the key never shows in Debug"
+    );
+
+    // ssl_verify given explicitly wins; `true` without a certificate is warned about.
+    let loaded = load_serverless(
+        tmp.path(),
+        "v1.33.0+k3s1",
+        "  profile: cloud\n  oscar_cli:\n    ssl_verify: true\n",
+    )
+    .expect("loads");
+    assert!(
+        loaded
+            .env
+            .serverless
+            .as_ref()
+            .expect("s")
+            .oscar_cli
+            .ssl_verify
+    );
+    assert!(
+        loaded.warnings.iter().any(|w| w
+            .message
+            .contains("`ssl_verify: true` without `serverless.tls`")
+            && (w.pos.line, w.pos.col) == (9, 17)),
+        "{}",
+        listing(&loaded.warnings)
+    );
+}
+
+/// Item 9: `valuesSecrets` arrived with helm-controller v0.16.7, in k3s v1.30.12,
+/// v1.31.8 and v1.32.4 (docs/oscar.md, "Secrets").
+#[test]
+fn values_secrets_follow_the_k3s_version() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (version, has) in [
+        ("v1.29.15+k3s1", false),
+        ("v1.30.11+k3s1", false),
+        ("v1.30.12+k3s1", true),
+        ("v1.31.4+k3s1", false),
+        ("v1.31.7+k3s1", false),
+        ("v1.31.8-rc1+k3s1", true),
+        ("v1.31.8+k3s1", true),
+        ("v1.32.3+k3s1", false),
+        ("v1.32.4+k3s1", true),
+        ("v1.33.0+k3s1", true),
+        ("v1.36.4+k3s1", true),
+    ] {
+        let loaded = load_serverless(tmp.path(), version, "  profile: edge\n").expect(version);
+        assert_eq!(
+            loaded.env.serverless.as_ref().expect("s").values_secrets,
+            has,
+            "{version}"
+        );
+    }
 }
 
 // --- install source ----------------------------------------------------------------------
