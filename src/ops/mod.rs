@@ -128,9 +128,11 @@ impl OpsError {
     /// Whether a host key problem is (one of) the cause(s).
     pub fn is_host_key(&self) -> bool {
         match self {
-            OpsError::Ssh(SshError::HostKeyChanged { .. } | SshError::HostKeyMismatch { .. }) => {
-                true
-            }
+            OpsError::Ssh(
+                SshError::HostKeyChanged { .. }
+                | SshError::HostKeyMismatch { .. }
+                | SshError::BastionKeyChanged { .. },
+            ) => true,
             OpsError::Partial { details, .. } => {
                 details.contains("has CHANGED since it was pinned")
             }

@@ -5,7 +5,7 @@
 //! plans from the state alone.
 //!
 //! Nothing here changes a host. A host that cannot be reached is reported, and planned
-//! from the state.
+//! from the state; a host (or bastion) whose key changed stops the plan.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -157,6 +157,9 @@ pub async fn refresh(
                     out.drift.insert(p.id, why.join("; "));
                 }
             }
+            // A changed host key is a refusal, not an absence: the plan stops on it
+            // (exit 5), as every other contact with the host would.
+            Err(e) if e.is_host_key() => return Err(e),
             Err(e) => {
                 out.unreachable
                     .insert(p.host.name.clone(), crate::error_chain(&e));

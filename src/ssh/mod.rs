@@ -38,6 +38,16 @@ pub enum SshError {
         "host key of `{host}` ({address}) does not match the `host_key` pinned in the inventory"
     )]
     HostKeyMismatch { host: String, address: String },
+    #[error(
+        "host key of the bastion `{bastion}` (the way to `{host}`) has CHANGED since it was pinned; refusing to connect.\n  If the bastion was reinstalled on purpose, drop its old key with `ssh-keygen -R '{name}' -f {known_hosts}`; otherwise treat this as a possible man-in-the-middle"
+    )]
+    BastionKeyChanged {
+        host: String,
+        bastion: String,
+        /// The bastion as known_hosts names it (`host` or `[host]:port`).
+        name: String,
+        known_hosts: PathBuf,
+    },
     #[error("cannot connect to `{host}` ({address}) after {attempts} attempt(s): {detail}")]
     Connect {
         host: String,
@@ -251,6 +261,102 @@ impl Pool {
         Ok(())
     }
 
+    /// The ssh_config for a connection through a bastion (one per host and run, in the
+    /// run's private control directory): every ssh started for it, the jump included,
+    /// pins host keys in the environment's known_hosts (`accept-new`) and refuses a
+    /// changed one; the jump authenticates with the host's key file; the user's
+    /// ~/.ssh/config follows for everything else. The system-wide /etc/ssh/ssh_config
+    /// is not read (`-F` replaces it).
+    fn jump_config(&self, host: &Host, bastion: &str) -> Result<PathBuf, SshError> {
+        let path = self
+            .control_dir
+            .path()
+            .join(format!("{}.ssh_config", host.name));
+        let err = |detail: String| SshError::KnownHosts {
+            path: path.clone(),
+            detail,
+        };
+        // ssh_config values: double-quoted, %-tokens expanded (so `%` doubled).
+        let word = |p: &Path| {
+            p.to_str()
+                .filter(|t| !t.contains(['"', '\n', '\r']))
+                .map(|t| format!("\"{}\"", t.replace('%', "%%")))
+                .ok_or_else(|| {
+                    err(format!(
+                        "{} cannot be written into an ssh_config",
+                        p.display()
+                    ))
+                })
+        };
+        let mut text = String::from(
+            "# Written by continuum: ssh through a bastion checks every host key, the bastion's\n\
+             # included, against the environment's known_hosts (docs/reliability.md, \"Host trust\").\n",
+        );
+        if let Some(k) = &host.key {
+            // The bastion's address as validated at load (`[user@]host[:port]`).
+            let hp = bastion.rsplit_once('@').map_or(bastion, |(_, h)| h);
+            let name = match hp.strip_prefix('[') {
+                Some(rest) => rest.split(']').next().unwrap_or(rest),
+                None => hp.rsplit_once(':').map_or(hp, |(h, _)| h),
+            };
+            text.push_str(&format!("Host {name}\n  IdentityFile {}\n", word(k)?));
+        }
+        text.push_str(&format!(
+            "Host *\n  UserKnownHostsFile {}\n  StrictHostKeyChecking accept-new\n  BatchMode yes\n  Include ~/.ssh/config\n",
+            word(&self.opts.known_hosts)?
+        ));
+        std::fs::write(&path, text).map_err(|e| err(e.to_string()))?;
+        Ok(path)
+    }
+
+    /// Whether the bastion now offers keys none of which is the one pinned for it
+    /// (`ssh-keyscan`, read-only, straight to the bastion as the jump reaches it).
+    /// Returns its known_hosts name when it changed; `None` when nothing is pinned yet,
+    /// the bastion does not answer, or a pinned key is still offered.
+    async fn bastion_key_changed(&self, bastion: &str) -> Option<String> {
+        let name = jump_known_hosts_name(bastion);
+        let keys = |text: &str| -> std::collections::BTreeSet<(String, String)> {
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| {
+                    let mut w = l.split_whitespace().skip(1);
+                    Some((w.next()?.to_string(), w.next()?.to_string()))
+                })
+                .collect()
+        };
+        let pinned = tokio::process::Command::new("ssh-keygen")
+            .arg("-F")
+            .arg(&name)
+            .arg("-f")
+            .arg(&self.opts.known_hosts)
+            .stderr(Stdio::null())
+            .output()
+            .await
+            .ok()?;
+        let pinned = keys(&String::from_utf8_lossy(&pinned.stdout));
+        if pinned.is_empty() {
+            return None;
+        }
+        let (h, port) = match name.strip_prefix('[') {
+            Some(rest) => {
+                let (h, p) = rest.split_once("]:")?;
+                (h.to_string(), p.to_string())
+            }
+            None => (name.clone(), "22".to_string()),
+        };
+        let scan = tokio::process::Command::new("ssh-keyscan")
+            .args(["-T", "5", "-p", &port, "--", &h])
+            .stderr(Stdio::null())
+            .output()
+            .await
+            .ok()?;
+        let offered = keys(&String::from_utf8_lossy(&scan.stdout));
+        let same_type = offered
+            .iter()
+            .any(|(t, _)| pinned.iter().any(|(p, _)| p == t));
+        (same_type && offered.is_disjoint(&pinned)).then_some(name)
+    }
+
     async fn pinned_fingerprint(&self, host: &Host) -> Option<String> {
         let out = tokio::process::Command::new("ssh-keygen")
             .arg("-l")
@@ -288,6 +394,11 @@ impl Pool {
             b.keyfile(k);
         }
         if let Some(j) = &host.bastion {
+            // OpenSSH runs the jump as a second ssh that gets `-F` but none of the
+            // `-o` options above, so the bastion's key would be checked against the
+            // user's own known_hosts (or not at all). A config file of the
+            // environment's makes the jump pin and verify it like any host's.
+            b.config_file(self.jump_config(host, j)?);
             b.jump_hosts([j.as_str()]);
         }
         let dest = host.address.clone();
@@ -315,6 +426,19 @@ impl Pool {
                                 .pinned_fingerprint(host)
                                 .await
                                 .unwrap_or_else(|| "unknown".into()),
+                        });
+                    }
+                    // The jump's own complaints do not reach us (its stderr is not the
+                    // master's log): when a connection through a bastion fails, compare
+                    // the bastion's key with the pinned one before anything else.
+                    if let Some(b) = &host.bastion
+                        && let Some(name) = self.bastion_key_changed(b).await
+                    {
+                        return Err(SshError::BastionKeyChanged {
+                            host: host.name.clone(),
+                            bastion: b.clone(),
+                            name,
+                            known_hosts: self.opts.known_hosts.clone(),
                         });
                     }
                     let permanent = detail.contains("Permission denied")
@@ -462,6 +586,26 @@ impl Remote for HostConn {
     }
 }
 
+/// How known_hosts names a bastion given as `[user@]host[:port]`.
+fn jump_known_hosts_name(spec: &str) -> String {
+    let hp = spec.rsplit_once('@').map_or(spec, |(_, h)| h);
+    let (h, port) = if let Some(rest) = hp.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((h, p)) => (h, p.strip_prefix(':')),
+            None => (rest, None),
+        }
+    } else {
+        match hp.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hp, None),
+        }
+    };
+    match port {
+        Some(p) if p != "22" => format!("[{h}]:{p}"),
+        _ => h.to_string(),
+    }
+}
+
 /// The known_hosts line name of a host (exposed for tests and status).
 pub fn known_hosts_path(state_dir: &Path, env: &str) -> PathBuf {
     state_dir.join(format!("{env}.known_hosts"))
@@ -477,5 +621,16 @@ mod tests {
         assert_eq!(quote("a b"), "'a b'");
         assert_eq!(quote("it's"), "'it'\\''s'");
         assert_eq!(quote(""), "''");
+    }
+
+    #[test]
+    fn bastions_are_named_as_known_hosts_names_them() {
+        assert_eq!(
+            jump_known_hosts_name("ops@10.250.0.71:2222"),
+            "[10.250.0.71]:2222"
+        );
+        assert_eq!(jump_known_hosts_name("gw.example.org"), "gw.example.org");
+        assert_eq!(jump_known_hosts_name("root@10.0.0.1:22"), "10.0.0.1");
+        assert_eq!(jump_known_hosts_name("[fd00::1]:2200"), "[fd00::1]:2200");
     }
 }

@@ -5,6 +5,7 @@
 //! Without it they print why and return.
 
 mod aws;
+mod bastion;
 mod cli;
 mod e2e;
 mod edge;

@@ -87,7 +87,11 @@ async fn reconnect(ctx: &Ctx, name: &str, timeout: Duration) -> Result<Arc<HostC
     loop {
         match ctx.pool.get(&host).await {
             Ok(c) => return Ok(c),
-            Err(e @ (SshError::HostKeyChanged { .. } | SshError::HostKeyMismatch { .. })) => {
+            Err(
+                e @ (SshError::HostKeyChanged { .. }
+                | SshError::HostKeyMismatch { .. }
+                | SshError::BastionKeyChanged { .. }),
+            ) => {
                 return Err(e.into());
             }
             Err(e) if start.elapsed() >= timeout => {
