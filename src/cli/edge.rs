@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 
 use super::output::{self, Format, Printer, table};
-use super::{Cli, ConnArgs, NeedsYes, cancel_on_ctrl_c};
+use super::{Cli, ConnArgs, NeedsYes, cancel_on_signals};
 use crate::inventory::{self, edit::NewHost};
 use crate::ops;
 
@@ -338,7 +338,7 @@ pub async fn nodes(cli: &Cli, printer: &Printer, cmd: &NodesCmd) -> Result<()> {
             if !yes && !interactive {
                 return Err(anyhow::Error::new(NeedsYes));
             }
-            let cancel = cancel_on_ctrl_c();
+            let cancel = cancel_on_signals();
             let reporter = Arc::new(printer.reporter());
             let obs: Arc<dyn ops::Observer> = reporter.clone();
             let yes = *yes;

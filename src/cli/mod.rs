@@ -151,8 +151,14 @@ pub mod exit {
     pub const PARTIAL: i32 = 3;
     pub const LOCKED: i32 = 4;
     pub const HOST_KEY: i32 = 5;
+    /// SIGINT (Ctrl-C), as shells report a process that died of it (128 + 2).
     pub const INTERRUPTED: i32 = 130;
+    /// SIGTERM (128 + 15): stopped by a service manager, a CI timeout, `kill`.
+    pub const TERMINATED: i32 = 143;
 }
+
+/// The signal that cancelled this run (0: none), for its exit code.
+static CANCELLED_BY: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 impl Cli {
     pub(crate) fn settings(&self, conn: Option<&ConnArgs>) -> Settings {
@@ -238,7 +244,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     return Err(anyhow::Error::new(NeedsYes));
                 }
             }
-            let cancel = cancel_on_ctrl_c();
+            let cancel = cancel_on_signals();
             let reporter = Arc::new(printer.reporter());
             let obs: Arc<dyn ops::Observer> = reporter.clone();
             let yes = args.yes;
@@ -275,7 +281,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     bail!("cancelled");
                 }
             }
-            let cancel = cancel_on_ctrl_c();
+            let cancel = cancel_on_signals();
             let reporter = Arc::new(printer.reporter());
             let obs: Arc<dyn ops::Observer> = reporter.clone();
             let report = ops::down::down(env, forget, &settings, obs, &cancel).await;
@@ -297,14 +303,37 @@ pub async fn run(cli: Cli) -> Result<()> {
 #[error("changes need confirmation: re-run with --yes (no terminal to ask on)")]
 pub struct NeedsYes;
 
-pub(crate) fn cancel_on_ctrl_c() -> CancellationToken {
+/// A token cancelled by SIGINT or SIGTERM: in-flight steps finish (and are recorded),
+/// no new one starts, the lock is released on the way out, and the exit code says
+/// which signal it was (130 or 143).
+pub(crate) fn cancel_on_signals() -> CancellationToken {
+    use std::sync::atomic::Ordering;
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::warn!("interrupt: finishing in-flight steps, starting no new ones");
-            t.cancel();
-        }
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        let sig = tokio::select! {
+            r = tokio::signal::ctrl_c() => {
+                if r.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                2
+            }
+            () = term => 15,
+        };
+        CANCELLED_BY.store(sig, Ordering::SeqCst);
+        tracing::warn!(
+            "{}: finishing in-flight steps, starting no new ones",
+            if sig == 15 { "SIGTERM" } else { "interrupt" }
+        );
+        t.cancel();
     });
     token
 }
@@ -348,7 +377,13 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
                 | ops::OpsError::Shrink(ops::shrink::ShrinkError::NoSuchHost { .. }) => {
                     exit::INVALID
                 }
-                ops::OpsError::Interrupted => exit::INTERRUPTED,
+                ops::OpsError::Interrupted => {
+                    if CANCELLED_BY.load(std::sync::atomic::Ordering::SeqCst) == 15 {
+                        exit::TERMINATED
+                    } else {
+                        exit::INTERRUPTED
+                    }
+                }
                 _ => exit::ERROR,
             };
         }
