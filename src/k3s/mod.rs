@@ -600,7 +600,7 @@ pub async fn apply_node<R: Remote>(
     {
         run_root(
             r,
-            "writing config.yaml",
+            &format!("writing {CONFIG_PATH}"),
             &write_file_script(CONFIG_PATH, "0600"),
             Some(spec.config.as_bytes()),
             SHORT,
@@ -622,7 +622,7 @@ pub async fn apply_node<R: Remote>(
             // Before k3s (re)starts: it imports what is in IMAGES_DIR at start.
             run_root(
                 r,
-                "uploading the air-gap images",
+                &format!("uploading the air-gap images to {IMAGES_DIR}/{name}"),
                 &write_file_script(&format!("{IMAGES_DIR}/{name}"), "0644"),
                 Some(data),
                 INSTALL_TIMEOUT,
@@ -632,7 +632,7 @@ pub async fn apply_node<R: Remote>(
         if !binary_matches {
             run_root(
                 r,
-                "uploading the k3s binary",
+                &format!("uploading the k3s binary to {bin_dir}/k3s"),
                 &write_file_script(&format!("{bin_dir}/k3s"), "0755"),
                 Some(bin),
                 INSTALL_TIMEOUT,
@@ -642,7 +642,7 @@ pub async fn apply_node<R: Remote>(
         if facts.script_sha.as_deref() != Some(sha256_hex(script).as_str()) {
             run_root(
                 r,
-                "uploading install.sh",
+                &format!("uploading install.sh to {WORK_DIR}/install.sh"),
                 &write_file_script(&format!("{WORK_DIR}/install.sh"), "0700"),
                 Some(script),
                 SHORT,
@@ -679,7 +679,7 @@ pub async fn apply_node<R: Remote>(
     if config_changed {
         run_root(
             r,
-            "writing config.yaml",
+            &format!("writing {CONFIG_PATH}"),
             &write_file_script(CONFIG_PATH, "0600"),
             Some(spec.config.as_bytes()),
             SHORT,

@@ -2,7 +2,7 @@
 //! the in-flight steps finish (and be recorded), start no new one, release the lock
 //! and exit 130 or 143; the next `up` resumes and converges with nothing duplicated.
 //!
-//! Fleet hosts of this module are named `ft-*` and use 10.250.0.74-76.
+//! Fleet hosts of this module are named `ft-*` and use 10.250.0.74-77.
 
 use std::time::{Duration, Instant};
 
@@ -77,5 +77,109 @@ fn sigint_and_sigterm_mid_up_stop_cleanly_and_up_resumes() {
         }
         assert!(text(&ws.up()).contains("0 to change"));
         assert_ok(&ws.run(&["down", &ws.env, "--yes"]), "down");
+    }
+}
+
+/// A full disk under the state directory: the write fails naming the state file, the
+/// previous state stays intact and readable, and once there is room again `up` goes on.
+/// A full disk on a host: the upload fails naming the host and the file.
+#[test]
+fn full_disks_fail_clearly_and_lose_nothing() {
+    if !fleet_available("full_disks_fail_clearly_and_lose_nothing") {
+        return;
+    }
+    let fleet = Fleet::start(&["ft-disk"], 77);
+    let ws = Workspace::new("ftdisk");
+    ws.write_inventory(&fleet.defs(), "ops");
+    ws.write_recipe(&["ft-disk"], "");
+    // The host: a tiny filesystem where the k3s binary goes.
+    fleet.exec_ok("ft-disk", "mount -t tmpfs -o size=16k tmpfs /usr/local/bin");
+    let out = ws.up();
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{msg}");
+    assert!(
+        msg.contains("on `ft-disk`")
+            && msg.contains("/usr/local/bin/k3s")
+            && msg.contains("No space left on device"),
+        "{msg}"
+    );
+    fleet.exec_ok("ft-disk", "umount /usr/local/bin");
+    assert_ok(&ws.up(), "up once the host has room");
+
+    // The controller: the state directory on a tiny filesystem, then filled up.
+    let mnt = ws.dir.path().join("small");
+    std::fs::create_dir_all(&mnt).expect("mountpoint");
+    let mount = |args: &[&str]| {
+        let st = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .status()
+            .expect("mount");
+        assert!(st.success(), "{args:?}");
+    };
+    let small = mnt.to_str().expect("utf8").to_string();
+    mount(&["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", &small]);
+    let _unmount = Unmount(small.clone());
+    let state_dir = mnt.join("state");
+    let copy = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(ws.state_dir())
+        .arg(&state_dir)
+        .status()
+        .expect("cp");
+    assert!(copy.success());
+    let state_file = state_dir.join("ftdisk.json");
+    let before = std::fs::read_to_string(&state_file).expect("state");
+    // Fill the filesystem.
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", &format!("of={small}/fill"), "bs=4k"])
+        .stderr(std::process::Stdio::null())
+        .status();
+    // A change to record: a new label on the node.
+    ws.write_recipe(&["ft-disk"], "  node_labels: {zone: b}\n");
+    let out = ws
+        .cmd()
+        .env("CONTINUUM_STATE_DIR", &state_dir)
+        .args(["up", path_str(&ws.recipe()), "--yes"])
+        .output()
+        .expect("up");
+    let msg = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{msg}");
+    assert!(msg.contains("No space left on device"), "{msg}");
+    assert!(
+        msg.contains(&small),
+        "the message names the state path: {msg}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&state_file).expect("state"),
+        before,
+        "the previous state was damaged"
+    );
+    serde_json::from_str::<serde_json::Value>(&before).expect("still JSON");
+    std::fs::remove_file(mnt.join("fill")).expect("free");
+    let out = ws
+        .cmd()
+        .env("CONTINUUM_STATE_DIR", &state_dir)
+        .args(["up", path_str(&ws.recipe()), "--yes"])
+        .output()
+        .expect("up");
+    assert_ok(&out, "up once the state directory has room");
+    let out = ws
+        .cmd()
+        .env("CONTINUUM_STATE_DIR", &state_dir)
+        .args(["down", "ftdisk", "--yes"])
+        .output()
+        .expect("down");
+    assert_ok(&out, "down");
+}
+
+/// Unmounts a test's scratch filesystem however the test ends.
+struct Unmount(String);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
     }
 }
