@@ -2,7 +2,7 @@
 //! the in-flight steps finish (and be recorded), start no new one, release the lock
 //! and exit 130 or 143; the next `up` resumes and converges with nothing duplicated.
 //!
-//! Fleet hosts of this module are named `ft-*` and use 10.250.0.74-77.
+//! Fleet hosts of this module are named `ft-*` and use 10.250.0.74-79.
 
 use std::time::{Duration, Instant};
 
@@ -182,4 +182,78 @@ impl Drop for Unmount {
             .arg(&self.0)
             .status();
     }
+}
+
+/// Run `args` with JSON events on stdout and SIGKILL it right after its `k`-th event;
+/// returns whether it was killed (false: it finished before that).
+fn kill_9_after_event(ws: &Workspace, args: &[&str], k: usize) -> bool {
+    use std::io::BufRead;
+    let mut child = ws
+        .cmd()
+        .args(args)
+        .args(["-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut seen = 0;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if line.starts_with('{') && line.contains("\"event\"") {
+            seen += 1;
+            if seen == k {
+                let _ = child.kill();
+                let _ = child.wait();
+                return true;
+            }
+        }
+    }
+    let _ = child.wait();
+    false
+}
+
+/// `kill -9` at twelve points, six of `up` and six of `down` (right after the 1st,
+/// 3rd, 5th, ... JSON event), each followed by a run that converges: one k3s per host,
+/// the nodes as declared, nothing left after `down`.
+#[test]
+fn kill_9_at_twelve_points_of_up_and_down_then_converge() {
+    if !fleet_available("kill_9_at_twelve_points_of_up_and_down_then_converge") {
+        return;
+    }
+    let names = ["ft-k9s", "ft-k9a"];
+    let fleet = Fleet::start(&names, 78);
+    let ws = Workspace::new("ftk9");
+    ws.write_inventory(&fleet.defs(), "ops");
+    ws.write_recipe(&["ft-k9s"], "");
+    let recipe = ws.recipe();
+    let up_args = ["up", path_str(&recipe), "--yes"];
+    let down_args = ["down", "ftk9", "--yes"];
+    let mut killed = 0;
+    for k in [1, 3, 5, 7, 9, 11] {
+        killed += usize::from(kill_9_after_event(&ws, &up_args, k));
+        assert_ok(&ws.up(), &format!("up after kill -9 at event {k} of up"));
+        assert_eq!(
+            node_labels(&fleet, "ft-k9s")
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>(),
+            vec!["ft-k9a", "ft-k9s"],
+            "event {k} of up"
+        );
+        for h in names {
+            let n = fleet.exec_ok(h, "pgrep -f 'k3s (server|agent)' | wc -l");
+            assert_eq!(n.trim(), "1", "event {k} of up: {h} runs {n} k3s processes");
+        }
+        killed += usize::from(kill_9_after_event(&ws, &down_args, k.div_ceil(2)));
+        assert_ok(
+            &ws.run(&down_args),
+            &format!("down after kill -9 at event {} of down", k.div_ceil(2)),
+        );
+        for h in names {
+            assert_eq!(fleet.k3s_leftovers(h), "", "event {k}: {h} keeps k3s files");
+        }
+        assert!(!ws.state_file().exists(), "state left after down");
+    }
+    assert!(killed >= 10, "only {killed} of 12 runs were killed mid-way");
 }
