@@ -1190,24 +1190,100 @@ mod tests {
         assert!(text.starts_with("# Managed by continuum"));
     }
 
-    #[test]
-    fn install_command_has_no_secret_and_honours_bundle() {
+    /// A host that records every command and its stdin, and answers `k3s --version`
+    /// (a scripted stand-in for SSH; nothing runs).
+    struct Recorder {
+        runs: std::sync::Mutex<Vec<(String, Option<Vec<u8>>)>>,
+    }
+
+    impl Remote for Recorder {
+        async fn run(
+            &self,
+            script: &str,
+            stdin: Option<&[u8]>,
+            _root: bool,
+            _timeout: Duration,
+        ) -> Result<Output, SshError> {
+            self.runs
+                .lock()
+                .expect("runs")
+                .push((script.to_string(), stdin.map(<[u8]>::to_vec)));
+            Ok(Output {
+                status: Some(0),
+                stdout: if script.ends_with("k3s --version") {
+                    "k3s version v1.31.4+k3s1 (recorder)\n".into()
+                } else {
+                    String::new()
+                },
+                stderr: String::new(),
+            })
+        }
+        fn name(&self) -> &str {
+            "rec"
+        }
+    }
+
+    #[tokio::test]
+    async fn the_token_travels_only_on_stdin_into_a_0600_config() {
+        // Issue 14: the old check looked at `install_command` alone, which never sees
+        // the config. Here every command of a whole install is recorded.
+        const MARKER: &str = "K10feedface::server:marker-secret-4711";
+        let dir = tempfile::tempdir().expect("bundle");
+        for (f, body) in [
+            ("k3s", "binary"),
+            ("install.sh", "#!/bin/sh\n"),
+            ("k3s-airgap-images-amd64.tar.zst", "images"),
+        ] {
+            std::fs::write(dir.path().join(f), body).expect("bundle file");
+        }
         let install = Install::Bundle {
-            dir: PathBuf::from("/b"),
+            dir: dir.path().to_path_buf(),
             images: Images::Bundle,
         };
         let spec = NodeSpec {
             role: Role::Agent,
             version: "v1.31.4+k3s1",
             install: &install,
-            config: "token: SECRET".into(),
+            config: format!("server: https://10.0.0.1:6443\ntoken: {MARKER}\n"),
             live_keys_only: false,
         };
-        let cmd = install_command(&spec, DEFAULT_BIN_DIR, true);
-        assert!(!cmd.contains("SECRET"));
-        assert!(cmd.contains("INSTALL_K3S_SKIP_DOWNLOAD=true"));
-        assert!(cmd.contains("INSTALL_K3S_EXEC=agent"));
-        assert!(cmd.contains("INSTALL_K3S_FORCE_RESTART=true"));
+        let facts = Facts {
+            arch: "amd64".into(),
+            service_manager: Some(ServiceManager::Systemd),
+            ..Facts::default()
+        };
+        let r = Recorder {
+            runs: std::sync::Mutex::new(Vec::new()),
+        };
+        assert_eq!(
+            apply_node(&r, &spec, &facts).await.expect("applied"),
+            Applied::Changed
+        );
+        let runs = r.runs.lock().expect("runs");
+        assert!(runs.len() >= 5, "{runs:?}");
+        for (script, _) in runs.iter() {
+            assert!(!script.contains("marker-secret"), "in a command: {script}");
+        }
+        let carrying: Vec<&String> = runs
+            .iter()
+            .filter(|(_, stdin)| {
+                stdin
+                    .as_deref()
+                    .is_some_and(|b| String::from_utf8_lossy(b).contains("marker-secret"))
+            })
+            .map(|(script, _)| script)
+            .collect();
+        assert_eq!(carrying.len(), 1, "{carrying:?}");
+        assert!(
+            carrying[0].contains("umask 077")
+                && carrying[0].contains("chmod 0600")
+                && carrying[0].contains(CONFIG_PATH),
+            "{}",
+            carrying[0]
+        );
+        let install_cmd = runs.last().map(|(s, _)| s.clone()).unwrap_or_default();
+        assert!(install_cmd.contains("INSTALL_K3S_SKIP_DOWNLOAD=true"));
+        assert!(install_cmd.contains("INSTALL_K3S_EXEC=agent"));
     }
 
     #[test]

@@ -106,6 +106,11 @@ fn lifecycle_up_idempotent_grow_down() {
     // Second up: nothing to change. It refreshes (issue 10): exactly one read-only
     // login per host, no file touched. With --refresh=false no host is contacted.
     let logins: Vec<usize> = names[..3].iter().map(|h| fleet.logins(h)).collect();
+    // The counter must see continuum at all, or the checks below prove nothing.
+    assert!(
+        logins.iter().all(|n| *n > 0),
+        "no login counted: {logins:?}"
+    );
     let files: Vec<String> = names[..3].iter().map(|h| fleet.k3s_files(h)).collect();
     let again = ws.up();
     assert_ok(&again, "second up");

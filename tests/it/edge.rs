@@ -580,7 +580,8 @@ fn first_contact_by_password_installs_key_and_pins_host_key() {
     let authorized = fleet.exec_ok("ed-fc", "cat /home/ops/.ssh/authorized_keys");
     assert_eq!(authorized.trim(), client_pub.trim());
     // The password is nowhere: output, inventory, state directory.
-    assert!(!text(&ok).contains(PASSWORD) && !text(&wrong).contains(PASSWORD));
+    // Each run's own password: the refused one is not echoed either.
+    assert!(!text(&ok).contains(PASSWORD) && !text(&wrong).contains("not-the-password"));
     assert!(!inv_text.contains(PASSWORD));
     // Key logins now work, against the pinned host key.
     let probe = ws.run(&["inventory", "probe", path_str(&inv)]);
@@ -721,6 +722,17 @@ fn unprobed_pi_with_memory_cgroup_off_is_refused_before_install() {
     );
     assert_eq!(
         ws.state()["resources"]["k3s-server/ed-us"]["status"],
+        "applied"
+    );
+    // The unprobed Jetson joined, with the warning naming the fix.
+    assert!(
+        out.contains("`ed-ujet` is an ")
+            && out.contains("that was not probed")
+            && out.contains("continuum inventory probe INVENTORY --host ed-ujet"),
+        "{out}"
+    );
+    assert_eq!(
+        ws.state()["resources"]["k3s-agent/ed-ujet"]["status"],
         "applied"
     );
 }

@@ -212,13 +212,16 @@ impl Fleet {
         must(fleet_sh(&["rekey", name]), "fleet.sh rekey");
     }
 
-    /// Number of SSH logins the host's sshd accepted so far.
+    /// Number of SSH logins the host's sshd accepted so far (a host that cannot be
+    /// read is a test failure, never 0).
     pub fn logins(&self, name: &str) -> usize {
-        let (_, out) = self.exec(
+        let out = self.exec_ok(
             name,
-            "grep -c 'Accepted publickey' /var/log/sshd.log || true",
+            "test -r /var/log/sshd.log && grep -c 'Accepted publickey' /var/log/sshd.log || echo 0",
         );
-        out.trim().parse().unwrap_or(0)
+        out.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: unreadable login count {out:?}"))
     }
 
     /// Paths and mtimes of every k3s/continuum file on the host.
