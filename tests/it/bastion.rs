@@ -3,7 +3,7 @@
 //! the `-o` options: continuum writes an ssh_config of the environment's), and a
 //! changed bastion key is refused, naming the bastion.
 //!
-//! Fleet hosts of this module are named `bj-*` and use 10.250.0.72-73.
+//! Fleet hosts of this module are named `bj-*` and use 10.250.0.102-103.
 
 use crate::harness::{Fleet, Workspace, assert_ok, client_key, fleet_available, text};
 
@@ -12,7 +12,7 @@ fn bastion_key_is_pinned_and_a_changed_one_refused() {
     if !fleet_available("bastion_key_is_pinned_and_a_changed_one_refused") {
         return;
     }
-    let fleet = Fleet::start(&["bj-gw", "bj-srv"], 72);
+    let fleet = Fleet::start(&["bj-gw", "bj-srv"], 102);
     let gw = fleet.ip("bj-gw");
     let ws = Workspace::new("bj");
     std::fs::write(

@@ -2,7 +2,7 @@
 //! the in-flight steps finish (and be recorded), start no new one, release the lock
 //! and exit 130 or 143; the next `up` resumes and converges with nothing duplicated.
 //!
-//! Fleet hosts of this module are named `ft-*` and use 10.250.0.74-79.
+//! Fleet hosts of this module are named `ft-*` and use 10.250.0.104-109.
 
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,7 @@ fn sigint_and_sigterm_mid_up_stop_cleanly_and_up_resumes() {
         return;
     }
     let names = ["ft-srv", "ft-a1", "ft-a2"];
-    let fleet = Fleet::start(&names, 74);
+    let fleet = Fleet::start(&names, 104);
     for (signal, code) in [("TERM", 143), ("INT", 130)] {
         let ws = Workspace::new(&format!("ft{}", signal.to_lowercase()));
         ws.write_inventory(&fleet.defs(), "ops");
@@ -88,7 +88,7 @@ fn full_disks_fail_clearly_and_lose_nothing() {
     if !fleet_available("full_disks_fail_clearly_and_lose_nothing") {
         return;
     }
-    let fleet = Fleet::start(&["ft-disk"], 77);
+    let fleet = Fleet::start(&["ft-disk"], 107);
     let ws = Workspace::new("ftdisk");
     ws.write_inventory(&fleet.defs(), "ops");
     ws.write_recipe(&["ft-disk"], "");
@@ -222,7 +222,7 @@ fn kill_9_at_twelve_points_of_up_and_down_then_converge() {
         return;
     }
     let names = ["ft-k9s", "ft-k9a"];
-    let fleet = Fleet::start(&names, 78);
+    let fleet = Fleet::start(&names, 108);
     let ws = Workspace::new("ftk9");
     ws.write_inventory(&fleet.defs(), "ops");
     ws.write_recipe(&["ft-k9s"], "");

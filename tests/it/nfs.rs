@@ -4,7 +4,7 @@
 //! without nfs-common and without network; the apt-get double stands in for reachable
 //! repositories.
 //!
-//! Fleet hosts of this module are named `nf-*` and use 10.250.0.67-68.
+//! Fleet hosts of this module are named `nf-*` and use 10.250.0.100-101.
 
 use crate::harness::{Fleet, Workspace, assert_ok, fleet_available, path_str, text};
 
@@ -16,7 +16,7 @@ fn serverless_nodes_get_the_nfs_client_or_a_clear_error() {
     if !fleet_available("serverless_nodes_get_the_nfs_client_or_a_clear_error") {
         return;
     }
-    let fleet = Fleet::start(&["nf-s", "nf-a"], 67);
+    let fleet = Fleet::start(&["nf-s", "nf-a"], 100);
     let ws = Workspace::new("nf");
     ws.write_inventory(&fleet.defs(), "ops");
     let cli = ws.dir.path().join("oscar-cli.yaml");

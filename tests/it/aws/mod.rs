@@ -688,48 +688,21 @@ fn aws_throttling_5xx_slow_boot_and_dependency_violations_are_survived() {
     assert!(left.is_empty(), "{left:?}");
 }
 
-/// Child process of `aws_kill_9_at_three_points_then_up_adopts`: runs `up` with a
-/// provider that SIGKILLs this process right after `CONTINUUM_IT_CRASH_AT` returns
-/// (before continuum records the result). Does nothing unless that variable is set.
-#[test]
-fn aws_zz_crash_child() {
-    let Ok(op) = std::env::var("CONTINUUM_IT_CRASH_AT") else {
-        return;
-    };
-    let recipe = PathBuf::from(std::env::var("CONTINUUM_IT_RECIPE").expect("recipe"));
-    let state_dir = PathBuf::from(std::env::var("CONTINUUM_IT_STATE").expect("state"));
-    let url = std::env::var("CONTINUUM_IT_MOTO").expect("moto url");
-    let rt = rt();
-    let inner: Arc<dyn Ec2Api> =
-        Arc::new(rt.block_on(SdkEc2::for_endpoint(REGION, &url, "test", "test")));
-    let hook: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(|_| {
-        let _ = Command::new("kill")
-            .args(["-KILL", &std::process::id().to_string()])
-            .status();
-        std::thread::sleep(Duration::from_secs(30));
-    });
-    let api = Arc::new(Instrumented::new(
-        inner,
-        Faults {
-            after: Some((op, hook)),
-            ..Faults::default()
-        },
-    ));
-    let settings = continuum::ops::Settings {
-        state_dir,
-        connect_timeout: Duration::from_secs(3),
-        ec2: Some(continuum::ops::Ec2Override(api)),
-        ..continuum::ops::Settings::default()
-    };
-    let env = continuum::recipe::load_recipe(&recipe).expect("recipe").env;
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let _ = rt.block_on(continuum::ops::up::up(
-        &env,
-        &settings,
-        Arc::new(continuum::ops::Silent),
-        &cancel,
-        |_| true,
-    ));
+/// The crash child (examples/aws_crash_child.rs, built by `cargo test --all-targets`
+/// but never run as a test): beside this test binary, in `target/<profile>/examples/`.
+fn crash_child() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>");
+    let p = dir.join("examples").join("aws_crash_child");
+    assert!(
+        p.is_file(),
+        "{} is missing: build it with `cargo test --all-targets` (scripts/test does)",
+        p.display()
+    );
+    p
 }
 
 #[test]
@@ -748,13 +721,7 @@ fn aws_kill_9_at_three_points_then_up_adopts() {
     let rt = rt();
     let api = rt.block_on(moto.api());
     for op in ["CreateVpc", "CreateSecurityGroup", "RunInstances"] {
-        let status = Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "--exact",
-                "aws::aws_zz_crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let status = Command::new(crash_child())
             .env("CONTINUUM_IT_CRASH_AT", op)
             .env("CONTINUUM_IT_RECIPE", ws.recipe())
             .env("CONTINUUM_IT_STATE", ws.state_dir())
