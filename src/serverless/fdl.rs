@@ -180,6 +180,15 @@ pub fn load(path: &Path) -> Result<Vec<FdlService>, FdlError> {
                     ),
                 ));
             }
+            if !super::is_service_name(&name) {
+                return Err(shape(
+                    line_of(&text, "name").max(line),
+                    format!(
+                        "service name `{}` is not an RFC 1035 label (lowercase letters, digits and `-`, starting with a letter): Kubernetes would refuse the objects OSCAR names after it",
+                        name.escape_debug()
+                    ),
+                ));
+            }
             for k in ["image", "script"] {
                 if def.get(k).and_then(Value::as_str).is_none_or(str::is_empty) {
                     return Err(shape(line, format!("service `{name}` has no `{k}`")));

@@ -82,6 +82,12 @@ pub fn check_name(name: &str) -> Result<(), FnError> {
     if name.is_empty() {
         return Err(FnError::Invalid("the service name is empty".into()));
     }
+    if !super::is_service_name(name) {
+        return Err(FnError::Invalid(format!(
+            "service name `{}` is not an RFC 1035 label (lowercase letters, digits and `-`, starting with a letter): Kubernetes would refuse the objects OSCAR names after it (docs/oscar.md, \"Service names\")",
+            name.escape_debug()
+        )));
+    }
     Ok(())
 }
 

@@ -31,6 +31,20 @@ pub const COMPONENTS: &[&str] = &["minio", "nfs", "ingress", "knative", "oscar"]
 /// docs/oscar.md, "Writes").
 pub const MAX_SERVICE_NAME: usize = 39;
 
+/// Whether `name` can name an OSCAR service: OSCAR checks only its length, but it names
+/// Kubernetes Services (and Knative Services) after it, which must be RFC 1035 labels:
+/// lowercase letters, digits and `-`, starting with a letter and ending with a letter
+/// or digit (docs/oscar.md, "Service names").
+pub fn is_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_SERVICE_NAME
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// Which set of defaults the layer is rendered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -13,6 +13,7 @@ mod faults;
 mod fuzz_entry;
 mod fuzz_replay;
 mod harness;
+mod hostile;
 mod manifests;
 mod nfs;
 mod offline;
