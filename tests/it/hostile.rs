@@ -21,6 +21,10 @@ const PAYLOADS: [&str; 6] = [
 
 const INVENTORY: &str = "hosts:\n  - name: srv-1\n    address: 10.0.0.1\n    role: server\n  - name: agent-1\n    address: 10.0.0.11\n";
 
+/// Builds an inventory host entry (or recipe lines) around one payload.
+type Entry = fn(&str) -> String;
+type RecipeCase = fn(&str) -> (String, String);
+
 /// A YAML double-quoted scalar for any payload.
 fn yq(s: &str) -> String {
     serde_json::to_string(s).expect("json string")
@@ -65,7 +69,7 @@ fn refused(what: &str, recipe: &Path) {
 #[test]
 fn hostile_inventory_fields_are_refused() {
     let dir = tempfile::tempdir().expect("tmp");
-    let fields: [(&str, fn(&str) -> String); 10] = [
+    let fields: [(&str, Entry); 10] = [
         ("name", |p| {
             format!("  - name: {}\n    address: 10.0.0.2\n", yq(p))
         }),
@@ -144,7 +148,7 @@ fn hostile_recipe_fields_are_refused() {
     let dir = tempfile::tempdir().expect("tmp");
     let inv = write(dir.path(), "inv.yaml", INVENTORY.as_bytes());
     let inv = inv.display().to_string();
-    let cases: [(&str, fn(&str) -> (String, String)); 6] = [
+    let cases: [(&str, RecipeCase); 6] = [
         ("env name", |p| {
             (
                 String::new(),
