@@ -45,6 +45,14 @@ pub(crate) const START_WAIT: Duration = Duration::from_secs(120);
 pub enum K3sError {
     #[error(transparent)]
     Ssh(#[from] SshError),
+    /// A step whose connection broke or timed out: which step it was (the SSH error
+    /// alone shows only the start of the command).
+    #[error("{step}")]
+    During {
+        step: String,
+        #[source]
+        source: SshError,
+    },
     #[error("{step} failed on `{host}` (exit {code}):\n{tail}")]
     Step {
         host: String,
@@ -304,7 +312,17 @@ pub(crate) async fn run_root<R: Remote>(
     stdin: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Output, K3sError> {
-    check(r.name(), step, r.run(script, stdin, true, timeout).await?)
+    let out = r
+        .run(script, stdin, true, timeout)
+        .await
+        .map_err(|source| match source {
+            SshError::Disconnected { .. } | SshError::Timeout { .. } => K3sError::During {
+                step: step.to_string(),
+                source,
+            },
+            other => K3sError::Ssh(other),
+        })?;
+    check(r.name(), step, out)
 }
 
 fn check(host: &str, step: &str, out: Output) -> Result<Output, K3sError> {
@@ -438,10 +456,15 @@ fn unit_of(role: Role) -> &'static str {
 }
 
 /// Write `data` to `path` on the host atomically with `mode`, data on stdin.
+///
+/// The temporary file has a name of its own per run (`mktemp`): a writer left behind by
+/// an earlier run whose connection broke may still hold its file open, and renaming
+/// that file into place would leave an executable that cannot run ("Text file busy")
+/// or is cut short. Stale temporary files of earlier runs are unlinked first.
 fn write_file_script(path: &str, mode: &str) -> String {
     let tmp = format!("{path}.continuum-tmp");
     format!(
-        "set -e; umask 077; mkdir -p {dir}; cat > {tmp}; chmod {mode} {tmp}; mv -f {tmp} {path}",
+        "set -e; umask 077; mkdir -p {dir}; rm -f {tmp} {tmp}.*; t=$(mktemp {tmp}.XXXXXX); cat > \"$t\"; chmod {mode} \"$t\"; mv -f \"$t\" {path}",
         dir = quote(
             Path::new(path)
                 .parent()
@@ -672,8 +695,19 @@ pub async fn apply_node<R: Remote>(
             });
         }
     } else if let Install::Online { script_url } = spec.install {
+        // A temporary name of this run's own, as in `write_file_script`.
         let tmp = format!("{WORK_DIR}/install.sh.continuum-tmp");
-        run_root(r, "downloading the k3s install script", &format!("set -e; curl -sfL {} -o {tmp}; chmod 0700 {tmp}; mv -f {tmp} {WORK_DIR}/install.sh", quote(script_url)), None, INSTALL_TIMEOUT).await?;
+        run_root(
+            r,
+            "downloading the k3s install script",
+            &format!(
+                "set -e; rm -f {tmp} {tmp}.*; t=$(mktemp {tmp}.XXXXXX); curl -sfL {} -o \"$t\"; chmod 0700 \"$t\"; mv -f \"$t\" {WORK_DIR}/install.sh",
+                quote(script_url)
+            ),
+            None,
+            INSTALL_TIMEOUT,
+        )
+        .await?;
     }
     let config_changed = facts.config_sha.as_deref() != Some(config_sha.as_str());
     if config_changed {

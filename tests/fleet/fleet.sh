@@ -66,6 +66,7 @@ usage: fleet.sh COMMAND [ARGS]
   up-n PREFIX N FIRST      start PREFIX1..PREFIXN at 10.250.0.FIRST.. in parallel
   stop NAME                kill the host (all its processes); keep its disk and network
   cut NAME | uncut NAME    set the host's link down / up (network partition)
+  shape NAME RATE|off      limit what the controller sends to the host (tc tbf, e.g. 64kbit)
   rekey NAME               new SSH host keys + sshd restart
   exec NAME -- CMD...      run CMD inside the host (as root), pass through exit code
   ssh [USER@]NAME -- CMD   ssh into the host with the client key (throwaway known_hosts)
@@ -642,6 +643,22 @@ cmd_cut() {
     log "$CUT_VERB: $1 link $(veth_of "$1") $CUT_STATE"
 }
 
+cmd_shape() {
+    [ $# -eq 2 ] || die "usage: fleet.sh shape NAME RATE|off   (RATE as tc writes it: 64kbit)"
+    local dev
+    need_root; need_host "$1"
+    dev=$(veth_of "$1")
+    tc qdisc del dev "$dev" root 2>/dev/null || true
+    if [ "$2" != off ]; then
+        [[ $2 =~ ^[0-9]+(bit|kbit|mbit)$ ]] || die "shape: rate like 64kbit, not '$2'"
+        # Token bucket on the controller side: what the controller sends to the host
+        # (uploads) goes at RATE.
+        tc qdisc add dev "$dev" root tbf rate "$2" burst 4kb latency 2s ||
+            die "shape: tc tbf on $dev failed"
+    fi
+    log "shape: $1 link $dev ${2}"
+}
+
 cmd_exec() {
     [ $# -ge 1 ] || die "usage: fleet.sh exec NAME -- CMD..."
     local name=$1 pid; shift
@@ -960,6 +977,7 @@ main() {
         cut) CUT_STATE=down CUT_VERB=cut cmd_cut "$@" ;;
         uncut) CUT_STATE=up CUT_VERB=uncut cmd_cut "$@" ;;
         rekey) cmd_rekey "$@" ;;
+        shape) cmd_shape "$@" ;;
         exec) cmd_exec "$@" ;;
         ssh) cmd_ssh "$@" ;;
         down) cmd_down "$@" ;;

@@ -2,7 +2,7 @@
 //! the in-flight steps finish (and be recorded), start no new one, release the lock
 //! and exit 130 or 143; the next `up` resumes and converges with nothing duplicated.
 //!
-//! Fleet hosts of this module are named `ft-*` and use 10.250.0.104-109.
+//! Fleet hosts of this module are named `ft-*` and use 10.250.0.104-114.
 
 use std::time::{Duration, Instant};
 
@@ -256,4 +256,110 @@ fn kill_9_at_twelve_points_of_up_and_down_then_converge() {
         assert!(!ws.state_file().exists(), "state left after down");
     }
     assert!(killed >= 10, "only {killed} of 12 runs were killed mid-way");
+}
+
+/// Start `up -o json` and call `at` once the event line satisfying `when` is seen; then
+/// wait for the run and return its exit code and all it printed.
+fn up_and_act(
+    ws: &Workspace,
+    when: impl Fn(&str) -> bool,
+    at: impl FnOnce(),
+) -> (Option<i32>, String) {
+    use std::io::BufRead;
+    let mut child = ws
+        .cmd()
+        .args([
+            "up",
+            path_str(&ws.recipe()),
+            "--yes",
+            "-o",
+            "json",
+            "--connect-timeout",
+            "3",
+            "--connect-attempts",
+            "2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn up");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = Vec::new();
+    let mut at = Some(at);
+    for line in std::io::BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if when(&line)
+            && let Some(f) = at.take()
+        {
+            f();
+        }
+        lines.push(line);
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(at.is_none(), "the moment never came:\n{}", lines.join("\n"));
+    (
+        out.status.code(),
+        format!(
+            "{}\n{}",
+            lines.join("\n"),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A host cut off (its link down) in the middle of the k3s binary's upload, slowed to
+/// 64 kbit/s so that the cut lands inside it; and a host stopped while it joins. Each
+/// fails alone, naming the host, leaves no half-written binary in place, and the next
+/// `up` (link back, host back) converges.
+#[test]
+fn cut_mid_upload_and_stopped_mid_join_fail_alone_and_resume() {
+    if !fleet_available("cut_mid_upload_and_stopped_mid_join_fail_alone_and_resume") {
+        return;
+    }
+    let names = ["ft-cs", "ft-cut", "ft-stop"];
+    let fleet = Fleet::start(&names, 110);
+    let ws = Workspace::new("ftcut");
+    // ft-stop joins in a second run, so that it is still to be installed then.
+    ws.write_inventory(&fleet.defs()[..2], "ops");
+    ws.write_recipe(&["ft-cs"], "");
+    crate::harness::fleet_sh(&["shape", "ft-cut", "64kbit"]);
+    let uploading = |l: &str| l.contains("\"k3s-agent/ft-cut\"") && l.contains("installing k3s");
+    let (code, out) = up_and_act(&ws, uploading, || {
+        std::thread::sleep(Duration::from_millis(1500));
+        crate::harness::fleet_sh(&["cut", "ft-cut"]);
+    });
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("k3s-agent/ft-cut"), "{out}");
+    assert!(
+        out.contains("`ft-cut`") && out.contains("k3s binary"),
+        "the failure names the host and the upload: {out}"
+    );
+    crate::harness::fleet_sh(&["uncut", "ft-cut"]);
+    crate::harness::fleet_sh(&["shape", "ft-cut", "off"]);
+    // No half-written binary where k3s would run it.
+    let (code, _) = fleet.exec(
+        "ft-cut",
+        "test -e /usr/local/bin/k3s && ! /usr/local/bin/k3s --version",
+    );
+    assert_ne!(code, 0, "a truncated k3s binary was put in place");
+
+    assert_ok(&ws.up(), "up once the link is back");
+
+    // The stopped host: killed while its agent installs and joins.
+    ws.write_inventory(&fleet.defs(), "ops");
+    let joining = |l: &str| l.contains("\"k3s-agent/ft-stop\"") && l.contains("installing k3s");
+    let (code, out) = up_and_act(&ws, joining, || fleet.stop("ft-stop"));
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("ft-stop"), "{out}");
+    fleet.restart("ft-stop");
+    assert_ok(&ws.up(), "up once both hosts are back");
+    assert_eq!(
+        node_labels(&fleet, "ft-cs")
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>(),
+        vec!["ft-cs", "ft-cut", "ft-stop"]
+    );
+    assert!(text(&ws.up()).contains("0 to change"));
+    assert_ok(&ws.run(&["down", "ftcut", "--yes"]), "down");
 }
