@@ -51,7 +51,7 @@ pub enum K3sError {
     During {
         step: String,
         #[source]
-        source: SshError,
+        source: Box<SshError>,
     },
     #[error("{step} failed on `{host}` (exit {code}):\n{tail}")]
     Step {
@@ -318,7 +318,7 @@ pub(crate) async fn run_root<R: Remote>(
         .map_err(|source| match source {
             SshError::Disconnected { .. } | SshError::Timeout { .. } => K3sError::During {
                 step: step.to_string(),
-                source,
+                source: Box::new(source),
             },
             other => K3sError::Ssh(other),
         })?;
