@@ -2,7 +2,7 @@
 //! the in-flight steps finish (and be recorded), start no new one, release the lock
 //! and exit 130 or 143; the next `up` resumes and converges with nothing duplicated.
 //!
-//! Fleet hosts of this module are named `ft-*` and use 10.250.0.104-114.
+//! Fleet hosts of this module are named `ft-*` and use 10.250.0.104-116.
 
 use std::time::{Duration, Instant};
 
@@ -362,4 +362,134 @@ fn cut_mid_upload_and_stopped_mid_join_fail_alone_and_resume() {
     );
     assert!(text(&ws.up()).contains("0 to change"));
     assert_ok(&ws.run(&["down", "ftcut", "--yes"]), "down");
+}
+
+/// A fault-injecting TCP proxy on loopback (this kernel has no netem): each chunk is
+/// held `delay` in each direction, and with probability `loss` for another 600 ms (a
+/// retransmission after a lost segment); in black-hole mode nothing passes and the
+/// connections stay open, as on a link that lost everything.
+struct Proxy {
+    port: u16,
+    black_hole: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    fn start(upstream: std::net::SocketAddr, delay: Duration, loss: f64) -> Proxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let black_hole = std::sync::Arc::new(AtomicBool::new(false));
+        let bh = black_hole.clone();
+        std::thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                let Ok(client) = conn else { continue };
+                let Ok(server) =
+                    std::net::TcpStream::connect_timeout(&upstream, Duration::from_secs(3))
+                else {
+                    continue;
+                };
+                for (i, (mut from, mut to)) in [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ]
+                .into_iter()
+                .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
+                .enumerate()
+                {
+                    let bh = bh.clone();
+                    // A small xorshift per direction: reproducible, no dependency.
+                    let mut seed = 0x9e37_79b9_7f4a_7c15_u64 ^ ((n as u64) << 8 | i as u64);
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            let Ok(k) = from.read(&mut buf) else { break };
+                            if k == 0 {
+                                let _ = to.shutdown(std::net::Shutdown::Write);
+                                break;
+                            }
+                            if bh.load(Ordering::SeqCst) {
+                                continue;
+                            }
+                            seed ^= seed << 13;
+                            seed ^= seed >> 7;
+                            seed ^= seed << 17;
+                            let lost = (seed % 10_000) as f64 / 10_000.0 < loss;
+                            std::thread::sleep(
+                                delay
+                                    + if lost {
+                                        Duration::from_millis(600)
+                                    } else {
+                                        Duration::ZERO
+                                    },
+                            );
+                            if to.write_all(&buf[..k]).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Proxy { port, black_hole }
+    }
+
+    fn black_hole(&self) {
+        self.black_hole
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A slow, lossy link (300 ms round trip added, 5 % of segments late by 600 ms) still
+/// converges; a link that loses everything ends in a clear timeout naming the host.
+#[test]
+fn slow_lossy_link_succeeds_and_a_dead_one_times_out_naming_the_host() {
+    if !fleet_available("slow_lossy_link_succeeds_and_a_dead_one_times_out_naming_the_host") {
+        return;
+    }
+    let fleet = Fleet::start(&["ft-ls", "ft-slow"], 115);
+    let proxy = Proxy::start(
+        format!("{}:22", fleet.ip("ft-slow")).parse().expect("addr"),
+        Duration::from_millis(150),
+        0.05,
+    );
+    let ws = Workspace::new("ftslow");
+    let inventory = |labels: &str| {
+        format!(
+            "defaults:\n  user: ops\n  key: {}\nhosts:\n  - name: ft-ls\n    address: {}\n  - name: ft-slow\n    address: 127.0.0.1\n    port: {}\n{labels}",
+            crate::harness::client_key().display(),
+            fleet.ip("ft-ls"),
+            proxy.port
+        )
+    };
+    std::fs::write(ws.dir.path().join("inventory.yaml"), inventory("")).expect("inventory");
+    ws.write_recipe(&["ft-ls"], "");
+    let up = ws.up();
+    assert_ok(&up, "up over a slow, lossy link");
+    assert_eq!(
+        node_labels(&fleet, "ft-ls")
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>(),
+        vec!["ft-ls", "ft-slow"]
+    );
+
+    // Everything lost: a change on the host must reach it, and cannot.
+    proxy.black_hole();
+    std::fs::write(
+        ws.dir.path().join("inventory.yaml"),
+        inventory("    labels: {zone: b}\n"),
+    )
+    .expect("inventory");
+    let out = ws.up();
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{msg}");
+    assert!(
+        msg.contains("cannot connect to `ft-slow` (127.0.0.1)") && msg.contains("ft-slow"),
+        "{msg}"
+    );
+    assert_ok(
+        &ws.run(&["down", "ftslow", "--yes", "--forget", "ft-slow"]),
+        "down, forgetting the unreachable host",
+    );
 }
