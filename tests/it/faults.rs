@@ -402,8 +402,7 @@ impl Proxy {
                     std::thread::spawn(move || {
                         use std::io::{Read, Write};
                         let mut buf = [0u8; 16 * 1024];
-                        loop {
-                            let Ok(k) = from.read(&mut buf) else { break };
+                        while let Ok(k) = from.read(&mut buf) {
                             if k == 0 {
                                 let _ = to.shutdown(std::net::Shutdown::Write);
                                 break;
