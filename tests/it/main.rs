@@ -19,5 +19,6 @@ mod nfs;
 mod offline;
 mod openrc;
 mod oscar;
+mod oscar_e2e;
 mod recipes;
 mod upgrade;

@@ -2,22 +2,24 @@
 //! deploy controller leaves the objects of a deleted file (the k3s double does too),
 //! so these tests look at the HelmChart and other objects through kubectl on the
 //! server, not only at the files: switching the ingress mode, turning Knative off and
-//! on again, and dropping the serverless layer.
+//! on again, and dropping the serverless layer. Issue 11: what the node's ports serve
+//! in each mode (https, the certificate, the redirect) and `valuesSecrets`.
 //!
 //! Fleet hosts of this module are named `mf-*` and use 10.250.0.132-133.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use base64::Engine;
 use serde_json::Value;
 
 use crate::harness::{Fleet, Workspace, assert_ok, fleet_available, text};
 
-/// `ingress: gateway` needs k3s v1.32.2 or later (Traefik v3).
-const VERSION: &str = "v1.32.2+k3s1";
+/// `ingress: gateway` needs k3s v1.32.2 or later (Traefik v3); from v1.32.4 k3s's
+/// helm-controller reads chart values from Secrets (`valuesSecrets`).
+const VERSION: &str = "v1.32.4+k3s1";
 const MANIFESTS: &str = "/var/lib/rancher/k3s/server/manifests";
 
 /// Names of the objects of one kind on the server, or the error kubectl printed.
@@ -60,21 +62,55 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| (*s).to_string()).collect()
 }
 
-/// The HTTP status of OSCAR's `GET /system/info` on port 80 of `ip` with Basic
-/// auth, or `None` when nothing listens there.
+/// The HTTP status of OSCAR's `GET /system/info` at `https://IP` (the endpoint, issue
+/// 11 item 10; the certificate is not checked) with Basic auth, or `None` when nothing
+/// listens on port 443. curl reads the credentials from stdin, never from argv.
 pub(crate) fn oscar_status(ip: &str, user: &str, password: &str) -> Option<u16> {
-    let addr: SocketAddr = format!("{ip}:80").parse().expect("address");
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    write!(
-        s,
-        "GET /system/info HTTP/1.1\r\nHost: {ip}\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    resp.split_whitespace().nth(1)?.parse().ok()
+    let mut child = Command::new("curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            "--config",
+            "-",
+        ])
+        .arg(format!("https://{ip}/system/info"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run curl");
+    let config = format!(
+        "user = \"{}:{}\"\n",
+        user.replace('\\', "\\\\").replace('"', "\\\""),
+        password.replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(config.as_bytes())
+        .expect("curl config");
+    let out = child.wait_with_output().expect("curl");
+    let code: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    (code != 0).then_some(code)
+}
+
+/// The subject of the certificate served on `ip`:443 without SNI (as clients of an
+/// IP endpoint connect), or the error openssl printed.
+pub(crate) fn served_certificate(ip: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect {ip}:443 </dev/null 2>/dev/null | openssl x509 -noout -subject 2>&1"
+        ))
+        .output()
+        .expect("openssl");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The layer's files in the manifests directory, hidden (retiring) ones included.
@@ -97,19 +133,50 @@ fn write_recipe(ws: &Workspace, bundle: &std::path::Path, serverless: &str) {
     .expect("recipe");
 }
 
-fn layer(ws: &Workspace, knative: bool, ingress: &str) -> String {
+/// The `serverless:` section; `tls` names a certificate and key (PEM files), which the
+/// test's client cannot verify (self-signed), so `ssl_verify` is off explicitly.
+fn layer(ws: &Workspace, knative: bool, ingress: &str, tls: Option<&(PathBuf, PathBuf)>) -> String {
+    let tls = tls.map_or(String::new(), |(c, k)| {
+        format!(
+            "  tls:\n    cert: {}\n    key: {}\n",
+            c.display(),
+            k.display()
+        )
+    });
     format!(
-        "serverless:\n  profile: edge\n  knative: {knative}\n  ingress: {ingress}\n  readiness_timeout: 60\n  oscar_cli:\n    path: {}\n",
+        "serverless:\n  profile: edge\n  knative: {knative}\n  ingress: {ingress}\n  readiness_timeout: 60\n{tls}  oscar_cli:\n    path: {}\n    ssl_verify: false\n",
         ws.dir.path().join("oscar-cli.yaml").display()
     )
 }
 
-/// One server, the edge profile with Knative: turning Knative off removes the operator
-/// chart, its KnativeServing (first, while the operator still runs) and namespace;
-/// turning it on again with identical files installs it again (the files' Addon
-/// records went with them); switching to gateway mode uninstalls ingress-nginx and
-/// back removes Traefik's HelmChartConfig; dropping the layer uninstalls every chart,
-/// deletes OSCAR's namespaces, and the OSCAR API stops answering.
+/// A self-signed certificate for `ip` (an IP SAN, CN `cn`) and its key, in `dir`.
+pub(crate) fn self_signed(dir: &Path, cn: &str, ip: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args(["-subj", &format!("/CN={cn}"), "-addext"])
+        .arg(format!("subjectAltName=IP:{ip}"))
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl: {}", text(&out));
+    (cert, key)
+}
+
+/// One server at k3s v1.32.4 (Traefik v3 with the Gateway API, and a helm-controller
+/// with `valuesSecrets`), the edge profile with Knative: the OSCAR chart's credentials
+/// come from its values Secret; turning Knative off removes the operator chart, its
+/// KnativeServing (first, while the operator still runs) and namespace; turning it on
+/// again with identical files installs it again (the files' Addon records went with
+/// them); switching to gateway mode (with the recipe's certificate) uninstalls
+/// ingress-nginx and serves OSCAR through Traefik's Gateway, and back removes Traefik's
+/// HelmChartConfig and the Gateway, ingress-nginx serving the certificate and
+/// redirecting http; dropping the layer uninstalls every chart, deletes OSCAR's
+/// namespaces, and the OSCAR API stops answering.
 #[test]
 fn layer_changes_remove_the_components_they_drop() {
     if !fleet_available("layer_changes_remove_the_components_they_drop") {
@@ -122,6 +189,7 @@ fn layer_changes_remove_the_components_they_drop() {
     let bundle = crate::upgrade::bundle_at(ws.dir.path(), VERSION);
     fleet.repos_online("mf-srv"); // the NFS client comes from them (tests/it/nfs.rs)
     fleet.place_oscar_double("mf-srv");
+    let tls = self_signed(ws.dir.path(), "oscar-mf", &ip);
 
     let all = set(&[
         "ingress-nginx",
@@ -130,8 +198,14 @@ fn layer_changes_remove_the_components_they_drop() {
         "nfs-server-provisioner",
         "oscar",
     ]);
-    write_recipe(&ws, &bundle, &layer(&ws, true, "nginx"));
-    assert_ok(&ws.up(), "up with Knative and ingress-nginx");
+    write_recipe(&ws, &bundle, &layer(&ws, true, "nginx", None));
+    let up = ws.up();
+    assert_ok(&up, "up with Knative and ingress-nginx");
+    assert!(
+        !text(&up).contains("cannot read chart values from Secrets"),
+        "k3s {VERSION} has valuesSecrets: {}",
+        text(&up)
+    );
     assert_eq!(eventually(&all, || helmcharts(&fleet, "mf-srv")), all);
     let serving = Ok(set(&["knative-serving"]));
     assert_eq!(
@@ -152,10 +226,30 @@ fn layer_changes_remove_the_components_they_drop() {
         .expect("password")
         .to_string();
     assert_eq!(oscar_status(&ip, &user, &password), Some(200));
+    // The password reached OSCAR through the values Secret, not the HelmChart.
+    let chart = fleet.exec_ok(
+        "mf-srv",
+        "k3s kubectl -n kube-system get helmchart oscar -o json",
+    );
+    assert!(
+        !chart.contains(&password) && chart.contains("continuum-oscar-values"),
+        "{chart}"
+    );
+    let secret = fleet.exec_ok(
+        "mf-srv",
+        "k3s kubectl -n kube-system get secret continuum-oscar-values -o name",
+    );
+    assert_eq!(secret.trim(), "secret/continuum-oscar-values");
+    // ingress-nginx without a certificate of the recipe's: its own, http not redirected.
+    assert!(
+        served_certificate(&ip).contains("Kubernetes Ingress Controller Fake Certificate"),
+        "{}",
+        served_certificate(&ip)
+    );
 
     // Knative off: its two files' objects go, KnativeServing before the operator
     // (else its finalizer would never be dropped and the removal would time out).
-    write_recipe(&ws, &bundle, &layer(&ws, false, "nginx"));
+    write_recipe(&ws, &bundle, &layer(&ws, false, "nginx", None));
     let up = ws.up();
     assert_ok(&up, "up with Knative off");
     let mut without_knative = all.clone();
@@ -186,7 +280,7 @@ fn layer_changes_remove_the_components_they_drop() {
     );
 
     // On again: the same two files as before are applied again.
-    write_recipe(&ws, &bundle, &layer(&ws, true, "nginx"));
+    write_recipe(&ws, &bundle, &layer(&ws, true, "nginx", None));
     assert_ok(&ws.up(), "up with Knative on again");
     assert_eq!(eventually(&all, || helmcharts(&fleet, "mf-srv")), all);
     let serving = Ok(set(&["knative-serving"]));
@@ -199,9 +293,10 @@ fn layer_changes_remove_the_components_they_drop() {
         serving
     );
 
-    // Gateway mode: ingress-nginx is uninstalled (before `up` returns), Traefik gets
-    // its HelmChartConfig (once k3s applied the new file).
-    write_recipe(&ws, &bundle, &layer(&ws, true, "gateway"));
+    // Gateway mode (OSCAR 4.1's chart has the HTTPRoute; the recipe gives the
+    // certificate a Gateway needs): ingress-nginx is uninstalled (before `up`
+    // returns), Traefik gets its HelmChartConfig and OSCAR's route its Gateway.
+    write_recipe(&ws, &bundle, &layer(&ws, true, "gateway", Some(&tls)));
     let up = ws.up();
     assert_ok(&up, "up in gateway mode");
     let mut gateway = all.clone();
@@ -216,26 +311,62 @@ fn layer_changes_remove_the_components_they_drop() {
         )),
         traefik
     );
-    // OSCAR chart 3.6.4 has no `httproute` value (chart 4.0.0 brought it; issue 11
-    // item 8): the double refuses that upgrade, so the release before it stays.
-    let refused = eventually(&true, || {
-        fleet
-            .exec_ok("mf-srv", "cat /var/log/k3s-double/k3s.log")
-            .contains("helm-install-oscar failed: values httproute.create are not values of chart oscar 3.6.4")
-    });
-    assert!(
-        refused,
-        "the double refused the OSCAR upgrade with httproute"
+    assert_eq!(
+        names(&fleet, "mf-srv", "-n kube-system gateways"),
+        Ok(set(&["continuum-oscar"]))
     );
-    assert_eq!(oscar_status(&ip, &user, &password), Some(200));
+    assert_eq!(
+        eventually(&Some(200), || oscar_status(&ip, &user, &password)),
+        Some(200)
+    );
+    // Traefik picks the listener's certificate by the connection's IP (no SNI).
+    assert!(
+        served_certificate(&ip).contains("CN = oscar-mf"),
+        "{}",
+        served_certificate(&ip)
+    );
 
-    // Back to nginx: Traefik's HelmChartConfig goes, ingress-nginx is back.
-    write_recipe(&ws, &bundle, &layer(&ws, true, "nginx"));
+    // Back to nginx, keeping the certificate: Traefik's HelmChartConfig and the
+    // Gateway go, ingress-nginx is back with the recipe's certificate as its default
+    // one and http redirected to https.
+    write_recipe(&ws, &bundle, &layer(&ws, true, "nginx", Some(&tls)));
     assert_ok(&ws.up(), "up back in nginx mode");
     assert_eq!(eventually(&all, || helmcharts(&fleet, "mf-srv")), all);
     assert_eq!(
         names(&fleet, "mf-srv", "-n kube-system helmchartconfigs"),
         Ok(BTreeSet::new())
+    );
+    let gateways = names(&fleet, "mf-srv", "-n kube-system gateways");
+    assert!(
+        gateways == Ok(BTreeSet::new())
+            || gateways
+                .as_ref()
+                .is_err_and(|e| e.contains("doesn't have a resource type")),
+        "the Gateway went (or its type with Traefik): {gateways:?}"
+    );
+    assert_eq!(
+        eventually(&Some(200), || oscar_status(&ip, &user, &password)),
+        Some(200)
+    );
+    assert!(
+        served_certificate(&ip).contains("CN = oscar-mf"),
+        "{}",
+        served_certificate(&ip)
+    );
+    let redirect = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+        ])
+        .arg(format!("http://{ip}/health"))
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&redirect.stdout),
+        format!("308 https://{ip}/health")
     );
 
     // Dropping the layer uninstalls everything and deletes OSCAR's namespaces.
@@ -245,10 +376,12 @@ fn layer_changes_remove_the_components_they_drop() {
     let ns = names(&fleet, "mf-srv", "namespaces").expect("namespaces");
     assert!(!ns.contains("oscar") && !ns.contains("oscar-svc"), "{ns:?}");
     assert_eq!(layer_files(&fleet, "mf-srv").trim(), "");
-    assert_eq!(
-        oscar_status(&ip, &user, &password),
-        None,
-        "the OSCAR API double no longer answers"
+    // k3s's Traefik is back without the layer (it answers 404 for what it does not
+    // route), OSCAR is gone.
+    let status = oscar_status(&ip, &user, &password);
+    assert!(
+        matches!(status, None | Some(404)),
+        "the OSCAR API double no longer answers: {status:?}"
     );
     let again = ws.up();
     assert_ok(&again, "converged");

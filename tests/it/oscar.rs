@@ -1156,7 +1156,8 @@ fn oscar_layer_up_registers_and_down_unregisters() {
     );
 
     // Without the OSCAR chart available the layer never answers: `up` fails naming
-    // the component, after the manifests landed and k3s is up.
+    // the component, after the manifests landed and k3s is up. The endpoint is https
+    // (issue 11 item 10); ingress-nginx answers it with its default backend's 404.
     let up = ws.up();
     assert_eq!(up.status.code(), Some(3), "{}", text(&up));
     let t = text(&up);
@@ -1166,9 +1167,11 @@ fn oscar_layer_up_registers_and_down_unregisters() {
         "{t}"
     );
     assert!(
-        t.contains(&format!("http://{}/health", fleet.ip("os-srv"))),
+        t.contains(&format!("https://{}/health", fleet.ip("os-srv"))),
         "{t}"
     );
+    // The pinned k3s (v1.31.4) has no `valuesSecrets`: loading the recipe says so.
+    assert!(t.contains("cannot read chart values from Secrets"), "{t}");
     let eps = ws.run(&["endpoints", "list", "-o", "json"]);
     assert_eq!(
         String::from_utf8_lossy(&eps.stdout).trim(),
@@ -1198,9 +1201,21 @@ fn oscar_layer_up_registers_and_down_unregisters() {
         "cd /var/lib/rancher/k3s/server/manifests && stat -c '%a %n' continuum-oscar-*.yaml",
     );
     let files: Vec<&str> = listing.lines().collect();
-    assert_eq!(files.len(), 5, "{listing}");
+    assert_eq!(files.len(), 6, "{listing}");
     assert!(files.iter().all(|l| l.starts_with("600 ")), "{listing}");
     assert!(listing.contains("continuum-oscar-50-oscar.yaml"));
+    assert!(listing.contains("continuum-oscar-05-secrets.yaml"));
+    // MinIO's root credentials are a Secret its chart reads (`existingSecret`).
+    let minio = fleet.exec_ok(
+        "os-srv",
+        "k3s kubectl -n minio get secret continuum-minio-root -o json",
+    );
+    let minio: Value = serde_json::from_str(&minio).expect("secret json");
+    let data = minio["data"].as_object().expect("data");
+    assert!(
+        data.contains_key("rootUser") && data.contains_key("rootPassword"),
+        "{minio}"
+    );
     let config = fleet.exec_ok("os-srv", "cat /etc/rancher/k3s/config.yaml");
     assert!(config.contains("traefik"), "{config}");
 
@@ -1212,7 +1227,7 @@ fn oscar_layer_up_registers_and_down_unregisters() {
     assert_eq!(eps[0]["name"], "osedge");
     assert_eq!(
         eps[0]["oscar_url"],
-        format!("http://{}", fleet.ip("os-srv"))
+        format!("https://{}", fleet.ip("os-srv"))
     );
     assert_eq!(
         eps[0]["minio_url"],
@@ -1222,7 +1237,8 @@ fn oscar_layer_up_registers_and_down_unregisters() {
     assert_eq!(eps[0]["arch"], "amd64");
     assert_eq!(eps[0]["gpu"], false);
     assert_eq!(eps[0]["kube_context"], "osedge");
-    assert_eq!(eps[0]["oscar_version"], "4.1.0");
+    // The version of the pinned manager image (`image.tag`, docs/oscar.md).
+    assert_eq!(eps[0]["oscar_version"], "4.1.2");
     let show = ws.run(&["endpoints", "show", "osedge"]);
     assert_ok(&show, "endpoints show");
     assert!(!text(&show).contains(&password) && text(&show).contains("--reveal"));
@@ -1233,7 +1249,7 @@ fn oscar_layer_up_registers_and_down_unregisters() {
     assert_ok(&status, "status");
     assert!(
         text(&status).contains(&format!(
-            "OSCAR endpoint `osedge` (edge) http://{}  health: ok",
+            "OSCAR endpoint `osedge` (edge) https://{}  health: ok",
             fleet.ip("os-srv")
         )),
         "{}",

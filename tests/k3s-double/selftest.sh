@@ -6,12 +6,16 @@
 # unknown config keys; HA with cluster-init + critical-config mismatch; node
 # password clash; openrc hosts and hosts without a service manager; uninstall leaves
 # nothing; host stop + up comes back via boot.d; manifests and HelmCharts (deploy
-# controller, helm-controller, values keys).
+# controller, helm-controller, values keys); Secrets, valuesSecrets at two k3s
+# versions, what the node's ports 80/443 serve (ingress-nginx, Traefik's Gateway API),
+# Knative's PVC feature flags, MinIO's existingSecret (issue 11).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 F=${FLEET:-$HERE/../fleet/fleet.sh}
 NET=10.250.0
 FAILS=0
+TMPD=$(mktemp -d)
+trap 'rm -rf "$TMPD"' EXIT
 
 pass() { printf 'PASS  %s\n' "$*"; }
 fail() { printf 'FAIL  %s\n' "$*"; FAILS=$((FAILS + 1)); return 1; }
@@ -44,7 +48,7 @@ wait_for() { # wait_for SECONDS 'CONDITION'
 check "k3s-arm64 is k3s with BUILD_ARCH=arm64 (run regen-arm64.sh)" \
     'diff <(grep -v "^BUILD_ARCH = " "$HERE/k3s") <(grep -v "^BUILD_ARCH = " "$HERE/k3s-arm64") >/dev/null && grep -q "^BUILD_ARCH = \"arm64\"" "$HERE/k3s-arm64"'
 
-HOSTS=(kd1:200 kd2:201 kd3:202 kh1:203 kh2:204 kh3:205 kh4:206 kx1:207)
+HOSTS=(kd1:200 kd2:201 kd3:202 kh1:203 kh2:204 kh3:205 kh4:206 kx1:207 km1:208 km2:209)
 for hp in "${HOSTS[@]}"; do "$F" down "${hp%:*}" >/dev/null 2>&1 || true; done
 for hp in "${HOSTS[@]}"; do "$F" up "${hp%:*}" "$NET.${hp#*:}" >/dev/null || { echo "fleet up failed"; exit 1; }; done
 for hp in "${HOSTS[@]}"; do push "${hp%:*}"; done
@@ -230,38 +234,59 @@ x kd1 -- k3s kubectl get nodes | sed 's/^/      /'
 
 echo "== 8. manifests: file -> objects; a deleted file leaves them; deleting a HelmChart uninstalls"
 # Upstream rules: k3s pkg/deploy/controller.go, helm-controller v0.16.5, knative/operator
-# (see the block "manifests (issue 10)" in k3s, and docs/k3s.md).
+# (see the block "manifests (issue 10)" in k3s, and docs/k3s.md). km1 runs without
+# Traefik, so ingress-nginx holds the node's ports 80/443 (block "node ports 80/443").
 M=/var/lib/rancher/k3s/server/manifests
-x kd1 -- sh -c 'mkdir -p /usr/local/lib/continuum-doubles && cat > /usr/local/lib/continuum-doubles/oscar-api' < "$HERE/../oscar-double/oscar-api"
-oscar_chart() { # oscar_chart PASSWORD [EXTRA_VALUES_LINES]: a namespace and the OSCAR HelmChart
-    printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: oscar\n---\napiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata:\n  name: oscar\n  namespace: kube-system\nspec:\n  repo: https://grycap.github.io/helm-charts/\n  chart: oscar\n  version: 3.6.4\n  targetNamespace: oscar\n  valuesContent: |-\n    authUser: u\n    authPass: %s\n%b' "$1" "${2:-}"
+MH=km1; MIP=$NET.208
+printf 'disable:\n  - traefik\n' | config $MH
+out=$(install $MH server); rc=$?
+check "km1 (server without traefik) up" '[ $rc -eq 0 ]' || echo "$out"
+x $MH -- sh -c 'mkdir -p /usr/local/lib/continuum-doubles && cat > /usr/local/lib/continuum-doubles/oscar-api' < "$HERE/../oscar-double/oscar-api"
+helmchart() { # helmchart NAME CHART VERSION NAMESPACE [VALUES_LINES]
+    local v=${5:-}
+    [ -n "$v" ] || v='    {}\n'
+    printf 'apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata:\n  name: %s\n  namespace: kube-system\nspec:\n  repo: https://example.invalid/charts\n  chart: %s\n  version: %s\n  targetNamespace: %s\n  createNamespace: true\n  valuesContent: |-\n%b' "$1" "$2" "$3" "$4" "$v"
 }
-put() { x kd1 -- sh -c "cat > $M/$1"; }                 # put FILE < content
-k() { x kd1 -- k3s kubectl "$@"; }
-info() { curl -s -m 3 -o /dev/null -w '%{http_code}' -u "u:$1" "http://$NET.200/system/info"; }
+oscar_chart() { # oscar_chart PASSWORD [EXTRA_VALUES_LINES] [CHART_VERSION]: a namespace and the OSCAR HelmChart
+    printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: oscar\n---\napiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata:\n  name: oscar\n  namespace: kube-system\nspec:\n  repo: https://grycap.github.io/helm-charts/\n  chart: oscar\n  version: %s\n  targetNamespace: oscar\n  valuesContent: |-\n    authUser: u\n    authPass: %s\n    ingress:\n      create: true\n%b' "${3:-3.6.4}" "$1" "${2:-}"
+}
+put() { x $MH -- sh -c "cat > $M/$1"; }                 # put FILE < content
+k() { x $MH -- k3s kubectl "$@"; }
+info() { curl -sk -m 3 -o /dev/null -w '%{http_code}' -u "u:$1" "https://$MIP/system/info"; }
+version_of() { curl -sk -m 3 -u "u:$1" "https://$MIP/system/info" | python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])'; }
 answers() { [ "$(info "$1")" = 200 ]; }
-logged() { x kd1 -- grep -qF "$1" /var/log/k3s-double/k3s.log; }
+logged() { x $MH -- grep -qF "${1//\"/\\\"}" /var/log/k3s-double/k3s.log; }  # the log quotes " as \"
+wait_logged() { local want=$2; wait_for "$1" 'logged "$want"'; }   # wait_logged SECONDS TEXT
+info_is() { [ "$(info "$1")" = "$2" ]; }                            # info_is PASSWORD CODE
+secret_data() { k -n "$1" get secret "$2" -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][sys.argv[1]])' "$3" 2>/dev/null; }
+subject() { openssl s_client -connect "$1:443" ${2:+-servername $2} </dev/null 2>/dev/null | openssl x509 -noout -subject 2>/dev/null; }
 chart_json() { k -n kube-system get helmchart "$1" -o json 2>/dev/null; }
 claimed() { chart_json oscar | grep -q '"wrangler.cattle.io/on-helm-chart-remove"'; }
 ks_claimed() { k -n knative-serving get knativeserving knative-serving -o json 2>/dev/null | grep -q '"knativeservings.operator.knative.dev"'; }
 
+helmchart ingress-nginx ingress-nginx 4.12.1 ingress-nginx | put t-nginx.yaml
 oscar_chart p1 | put t-oscar.yaml
 check "a manifest file becomes a HelmChart with helm-controller's finalizer" 'wait_for 10 claimed'
 check "the object is owned by the file's Addon, which records the file's sha256" \
-    'chart_json oscar | grep -q "\"objectset.rio.cattle.io/owner-name\": \"t-oscar\"" && k -n kube-system get addon t-oscar -o json | grep -q "\"checksum\": \"$(x kd1 -- sha256sum $M/t-oscar.yaml | cut -d" " -f1)\""'
-check "the OSCAR chart installed: its API double answers with the chart's password" 'wait_for 10 "answers p1"'
+    'chart_json oscar | grep -q "\"objectset.rio.cattle.io/owner-name\": \"t-oscar\"" && k -n kube-system get addon t-oscar -o json | grep -q "\"checksum\": \"$(x $MH -- sha256sum $M/t-oscar.yaml | cut -d" " -f1)\""'
+check "the OSCAR chart installed: its API double answers over https through ingress-nginx" 'wait_for 10 "answers p1"'
+check "OSCAR reports its image.tag (chart 3.6.4's default: 3.6.4)" '[ "$(version_of p1)" = 3.6.4 ]'
+check "ingress-nginx serves its own certificate (no default-ssl-certificate)" \
+    'subject $MIP | grep -q "Kubernetes Ingress Controller Fake Certificate"'
+check "http is served too (an Ingress without tls: no redirect)" \
+    '[ "$(curl -s -m 3 -o /dev/null -w %{http_code} -u u:p1 http://$MIP/system/info)" = 200 ]'
 oscar_chart p2 | put t-oscar.yaml
 check "editing the file updates the object and upgrades the release" \
     'wait_for 10 "answers p2" && chart_json oscar | grep -q "authPass: p2"'
-x kd1 -- rm -f $M/t-oscar.yaml
+x $MH -- rm -f $M/t-oscar.yaml
 sleep 3
 check "deleting the file leaves the HelmChart, the namespace and OSCAR" \
     '[ "$(k -n kube-system get helmchart oscar -o name)" = helmchart.helm.cattle.io/oscar ] && [ "$(k get ns oscar -o name)" = namespace/oscar ] && answers p2'
 out=$(k -n kube-system get helmcharts 2>&1)
 check "get helmcharts prints the CRD's printer columns" 'has "JOB" && has "TARGETNAMESPACE" && has "helm-install-oscar"'
 out=$(k -n kube-system delete helmchart oscar 2>&1); rc=$?
-check "delete helmchart waits for the uninstall (finalizer); OSCAR stops" \
-    '[ $rc -eq 0 ] && [ "$out" = "helmchart.helm.cattle.io \"oscar\" deleted" ] && [ "$(info p2)" = 000 ]'
+check "delete helmchart waits for the uninstall (finalizer); OSCAR stops (the ingress answers 404)" \
+    '[ $rc -eq 0 ] && [ "$out" = "helmchart.helm.cattle.io \"oscar\" deleted" ] && [ "$(info p2)" = 404 ]'
 out=$(k -n kube-system get helmchart oscar 2>&1); rc=$?
 check "a deleted HelmChart: NotFound, exit 1" \
     '[ $rc -eq 1 ] && [ "$out" = "Error from server (NotFound): helmcharts.helm.cattle.io \"oscar\" not found" ]'
@@ -273,29 +298,137 @@ oscar_chart p2 | put t-oscar.yaml
 sleep 3
 check "an identical file written again is skipped while its Addon remains" '! chart_json oscar >/dev/null'
 k -n kube-system delete addon t-oscar >/dev/null
-x kd1 -- touch $M/t-oscar.yaml
+x $MH -- touch $M/t-oscar.yaml
 check "once the Addon is deleted, the file is applied again" 'wait_for 10 "answers p2"'
 k -n kube-system delete helmchart oscar >/dev/null
 k -n kube-system delete addon t-oscar >/dev/null
-x kd1 -- rm -f $M/t-oscar.yaml
+x $MH -- rm -f $M/t-oscar.yaml
 out=$(k delete ns oscar 2>&1); rc=$?
 check "a namespace is deleted (after its content)" '[ $rc -eq 0 ] && ! k get ns oscar >/dev/null 2>&1'
 # Values keys are checked against the pinned chart versions (stricter than Helm).
 oscar_chart p3 '    httproute:\n      create: true\n' | put t-bad.yaml
 check "a values key the pinned chart lacks fails the install (httproute on oscar 3.6.4)" \
-    'wait_for 10 "logged \"helm-install-oscar failed: values httproute.create are not values of chart oscar 3.6.4\"" && [ "$(info p3)" = 000 ]'
+    'wait_for 10 "logged \"helm-install-oscar failed: values httproute.create are not values of chart oscar 3.6.4\"" && [ "$(info p3)" = 404 ]'
 k -n kube-system delete helmchart oscar >/dev/null
-x kd1 -- rm -f $M/t-bad.yaml
+x $MH -- rm -f $M/t-bad.yaml
 # The Knative operator: its CRD comes and goes with its chart; it drops its finalizer
 # on a KnativeServing only while it runs.
-printf 'apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata:\n  name: knative-operator\n  namespace: kube-system\nspec:\n  repo: https://knative.github.io/operator\n  chart: knative-operator\n  version: v1.17.2\n  targetNamespace: knative-operator\n  createNamespace: true\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: knative-serving\n---\napiVersion: operator.knative.dev/v1beta1\nkind: KnativeServing\nmetadata:\n  name: knative-serving\n  namespace: knative-serving\n' | put t-kn.yaml
+kn_files() { # kn_files [CONFIG_FEATURES_LINES]
+    printf 'apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata:\n  name: knative-operator\n  namespace: kube-system\nspec:\n  repo: https://knative.github.io/operator\n  chart: knative-operator\n  version: v1.17.2\n  targetNamespace: knative-operator\n  createNamespace: true\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: knative-serving\n---\napiVersion: operator.knative.dev/v1beta1\nkind: KnativeServing\nmetadata:\n  name: knative-serving\n  namespace: knative-serving\nspec:\n  config:\n    config-features:\n      x: "y"\n%b' "${1:-}"
+}
+kn_files | put t-kn.yaml
 check "a KnativeServing is applied once the operator's CRD exists, and gets its finalizer" 'wait_for 15 ks_claimed'
-x kd1 -- rm -f $M/t-kn.yaml
+# OSCAR with the Knative backend mounts its RWX volume into every service: Knative's
+# webhook refuses that until config-features enables both PVC flags (knative/serving
+# k8s_validation.go), and OSCAR answers 500 "Error creating the service: ..." (create.go).
+oscar_chart p4 '    serverlessBackend: knative\n    image:\n      tag: "4.1.2"\n' 4.1.2 | put t-oscar.yaml
+post() { curl -sk -m 5 -u u:p4 -X POST -d "{\"name\":\"$1\",\"image\":\"alpine\",\"script\":\"echo\"}" -w ' %{http_code}' "https://$MIP/system/services"; }
+check "OSCAR 4.1.2 (image.tag) up with the Knative backend" 'wait_for 10 "answers p4" && [ "$(version_of p4)" = 4.1.2 ]'
+out=$(post s1)
+check "without the PVC feature flags Knative's webhook refuses OSCAR's service: 500" \
+    'has "Error creating the service: admission webhook \"validation.webhook.serving.knative.dev\" denied the request" && has "Persistent volume claim support is disabled" && has " 500"' || echo "      $out"
+kn_files '      kubernetes.podspec-persistent-volume-claim: "enabled"\n' | put t-kn.yaml
+sleep 2
+out=$(post s1)
+check "with only the claim flag, the write flag is still missing" \
+    'has "Persistent volume write support is disabled" && ! has "claim support is disabled" && has " 500"' || echo "      $out"
+kn_files '      kubernetes.podspec-persistent-volume-claim: "enabled"\n      kubernetes.podspec-persistent-volume-write: "enabled"\n' | put t-kn.yaml
+sleep 2
+out=$(post s1)
+check "with both flags enabled the service is created (201)" '[ "$out" = " 201" ]' || echo "      $out"
+k -n kube-system delete helmchart oscar >/dev/null
+x $MH -- rm -f $M/t-oscar.yaml $M/t-kn.yaml
 out=$(k -n knative-serving delete knativeservings.operator.knative.dev knative-serving --timeout=10s 2>&1); rc=$?
 k -n kube-system delete helmchart knative-operator >/dev/null
 out2=$(k -n knative-serving get knativeservings 2>&1); rc2=$?
 check "KnativeServing deleted while the operator runs; the chart's uninstall removes the type" \
     '[ $rc -eq 0 ] && [ $rc2 -eq 1 ] && [ "$out2" = "error: the server doesn'"'"'t have a resource type \"knativeservings\"" ]'
+
+echo "== 8b. Secrets; valuesSecrets at k3s v1.31.4; ingress-nginx with a certificate; MinIO's existingSecret"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout "$TMPD/km1.key" -out "$TMPD/km1.crt" \
+    -subj /CN=selftest-km1 -addext "subjectAltName=IP:$MIP" 2>/dev/null
+tls_secret() { # tls_secret NAME NAMESPACE CRT KEY
+    printf 'apiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata:\n  name: %s\n  namespace: %s\ndata:\n  tls.crt: %s\n  tls.key: %s\n' \
+        "$1" "$2" "$(base64 -w0 "$3")" "$(base64 -w0 "$4")"
+}
+{ printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: oscar\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: vals\n  namespace: kube-system\nstringData:\n  values.yaml: "authPass: from-secret"\n---\n'
+  tls_secret tls1 ingress-nginx "$TMPD/km1.crt" "$TMPD/km1.key"; } | put t-sec.yaml
+vals_stored() { [ "$(secret_data kube-system vals values.yaml)" = "$(printf 'authPass: from-secret' | base64 -w0)" ]; }
+check "a Secret is stored with stringData merged into data (base64)" 'wait_for 10 vals_stored'
+out=$(k -n ingress-nginx get secrets 2>&1)
+check "get secrets prints TYPE and DATA" 'has "kubernetes.io/tls" && has "TYPE" && has "DATA"'
+printf 'apiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata:\n  name: half\n  namespace: kube-system\nstringData:\n  tls.crt: x\n' | put t-half.yaml
+check "a kubernetes.io/tls Secret without tls.key is refused (the file fails)" \
+    'wait_logged 10 "Secret \"half\" is invalid: data[tls.key]: Required value"'
+x $MH -- rm -f $M/t-half.yaml
+oscar_chart from-content '' 3.6.4 | sed 's/^  valuesContent:/  valuesSecrets:\n    - name: vals\n      keys: [values.yaml]\n  valuesContent:/' | put t-oscar.yaml
+check "k3s v1.31.4 (helm-controller v0.16.5) prunes spec.valuesSecrets, with the API server's warning" \
+    'wait_logged 10 "HelmChart oscar: unknown field \"spec.valuesSecrets\"" && ! chart_json oscar | grep -q valuesSecrets'
+check "so OSCAR runs with valuesContent's password, not the Secret's" 'wait_for 10 "answers from-content" && [ "$(info from-secret)" = 401 ]'
+helmchart ingress-nginx ingress-nginx 4.12.1 ingress-nginx \
+    '    controller:\n      extraArgs:\n        default-ssl-certificate: ingress-nginx/tls1\n      config:\n        force-ssl-redirect: "true"\n' | put t-nginx.yaml
+check "default-ssl-certificate: ingress-nginx serves the Secret's certificate" \
+    'wait_for 10 "subject $MIP | grep -q selftest-km1" && answers from-content'
+out=$(curl -s -m 3 -o /dev/null -w '%{http_code} %{redirect_url}' "http://$MIP/system/info/")
+check "force-ssl-redirect: http is redirected with 308 (trailing slash dropped)" '[ "$out" = "308 https://$MIP/system/info" ]' || echo "      $out"
+out=$(k -n kube-system delete secret vals 2>&1); rc=$?
+check "delete secret prints secret \"NAME\" deleted" '[ $rc -eq 0 ] && [ "$out" = "secret \"vals\" deleted" ]'
+out=$(k -n kube-system get secret vals 2>&1); rc=$?
+check "a deleted Secret: NotFound" '[ $rc -eq 1 ] && [ "$out" = "Error from server (NotFound): secrets \"vals\" not found" ]'
+helmchart minio minio 5.4.0 minio '    existingSecret: root\n' | put t-minio.yaml
+check "MinIO with existingSecret and no such Secret: its pod cannot start" \
+    'wait_logged 10 "minio (double): pod in minio CreateContainerConfigError: secret \"root\" not found"'
+printf 'apiVersion: v1\nkind: Secret\nmetadata:\n  name: root\n  namespace: minio\nstringData:\n  rootUser: admin\n  rootPassword: password123\n' | put t-root.yaml
+check "once the Secret has rootUser and rootPassword, MinIO runs" 'wait_logged 10 "minio (double): pod in minio running"'
+for c in oscar ingress-nginx minio; do k -n kube-system delete helmchart $c >/dev/null; done
+check "without ingress-nginx nothing listens on the node's port 443" '[ "$(info from-content)" = 000 ]'
+
+echo "== 9. k3s v1.32.4: valuesSecrets merged over valuesContent; OSCAR through Traefik's Gateway"
+MH=km2; MIP=$NET.209
+sed 's/^K3S_VERSION = "[^"]*"/K3S_VERSION = "v1.32.4+k3s1"/' "$HERE/k3s" > "$TMPD/k3s-v1.32.4"
+x $MH -- sh -c 'cat > /usr/local/bin/k3s && chmod 755 /usr/local/bin/k3s' < "$TMPD/k3s-v1.32.4"
+out=$(install $MH server); rc=$?
+check "km2 (k3s v1.32.4 double, Traefik on) up" '[ $rc -eq 0 ] && x $MH -- k3s --version | grep -q v1.32.4' || echo "$out"
+x $MH -- sh -c 'mkdir -p /usr/local/lib/continuum-doubles && cat > /usr/local/lib/continuum-doubles/oscar-api' < "$HERE/../oscar-double/oscar-api"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout "$TMPD/km2.key" -out "$TMPD/km2.crt" \
+    -subj /CN=selftest-km2 -addext "subjectAltName=IP:$MIP" 2>/dev/null
+http80() { [ "$(curl -s -m 3 -o /dev/null -w '%{http_code}' "http://$MIP/")" = "$1" ]; }
+check "Traefik holds port 80 and answers 404 for what it does not route" 'wait_for 10 "http80 404"'
+gateway() { # gateway FROM [PORT] [SECRET]
+    printf 'apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: kube-system\nspec:\n  gatewayClassName: traefik\n  listeners:\n    - name: websecure\n      port: %s\n      protocol: HTTPS\n      tls:\n        mode: Terminate\n        certificateRefs:\n          - kind: Secret\n            name: %s\n      allowedRoutes:\n        namespaces:\n          from: %s\n' "${2:-8443}" "${3:-gwtls}" "$1"
+}
+{ printf 'apiVersion: helm.cattle.io/v1\nkind: HelmChartConfig\nmetadata:\n  name: traefik\n  namespace: kube-system\nspec:\n  valuesContent: |-\n    providers:\n      kubernetesGateway:\n        enabled: true\n    gateway:\n      enabled: false\n---\n'
+  tls_secret gwtls kube-system "$TMPD/km2.crt" "$TMPD/km2.key"
+  printf -- '---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: vals\n  namespace: kube-system\nstringData:\n  values.yaml: "authPass: from-secret"\n'; } | put t-gw.yaml
+gateway All | put t-gw2.yaml
+oscar_chart from-content '    image:\n      tag: "4.1.2"\n    httproute:\n      create: true\n      gateway:\n        name: gw\n        namespace: kube-system\n' 4.1.2 \
+    | sed 's/^  valuesContent:/  valuesSecrets:\n    - name: vals\n      keys: [values.yaml]\n  valuesContent:/' | put t-oscar.yaml
+check "valuesSecrets: the Secret's values win over valuesContent (helm-controller v0.16.10)" \
+    'wait_for 15 "answers from-secret" && [ "$(info from-content)" = 401 ] && chart_json oscar | grep -q valuesSecrets'
+check "OSCAR is served through the Gateway's HTTPS listener with the listener's certificate (by IP)" \
+    'subject $MIP | grep -q selftest-km2 && [ "$(version_of from-secret)" = 4.1.2 ]'
+check "a client naming another host (SNI) gets Traefik's default certificate" \
+    'subject $MIP other.example | grep -q "TRAEFIK DEFAULT CERT"'
+gateway Same | put t-gw2.yaml
+check "allowedRoutes from Same: the route in namespace oscar is not attached (404)" \
+    'wait_for 10 "info_is from-secret 404"'
+gateway All 443 | put t-gw2.yaml
+check "a listener on a port that is no entry point is refused (Cannot find entryPoint)" \
+    'wait_logged 10 "Cannot find entryPoint for Gateway: no matching entryPoint for port 443 and protocol \"HTTPS\"" && info_is from-secret 404'
+gateway All 8443 nosuch | put t-gw2.yaml
+check "a listener whose certificate Secret does not exist serves nothing (InvalidCertificateRef)" \
+    'wait_logged 10 "InvalidCertificateRef: secret \"nosuch\" not found" && info_is from-secret 404'
+gateway All | put t-gw2.yaml
+check "back to a valid listener: served again" 'wait_for 10 "answers from-secret"'
+k -n kube-system delete secret vals >/dev/null
+oscar_chart other '    image:\n      tag: "4.1.2"\n' 4.1.2 \
+    | sed 's/^  valuesContent:/  valuesSecrets:\n    - name: vals\n      keys: [values.yaml]\n  valuesContent:/' | put t-oscar.yaml
+check "a valuesSecrets Secret that does not exist: the install job cannot start, the release stays" \
+    'wait_logged 10 "helm-install-oscar failed: MountVolume.SetUp failed for volume \"values\" : secret \"vals\" not found" && answers from-secret'
+x $MH -- rm -f $M/t-gw2.yaml
+out=$(k -n kube-system delete gateway gw 2>&1); rc=$?
+check "delete gateway prints gateway.gateway.networking.k8s.io \"gw\" deleted; OSCAR unrouted" \
+    '[ $rc -eq 0 ] && [ "$out" = "gateway.gateway.networking.k8s.io \"gw\" deleted" ] && wait_for 10 "info_is from-secret 404"'
 
 if [ "${KEEP:-0}" != 1 ]; then
     for hp in "${HOSTS[@]}"; do "$F" down "${hp%:*}" >/dev/null 2>&1 || true; done
