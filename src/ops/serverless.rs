@@ -388,7 +388,13 @@ pub fn client(s: &Serverless, creds: &Credentials) -> Result<Oscar, LayerError> 
 /// Wait for `/health` and `/system/info` through the user-facing endpoint.
 pub async fn wait_ready(s: &Serverless, creds: &Credentials) -> Result<SystemInfo, LayerError> {
     let c = client(s, creds)?;
-    Ok(crate::serverless::wait_ready(&s.cluster_id, &c, s.readiness_timeout).await?)
+    Ok(crate::serverless::wait_ready(
+        &s.cluster_id,
+        &c,
+        s.readiness_timeout,
+        Some(s.oscar.version),
+    )
+    .await?)
 }
 
 /// The architecture of the cluster's nodes (`mixed` when they differ) and whether

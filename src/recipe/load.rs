@@ -723,6 +723,16 @@ fn check_recipe(
         .map(|s| super::serverless::check(&s.value, name, &api_endpoint, &version, path, sink));
     if let Some(s) = serverless.as_mut() {
         s.servicelb = !disable.iter().any(|d| d == "servicelb");
+        // Traefik's Gateway is reached through its LoadBalancer Service, which only
+        // servicelb gives host ports (nginx mode falls back to host ports itself).
+        if !s.servicelb
+            && s.ingress == crate::serverless::IngressMode::Gateway
+            && let Some(raw) = r.serverless.as_ref()
+        {
+            let at = raw.value.ingress.as_ref().map_or_else(|| pos(raw), pos);
+            sink.error(at, "`ingress: gateway` cannot be reached with servicelb disabled")
+                .help("Traefik's Gateway listens behind a LoadBalancer Service, and without k3s's servicelb nothing gives it host ports: keep servicelb, or use `ingress: nginx` (docs/oscar.md, \"Gateway\")");
+        }
     }
     if let Some(s) = &serverless
         && s.ingress == crate::serverless::IngressMode::Nginx

@@ -296,14 +296,20 @@ fn profile_values(component: &str, s: &Serverless, c: &Credentials) -> Value {
                 "resources": {"requests": {"cpu": pick("100m", "50m"), "memory": pick("128Mi", "64Mi")}},
             }});
             deep_merge(&mut v["controller"], &exposure);
+            // Basic auth never crosses in clear: http is always redirected to https,
+            // served with the controller's own default certificate unless the recipe
+            // gives one (OSCAR's Ingress has no tls block, so only
+            // `force-ssl-redirect` redirects; docs/oscar.md, "TLS").
+            deep_merge(
+                &mut v["controller"],
+                &json!({"config": {"force-ssl-redirect": "true"}}),
+            );
             if s.tls.is_some() {
-                // The recipe's certificate is the controller's default one, served for
-                // OSCAR's Ingress (which has no tls block); http is redirected.
+                // The recipe's certificate is the controller's default one.
                 deep_merge(
                     &mut v["controller"],
                     &json!({
                         "extraArgs": {"default-ssl-certificate": format!("ingress-nginx/{TLS_SECRET}")},
-                        "config": {"force-ssl-redirect": "true"},
                     }),
                 );
             }
@@ -922,7 +928,7 @@ mod tests {
     }
 
     /// Item 10: with the recipe's certificate, ingress-nginx serves it as its default
-    /// certificate and redirects http; without one, no TLS Secret is written.
+    /// certificate; without one, no TLS Secret is written; http is redirected always.
     #[test]
     fn nginx_serves_the_recipe_certificate() {
         let mut s = section(Profile::Edge);
@@ -930,6 +936,8 @@ mod tests {
         assert!(secret_data(&plain, TLS_SECRET, "ingress-nginx").is_none());
         let v = chart_values(&plain, "30-ingress-nginx.yaml");
         assert!(v["controller"].get("extraArgs").is_none());
+        // Redirected to https (the controller's own certificate) all the same.
+        assert_eq!(v["controller"]["config"]["force-ssl-redirect"], "true");
 
         s.tls = Some(tls());
         let ms = render("farm", &s, &creds()).expect("render");

@@ -243,9 +243,11 @@ pub async fn wait_ready(
     cluster: &str,
     oscar: &client::Oscar,
     timeout: Duration,
+    version: Option<&str>,
 ) -> Result<client::SystemInfo, ReadyError> {
     let start = Instant::now();
     let mut health_ok = false;
+    let same = |a: &str, b: &str| a.trim_start_matches('v') == b.trim_start_matches('v');
     loop {
         let (component, path, result) = if health_ok {
             let r = oscar.system_info().await;
@@ -255,6 +257,23 @@ pub async fn wait_ready(
             ("OSCAR manager /health", "/health", r)
         };
         match result {
+            // After a version change the previous manager answers until the new one
+            // has rolled out: only the installed version counts as ready.
+            Ok(Some(info)) if version.is_some_and(|v| !same(v, &info.version)) => {
+                if start.elapsed() >= timeout {
+                    return Err(ReadyError::Timeout {
+                        cluster: cluster.to_string(),
+                        component: component.to_string(),
+                        url: format!("{}{path}", oscar.base()),
+                        secs: start.elapsed().as_secs(),
+                        detail: format!(
+                            "OSCAR answers as version {}, the recipe installs {}",
+                            info.version,
+                            version.unwrap_or_default()
+                        ),
+                    });
+                }
+            }
             Ok(Some(info)) => return Ok(info),
             Ok(None) => {
                 health_ok = true;
@@ -332,6 +351,8 @@ pub fn resources(
         ),
         ("set_default".to_string(), json!(s.oscar_cli.set_default)),
         ("ssl_verify".to_string(), json!(s.oscar_cli.ssl_verify)),
+        // The catalog records the version OSCAR reports: a new release re-registers.
+        ("oscar_version".to_string(), json!(s.oscar.version)),
     ]
     .into();
     let ep_hash = crate::graph::hash_of(&[&json!(ep_attrs), &json!(given_digest)]);

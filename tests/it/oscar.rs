@@ -1219,6 +1219,24 @@ fn oscar_layer_up_registers_and_down_unregisters() {
     let config = fleet.exec_ok("os-srv", "cat /etc/rancher/k3s/config.yaml");
     assert!(config.contains("traefik"), "{config}");
 
+    // Plain http is redirected to https even without a recipe certificate: Basic auth
+    // never crosses in clear (issue 11, item 10).
+    let plain = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+        ])
+        .arg(format!("http://{}/system/info", fleet.ip("os-srv")))
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&plain.stdout),
+        format!("308 https://{}/system/info", fleet.ip("os-srv"))
+    );
+
     // Registered, with what the endpoint reported over the network.
     let list = ws.run(&["endpoints", "list", "-o", "json"]);
     assert_ok(&list, "endpoints list");

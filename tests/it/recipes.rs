@@ -609,6 +609,43 @@ fn gateway_ingress_version_boundary() {
     }
 }
 
+/// Gateway mode needs servicelb (Traefik's Gateway sits behind a LoadBalancer Service).
+#[test]
+fn gateway_ingress_needs_servicelb() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let inv = fixtures().join("good/inventory.yaml");
+    write_pem_pair(tmp.path());
+    let recipe = tmp.path().join("r.yaml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "name: gw
+inventory: '{}'
+k3s:
+  version: v1.32.4+k3s1
+  servers: [srv-1]
+  disable: [servicelb]
+serverless:
+  profile: cloud
+  ingress: gateway
+  tls: {{cert: tls.crt, key: tls.key}}
+",
+            inv.display()
+        ),
+    )
+    .expect("write recipe");
+    match load_recipe(&recipe) {
+        Err(LoadError::Invalid(diags)) => assert!(
+            diags.iter().any(|d| (d.pos.line, d.pos.col) == (9, 12)
+                && d.message
+                    .contains("cannot be reached with servicelb disabled")),
+            "{}",
+            listing(&diags)
+        ),
+        other => panic!("accepted or wrong error: {other:?}"),
+    }
+}
+
 /// Item 6 (good path): `node_ip` / `external_ip` reach the node's config.yaml, and
 /// item 15: extra keys reach only the roles whose k3s subcommand has them.
 #[test]
