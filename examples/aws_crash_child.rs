@@ -4,7 +4,8 @@
 //! which SIGKILLs this process right after the EC2 call named by
 //! `CONTINUUM_IT_CRASH_AT` returns (before continuum records its result), so the test
 //! can check that the next `up` adopts what was created. Kept out of the test harness
-//! so that it can never count as a passing test (issue 14).
+//! so that it can never count as a passing test (issue 14); scripts/test builds it with
+//! `cargo build --example aws_crash_child`.
 //!
 //! Environment: CONTINUUM_IT_CRASH_AT (an EC2 operation), CONTINUUM_IT_RECIPE,
 //! CONTINUUM_IT_STATE (state directory), CONTINUUM_IT_MOTO (the emulator's URL).

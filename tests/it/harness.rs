@@ -217,7 +217,7 @@ impl Fleet {
     pub fn logins(&self, name: &str) -> usize {
         let out = self.exec_ok(
             name,
-            "test -r /var/log/sshd.log && grep -c 'Accepted publickey' /var/log/sshd.log || echo 0",
+            "if test -r /var/log/sshd.log; then grep -c 'Accepted publickey' /var/log/sshd.log || true; else echo 0; fi",
         );
         out.trim()
             .parse()

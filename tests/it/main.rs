@@ -21,4 +21,5 @@ mod openrc;
 mod oscar;
 mod oscar_e2e;
 mod recipes;
+mod secrets_audit;
 mod upgrade;

@@ -688,18 +688,20 @@ fn aws_throttling_5xx_slow_boot_and_dependency_violations_are_survived() {
     assert!(left.is_empty(), "{left:?}");
 }
 
-/// The crash child (examples/aws_crash_child.rs, built by `cargo test --all-targets`
-/// but never run as a test): beside this test binary, in `target/<profile>/examples/`.
+/// The crash child (examples/aws_crash_child.rs, never run as a test): the program
+/// `cargo build --example aws_crash_child` leaves in `target/<profile>/examples/`
+/// (scripts/test builds it first; `cargo test` builds examples as test harnesses).
 fn crash_child() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary");
-    let dir = exe
+    let p = exe
         .parent()
         .and_then(std::path::Path::parent)
-        .expect("target/<profile>");
-    let p = dir.join("examples").join("aws_crash_child");
+        .expect("target/<profile>")
+        .join("examples")
+        .join("aws_crash_child");
     assert!(
         p.is_file(),
-        "{} is missing: build it with `cargo test --all-targets` (scripts/test does)",
+        "{} is missing: run `cargo build --example aws_crash_child` first (scripts/test does)",
         p.display()
     );
     p
