@@ -582,6 +582,17 @@ pub fn replace_cluster_credentials(
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_long_non_ascii_value_is_shortened_on_a_char_boundary() {
+        // Issue 14: the old `&s[..57]` panicked on JSON text with multi-byte characters
+        // (and left a half-copied service behind, as the panic skipped the cleanup).
+        let v = Value::String("é".repeat(80));
+        let s = short(&v);
+        assert!(s.ends_with("..."), "{s}");
+        assert_eq!(s.chars().count(), 60);
+        assert_eq!(short(&Value::String("ok".into())), "\"ok\"");
+    }
+
     /// A service as a v4.1.2 GET returns it (every non-omitempty field present).
     fn got_41() -> Value {
         json!({
