@@ -23,7 +23,7 @@ const V36: &str = "3.6.4";
 
 /// One OSCAR API double process on 127.0.0.1 (killed on drop), recording every request
 /// it gets.
-struct OscarDouble {
+pub(crate) struct OscarDouble {
     child: Child,
     port: u16,
     password: String,
@@ -39,7 +39,12 @@ impl OscarDouble {
 
     /// Federation members with Basic auth share the coordinator's password (OSCAR
     /// forwards the caller's Authorization header to them).
-    fn start_with(cluster_id: &str, version: &str, password: &str, extra: &[&str]) -> OscarDouble {
+    pub(crate) fn start_with(
+        cluster_id: &str,
+        version: &str,
+        password: &str,
+        extra: &[&str],
+    ) -> OscarDouble {
         let dir = tempfile::tempdir().expect("tmp");
         let port_file = dir.path().join("port");
         let child = Command::new("python3")
@@ -83,7 +88,7 @@ impl OscarDouble {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 

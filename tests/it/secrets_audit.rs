@@ -1,7 +1,7 @@
 //! Issue 14, item 4: a secrets audit. Marker secrets (the OSCAR password and MinIO
 //! secret key given in the recipe, the k3s token continuum generates, a service secret
-//! in an FDL) go through a whole `up` with the serverless layer, `fn apply` and `fn
-//! list`, at every verbosity and as JSON events. They must appear in no output, no
+//! in an FDL) go through a whole `up` with the serverless layer, `fn apply`, `fn list`
+//! and `fn copy`, at every verbosity and as JSON events. They must appear in no output, no
 //! process argv or environment (sampled from /proc on the hosts and on the controller
 //! while the run goes on), no file that is not 0600, and no Kubernetes object other
 //! than a Secret.
@@ -219,6 +219,41 @@ fn marker_secrets_appear_nowhere_they_should_not() {
         args.extend_from_slice(o);
         assert_ok(&run(&args), "fn list");
     }
+    // `fn copy` to another cluster (an OSCAR API double on loopback, registered in the
+    // oscar-cli config): the secret must be given again, from a 0600 file.
+    let other = crate::oscar::OscarDouble::start_with("other", "4.1.2", "pw-other", &[]);
+    let cfg = std::fs::read_to_string(&cli).expect("oscar-cli config");
+    let cfg = cfg.replacen(
+        "oscar:\n",
+        &format!(
+            "oscar:\n  other:\n    endpoint: {}\n    auth_user: oscar\n    auth_password: pw-other\n    ssl_verify: false\n",
+            other.url()
+        ),
+        1,
+    );
+    std::fs::write(&cli, cfg).expect("oscar-cli config");
+    let secrets = ws.dir.path().join("secrets.yaml");
+    std::fs::write(&secrets, format!("API_KEY: {SVC_SECRET}\n")).expect("secrets");
+    std::fs::set_permissions(
+        &secrets,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    let copy = run(&[
+        "fn",
+        "copy",
+        "audit",
+        "--from",
+        "sa",
+        "--to",
+        "other",
+        "--secrets",
+        path_str(&secrets),
+        "--oscar-cli-config",
+        &cli_arg,
+        "-vv",
+    ]);
+    assert_ok(&copy, "fn copy with the secret given again");
     assert_ok(&run(&["status", "sa", "-vv"]), "status");
     stop.store(true, Ordering::SeqCst);
     let (rounds, proc_hits) = sampler.join().expect("sampler");
