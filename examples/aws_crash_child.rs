@@ -1,5 +1,5 @@
 //! TEST HELPER, not an example for users: the child process of the integration test
-//! `aws::aws_kill_9_at_three_points_then_up_adopts` (tests/it/aws/mod.rs). It runs
+//! `aws::aws_kill_9_at_seven_points_of_up_and_down_then_converge` (tests/it/aws/mod.rs). It runs
 //! `up` against the moto EC2 emulator through continuum's fault-injecting EC2 layer,
 //! which SIGKILLs this process right after the EC2 call named by
 //! `CONTINUUM_IT_CRASH_AT` returns (before continuum records its result), so the test
@@ -7,7 +7,8 @@
 //! so that it can never count as a passing test (issue 14); scripts/test builds it with
 //! `cargo build --example aws_crash_child`.
 //!
-//! Environment: CONTINUUM_IT_CRASH_AT (an EC2 operation), CONTINUUM_IT_RECIPE,
+//! Environment: CONTINUUM_IT_CRASH_AT (an EC2 operation; every network deletion is
+//! `Delete`), CONTINUUM_IT_CRASH_IN (`up`, the default, or `down`), CONTINUUM_IT_RECIPE,
 //! CONTINUUM_IT_STATE (state directory), CONTINUUM_IT_MOTO (the emulator's URL).
 
 use std::path::PathBuf;
@@ -57,11 +58,21 @@ fn main() {
     };
     let env = continuum::recipe::load_recipe(&recipe).expect("recipe").env;
     let cancel = tokio_util::sync::CancellationToken::new();
-    let _ = rt.block_on(continuum::ops::up::up(
-        &env,
-        &settings,
-        Arc::new(continuum::ops::Silent),
-        &cancel,
-        |_| true,
-    ));
+    if std::env::var("CONTINUUM_IT_CRASH_IN").is_ok_and(|v| v == "down") {
+        let _ = rt.block_on(continuum::ops::down::down(
+            &env.name,
+            &[],
+            &settings,
+            Arc::new(continuum::ops::Silent),
+            &cancel,
+        ));
+    } else {
+        let _ = rt.block_on(continuum::ops::up::up(
+            &env,
+            &settings,
+            Arc::new(continuum::ops::Silent),
+            &cancel,
+            |_| true,
+        ));
+    }
 }

@@ -708,9 +708,9 @@ fn crash_child() -> PathBuf {
 }
 
 #[test]
-fn aws_kill_9_at_three_points_then_up_adopts() {
-    if !fleet_available("aws_kill_9_at_three_points_then_up_adopts")
-        || !moto_available("aws_kill_9_at_three_points_then_up_adopts")
+fn aws_kill_9_at_seven_points_of_up_and_down_then_converge() {
+    if !fleet_available("aws_kill_9_at_seven_points_of_up_and_down_then_converge")
+        || !moto_available("aws_kill_9_at_seven_points_of_up_and_down_then_converge")
     {
         return;
     }
@@ -769,6 +769,30 @@ fn aws_kill_9_at_three_points_then_up_adopts() {
     let server = server_host(&fleet, &ws.state());
     assert_eq!(ready_nodes(&fleet, &server), ["cp-0", "w-0", "w-1"]);
 
+    // `down` killed right after it terminates the instances, then after each of its
+    // next three deletions (each run resumes where the last one stopped); the final
+    // `down` leaves nothing behind.
+    for (i, op) in ["TerminateInstances", "Delete", "Delete", "Delete"]
+        .into_iter()
+        .enumerate()
+    {
+        let status = Command::new(crash_child())
+            .env("CONTINUUM_IT_CRASH_AT", op)
+            .env("CONTINUUM_IT_CRASH_IN", "down")
+            .env("CONTINUUM_IT_RECIPE", ws.recipe())
+            .env("CONTINUUM_IT_STATE", ws.state_dir())
+            .env("CONTINUUM_IT_MOTO", moto.url())
+            .env("KUBECONFIG", ws.kubeconfig())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run crash child");
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "down #{i} ({op}): child was not killed: {status:?}"
+        );
+    }
     let down = continuum(&ws, &moto, &["down", "awk", "--yes"]);
     assert!(down.status.success(), "{}", text(&down));
     let left = rt.block_on(sweep(&api, "awk"));
