@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
-use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FirstContactError {
@@ -122,24 +121,13 @@ fn read_public_key(key: &Path) -> Result<String, FirstContactError> {
     Ok(line)
 }
 
-/// OpenSSH-style fingerprint of a raw host key blob.
-pub fn fingerprint(blob: &[u8]) -> String {
-    format!(
-        "SHA256:{}",
-        base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(blob))
-    )
-}
-
-fn key_type_name(t: ssh2::HostKeyType) -> &'static str {
-    match t {
-        ssh2::HostKeyType::Rsa => "ssh-rsa",
-        ssh2::HostKeyType::Dss => "ssh-dss",
-        ssh2::HostKeyType::Ecdsa256 => "ecdsa-sha2-nistp256",
-        ssh2::HostKeyType::Ecdsa384 => "ecdsa-sha2-nistp384",
-        ssh2::HostKeyType::Ecdsa521 => "ecdsa-sha2-nistp521",
-        ssh2::HostKeyType::Ed25519 => "ssh-ed25519",
-        ssh2::HostKeyType::Unknown => "unknown",
-    }
+/// A host key blob as known_hosts writes it (`TYPE BASE64`) and its OpenSSH fingerprint
+/// (`SHA256:...`), both by the ssh-key crate.
+pub fn describe_host_key(blob: &[u8]) -> Result<(String, String), ssh_key::Error> {
+    let key = ssh_key::PublicKey::from_bytes(blob)?;
+    let fp = key.fingerprint(ssh_key::HashAlg::Sha256).to_string();
+    let line = ssh_key::PublicKey::new(key.key_data().clone(), "").to_openssh()?;
+    Ok((line.trim().to_string(), fp))
 }
 
 /// A handshaken session and the host key it presented.
@@ -166,20 +154,18 @@ fn open(t: &Target) -> Result<(ssh2::Session, String, String), FirstContactError
     sess.set_tcp_stream(tcp);
     sess.handshake().map_err(|e| ssh_err("the handshake", e))?;
     let (line, fp) = {
-        let (blob, kind) = sess.host_key().ok_or_else(|| FirstContactError::Ssh {
+        let (blob, _) = sess.host_key().ok_or_else(|| FirstContactError::Ssh {
             address: t.address.clone(),
             port: t.port,
             step: "the handshake",
             detail: "the server presented no host key".into(),
         })?;
-        (
-            format!(
-                "{} {}",
-                key_type_name(kind),
-                base64::engine::general_purpose::STANDARD.encode(blob)
-            ),
-            fingerprint(blob),
-        )
+        describe_host_key(blob).map_err(|e| FirstContactError::Ssh {
+            address: t.address.clone(),
+            port: t.port,
+            step: "the handshake",
+            detail: format!("the server's host key does not parse: {e}"),
+        })?
     };
     Ok((sess, line, fp))
 }
@@ -285,16 +271,14 @@ mod tests {
             .decode("AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl")
             .expect("b64");
         // `ssh-keygen -lf` prints exactly this for the key (checked by hand, kept as a
-        // fact); the ssh-key crate, an independent implementation, agrees.
+        // fact), and the known_hosts form is the key's own text.
+        let (line, fp) = describe_host_key(&blob).expect("key blob");
+        assert_eq!(fp, "SHA256:+DiY3wvvV6TuJJhbpZisF/zLDA0zPMSvHdkr4UvCOqU");
         assert_eq!(
-            fingerprint(&blob),
-            "SHA256:+DiY3wvvV6TuJJhbpZisF/zLDA0zPMSvHdkr4UvCOqU"
+            line,
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
         );
-        let key = ssh_key::PublicKey::from_bytes(&blob).expect("key blob");
-        assert_eq!(
-            key.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
-            fingerprint(&blob)
-        );
+        assert!(describe_host_key(b"not a key").is_err());
     }
 
     #[test]
