@@ -258,10 +258,7 @@ pub async fn verify_containerd_nvidia<R: Remote>(r: &R) -> Result<(), DeviceErro
     let wait = crate::k3s::START_WAIT;
     let out = r
         .run(
-            &format!(
-                "i=0; while [ ! -s {CONTAINERD_CONFIG} ] && [ $i -lt {n} ]; do sleep 0.5; i=$((i+1)); done; cat {CONTAINERD_CONFIG}",
-                n = wait.as_secs() * 2
-            ),
+            &crate::k3s::wait_then_cat(CONTAINERD_CONFIG),
             None,
             true,
             wait + SHORT,

@@ -41,6 +41,15 @@ const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 /// (tokens, containerd's config): the start returns early on openrc.
 pub(crate) const START_WAIT: Duration = Duration::from_secs(120);
 
+/// A script that waits up to `START_WAIT` for `path` to be non-empty, then prints it
+/// (openrc's start returns before k3s wrote it; docs/k3s.md, "Service managers").
+pub(crate) fn wait_then_cat(path: &str) -> String {
+    format!(
+        "i=0; while [ ! -s {path} ] && [ $i -lt {n} ]; do sleep 0.5; i=$((i+1)); done; cat {path}",
+        n = START_WAIT.as_secs() * 2
+    )
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum K3sError {
     #[error(transparent)]
@@ -749,14 +758,11 @@ pub async fn read_agent_token<R: Remote>(r: &R) -> Result<String, K3sError> {
 
 async fn read_secure_token<R: Remote>(r: &R, path: &str, kind: &str) -> Result<String, K3sError> {
     // openrc's start returns once k3s is spawned, before it wrote its tokens (systemd's
-    // Type=notify returns after): wait for the file (docs/k3s.md, "Service managers").
+    // Type=notify returns after).
     let out = run_root(
         r,
         "reading the join token",
-        &format!(
-            "i=0; while [ ! -s {path} ] && [ $i -lt {n} ]; do sleep 0.5; i=$((i+1)); done; cat {path}",
-            n = START_WAIT.as_secs() * 2
-        ),
+        &wait_then_cat(path),
         None,
         START_WAIT + SHORT,
     )

@@ -294,11 +294,7 @@ impl Pool {
         );
         if let Some(k) = &host.key {
             // The bastion's address as validated at load (`[user@]host[:port]`).
-            let hp = bastion.rsplit_once('@').map_or(bastion, |(_, h)| h);
-            let name = match hp.strip_prefix('[') {
-                Some(rest) => rest.split(']').next().unwrap_or(rest),
-                None => hp.rsplit_once(':').map_or(hp, |(h, _)| h),
-            };
+            let (name, _) = jump_host_port(bastion);
             text.push_str(&format!("Host {name}\n  IdentityFile {}\n", word(k)?));
         }
         text.push_str(&format!(
@@ -337,15 +333,9 @@ impl Pool {
         if pinned.is_empty() {
             return None;
         }
-        let (h, port) = match name.strip_prefix('[') {
-            Some(rest) => {
-                let (h, p) = rest.split_once("]:")?;
-                (h.to_string(), p.to_string())
-            }
-            None => (name.clone(), "22".to_string()),
-        };
+        let (h, port) = jump_host_port(bastion);
         let scan = tokio::process::Command::new("ssh-keyscan")
-            .args(["-T", "5", "-p", &port, "--", &h])
+            .args(["-T", "5", "-p", port.unwrap_or("22"), "--", h])
             .stderr(Stdio::null())
             .output()
             .await
@@ -586,10 +576,11 @@ impl Remote for HostConn {
     }
 }
 
-/// How known_hosts names a bastion given as `[user@]host[:port]`.
-fn jump_known_hosts_name(spec: &str) -> String {
+/// The host and port of a bastion given as `[user@]host[:port]` (validated at load;
+/// an IPv6 host in brackets).
+fn jump_host_port(spec: &str) -> (&str, Option<&str>) {
     let hp = spec.rsplit_once('@').map_or(spec, |(_, h)| h);
-    let (h, port) = if let Some(rest) = hp.strip_prefix('[') {
+    if let Some(rest) = hp.strip_prefix('[') {
         match rest.split_once(']') {
             Some((h, p)) => (h, p.strip_prefix(':')),
             None => (rest, None),
@@ -599,7 +590,12 @@ fn jump_known_hosts_name(spec: &str) -> String {
             Some((h, p)) => (h, Some(p)),
             None => (hp, None),
         }
-    };
+    }
+}
+
+/// How known_hosts names a bastion given as `[user@]host[:port]`.
+fn jump_known_hosts_name(spec: &str) -> String {
+    let (h, port) = jump_host_port(spec);
     match port {
         Some(p) if p != "22" => format!("[{h}]:{p}"),
         _ => h.to_string(),

@@ -285,16 +285,7 @@ fn kill_9_mid_up_then_resume() {
         .spawn()
         .expect("spawn up");
     // Kill as soon as the first server is recorded and the agents are under way.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Ok(t) = std::fs::read_to_string(ws.state_file())
-            && t.contains("\"k3s-agent/")
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "up never reached the agents");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::harness::wait_for_state(&ws, "\"k3s-agent/");
     child.kill().expect("kill -9");
     let _ = child.wait();
     let before = ws.state();

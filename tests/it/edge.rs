@@ -586,7 +586,7 @@ fn first_contact_by_password_installs_key_and_pins_host_key() {
     // Key logins now work, against the pinned host key.
     let probe = ws.run(&["inventory", "probe", path_str(&inv)]);
     assert_ok(&probe, "probe with the installed key");
-    for entry in walk(ws.dir.path()) {
+    for entry in crate::harness::files_under(ws.dir.path()) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
         assert!(
             !String::from_utf8_lossy(&bytes).contains(PASSWORD),
@@ -602,20 +602,7 @@ fn first_contact_by_password_installs_key_and_pins_host_key() {
     assert!(log.lines().any(|l| l == "publickey"), "{log}");
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-/// An emulated arm64 host (qemu-user-static + binfmt_misc, DESIGN.md §4) with the Pi
+/// An emulated arm64 host (qemu-user-static + binfmt_misc, tests/fleet/README.md "arm64 hosts") with the Pi
 /// persona: the probe reports aarch64, the memory cgroup is fixed, and the bundle's
 /// `k3s-arm64` is what lands in /usr/local/bin/k3s. The binfmt registration is removed
 /// again when this test made it.

@@ -4,7 +4,7 @@
 //!
 //! Fleet hosts of this module are named `ft-*` and use 10.250.0.104-116.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::{Fleet, Workspace, assert_ok, fleet_available, node_labels, path_str, text};
 
@@ -18,16 +18,7 @@ fn signal_mid_up(ws: &Workspace, signal: &str) -> (Option<i32>, String) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn up");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Ok(t) = std::fs::read_to_string(ws.state_file())
-            && t.contains("\"k3s-agent/")
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "up never reached the agents");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::harness::wait_for_state(ws, "\"k3s-agent/");
     let sent = std::process::Command::new("kill")
         .args([&format!("-{signal}"), &child.id().to_string()])
         .status()

@@ -350,6 +350,58 @@ impl Workspace {
     }
 }
 
+/// Kubelet version of every node as `server`'s API reports them, sorted by name.
+pub fn versions(fleet: &Fleet, server: &str) -> Vec<(String, String)> {
+    let json = fleet.exec_ok(server, "k3s kubectl get nodes -o json");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("nodes json");
+    let mut out: Vec<(String, String)> = v["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|n| {
+            (
+                n["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                n["status"]["nodeInfo"]["kubeletVersion"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every file below `dir` (recursively).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Wait (at most 90 s) until the workspace's state file mentions `needle`: a run in
+/// progress has reached that step.
+pub fn wait_for_state(ws: &Workspace, needle: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        if std::fs::read_to_string(ws.state_file()).is_ok_and(|t| t.contains(needle)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never reached {needle}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "{}{}",

@@ -5,30 +5,8 @@
 //!
 //! Fleet hosts of this module are named `or-*` and use 10.250.0.64-66.
 
-use crate::harness::{Fleet, Workspace, assert_ok, fleet_available, path_str, text};
+use crate::harness::{Fleet, Workspace, assert_ok, fleet_available, path_str, text, versions};
 use crate::upgrade::{FROM, TO, bundle_at};
-
-/// Kubelet version of every node, as the server's API reports them.
-fn versions(fleet: &Fleet, server: &str) -> Vec<(String, String)> {
-    let json = fleet.exec_ok(server, "k3s kubectl get nodes -o json");
-    let v: serde_json::Value = serde_json::from_str(&json).expect("nodes json");
-    let mut out: Vec<(String, String)> = v["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|n| {
-            (
-                n["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                n["status"]["nodeInfo"]["kubeletVersion"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
 
 fn write_recipe(ws: &Workspace, version: &str, bundle: &std::path::Path) {
     std::fs::write(

@@ -87,29 +87,18 @@ fn sample_processes(
 
 /// Files under `dir` that hold a marker and are not 0600.
 fn loose_files(dir: &Path, forms: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Ok(bytes) = std::fs::read(&p)
-                && found_in(&String::from_utf8_lossy(&bytes), forms).is_some()
-            {
-                let mode = std::fs::metadata(&p)
-                    .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
-                    .unwrap_or(0);
-                if mode != 0o600 {
-                    out.push(format!("{} ({mode:o})", p.display()));
-                }
-            }
-        }
-    }
-    out
+    crate::harness::files_under(dir)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(p).is_ok_and(|b| found_in(&String::from_utf8_lossy(&b), forms).is_some())
+        })
+        .filter_map(|p| {
+            let mode = std::fs::metadata(&p)
+                .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+                .unwrap_or(0);
+            (mode != 0o600).then(|| format!("{} ({mode:o})", p.display()))
+        })
+        .collect()
 }
 
 #[test]

@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::harness::{Fleet, Workspace, assert_ok, fleet_available, path_str, root, text};
+use crate::harness::{
+    Fleet, Workspace, assert_ok, fleet_available, path_str, root, text, versions,
+};
 
 pub(crate) const FROM: &str = "v1.31.4+k3s1";
 pub(crate) const TO: &str = "v1.32.1+k3s1";
@@ -51,28 +53,6 @@ fn write_recipe(ws: &Workspace, version: &str, bundle: &Path) {
     .expect("recipe");
 }
 
-/// Kubelet versions as the server's API reports them: name -> version.
-fn versions(fleet: &Fleet) -> Vec<(String, String)> {
-    let json = fleet.exec_ok("ug-s1", "k3s kubectl get nodes -o json");
-    let v: serde_json::Value = serde_json::from_str(&json).expect("nodes json");
-    let mut out: Vec<(String, String)> = v["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|n| {
-            (
-                n["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                n["status"]["nodeInfo"]["kubeletVersion"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 /// When the host's k3s daemon started at `version`, from its log (`time="..."`).
 fn started_at(fleet: &Fleet, host: &str, unit: &str, version: &str) -> String {
     let log = fleet.exec_ok(host, &format!("cat /var/log/k3s-double/{unit}.log"));
@@ -100,7 +80,7 @@ fn upgrade_restarts_every_node_in_order_and_a_stopped_unit_is_started() {
     let from = bundle_at(ws.dir.path(), FROM);
     write_recipe(&ws, FROM, &from);
     assert_ok(&ws.up(), "up at the first version");
-    assert!(versions(&fleet).iter().all(|(_, v)| v == FROM));
+    assert!(versions(&fleet, "ug-s1").iter().all(|(_, v)| v == FROM));
 
     let to = bundle_at(ws.dir.path(), TO);
     write_recipe(&ws, TO, &to);
@@ -128,7 +108,7 @@ fn upgrade_restarts_every_node_in_order_and_a_stopped_unit_is_started() {
     let out = text(&up);
     assert_ok(&up, "up to the new version");
     assert_eq!(
-        versions(&fleet),
+        versions(&fleet, "ug-s1"),
         vec![
             ("ug-a1".to_string(), TO.to_string()),
             ("ug-a2".to_string(), TO.to_string()),
