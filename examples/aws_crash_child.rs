@@ -56,7 +56,7 @@ fn main() {
         ec2: Some(continuum::ops::Ec2Override(api)),
         ..continuum::ops::Settings::default()
     };
-    let env = continuum::recipe::load_recipe(&recipe).expect("recipe").env;
+    let env = continuum::files::load_recipe(&recipe).expect("recipe").env;
     let cancel = tokio_util::sync::CancellationToken::new();
     if std::env::var("CONTINUUM_IT_CRASH_IN").is_ok_and(|v| v == "down") {
         let _ = rt.block_on(continuum::ops::down::down(

@@ -4,13 +4,15 @@
 pub mod aws;
 pub mod cli;
 pub mod engine;
+pub mod files;
 pub mod graph;
 pub mod inventory;
 pub mod k3s;
 pub mod ops;
+pub mod oscar;
 pub mod recipe;
 pub mod registry;
-pub mod serverless;
+pub mod render;
 pub mod ssh;
 pub mod state;
 

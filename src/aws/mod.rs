@@ -19,6 +19,7 @@ mod retry;
 #[cfg(feature = "aws")]
 pub mod sdk;
 
+pub use crate::graph::cloud::{Rule, RuleSource};
 pub use error::Ec2Error;
 pub use retry::{RetryPolicy, retry, retry_new, retry_unseen};
 
@@ -123,24 +124,6 @@ impl Instance {
     pub fn tag(&self, k: &str) -> Option<&str> {
         self.tags.get(k).map(String::as_str)
     }
-}
-
-/// One security group ingress rule.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct Rule {
-    /// `tcp`, `udp` or `-1` (all).
-    pub protocol: String,
-    pub from_port: i32,
-    pub to_port: i32,
-    pub source: RuleSource,
-    pub description: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub enum RuleSource {
-    Cidr(String),
-    /// Members of the group itself (node-to-node traffic).
-    SelfGroup,
 }
 
 /// Everything `RunInstances` needs.

@@ -165,7 +165,7 @@ impl Cli {
         let mut s = Settings::default();
         if let Some(d) = &self.global.state_dir {
             // Absolute: state records paths next to it, and ssh runs with it.
-            s.state_dir = crate::state::absolute(d);
+            s.state_dir = crate::files::absolute(d);
         }
         if let Some(c) = conn {
             s.concurrency = usize::from(c.concurrency);
@@ -189,7 +189,7 @@ impl Cli {
 }
 
 fn load(printer: &Printer, path: &std::path::Path) -> Result<recipe::Environment> {
-    let loaded = recipe::load_recipe(path)?;
+    let loaded = crate::files::load_recipe(path)?;
     for w in &loaded.warnings {
         printer.warning(&w.to_string());
     }
@@ -360,7 +360,7 @@ fn render_svg(dot: &str, out: &std::path::Path) -> Result<()> {
             String::from_utf8_lossy(&done.stderr).trim()
         );
     }
-    crate::state::write_atomic(out, &done.stdout, 0o644)
+    crate::files::write_atomic(out, &done.stdout, 0o644)
         .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
 }
@@ -371,7 +371,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         if let Some(e) = cause.downcast_ref::<ops::OpsError>() {
             return match e {
                 _ if e.is_host_key() => exit::HOST_KEY,
-                ops::OpsError::State(crate::state::StateError::Locked { .. }) => exit::LOCKED,
+                ops::OpsError::State(crate::files::StateError::Locked { .. }) => exit::LOCKED,
                 ops::OpsError::Partial { .. } => exit::PARTIAL,
                 ops::OpsError::Cloud(crate::aws::provision::ProvisionError::Invalid(_))
                 | ops::OpsError::Shrink(ops::shrink::ShrinkError::NoSuchHost { .. }) => {
@@ -395,8 +395,8 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         {
             return exit::INVALID;
         }
-        if let Some(crate::state::StateError::Locked { .. }) =
-            cause.downcast_ref::<crate::state::StateError>()
+        if let Some(crate::files::StateError::Locked { .. }) =
+            cause.downcast_ref::<crate::files::StateError>()
         {
             return exit::LOCKED;
         }

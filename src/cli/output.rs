@@ -343,8 +343,8 @@ fn remote_commands(env: &Environment, c: &crate::graph::Change) -> Vec<String> {
         _ if c.id == crate::graph::SERVERLESS => vec![
             format!(
                 "write {}/{}*.yaml (as root, 0600, from stdin; only files that differ)",
-                crate::serverless::manifests::MANIFESTS_DIR,
-                crate::serverless::manifests::FILE_PREFIX
+                crate::render::oscar::MANIFESTS_DIR,
+                crate::render::oscar::FILE_PREFIX
             ),
             "GET /health, GET /system/info at the OSCAR endpoint (until ready)".into(),
         ],
@@ -515,7 +515,7 @@ impl Printer {
     pub fn endpoint(
         &self,
         e: &crate::registry::endpoints::Endpoint,
-        creds: Option<&crate::serverless::Credentials>,
+        creds: Option<&crate::state::Credentials>,
     ) {
         let hidden = "*** (use --reveal)";
         let (user, pass, key, secret) = match creds {
@@ -602,7 +602,7 @@ impl Printer {
     }
 
     /// Results of `fn copy|move|apply|federate`.
-    pub fn written(&self, verb: &str, w: &[crate::serverless::functions::Written]) {
+    pub fn written(&self, verb: &str, w: &[crate::oscar::functions::Written]) {
         if self.format == Format::Json {
             out(&json!({"event": "summary", "operation": verb, "results": w}).to_string());
             return;

@@ -10,11 +10,12 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use super::output::Printer;
+use crate::files::Store;
+use crate::oscar::client::Oscar;
+use crate::oscar::{fdl, functions, service};
 use crate::registry::endpoints;
 use crate::registry::oscar_cli;
-use crate::serverless::client::Oscar;
-use crate::serverless::{fdl, functions, service};
-use crate::state::{Secret, Store};
+use crate::state::Secret;
 
 /// Where clusters not installed by continuum are looked up.
 #[derive(Debug, Args)]

@@ -43,6 +43,13 @@ pub trait Edge {
     fn needs(&self) -> bool;
 }
 
+/// The resource graph's edges: `Needs` is a *needs* edge, `After` orders only.
+impl Edge for crate::graph::Dep {
+    fn needs(&self) -> bool {
+        *self == crate::graph::Dep::Needs
+    }
+}
+
 /// Plain edges are *needs* edges.
 impl Edge for () {
     fn needs(&self) -> bool {

@@ -2,7 +2,8 @@
 //! per instance group. Edges: VPC -> subnet, gateway, security group; gateway and
 //! subnet -> route; subnet, route, security group, key pair -> every instance group;
 //! every instance group -> every k3s node (added by `build`, since a node's config
-//! names the servers' addresses).
+//! names the servers' addresses). Also the site's pure derivations: resource ids,
+//! the firewall rules the cluster needs, whether instances need a public address.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,8 +11,8 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::{Value, json};
 
 use super::{Dep, Kind, Resource, hash_of};
-use crate::aws::provision::{self, GATEWAY, KEY_PAIR, ROUTE, SECURITY_GROUP, SUBNET, VPC};
-use crate::recipe::{Environment, ImageRef, VpcChoice};
+use crate::recipe::{AddressKind, Environment, ImageRef, VpcChoice};
+use crate::state::cloud::RuleRecord;
 
 /// Add the site's resources; returns the instance group nodes.
 pub(super) fn build(
@@ -80,7 +81,7 @@ pub(super) fn build(
         g,
         SECURITY_GROUP,
         Kind::AwsSecurityGroup,
-        vec![("rules", json!(provision::rules(env)))],
+        vec![("rules", json!(rules(env)))],
     );
     g.add_edge(vpc, sg, Dep::Needs);
     before_instances.push(sg);
@@ -89,7 +90,7 @@ pub(super) fn build(
         KEY_PAIR,
         Kind::AwsKeyPair,
         vec![
-            ("name", json!(provision::key_name(&env.name))),
+            ("name", json!(key_name(&env.name))),
             (
                 "key",
                 json!(
@@ -125,7 +126,7 @@ pub(super) fn build(
         }
         let ix = add(
             g,
-            &provision::group_id(&grp.name),
+            &group_id(&grp.name),
             Kind::AwsInstances {
                 group: grp.name.clone(),
             },
@@ -137,4 +138,135 @@ pub(super) fn build(
         groups.push(ix);
     }
     groups
+}
+
+/// Graph ids of the site's network resources.
+pub const VPC: &str = "aws-vpc";
+pub const SUBNET: &str = "aws-subnet";
+pub const GATEWAY: &str = "aws-internet-gateway";
+pub const ROUTE: &str = "aws-route";
+pub const SECURITY_GROUP: &str = "aws-security-group";
+pub const KEY_PAIR: &str = "aws-key-pair";
+
+/// Graph id of an instance group.
+pub fn group_id(group: &str) -> String {
+    format!("aws-instances/{group}")
+}
+
+/// Tag value (`continuum:resource`) of a host's Elastic IP.
+pub fn address_id(host: &str) -> String {
+    format!("aws-eip/{host}")
+}
+
+/// One security group ingress rule.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Rule {
+    /// `tcp`, `udp` or `-1` (all).
+    pub protocol: String,
+    pub from_port: i32,
+    pub to_port: i32,
+    pub source: RuleSource,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub enum RuleSource {
+    Cidr(String),
+    /// Members of the group itself (node-to-node traffic).
+    SelfGroup,
+}
+
+/// Whether instances need a public IPv4 address: SSH to public addresses, or a hybrid
+/// cluster (wireguard-native) whose outside nodes reach the servers' public IPs.
+pub fn wants_public_ip(env: &Environment) -> bool {
+    env.aws
+        .as_ref()
+        .is_some_and(|s| s.ssh.address == AddressKind::Public)
+        || (env.aws.is_some() && env.cluster.flannel_backend == "wireguard-native")
+}
+
+/// Ingress rules the cluster needs (k3s: API 6443/tcp, wireguard-native 51820/udp,
+/// everything between nodes; docs/aws.md, "Security group rules"), from the recipe.
+pub fn rules(env: &Environment) -> Vec<Rule> {
+    let Some(site) = &env.aws else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let cidr = |protocol: &str, port: i32, c: &str, why: &str| Rule {
+        protocol: protocol.to_string(),
+        from_port: port,
+        to_port: port,
+        source: RuleSource::Cidr(c.to_string()),
+        description: why.to_string(),
+    };
+    for c in &site.firewall.ssh_from {
+        out.push(cidr("tcp", 22, c, "SSH from the operator"));
+    }
+    for c in &site.firewall.api_from {
+        out.push(cidr(
+            "tcp",
+            6443,
+            c,
+            "Kubernetes API (kubectl, joining agents)",
+        ));
+        if env.cluster.flannel_backend == "wireguard-native" {
+            out.push(cidr(
+                "udp",
+                51820,
+                c,
+                "flannel wireguard-native from nodes outside the VPC",
+            ));
+        }
+    }
+    // The serverless layer's ingress is exposed when the recipe has one.
+    if site.firewall.http || env.serverless.is_some() {
+        out.push(cidr("tcp", 80, "0.0.0.0/0", "ingress (serverless layer)"));
+        out.push(cidr("tcp", 443, "0.0.0.0/0", "ingress (serverless layer)"));
+    }
+    out.push(Rule {
+        protocol: "-1".into(),
+        from_port: -1,
+        to_port: -1,
+        source: RuleSource::SelfGroup,
+        description: "node-to-node (kubelet, flannel, etcd)".into(),
+    });
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The key pair's name in EC2.
+pub fn key_name(env: &str) -> String {
+    format!("continuum-{env}")
+}
+
+impl From<&Rule> for RuleRecord {
+    fn from(r: &Rule) -> Self {
+        RuleRecord {
+            protocol: r.protocol.clone(),
+            from_port: r.from_port,
+            to_port: r.to_port,
+            source: match &r.source {
+                RuleSource::Cidr(c) => c.clone(),
+                RuleSource::SelfGroup => "self".into(),
+            },
+        }
+    }
+}
+
+impl RuleRecord {
+    /// The rule again (for revoking; EC2 matches a rule without its description).
+    pub fn to_rule(&self) -> Rule {
+        Rule {
+            protocol: self.protocol.clone(),
+            from_port: self.from_port,
+            to_port: self.to_port,
+            source: if self.source == "self" {
+                RuleSource::SelfGroup
+            } else {
+                RuleSource::Cidr(self.source.clone())
+            },
+            description: String::new(),
+        }
+    }
 }

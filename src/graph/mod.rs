@@ -14,11 +14,13 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::inventory::probe::Device;
+use crate::recipe::device::Device;
 use crate::recipe::{Environment, Role, flags};
 use crate::state::{State, Status};
 
-mod cloud;
+pub mod cloud;
+pub mod device;
+pub mod serverless;
 
 /// What a graph node stands for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -88,12 +90,6 @@ pub enum Dep {
     After,
 }
 
-impl crate::engine::Edge for Dep {
-    fn needs(&self) -> bool {
-        *self == Dep::Needs
-    }
-}
-
 /// The desired resources and their dependencies.
 #[derive(Debug, Clone)]
 pub struct ResourceGraph {
@@ -147,7 +143,7 @@ pub fn node_config(env: &Environment, host: &str, role: Role) -> BTreeMap<String
         .collect();
     let device_labels = h
         .and_then(|h| h.probed.as_deref())
-        .map(crate::k3s::device::labels)
+        .map(device::labels)
         .unwrap_or_default();
     labels.extend(device_labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     if let Some(h) = h {
@@ -230,7 +226,7 @@ pub fn node_config(env: &Environment, host: &str, role: Role) -> BTreeMap<String
         }
     }
     if let Some(p) = h.and_then(|h| h.probed.as_deref()) {
-        crate::k3s::device::config_keys(p, c.nvidia_default_runtime, &mut m);
+        device::config_keys(p, c.nvidia_default_runtime, &mut m);
     }
     m
 }
@@ -433,7 +429,7 @@ pub fn build(env: &Environment) -> Result<ResourceGraph, GraphError> {
     g.add_edge(ready, kc, Dep::After);
     // The OSCAR serverless layer (issue 4): after the cluster is Ready.
     if let Some(sl) = &env.serverless {
-        let (sl_res, ep_res) = crate::serverless::resources(env, sl);
+        let (sl_res, ep_res) = serverless::resources(env, sl);
         let sl_ix = add(&mut g, sl_res);
         g.add_edge(ready, sl_ix, Dep::Needs);
         let ep_ix = add(&mut g, ep_res);
@@ -849,7 +845,7 @@ mod tests {
     /// The example edge recipe and its graph.
     fn farm_edge() -> (Environment, ResourceGraph) {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
-        let env = crate::recipe::load_recipe(&dir.join("farm-edge.yaml"))
+        let env = crate::files::load_recipe(&dir.join("farm-edge.yaml"))
             .expect("example")
             .env;
         let rg = build(&env).expect("graph");
@@ -942,7 +938,7 @@ mod tests {
             if p.extension().and_then(|e| e.to_str()) != Some("yaml") {
                 continue;
             }
-            let Ok(loaded) = crate::recipe::load_recipe(&p) else {
+            let Ok(loaded) = crate::files::load_recipe(&p) else {
                 continue;
             };
             let rg = build(&loaded.env).expect("graph");

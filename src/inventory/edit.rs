@@ -4,7 +4,7 @@
 //! edits here work on the text: `hosts:` is a top-level block sequence; an entry is the
 //! run of lines from its `- ` line to the next entry or the end of the block. New values
 //! are written as JSON scalars/flow mappings (valid YAML), so quoting is always right.
-//! Callers re-validate the result with `recipe::load_inventory` before replacing the
+//! Callers re-validate the result with `files::load_inventory` before replacing the
 //! file (`super::write_checked`).
 
 use std::collections::BTreeMap;

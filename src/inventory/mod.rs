@@ -1,7 +1,7 @@
 //! Inventory management: `continuum inventory add|remove|list|import|probe`.
 //!
 //! Invariants: an inventory file is only ever replaced by a version that
-//! `recipe::load_inventory` accepts (written to a temporary file next to it, validated,
+//! `files::load_inventory` accepts (written to a temporary file next to it, validated,
 //! then renamed), so a failed edit leaves the old file untouched. Edits are line-level
 //! (`edit`) to keep comments and order. Probe results are stored per host as a
 //! one-line `probed:` mapping that `up` reads (device preparation, per-arch artifacts).
@@ -72,7 +72,7 @@ pub fn write_checked(path: &Path, text: &str) -> Result<(), InventoryError> {
         source,
     };
     std::fs::write(&tmp, text).map_err(werr)?;
-    if let Err(source) = recipe::load_inventory(&tmp) {
+    if let Err(source) = crate::files::load_inventory(&tmp) {
         let _ = std::fs::remove_file(&tmp);
         return Err(InventoryError::Invalid {
             path: path.to_path_buf(),
@@ -83,7 +83,7 @@ pub fn write_checked(path: &Path, text: &str) -> Result<(), InventoryError> {
     let mode = std::fs::metadata(path).map_or(0o644, |m| {
         std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777
     });
-    crate::state::write_atomic(path, text.as_bytes(), mode).map_err(werr)
+    crate::files::write_atomic(path, text.as_bytes(), mode).map_err(werr)
 }
 
 /// Add a host (the file is created with `hosts:` when missing).
@@ -151,7 +151,8 @@ pub fn defaults(path: &Path) -> (Option<String>, Option<u16>, Option<PathBuf>) {
     (
         d.user.map(|u| u.value),
         d.port.map(|p| p.value),
-        d.key.map(|k| recipe::load::resolve_path(path, &k.value)),
+        d.key
+            .map(|k| recipe::load::resolve_path(path, &k.value, dirs::home_dir().as_deref())),
     )
 }
 
@@ -170,12 +171,13 @@ pub struct Row {
 }
 
 pub fn list(path: &Path) -> Result<Vec<Row>, InventoryError> {
-    let (hosts, _) = recipe::load_inventory(path).map_err(|source| InventoryError::Invalid {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let (hosts, _) =
+        crate::files::load_inventory(path).map_err(|source| InventoryError::Invalid {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let order = edit::names(&read(path)?)?;
-    let roles = recipe::load::inventory_roles(path).unwrap_or_default();
+    let roles = recipe::load::inventory_roles(path, &crate::files::Disk).unwrap_or_default();
     let mut rows: Vec<Row> = hosts
         .into_values()
         .map(|h| Row {

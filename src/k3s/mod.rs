@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::recipe::{Images, Install, Role};
 use crate::ssh::{Output, Remote, SshError, quote};
@@ -432,9 +431,7 @@ pub fn render_config(
     })
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+pub use crate::render::sha256_hex;
 
 /// Everything needed to converge k3s on one node.
 #[derive(Debug, Clone)]

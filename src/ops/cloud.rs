@@ -8,9 +8,10 @@ use super::up::Ctx;
 use super::{Event, OpsError, Settings, SharedObserver};
 use crate::aws::Ec2Api;
 use crate::aws::provision::{self, CloudState, Journal, Options, ProvisionError, Validated};
+use crate::files::{StateError, Store};
 use crate::graph::{Action, Kind, Plan};
 use crate::recipe::Environment;
-use crate::state::{State, StateError, Store};
+use crate::state::State;
 
 /// What the cloud steps of one `up` share.
 pub(super) struct CloudCtx {

@@ -15,11 +15,12 @@ use tokio_util::sync::CancellationToken;
 use super::up::{forget_hint, needs_uninstall};
 use super::{Did, Event, OpsError, ResourceResult, Settings, SharedObserver, summarize};
 use crate::engine::{Outcome, walk};
+use crate::files::Store;
 use crate::graph::{self, Action};
 use crate::k3s;
 use crate::recipe::Role;
 use crate::registry::kubeconfig;
-use crate::state::{State, Store};
+use crate::state::State;
 
 /// How a node leaves during `down`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

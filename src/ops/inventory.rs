@@ -6,7 +6,6 @@ use std::path::Path;
 
 use super::{OpsError, Settings};
 use crate::inventory::{self, probe};
-use crate::recipe;
 
 /// Probe result of one host.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -24,7 +23,7 @@ pub async fn probe_inventory(
     only: &[String],
     settings: &Settings,
 ) -> Result<Vec<ProbeRow>, OpsError> {
-    let (hosts, _) = recipe::load_inventory(path)?;
+    let (hosts, _) = crate::files::load_inventory(path)?;
     for o in only {
         if !hosts.contains_key(o) {
             return Err(inventory::InventoryError::NoSuchHost(o.clone()).into());

@@ -22,11 +22,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::files::StateError;
 use crate::graph::{Action, GraphError};
 use crate::k3s::K3sError;
 use crate::registry::kubeconfig::KubeconfigError;
 use crate::ssh::SshError;
-use crate::state::StateError;
 
 /// Something the user should see while an operation runs.
 #[derive(Debug, Clone, Serialize)]
@@ -170,7 +170,7 @@ impl std::fmt::Debug for Ec2Override {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            state_dir: crate::state::default_dir(),
+            state_dir: crate::files::default_dir(),
             concurrency: 10,
             connect_timeout: Duration::from_secs(10),
             connect_attempts: 3,

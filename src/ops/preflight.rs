@@ -82,7 +82,7 @@ mod tests {
             ),
         )
         .expect("recipe");
-        crate::recipe::load_recipe(&dir.join("r.yaml"))
+        crate::files::load_recipe(&dir.join("r.yaml"))
             .expect("load")
             .env
     }

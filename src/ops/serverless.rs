@@ -18,14 +18,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::oscar::ReadyError;
+use crate::oscar::client::{ClientError, Oscar, SystemInfo};
+use crate::oscar::removal::{self, Deletion, ManifestError, Round};
 use crate::recipe::Environment;
+use crate::recipe::serverless::Serverless;
 use crate::registry::endpoints::{self, Endpoint, EndpointsError};
 use crate::registry::oscar_cli::{self, OscarCliError};
-use crate::serverless::client::{ClientError, Oscar, SystemInfo};
-use crate::serverless::manifests::{self, FILE_PREFIX, MANIFESTS_DIR, RenderError};
-use crate::serverless::removal::{self, Deletion, ManifestError, Round};
-use crate::serverless::{Credentials, ReadyError, Serverless};
+use crate::render::oscar::{self as manifests, FILE_PREFIX, MANIFESTS_DIR, RenderError};
 use crate::ssh::{Remote, quote};
+use crate::state::Credentials;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
@@ -388,7 +390,7 @@ pub fn client(s: &Serverless, creds: &Credentials) -> Result<Oscar, LayerError> 
 /// Wait for `/health` and `/system/info` through the user-facing endpoint.
 pub async fn wait_ready(s: &Serverless, creds: &Credentials) -> Result<SystemInfo, LayerError> {
     let c = client(s, creds)?;
-    Ok(crate::serverless::wait_ready(
+    Ok(crate::oscar::wait_ready(
         &s.cluster_id,
         &c,
         s.readiness_timeout,
@@ -484,7 +486,7 @@ pub fn unregister(state_dir: &Path, env: &str) -> Result<Vec<String>, LayerError
 pub struct EndpointStatus {
     pub name: String,
     pub oscar_url: String,
-    pub tier: crate::serverless::Tier,
+    pub tier: crate::recipe::serverless::Tier,
     /// `ok`, the error of `GET /health`, or `None` when offline.
     pub health: Option<String>,
 }
@@ -541,7 +543,7 @@ mod tests {
         assert!(check_arch(&arches(&[("a", "amd64"), ("b", "arm64")])).is_ok());
         let e = check_arch(&arches(&[("pi", "arm")])).expect_err("32-bit");
         assert!(e.to_string().contains("`pi` is arm"), "{e}");
-        let recipe = crate::recipe::load_recipe(
+        let recipe = crate::files::load_recipe(
             &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/farm-oscar.yaml"),
         )
         .expect("example recipe");

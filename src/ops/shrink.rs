@@ -11,12 +11,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::up::{UpReport, up};
 use super::{Event, OpsError, ResourceResult, Settings, SharedObserver};
+use crate::files::Store;
 use crate::graph::{Action, Change, Plan};
 use crate::inventory;
 use crate::k3s::{self, BIN_PATH};
 use crate::recipe::{self, Role};
 use crate::ssh::{Remote, quote};
-use crate::state::{State, Status, Store};
+use crate::state::{State, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShrinkError {
@@ -179,7 +180,7 @@ pub async fn remove_node(
         .recipe
         .clone()
         .ok_or_else(|| ShrinkError::NoRecipe(env_name.to_string()))?;
-    let env = recipe::load_recipe(&recipe_path)?.env;
+    let env = crate::files::load_recipe(&recipe_path)?.env;
     if env.cluster.init_server() == host || state.cluster.init_server.as_deref() == Some(host) {
         return Err(ShrinkError::InitServer {
             env: env_name.to_string(),
@@ -226,10 +227,10 @@ fn drop_from_inventory(
     let inv = env.inventory_path.clone();
     let old = inventory::read(&inv)?;
     inventory::write_checked(&inv, &inventory::edit::remove(&old, host)?)?;
-    match recipe::load_recipe(recipe_path) {
+    match crate::files::load_recipe(recipe_path) {
         Ok(l) => Ok(l.env),
         Err(source) => {
-            let restore = crate::state::write_atomic(&inv, old.as_bytes(), 0o644);
+            let restore = crate::files::write_atomic(&inv, old.as_bytes(), 0o644);
             restore.map_err(|source| inventory::InventoryError::Write {
                 path: inv.clone(),
                 source,

@@ -4,8 +4,9 @@
 use serde::Serialize;
 
 use super::{OpsError, Settings};
+use crate::files::Store;
 use crate::k3s;
-use crate::state::{Status, Store};
+use crate::state::Status;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStatus {

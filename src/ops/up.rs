@@ -14,12 +14,13 @@ use super::{
     Did, Event, OpsError, ResourceResult, Settings, SharedObserver, random_secret, summarize,
 };
 use crate::engine::{Outcome, walk};
+use crate::files::Store;
 use crate::graph::{self, Action, Dep, Kind, Plan, ResourceGraph};
 use crate::k3s::{self, Applied, NodeSpec};
 use crate::recipe::{Environment, Host, Role};
 use crate::registry::kubeconfig;
 use crate::ssh::{HostConn, Pool, Remote};
-use crate::state::{HostState, ResourceState, Secret, State, Status, Store, now};
+use crate::state::{HostState, ResourceState, Secret, State, Status, now};
 
 /// What `up` did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -143,7 +144,7 @@ pub async fn up(
     let _lock = store.lock()?;
     let mut state = store.load()?.unwrap_or_else(|| State::new(&env.name));
     // Absolute, so `nodes remove` finds the recipe from any directory.
-    state.recipe = Some(crate::state::absolute(&env.recipe_path));
+    state.recipe = Some(crate::files::absolute(&env.recipe_path));
     if state.cluster.token.is_empty() || state.cluster.agent_token.is_empty() {
         // Saved before any host sees them, so a crash cannot produce two tokens.
         if state.cluster.token.is_empty() {
@@ -157,7 +158,7 @@ pub async fn up(
     // OSCAR/MinIO credentials (issue 4): given ones, else CSPRNG; saved before any
     // host sees them, kept across runs.
     if let Some(sl) = &env.serverless {
-        let creds = crate::serverless::Credentials::resolve(
+        let creds = crate::state::Credentials::resolve(
             &sl.credentials,
             state.serverless.as_ref(),
             &mut || random_secret().map_err(|e| e.to_string()),
@@ -1008,7 +1009,7 @@ async fn kubeconfig_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
         .unwrap_or_default();
     let entries = kubeconfig::from_k3s(&text, &ctx.env().kubeconfig.context, &server)?;
     // Absolute, so `down` from another directory removes the same entry (issue 9).
-    let path = crate::state::absolute(&kubeconfig::default_path(
+    let path = crate::files::absolute(&kubeconfig::default_path(
         ctx.env().kubeconfig.path.as_deref(),
     ));
     // A moved or renamed context: remove the old entry first.
@@ -1148,8 +1149,8 @@ fn layer_inputs(
     ctx: &Ctx,
 ) -> Result<
     (
-        crate::serverless::Serverless,
-        crate::serverless::Credentials,
+        crate::recipe::serverless::Serverless,
+        crate::state::Credentials,
     ),
     OpsError,
 > {

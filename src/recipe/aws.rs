@@ -165,11 +165,11 @@ pub fn check_site(
         checked_user(sink, &ssh.user)
     };
     let key = ssh.key.as_ref().map(|k| {
-        let p = resolve_path(path, k.value.trim());
+        let p = resolve_path(path, k.value.trim(), sink.home().as_deref());
         let mut pubkey = p.clone().into_os_string();
         pubkey.push(".pub");
         let pubkey = Path::new(&pubkey);
-        match std::fs::read_to_string(pubkey) {
+        match sink.files.read(pubkey) {
             Err(_) => {
                 sink.error(
                     pos(k),
@@ -444,7 +444,7 @@ mod tests {
                 ),
             )
             .expect("recipe");
-            match crate::recipe::load_recipe(&recipe) {
+            match crate::files::load_recipe(&recipe) {
                 Ok(_) => assert!(ok, "{kind} accepted"),
                 Err(e) => {
                     assert!(!ok, "{kind}: {e}");

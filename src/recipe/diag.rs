@@ -5,6 +5,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::Files;
+
 /// A position in a source file, 1-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pos {
@@ -60,18 +62,25 @@ impl fmt::Display for Diagnostic {
 }
 
 /// Collects diagnostics for one file.
-#[derive(Debug)]
 pub struct Sink<'a> {
     file: &'a Path,
+    /// What the checks may read of the machine they run on.
+    pub(crate) files: &'a dyn Files,
     pub(crate) items: Vec<Diagnostic>,
 }
 
 impl<'a> Sink<'a> {
-    pub fn new(file: &'a Path) -> Self {
+    pub fn new(file: &'a Path, files: &'a dyn Files) -> Self {
         Sink {
             file,
+            files,
             items: Vec::new(),
         }
+    }
+
+    /// The home directory `~/` expands to.
+    pub fn home(&self) -> Option<PathBuf> {
+        self.files.home()
     }
 
     pub fn error(&mut self, pos: Pos, message: impl Into<String>) -> &mut Diagnostic {

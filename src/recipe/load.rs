@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
+use super::Files;
 use super::diag::{Diagnostic, Pos, Severity, Sink, did_you_mean};
 use super::model::{Cluster, Environment, Host, Images, Install, KubeconfigTarget, Share, Upgrade};
 use super::raw::{self, InstallSource, RoleHint};
@@ -94,21 +95,25 @@ fn share(sink: &mut Sink, v: &Spanned<raw::CountOrPercent>, field: &str) -> Opti
     }
 }
 
-fn read(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+fn read(files: &dyn Files, path: &Path) -> Result<String, LoadError> {
+    files.read(path).map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,
     })
 }
 
 /// Parse YAML text into `T`, turning a serde error into a positioned diagnostic.
-fn parse<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, LoadError> {
+fn parse<T: serde::de::DeserializeOwned>(
+    files: &dyn Files,
+    file: &Path,
+    text: &str,
+) -> Result<T, LoadError> {
     serde_saphyr::from_str::<T>(text).map_err(|e| {
         let p = e
             .location()
             .map(|l| Pos::of(&l))
             .unwrap_or(Pos { line: 1, col: 1 });
-        let mut sink = Sink::new(file);
+        let mut sink = Sink::new(file, files);
         let message = e.without_snippet().to_string();
         let message = message
             .lines()
@@ -131,8 +136,8 @@ fn parse<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, L
 }
 
 /// Resolve `p` relative to the directory of `base` (a file), expanding `~/`.
-pub fn resolve_path(base: &Path, p: &str) -> PathBuf {
-    let expanded = expand_home(p);
+pub fn resolve_path(base: &Path, p: &str, home: Option<&Path>) -> PathBuf {
+    let expanded = expand_home(p, home);
     let joined = if expanded.is_absolute() {
         expanded
     } else {
@@ -162,25 +167,25 @@ fn normalize(p: &Path) -> PathBuf {
 }
 
 /// Expand a leading `~/` to the home directory.
-pub fn expand_home(p: &str) -> PathBuf {
-    match (p.strip_prefix("~/"), dirs::home_dir()) {
+pub fn expand_home(p: &str, home: Option<&Path>) -> PathBuf {
+    match (p.strip_prefix("~/"), home) {
         (Some(rest), Some(home)) => home.join(rest),
         _ => PathBuf::from(p),
     }
 }
 
 /// Load a recipe and the inventory it names (and its AWS site's hosts).
-pub fn load_recipe(path: &Path) -> Result<Loaded, LoadError> {
-    let text = read(path)?;
-    let recipe: raw::RecipeFile = parse(path, &text)?;
+pub fn load_recipe(path: &Path, files: &dyn Files) -> Result<Loaded, LoadError> {
+    let text = read(files, path)?;
+    let recipe: raw::RecipeFile = parse(files, path, &text)?;
     let mut all = Vec::new();
     let (mut hosts, mut roles, inv_path) = match &recipe.inventory {
         Some(inv) => {
-            let inv_path = resolve_path(path, &inv.value);
-            let inv_text = match std::fs::read_to_string(&inv_path) {
+            let inv_path = resolve_path(path, &inv.value, files.home().as_deref());
+            let inv_text = match files.read(&inv_path) {
                 Ok(t) => t,
                 Err(e) => {
-                    let mut sink = Sink::new(path);
+                    let mut sink = Sink::new(path, files);
                     sink.error(
                         pos(inv),
                         format!("cannot read inventory {}: {e}", inv_path.display()),
@@ -189,15 +194,15 @@ pub fn load_recipe(path: &Path) -> Result<Loaded, LoadError> {
                     return Err(LoadError::Invalid(sink.items));
                 }
             };
-            let inventory: raw::InventoryFile = parse(&inv_path, &inv_text)?;
-            let mut inv_sink = Sink::new(&inv_path);
+            let inventory: raw::InventoryFile = parse(files, &inv_path, &inv_text)?;
+            let mut inv_sink = Sink::new(&inv_path, files);
             let (hosts, roles) = check_inventory(&inventory, &inv_path, &mut inv_sink);
             all.extend(inv_sink.items);
             (hosts, roles, inv_path)
         }
         None => (HostTable::new(), BTreeMap::new(), path.to_path_buf()),
     };
-    let mut sink = Sink::new(path);
+    let mut sink = Sink::new(path, files);
     let mut groups = super::aws::Groups::new();
     let site = recipe.aws.as_ref().and_then(|a| {
         super::aws::check_site(a, path, &mut sink, &mut hosts, &mut roles, &mut groups)
@@ -222,10 +227,13 @@ pub fn load_recipe(path: &Path) -> Result<Loaded, LoadError> {
 }
 
 /// Load and validate an inventory on its own (for `inventory` commands).
-pub fn load_inventory(path: &Path) -> Result<(BTreeMap<String, Host>, Vec<Diagnostic>), LoadError> {
-    let text = read(path)?;
-    let inventory: raw::InventoryFile = parse(path, &text)?;
-    let mut sink = Sink::new(path);
+pub fn load_inventory(
+    path: &Path,
+    files: &dyn Files,
+) -> Result<(BTreeMap<String, Host>, Vec<Diagnostic>), LoadError> {
+    let text = read(files, path)?;
+    let inventory: raw::InventoryFile = parse(files, path, &text)?;
+    let mut sink = Sink::new(path, files);
     let (hosts, _) = check_inventory(&inventory, path, &mut sink);
     if sink.has_errors() {
         return Err(LoadError::Invalid(sink.items));
@@ -239,10 +247,7 @@ pub fn load_inventory(path: &Path) -> Result<(BTreeMap<String, Host>, Vec<Diagno
 pub(super) type HostTable = BTreeMap<String, (Host, Pos)>;
 
 /// The `probed:` block of a host entry (issue 5), as written by `inventory probe`.
-fn checked_probed(
-    sink: &mut Sink<'_>,
-    h: &raw::HostEntry,
-) -> Option<crate::inventory::probe::Facts> {
+fn checked_probed(sink: &mut Sink<'_>, h: &raw::HostEntry) -> Option<crate::recipe::device::Facts> {
     let p = h.probed.as_ref()?;
     match serde_json::from_value(p.value.clone()) {
         Ok(f) => Some(f),
@@ -255,9 +260,12 @@ fn checked_probed(
 }
 
 /// Role hints of an inventory's hosts (for `inventory list`).
-pub fn inventory_roles(path: &Path) -> Result<BTreeMap<String, String>, LoadError> {
-    let text = read(path)?;
-    let inventory: raw::InventoryFile = parse(path, &text)?;
+pub fn inventory_roles(
+    path: &Path,
+    files: &dyn Files,
+) -> Result<BTreeMap<String, String>, LoadError> {
+    let text = read(files, path)?;
+    let inventory: raw::InventoryFile = parse(files, path, &text)?;
     Ok(inventory
         .hosts
         .value
@@ -335,9 +343,9 @@ fn check_inventory(
             .as_ref()
             .or(defaults.and_then(|d| d.key.as_ref()))
             .map(|k| {
-                let p = resolve_path(path, &k.value);
+                let p = resolve_path(path, &k.value, sink.home().as_deref());
                 // A warning, not an error: the inventory may be planned on another machine.
-                if !p.exists() && missing_keys.insert(p.clone()) {
+                if !sink.files.exists(&p) && missing_keys.insert(p.clone()) {
                     sink.warning(
                         pos(k),
                         format!("SSH key file {} does not exist here", p.display()),
@@ -687,7 +695,7 @@ fn check_recipe(
             .kubeconfig
             .as_ref()
             .and_then(|k| k.path.as_ref())
-            .map(|p| resolve_path(path, &p.value)),
+            .map(|p| resolve_path(path, &p.value, sink.home().as_deref())),
         context: match r.kubeconfig.as_ref().and_then(|k| k.context.as_ref()) {
             Some(c) if c.value.trim().is_empty() => {
                 sink.error(pos(c), "the kubeconfig context name is empty");
@@ -717,16 +725,15 @@ fn check_recipe(
 
     // The OSCAR serverless layer (issue 4); OSCAR's ingress is nginx-class, so the
     // nginx mode needs k3s's bundled traefik off (docs/oscar.md, "Ingress").
-    let mut serverless = r
-        .serverless
-        .as_ref()
-        .map(|s| super::serverless::check(&s.value, name, &api_endpoint, &version, path, sink));
+    let mut serverless = r.serverless.as_ref().map(|s| {
+        super::check_serverless::check(&s.value, name, &api_endpoint, &version, path, sink)
+    });
     if let Some(s) = serverless.as_mut() {
         s.servicelb = !disable.iter().any(|d| d == "servicelb");
         // Traefik's Gateway is reached through its LoadBalancer Service, which only
         // servicelb gives host ports (nginx mode falls back to host ports itself).
         if !s.servicelb
-            && s.ingress == crate::serverless::IngressMode::Gateway
+            && s.ingress == crate::recipe::serverless::IngressMode::Gateway
             && let Some(raw) = r.serverless.as_ref()
         {
             let at = raw.value.ingress.as_ref().map_or_else(|| pos(raw), pos);
@@ -735,7 +742,7 @@ fn check_recipe(
         }
     }
     if let Some(s) = &serverless
-        && s.ingress == crate::serverless::IngressMode::Nginx
+        && s.ingress == crate::recipe::serverless::IngressMode::Nginx
         && !disable.iter().any(|d| d == "traefik")
     {
         disable.push("traefik".to_string());
@@ -829,7 +836,7 @@ fn check_install(i: &raw::InstallSection, path: &Path, sink: &mut Sink<'_>) -> I
                     images: Images::Bundle,
                 };
             };
-            let dir = resolve_path(path, &b.value);
+            let dir = resolve_path(path, &b.value, sink.home().as_deref());
             if !dir.is_dir() {
                 sink.error(
                     pos(b),

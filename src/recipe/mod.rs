@@ -2,6 +2,8 @@
 //! diagnostics) and the validated model the rest of continuum consumes.
 
 pub mod aws;
+pub mod check_serverless;
+pub mod device;
 pub mod diag;
 pub mod extra;
 pub mod flags;
@@ -12,8 +14,20 @@ pub mod serverless;
 pub mod validators;
 
 pub use diag::{Diagnostic, Severity};
+
+use std::path::{Path, PathBuf};
+
+/// What loading a recipe reads from the machine it runs on: the recipe and inventory
+/// files, the keys and certificates they name, the home directory `~/` stands for.
+/// The recipe checks do no I/O themselves; `files::Disk` is the file system's
+/// implementation, and tests give an in-memory one.
+pub trait Files {
+    fn read(&self, path: &Path) -> std::io::Result<String>;
+    fn exists(&self, path: &Path) -> bool;
+    fn home(&self) -> Option<PathBuf>;
+}
 pub use load::{LoadError, Loaded, load_inventory, load_recipe};
 pub use model::{
     AddressKind, AwsSite, AwsSsh, CloudHost, Cluster, Environment, Firewall, Host, ImageRef,
-    Images, Install, InstanceGroup, KubeconfigTarget, Role, Share, Upgrade, VpcChoice,
+    Images, Install, InstanceGroup, KubeconfigTarget, Role, Secret, Share, Upgrade, VpcChoice,
 };

@@ -18,7 +18,7 @@ pub struct Environment {
     /// The AWS site, when the recipe declares one.
     pub aws: Option<AwsSite>,
     /// The OSCAR serverless layer, when the recipe asks for one (issue 4).
-    pub serverless: Option<crate::serverless::Serverless>,
+    pub serverless: Option<crate::recipe::serverless::Serverless>,
 }
 
 /// An SSH-reachable machine from the inventory.
@@ -43,7 +43,7 @@ pub struct Host {
     /// Set for AWS instances: their address is known only once the instance exists.
     pub cloud: Option<CloudHost>,
     /// Facts from `continuum inventory probe` (device, arch, cgroups), if probed.
-    pub probed: Option<Box<crate::inventory::probe::Facts>>,
+    pub probed: Option<Box<crate::recipe::device::Facts>>,
 }
 
 /// Desired k3s cluster.
@@ -296,5 +296,28 @@ pub enum ImageRef {
 impl InstanceGroup {
     pub fn host_name(&self, index: u32) -> String {
         format!("{}-{index}", self.name)
+    }
+}
+
+/// A secret string: serialised into the 0600 state file, never shown by `Debug`.
+#[derive(Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq, Default)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
     }
 }

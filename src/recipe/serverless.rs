@@ -1,419 +1,213 @@
-//! Validation of a recipe's `serverless:` section (the OSCAR layer, issues 4 and 11) into
-//! `crate::serverless::Serverless`. Every problem is a positioned diagnostic; nothing
-//! here touches the network, and the disk only to read the certificate and key
-//! `serverless.tls` names.
+//! The serverless layer as a recipe asks for it (docs/oscar.md): profile and tier,
+//! ingress mode, given credentials, oscar-cli targets, TLS, chart value overrides, and
+//! the table of installable OSCAR releases (the only place their versions are pinned).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_saphyr::Spanned;
+use serde::{Deserialize, Serialize};
 
-use super::diag::{Pos, Sink, did_you_mean};
-use super::load::{parse_k3s_release, resolve_path};
-use super::raw::ServerlessSection;
-use crate::serverless::manifests::{DEFAULT_OSCAR, OSCAR_RELEASES, OscarRelease};
-use crate::serverless::{
-    COMPONENTS, GivenCredentials, IngressMode, OscarCliTarget, Profile, Serverless, Tier, TlsCert,
-    valid_cluster_id,
-};
-use crate::state::Secret;
+use crate::recipe::Secret;
 
-const DEFAULT_READINESS_TIMEOUT: u64 = 600;
+/// MinIO's S3 API NodePort (its console is the next port).
+pub const MINIO_NODE_PORT: u16 = 30300;
 
-/// The first k3s release whose packaged Traefik is v3, the chart that has the Gateway
-/// API values `ingress: gateway` sets (docs/k3s-config.md, "Traefik and the Gateway API").
-pub const GATEWAY_MIN_K3S: (u64, u64, u64) = (1, 32, 2);
+/// Components whose chart values a recipe may override (`serverless.values.NAME`).
+pub const COMPONENTS: &[&str] = &["minio", "nfs", "ingress", "knative", "oscar"];
 
-/// The first k3s release of each minor whose helm-controller reads chart values from
-/// Secrets (`valuesSecrets`, helm-controller v0.16.7 and later); every minor after the
-/// last one listed has it (docs/oscar.md, "Secrets").
-pub const VALUES_SECRETS_MIN_K3S: &[(u64, u64, u64)] = &[(1, 30, 12), (1, 31, 8), (1, 32, 4)];
+/// OSCAR refuses longer service names (the `max=39` binding of `types.Service.Name`;
+/// docs/oscar.md, "Writes").
+pub const MAX_SERVICE_NAME: usize = 39;
 
-/// Whether k3s `v` (major, minor, patch) reads HelmChart values from Secrets.
-pub fn k3s_has_values_secrets(v: (u64, u64, u64)) -> bool {
-    let (major, minor, _) = v;
-    if let Some(min) = VALUES_SECRETS_MIN_K3S
-        .iter()
-        .find(|(ma, mi, _)| (*ma, *mi) == (major, minor))
-    {
-        return v >= *min;
-    }
-    VALUES_SECRETS_MIN_K3S
-        .last()
-        .is_some_and(|&(ma, mi, _)| (major, minor) > (ma, mi))
+/// Whether `name` can name an OSCAR service: OSCAR checks only its length, but it names
+/// Kubernetes Services (and Knative Services) after it, which must be RFC 1035 labels:
+/// lowercase letters, digits and `-`, starting with a letter and ending with a letter
+/// or digit (docs/oscar.md, "Service names").
+pub fn is_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_SERVICE_NAME
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
-/// Chart values continuum sets from `serverless.credentials`, refused in `values`
-/// (they would sit in a HelmChart's `valuesContent`).
-const CREDENTIAL_VALUES: &[(&str, &[&str])] = &[
-    ("minio", &["rootUser", "rootPassword", "existingSecret"]),
-    (
-        "oscar",
-        &["authUser", "authPass", "minIO.accessKey", "minIO.secretKey"],
-    ),
+/// Which set of defaults the layer is rendered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Full layer: Knative, larger requests, resource manager.
+    Cloud,
+    /// Small requests, Knative optional: a Raspberry Pi or Jetson.
+    Edge,
+}
+
+/// Site tier recorded in the endpoint registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Edge,
+    Cloud,
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Tier::Edge => "edge",
+            Tier::Cloud => "cloud",
+        })
+    }
+}
+
+/// How OSCAR is exposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngressMode {
+    /// ingress-nginx (OSCAR's ingress class is hard-coded to nginx); traefik disabled.
+    Nginx,
+    /// k3s's traefik with its Gateway API provider; OSCAR renders an HTTPRoute.
+    Gateway,
+}
+
+/// Credentials the recipe gave (the rest are generated).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GivenCredentials {
+    pub oscar_user: Option<String>,
+    pub oscar_password: Option<Secret>,
+    pub minio_access_key: Option<String>,
+    pub minio_secret_key: Option<Secret>,
+}
+
+/// Where the cluster's oscar-cli entry goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OscarCliTarget {
+    /// `None`: ~/.oscar-cli/config.yaml.
+    pub path: Option<PathBuf>,
+    pub set_default: bool,
+    pub ssl_verify: bool,
+}
+
+/// The validated `serverless:` section of a recipe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Serverless {
+    pub profile: Profile,
+    pub tier: Tier,
+    pub ingress: IngressMode,
+    /// URL users reach OSCAR by (no trailing slash).
+    pub endpoint: String,
+    pub cluster_id: String,
+    pub knative: bool,
+    pub gpu: Option<bool>,
+    pub readiness_timeout: Duration,
+    pub credentials: GivenCredentials,
+    /// Chart value overrides per component, merged over the profile's values.
+    pub values: BTreeMap<String, serde_json::Value>,
+    pub oscar_cli: OscarCliTarget,
+    /// k3s's servicelb is on (LoadBalancer services get host ports); without it the
+    /// ingress controller binds host ports itself.
+    pub servicelb: bool,
+    /// The OSCAR release installed (`serverless.oscar_version`; docs/oscar.md, "Versions").
+    pub oscar: OscarRelease,
+    /// OSCAR's resource manager: jobs of services with replicas or federation members
+    /// are delegated when the cluster cannot schedule them (docs/oscar.md,
+    /// "Resource manager").
+    pub resource_manager: bool,
+    /// OSCAR's rescheduler: jobs pending longer than its threshold are delegated.
+    pub rescheduler: bool,
+    /// The certificate the ingress serves; `None`: the controller's own (docs/oscar.md,
+    /// "TLS").
+    pub tls: Option<TlsCert>,
+    /// The pinned k3s's helm-controller reads chart values from Secrets
+    /// (`valuesSecrets`; docs/oscar.md, "Secrets").
+    pub values_secrets: bool,
+}
+
+/// A certificate and key given by the recipe (`serverless.tls`), read at load time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCert {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// PEM: the certificate chain.
+    pub cert_pem: String,
+    /// PEM: the private key.
+    pub key_pem: Secret,
+}
+
+impl Serverless {
+    /// MinIO's S3 API as users reach it: the NodePort on the OSCAR host.
+    pub fn minio_url(&self) -> String {
+        let host = url::Url::parse(&self.endpoint)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        format!("http://{host}:{}", MINIO_NODE_PORT)
+    }
+}
+
+/// A cluster id usable in oscar-cli and the registry.
+pub fn valid_cluster_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// One installable OSCAR release: the chart installed for it and the manager image
+/// tag pinned with it (docs/oscar.md, "Installed versions").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OscarRelease {
+    /// The OSCAR version, as `/system/info` reports it.
+    pub version: &'static str,
+    /// Version of grycap's `oscar` chart.
+    pub chart: &'static str,
+    /// `image.tag`, always set: chart 4.1.2 defaults it to "latest".
+    pub image_tag: &'static str,
+}
+
+/// The OSCAR releases continuum installs, newest (the default) first.
+pub const OSCAR_RELEASES: &[OscarRelease] = &[
+    OscarRelease {
+        version: "4.1.2",
+        chart: "4.1.2",
+        image_tag: "4.1.2",
+    },
+    OscarRelease {
+        version: "3.6.4",
+        chart: "3.6.4",
+        image_tag: "3.6.4",
+    },
 ];
 
-fn pos<T>(s: &Spanned<T>) -> Pos {
-    Pos::of(&s.referenced)
-}
+/// The release installed when the recipe names none.
+pub const DEFAULT_OSCAR: OscarRelease = OSCAR_RELEASES[0];
 
-fn one_of<T: Copy>(
-    sink: &mut Sink<'_>,
-    v: &Spanned<String>,
-    what: &str,
-    table: &[(&str, T)],
-    fallback: T,
-) -> T {
-    let word = v.value.trim();
-    if let Some((_, t)) = table.iter().find(|(n, _)| *n == word) {
-        return *t;
-    }
-    let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
-    let d = sink.error(pos(v), format!("unknown {what} `{word}`"));
-    match did_you_mean(word, names.iter().copied()) {
-        Some(s) => d.help(format!("did you mean `{s}`?")),
-        None => d.help(format!("expected one of: {}", names.join(", "))),
-    };
-    fallback
-}
-
-/// Validate `serverless:`; `api_endpoint` is the default OSCAR host, `k3s_version` the
-/// recipe's pin (an unparsable pin is reported by the caller).
-pub fn check(
-    s: &ServerlessSection,
-    env: &str,
-    api_endpoint: &str,
-    k3s_version: &str,
-    recipe: &Path,
-    sink: &mut Sink<'_>,
-) -> Serverless {
-    let profile = one_of(
-        sink,
-        &s.profile,
-        "serverless profile",
-        &[("cloud", Profile::Cloud), ("edge", Profile::Edge)],
-        Profile::Cloud,
-    );
-    let tier = match &s.tier {
-        Some(t) => one_of(
-            sink,
-            t,
-            "site tier",
-            &[("cloud", Tier::Cloud), ("edge", Tier::Edge)],
-            Tier::Cloud,
-        ),
-        None => match profile {
-            Profile::Cloud => Tier::Cloud,
-            Profile::Edge => Tier::Edge,
-        },
-    };
-    let ingress = match &s.ingress {
-        Some(i) => one_of(
-            sink,
-            i,
-            "ingress mode",
-            &[
-                ("nginx", IngressMode::Nginx),
-                ("gateway", IngressMode::Gateway),
-            ],
-            IngressMode::Nginx,
-        ),
-        None => IngressMode::Nginx,
-    };
-    let oscar = match &s.oscar_version {
-        Some(v) => OscarRelease::find(&v.value).unwrap_or_else(|| {
-            let names: Vec<&str> = OSCAR_RELEASES.iter().map(|r| r.version).collect();
-            sink.error(
-                pos(v),
-                format!("continuum does not install OSCAR `{}`", v.value.trim()),
-            )
-            .help(format!(
-                "supported: {} (a minor alone, e.g. `3.6`, means its pinned patch); docs/oscar.md, \"Versions\"",
-                names.join(", ")
-            ));
-            DEFAULT_OSCAR
-        }),
-        None => DEFAULT_OSCAR,
-    };
-    let tls = s
-        .tls
-        .as_ref()
-        .and_then(|t| read_tls(&t.value, recipe, sink));
-    if let Some(i) = &s.ingress
-        && ingress == IngressMode::Gateway
-    {
-        check_gateway_k3s(i, k3s_version, sink);
-        check_gateway_oscar(i, oscar, s.oscar_version.as_ref(), sink);
-        if s.tls.is_none() {
-            sink.error(pos(i), "`ingress: gateway` needs `serverless.tls`")
-                .help("a Gateway's HTTPS listener serves only the certificate it references (Gateway API `certificateRefs`); give `tls: {cert: FILE, key: FILE}` (PEM), or use `ingress: nginx`, which serves its own (docs/oscar.md, \"Gateway\")");
-        }
-    }
-    let values_secrets = parse_k3s_release(k3s_version).is_some_and(k3s_has_values_secrets);
-    if !values_secrets && parse_k3s_release(k3s_version).is_some() {
-        let firsts: Vec<String> = VALUES_SECRETS_MIN_K3S
-            .iter()
-            .map(|(ma, mi, pa)| format!("v{ma}.{mi}.{pa}"))
-            .collect();
-        let next_minor = VALUES_SECRETS_MIN_K3S
-            .last()
-            .map_or(0, |&(_, mi, _)| mi + 1);
-        sink.warning(
-            pos(&s.profile),
-            format!(
-                "k3s {k3s_version} cannot read chart values from Secrets: the OSCAR password and MinIO's secret key will sit in the `oscar` HelmChart's valuesContent in kube-system"
-            ),
-        )
-        .help(format!(
-            "pin a k3s release whose helm-controller has `valuesSecrets` ({} or later within those minors, any v1.{next_minor} or later) to keep them in a Secret (docs/oscar.md, \"Secrets\")",
-            firsts.join(", ")
-        ));
-    }
-    let endpoint = match &s.endpoint {
-        Some(e) => {
-            let v = e.value.trim().trim_end_matches('/').to_string();
-            match url::Url::parse(&v) {
-                Ok(u) if u.scheme() == "https" && u.host().is_some() => {}
-                Ok(u) if u.scheme() == "http" && u.host().is_some() => {
-                    sink.error(
-                        pos(e),
-                        format!("the serverless endpoint `{v}` is plain http"),
-                    )
-                    .help("OSCAR is served over https (Basic auth must not cross the network in clear): give an https:// URL (docs/oscar.md, \"TLS\")");
-                }
-                _ => {
-                    sink.error(pos(e), format!("invalid serverless endpoint `{v}`"))
-                        .help("give the URL users reach OSCAR by, e.g. https://oscar.example.org");
-                }
-            }
-            v
-        }
-        None => format!("https://{}", bracket(api_endpoint)),
-    };
-    let cluster_id = match &s.cluster_id {
-        Some(c) => {
-            let v = c.value.trim().to_string();
-            if !valid_cluster_id(&v) {
-                sink.error(pos(c), format!("invalid cluster_id `{v}`"))
-                    .help("use letters, digits, `-`, `_` or `.` (at most 63)");
-            }
-            v
-        }
-        None => env.to_string(),
-    };
-    let readiness = match &s.readiness_timeout {
-        Some(t) if t.value == 0 => {
-            sink.error(pos(t), "readiness_timeout must be at least 1 second");
-            DEFAULT_READINESS_TIMEOUT
-        }
-        Some(t) => t.value,
-        None => DEFAULT_READINESS_TIMEOUT,
-    };
-    let mut credentials = GivenCredentials::default();
-    if let Some(c) = &s.credentials {
-        let c = &c.value;
-        let mut secret = |v: &Option<Spanned<String>>, what: &str| -> Option<String> {
-            let v = v.as_ref()?;
-            if v.value.is_empty() {
-                sink.error(pos(v), format!("{what} is empty"))
-                    .help("leave it out to have continuum generate one");
-                return None;
-            }
-            Some(v.value.clone())
-        };
-        credentials.oscar_user = secret(&c.oscar_user, "oscar_user");
-        credentials.oscar_password = secret(&c.oscar_password, "oscar_password").map(Secret::new);
-        credentials.minio_access_key = secret(&c.minio_access_key, "minio_access_key");
-        credentials.minio_secret_key =
-            secret(&c.minio_secret_key, "minio_secret_key").map(Secret::new);
-        if let Some(k) = &c.minio_secret_key
-            && k.value.len() < 8
-            && !k.value.is_empty()
-        {
-            sink.error(pos(k), "minio_secret_key must have at least 8 characters")
-                .help("MinIO refuses shorter root passwords");
-        }
-    }
-    let mut values = BTreeMap::new();
-    if let Some(v) = &s.values {
-        for (k, val) in &v.value {
-            if !COMPONENTS.contains(&k.as_str()) {
-                let d = sink.error(pos(val), format!("no serverless component `{k}`"));
-                match did_you_mean(k, COMPONENTS.iter().copied()) {
-                    Some(s) => d.help(format!("did you mean `{s}`?")),
-                    None => d.help(format!("expected one of: {}", COMPONENTS.join(", "))),
-                };
-            } else if !val.value.is_object() {
-                sink.error(pos(val), format!("values for `{k}` must be a mapping"));
-            } else if let Some(key) = credential_value(k, &val.value) {
-                sink.error(
-                    pos(val),
-                    format!("`values.{k}` sets `{key}`, which continuum sets from the layer's credentials"),
-                )
-                .help("give credentials in `serverless.credentials`: continuum keeps them in Secrets, out of HelmChart values (docs/oscar.md, \"Secrets\")");
-            } else {
-                values.insert(k.clone(), val.value.clone());
-            }
-        }
-    }
-    // The ingress controller's own certificate is self-signed: only a certificate the
-    // recipe gives can be verified (docs/oscar.md, "TLS").
-    let verifiable = tls.is_some();
-    let oscar_cli = match &s.oscar_cli {
-        Some(o) => {
-            if let Some(v) = &o.value.ssl_verify
-                && v.value
-                && s.tls.is_none()
-            {
-                sink.warning(
-                    pos(v),
-                    "`ssl_verify: true` without `serverless.tls`: the ingress serves its own self-signed certificate, which clients cannot verify",
-                )
-                .help("give `serverless.tls: {cert, key}`, or leave ssl_verify out (it then follows `tls`)");
-            }
-            OscarCliTarget {
-                path: o
-                    .value
-                    .path
-                    .as_ref()
-                    .map(|p| resolve_path(recipe, &p.value)),
-                set_default: o.value.set_default.as_ref().is_some_and(|b| b.value),
-                ssl_verify: o.value.ssl_verify.as_ref().map_or(verifiable, |b| b.value),
-            }
-        }
-        None => OscarCliTarget {
-            path: None,
-            set_default: false,
-            ssl_verify: verifiable,
-        },
-    };
-    Serverless {
-        profile,
-        tier,
-        ingress,
-        endpoint,
-        cluster_id,
-        knative: s
-            .knative
-            .as_ref()
-            .map_or(profile == Profile::Cloud, |k| k.value),
-        gpu: s.gpu.as_ref().map(|g| g.value),
-        readiness_timeout: Duration::from_secs(readiness),
-        credentials,
-        values,
-        oscar_cli,
-        // Set by the caller, which knows the cluster's `disable` list.
-        servicelb: true,
-        oscar,
-        resource_manager: s.resource_manager.as_ref().is_none_or(|b| b.value),
-        rescheduler: s.rescheduler.as_ref().is_some_and(|b| b.value),
-        tls,
-        values_secrets,
-    }
-}
-
-/// The first key of `CREDENTIAL_VALUES` that `values` (of `component`) sets.
-fn credential_value(component: &str, values: &serde_json::Value) -> Option<String> {
-    let (_, keys) = CREDENTIAL_VALUES.iter().find(|(c, _)| *c == component)?;
-    keys.iter()
-        .find(|k| {
-            k.split('.')
-                .try_fold(values, |v, part| v.get(part))
-                .is_some()
+impl OscarRelease {
+    /// The release a recipe names: `4.1.2`, `v4.1.2` or the minor alone (`4.1`), which
+    /// means the newest pinned patch of it.
+    pub fn find(name: &str) -> Option<OscarRelease> {
+        let name = name.trim();
+        let name = name.strip_prefix('v').unwrap_or(name);
+        OSCAR_RELEASES.iter().copied().find(|r| {
+            r.version == name
+                || r.version
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('.') && rest[1..].parse::<u64>().is_ok())
         })
-        .map(|k| (*k).to_string())
-}
-
-/// Read `serverless.tls`: both files must hold PEM (a certificate, a private key).
-fn read_tls(t: &super::raw::TlsSection, recipe: &Path, sink: &mut Sink<'_>) -> Option<TlsCert> {
-    let mut read = |at: &Spanned<String>, what: &str, marker: &dyn Fn(&str) -> bool| {
-        let path = resolve_path(recipe, at.value.trim());
-        match std::fs::read_to_string(&path) {
-            Ok(text) if marker(&text) => Some((path, text)),
-            Ok(_) => {
-                sink.error(
-                    pos(at),
-                    format!("`{}` holds no PEM {what}", path.display()),
-                )
-                .help("give PEM files: the certificate chain (`-----BEGIN CERTIFICATE-----`) and its private key (`-----BEGIN ... PRIVATE KEY-----`)");
-                None
-            }
-            Err(e) => {
-                sink.error(
-                    pos(at),
-                    format!("cannot read the TLS {what} `{}`: {e}", path.display()),
-                );
-                None
-            }
-        }
-    };
-    let cert = read(&t.cert, "certificate", &|s: &str| {
-        s.contains("-----BEGIN CERTIFICATE-----") && s.contains("-----END CERTIFICATE-----")
-    });
-    let key = read(&t.key, "private key", &|s: &str| {
-        s.lines()
-            .any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with("PRIVATE KEY-----"))
-    });
-    let ((cert_path, cert_pem), (key_path, key_pem)) = (cert?, key?);
-    Some(TlsCert {
-        cert_path,
-        key_path,
-        cert_pem,
-        key_pem: Secret::new(key_pem),
-    })
-}
-
-/// `ingress: gateway` renders the chart's HTTPRoute, which charts before 4.0.0 lack.
-fn check_gateway_oscar(
-    at: &Spanned<String>,
-    oscar: OscarRelease,
-    named: Option<&Spanned<String>>,
-    sink: &mut Sink<'_>,
-) {
-    if oscar.has_httproute() {
-        return;
     }
-    let d = sink.error(
-        pos(at),
-        format!(
-            "`ingress: gateway` needs OSCAR 4.0 or later (the chart's HTTPRoute); the recipe installs OSCAR {}",
-            oscar.version
-        ),
-    );
-    match named {
-        Some(v) => d.help(format!(
-            "use `ingress: nginx` with OSCAR {}, or drop `oscar_version` (line {})",
-            oscar.version,
-            pos(v).line
-        )),
-        None => d.help("use `ingress: nginx`"),
-    };
-}
 
-/// `ingress: gateway` sets Traefik v3 chart values, which older k3s releases lack.
-fn check_gateway_k3s(at: &Spanned<String>, k3s_version: &str, sink: &mut Sink<'_>) {
-    let Some(v) = parse_k3s_release(k3s_version) else {
-        return;
-    };
-    if v < GATEWAY_MIN_K3S {
-        let (major, minor, patch) = GATEWAY_MIN_K3S;
-        sink.error(
-            pos(at),
-            format!(
-                "`ingress: gateway` needs k3s v{major}.{minor}.{patch} or later (Traefik v3); the recipe pins {k3s_version}"
-            ),
-        )
-        .help(format!(
-            "pin `k3s.version` to v{major}.{minor}.{patch}+k3s1 or later, or use `ingress: nginx`"
-        ));
+    fn chart_major(&self) -> u64 {
+        self.chart
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0)
     }
-}
 
-fn bracket(addr: &str) -> String {
-    if addr.contains(':') {
-        format!("[{addr}]")
-    } else {
-        addr.to_string()
+    /// The chart renders an HTTPRoute (`httproute.*`, `exposedServices.routeKind`):
+    /// charts 4.0.0 and later.
+    pub fn has_httproute(&self) -> bool {
+        self.chart_major() >= 4
     }
 }

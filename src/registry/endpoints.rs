@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::oscar_cli::{self, OscarCliError};
-use crate::serverless::Tier;
-use crate::state::{Secret, StateError, Store};
+use crate::files::{StateError, Store};
+use crate::recipe::serverless::Tier;
+use crate::state::Secret;
 
 const FILE: &str = "endpoints.json";
 /// Lock name: not a DNS label, so no environment can share it.
@@ -109,7 +110,7 @@ fn write(dir: &Path, c: &Catalog) -> Result<(), EndpointsError> {
     };
     let bytes =
         serde_json::to_vec_pretty(c).map_err(|e| err(std::io::Error::other(e.to_string())))?;
-    crate::state::write_atomic(&p, &bytes, 0o600).map_err(err)
+    crate::files::write_atomic(&p, &bytes, 0o600).map_err(err)
 }
 
 /// Every registered endpoint, by name.

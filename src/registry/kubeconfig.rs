@@ -134,7 +134,7 @@ fn save(path: &Path, doc: &Value) -> Result<(), KubeconfigError> {
     }
     let text =
         serde_saphyr::to_string(doc).map_err(|e| err(std::io::Error::other(e.to_string())))?;
-    crate::state::write_atomic(path, text.as_bytes(), 0o600).map_err(err)
+    crate::files::write_atomic(path, text.as_bytes(), 0o600).map_err(err)
 }
 
 /// Merge the cluster into the kubeconfig at `path`. Returns whether the file changed.

@@ -125,7 +125,7 @@ fn down_of_unknown_environment_is_a_no_op() {
 #[test]
 fn a_second_up_on_a_locked_environment_names_the_holder() {
     let state = tempfile::tempdir().expect("tmp");
-    let store = continuum::state::Store::new(state.path(), "farm-edge");
+    let store = continuum::files::Store::new(state.path(), "farm-edge");
     let _lock = store.lock().expect("lock");
     let out = continuum(state.path())
         .current_dir(root())

@@ -36,13 +36,13 @@ pub fn recipe(data: &[u8]) {
         b"hosts:\n  - name: s1\n    address: 10.0.0.1\n    role: server\n",
     );
     let p = put("recipe.yaml", data);
-    let _ = continuum::recipe::load_recipe(&p);
+    let _ = continuum::files::load_recipe(&p);
 }
 
 /// An inventory on its own, then its host list as `inventory list` reads it.
 pub fn inventory(data: &[u8]) {
     let p = put("inv.yaml", data);
-    let _ = continuum::recipe::load_inventory(&p);
+    let _ = continuum::files::load_inventory(&p);
     let _ = continuum::inventory::list(&p);
 }
 
@@ -56,7 +56,7 @@ pub fn ansible(data: &[u8]) {
 /// An oscar-cli FDL file.
 pub fn fdl(data: &[u8]) {
     let p = put("fdl.yaml", data);
-    let _ = continuum::serverless::fdl::load(&p);
+    let _ = continuum::oscar::fdl::load(&p);
 }
 
 /// An existing oscar-cli config (YAML and JSON names): read it, then add an entry; a

@@ -7,7 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use continuum::recipe::{LoadError, Severity, load_recipe};
+use continuum::files::load_recipe;
+use continuum::recipe::{LoadError, Severity};
 
 /// Values a shell, an option parser or a line-based file would read as more than data.
 const PAYLOADS: [&str; 6] = [
@@ -363,7 +364,7 @@ fn hostile_fdl_files_are_refused() {
         "functions:\n  oscar:\n  - edge:\n      name: ok\n      image: img\n      script: ../../../../nonexistent/s.sh\n".as_bytes().to_vec()));
     for (what, text) in cases {
         let p = write(dir.path(), "fdl.yaml", &text);
-        let outcome = std::panic::catch_unwind(|| continuum::serverless::fdl::load(&p));
+        let outcome = std::panic::catch_unwind(|| continuum::oscar::fdl::load(&p));
         let Ok(result) = outcome else {
             panic!("FDL {what}: panicked")
         };

@@ -14,6 +14,7 @@ mod fuzz_entry;
 mod fuzz_replay;
 mod harness;
 mod hostile;
+mod layers;
 mod manifests;
 mod nfs;
 mod offline;

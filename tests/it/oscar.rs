@@ -1389,7 +1389,8 @@ fn oscar_layer_up_registers_and_down_unregisters() {
 /// `serverless:` in a recipe: profiles, overrides and mistakes with positions.
 #[test]
 fn serverless_section_is_validated_with_positions() {
-    use continuum::recipe::{LoadError, load_recipe};
+    use continuum::files::load_recipe;
+    use continuum::recipe::LoadError;
     let dir = tempfile::tempdir().expect("tmp");
     let inventory = root().join("tests/fixtures/good/inventory.yaml");
     let write = |body: &str| {
@@ -1472,7 +1473,7 @@ fn serverless_section_is_validated_with_positions() {
 /// upstream's (Knative: an object; kube: none) decodes.
 #[tokio::test]
 async fn client_auth_rules_against_the_double() {
-    use continuum::serverless::client::{Api, ClientError, Oscar};
+    use continuum::oscar::client::{Api, ClientError, Oscar};
     use continuum::state::Secret;
     for (version, backend, duplicate) in [(V41, "knative", 400), (V36, "kube", 409)] {
         let d = OscarDouble::start("edge", version, &["--backend", backend]);

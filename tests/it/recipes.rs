@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use continuum::recipe::{Diagnostic, LoadError, Severity, load_recipe};
+use continuum::files::load_recipe;
+use continuum::recipe::{Diagnostic, LoadError, Severity};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

@@ -25,183 +25,28 @@ mod resolve;
 mod teardown;
 mod validate;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::{Ec2Api, Ec2Error, NetKind, RetryPolicy, Rule, RuleSource, TAG_RESOURCE, retry};
-use crate::state::StateError;
+use super::{Ec2Api, Ec2Error, NetKind, RetryPolicy, TAG_RESOURCE, retry};
+use crate::files::StateError;
+pub use crate::graph::cloud::{
+    GATEWAY, KEY_PAIR, ROUTE, SECURITY_GROUP, SUBNET, VPC, address_id, group_id, key_name, rules,
+    wants_public_ip,
+};
+pub use crate::state::cloud::{
+    AddressRecord, CloudId, CloudState, GroupState, InstanceRecord, RuleRecord, init_cloud,
+    now_secs,
+};
 
 pub use instances::{ensure_group, remove_group, user_data};
 pub use network::{
     ensure_gateway, ensure_key_pair, ensure_route, ensure_security_group, ensure_subnet,
-    ensure_vpc, key_name, private_key, public_key, rules, wants_public_ip,
+    ensure_vpc, private_key, public_key,
 };
 pub use resolve::{address_of, resolve};
 pub use teardown::{Teardown, teardown};
 pub use validate::{ResolvedImage, Validated, check_subnet_zone, pick_architecture, validate};
-
-pub const VPC: &str = "aws-vpc";
-pub const SUBNET: &str = "aws-subnet";
-pub const GATEWAY: &str = "aws-internet-gateway";
-pub const ROUTE: &str = "aws-route";
-pub const SECURITY_GROUP: &str = "aws-security-group";
-pub const KEY_PAIR: &str = "aws-key-pair";
-
-/// Graph id of an instance group.
-pub fn group_id(group: &str) -> String {
-    format!("aws-instances/{group}")
-}
-
-/// Tag value (`continuum:resource`) of a host's Elastic IP.
-pub fn address_id(host: &str) -> String {
-    format!("aws-eip/{host}")
-}
-
-/// A VPC or subnet: its id and whether continuum created it (only those are deleted).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CloudId {
-    pub id: String,
-    pub created: bool,
-    /// Subnets: the availability zone, once known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zone: Option<String>,
-}
-
-/// What the state file records of the AWS site.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
-pub struct CloudState {
-    pub region: String,
-    pub vpc: Option<CloudId>,
-    pub subnet: Option<CloudId>,
-    pub internet_gateway: Option<String>,
-    /// Whether the gateway is attached to the VPC.
-    #[serde(default)]
-    pub gateway_attached: bool,
-    pub route_table: Option<String>,
-    pub route_association: Option<String>,
-    pub security_group: Option<String>,
-    /// Ingress rules authorised so far (the diff: missing ones are authorised,
-    /// recorded ones the recipe dropped are revoked; rules added by hand are left).
-    #[serde(default)]
-    pub rules: Vec<RuleRecord>,
-    /// Key pair name.
-    pub key_pair: Option<String>,
-    #[serde(default)]
-    pub groups: BTreeMap<String, GroupState>,
-    /// When continuum created each id (Unix seconds): EC2 may not know an id for a
-    /// while after its creation, so NotFound for a young one is retried, not believed.
-    #[serde(default)]
-    pub created_at: BTreeMap<String, u64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
-pub struct RuleRecord {
-    pub protocol: String,
-    pub from_port: i32,
-    pub to_port: i32,
-    /// CIDR (IPv4 or IPv6), or `self`.
-    pub source: String,
-}
-
-impl From<&Rule> for RuleRecord {
-    fn from(r: &Rule) -> Self {
-        RuleRecord {
-            protocol: r.protocol.clone(),
-            from_port: r.from_port,
-            to_port: r.to_port,
-            source: match &r.source {
-                RuleSource::Cidr(c) => c.clone(),
-                RuleSource::SelfGroup => "self".into(),
-            },
-        }
-    }
-}
-
-impl RuleRecord {
-    /// The rule again (for revoking; EC2 matches a rule without its description).
-    pub fn to_rule(&self) -> Rule {
-        Rule {
-            protocol: self.protocol.clone(),
-            from_port: self.from_port,
-            to_port: self.to_port,
-            source: if self.source == "self" {
-                RuleSource::SelfGroup
-            } else {
-                RuleSource::Cidr(self.source.clone())
-            },
-            description: String::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
-pub struct GroupState {
-    /// Client token written before a RunInstances call whose result is not yet recorded.
-    pub pending_token: Option<String>,
-    /// Hash of that call's parameters (EC2 refuses the token with other parameters).
-    #[serde(default)]
-    pub pending_params: Option<String>,
-    /// Instances by host name (`GROUP-INDEX`).
-    pub instances: BTreeMap<String, InstanceRecord>,
-    /// Elastic IPs by host name (groups with `elastic_ip: true`).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub addresses: BTreeMap<String, AddressRecord>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct InstanceRecord {
-    pub id: String,
-    pub state: String,
-    pub private_ip: Option<String>,
-    pub public_ip: Option<String>,
-}
-
-/// An Elastic IP allocated for one host.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AddressRecord {
-    pub allocation_id: String,
-    pub public_ip: String,
-}
-
-impl CloudState {
-    /// The recorded instance behind a host, if any.
-    pub fn instance(&self, host: &str) -> Option<&InstanceRecord> {
-        self.groups.values().find_map(|g| g.instances.get(host))
-    }
-
-    /// Whether anything recorded still exists in AWS (as far as state knows).
-    pub fn is_empty(&self) -> bool {
-        self.vpc.as_ref().is_none_or(|v| !v.created)
-            && self.subnet.as_ref().is_none_or(|s| !s.created)
-            && self.internet_gateway.is_none()
-            && self.route_table.is_none()
-            && self.security_group.is_none()
-            && self.key_pair.is_none()
-            && self
-                .groups
-                .values()
-                .all(|g| g.instances.is_empty() && g.addresses.is_empty())
-    }
-
-    /// How much longer EC2 may not know `id` (zero for ids continuum did not create
-    /// or created longer ago than `consistency`).
-    pub fn unseen_window(&self, id: &str, consistency: Duration) -> Duration {
-        self.created_at.get(id).map_or(Duration::ZERO, |t| {
-            let age = Duration::from_secs(now_secs().saturating_sub(*t));
-            consistency.saturating_sub(age)
-        })
-    }
-}
-
-/// Unix time in seconds.
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// Where provisioning steps read and record cloud state (the state file).
 pub trait Journal: Send + Sync {
@@ -306,15 +151,6 @@ pub fn init_state(journal: &dyn Journal, site: &crate::recipe::AwsSite) -> Resul
         journal.record(&mut |c| c.region.clone_from(&cur.region))?;
     }
     Ok(())
-}
-
-/// Set the region; `true` when `c` changed (and must be saved).
-pub fn init_cloud(c: &mut CloudState, region: &str) -> bool {
-    if c.region == region {
-        return false;
-    }
-    c.region = region.to_string();
-    true
 }
 
 /// One tagged resource of `kind` for graph resource `rid` made by an earlier run.

@@ -12,72 +12,9 @@ use super::{
     CloudId, GATEWAY, Journal, KEY_PAIR, Options, ProvisionError, ROUTE, RuleRecord,
     SECURITY_GROUP, SUBNET, VPC, adopt, ec2, need, record_created,
 };
-use crate::aws::{Ec2Api, NetKind, Rule, RuleSource, retry, retry_new, tags};
-use crate::recipe::{AddressKind, AwsSite, Environment, VpcChoice};
-
-/// Whether instances need a public IPv4 address: SSH to public addresses, or a hybrid
-/// cluster (wireguard-native) whose outside nodes reach the servers' public IPs.
-pub fn wants_public_ip(env: &Environment) -> bool {
-    env.aws
-        .as_ref()
-        .is_some_and(|s| s.ssh.address == AddressKind::Public)
-        || (env.aws.is_some() && env.cluster.flannel_backend == "wireguard-native")
-}
-
-/// Ingress rules the cluster needs (k3s: API 6443/tcp, wireguard-native 51820/udp,
-/// everything between nodes; docs/aws.md, "Security group rules"), from the recipe.
-pub fn rules(env: &Environment) -> Vec<Rule> {
-    let Some(site) = &env.aws else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let cidr = |protocol: &str, port: i32, c: &str, why: &str| Rule {
-        protocol: protocol.to_string(),
-        from_port: port,
-        to_port: port,
-        source: RuleSource::Cidr(c.to_string()),
-        description: why.to_string(),
-    };
-    for c in &site.firewall.ssh_from {
-        out.push(cidr("tcp", 22, c, "SSH from the operator"));
-    }
-    for c in &site.firewall.api_from {
-        out.push(cidr(
-            "tcp",
-            6443,
-            c,
-            "Kubernetes API (kubectl, joining agents)",
-        ));
-        if env.cluster.flannel_backend == "wireguard-native" {
-            out.push(cidr(
-                "udp",
-                51820,
-                c,
-                "flannel wireguard-native from nodes outside the VPC",
-            ));
-        }
-    }
-    // The serverless layer's ingress is exposed when the recipe has one.
-    if site.firewall.http || env.serverless.is_some() {
-        out.push(cidr("tcp", 80, "0.0.0.0/0", "ingress (serverless layer)"));
-        out.push(cidr("tcp", 443, "0.0.0.0/0", "ingress (serverless layer)"));
-    }
-    out.push(Rule {
-        protocol: "-1".into(),
-        from_port: -1,
-        to_port: -1,
-        source: RuleSource::SelfGroup,
-        description: "node-to-node (kubelet, flannel, etcd)".into(),
-    });
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// The key pair's name in EC2.
-pub fn key_name(env: &str) -> String {
-    format!("continuum-{env}")
-}
+use crate::aws::{Ec2Api, NetKind, retry, retry_new, tags};
+use crate::graph::cloud::{key_name, rules, wants_public_ip};
+use crate::recipe::{AwsSite, Environment, VpcChoice};
 
 /// Private key continuum uses for the site's instances.
 pub fn private_key(site: &AwsSite, state_dir: &Path, env: &str) -> PathBuf {
@@ -504,7 +441,7 @@ mod tests {
             ssh: crate::recipe::AwsSsh {
                 user: "ubuntu".into(),
                 key: None,
-                address: AddressKind::Private,
+                address: crate::recipe::AddressKind::Private,
                 bastion: None,
                 timeout: Duration::from_secs(1),
             },

@@ -161,7 +161,7 @@ mod tests {
             "name: hy\nk3s:\n  version: v1.31.4+k3s1\n  servers: [cp]\n  flannel_backend: wireguard-native\naws:\n  region: eu-west-1\n  ssh:\n    user: ubuntu\n    address: public\n  firewall:\n    ssh_from: [203.0.113.7/32]\n  instance_groups:\n    - name: cp\n      count: 1\n      instance_type: t3.medium\n      image: ami-785db401\n    - name: w\n      count: 1\n      instance_type: t3.small\n      image: ami-785db401\n",
         )
         .expect("write");
-        let env = crate::recipe::load_recipe(&recipe).expect("recipe").env;
+        let env = crate::files::load_recipe(&recipe).expect("recipe").env;
         let mut cloud = CloudState::default();
         for (g, h, ip) in [
             ("cp", "cp-0", "198.51.100.10"),

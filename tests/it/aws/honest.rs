@@ -28,7 +28,7 @@ pub(super) fn env_with(dir: &std::path::Path, name: &str, servers: &str, aws: &s
         ),
     )
     .expect("write recipe");
-    continuum::recipe::load_recipe(&recipe).expect("recipe").env
+    continuum::files::load_recipe(&recipe).expect("recipe").env
 }
 
 /// A created VPC in the fleet range with one group `g` of `count` t3.small.
@@ -99,7 +99,7 @@ fn aws_up_converges_through_delayed_visibility_and_interrupted_steps() {
         ),
     )
     .expect("recipe");
-    let env = continuum::recipe::load_recipe(&ws.recipe())
+    let env = continuum::files::load_recipe(&ws.recipe())
         .expect("recipe")
         .env;
     let rt = rt();
@@ -489,7 +489,7 @@ fn aws_an_unavailable_zone_is_refused_before_any_spend() {
         ),
     )
     .expect("recipe");
-    let env = continuum::recipe::load_recipe(&ws.recipe())
+    let env = continuum::files::load_recipe(&ws.recipe())
         .expect("recipe")
         .env;
     let (_, api) = rt.block_on(stack(&moto, not_in_a.clone(), Faults::default()));
@@ -583,7 +583,7 @@ fn aws_capacity_errors_end_at_once_with_the_hint() {
             ),
         )
         .expect("recipe");
-        let env = continuum::recipe::load_recipe(&ws.recipe())
+        let env = continuum::files::load_recipe(&ws.recipe())
             .expect("recipe")
             .env;
         let (honest, api) = rt.block_on(stack(

@@ -503,7 +503,7 @@ impl Journal for Mem {
     fn record(
         &self,
         f: &mut dyn FnMut(&mut CloudState),
-    ) -> Result<(), continuum::state::StateError> {
+    ) -> Result<(), continuum::files::StateError> {
         f(&mut self.0.lock().expect("lock"));
         Ok(())
     }
@@ -523,7 +523,7 @@ fn calls_for(moto: &Moto, n: u32, dir: &std::path::Path) -> [BTreeMap<String, u6
         ),
     )
     .expect("write recipe");
-    let env = continuum::recipe::load_recipe(&recipe).expect("recipe").env;
+    let env = continuum::files::load_recipe(&recipe).expect("recipe").env;
     let rt = rt();
     let settings_for = |calls: Arc<Instrumented>| continuum::ops::Settings {
         state_dir: dir.join(&env_name),
@@ -645,7 +645,7 @@ fn aws_throttling_5xx_slow_boot_and_dependency_violations_are_survived() {
         },
         ..continuum::ops::Settings::default()
     };
-    let env = continuum::recipe::load_recipe(&ws.recipe())
+    let env = continuum::files::load_recipe(&ws.recipe())
         .expect("recipe")
         .env;
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -816,7 +816,7 @@ fn aws_default_vpc_spot_and_public_addresses_then_teardown_keeps_the_default_vpc
         ),
     )
     .expect("write recipe");
-    let env = continuum::recipe::load_recipe(&recipe).expect("recipe").env;
+    let env = continuum::files::load_recipe(&recipe).expect("recipe").env;
     let site = env.aws.clone().expect("site");
     let rt = rt();
     rt.block_on(async {
@@ -890,7 +890,7 @@ fn small_env(
         ),
     )
     .expect("write recipe");
-    continuum::recipe::load_recipe(&recipe).expect("recipe").env
+    continuum::files::load_recipe(&recipe).expect("recipe").env
 }
 
 /// The network part of `up` in graph order: VPC, subnet (in one of `zones`, when

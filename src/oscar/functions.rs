@@ -17,10 +17,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::MAX_SERVICE_NAME;
 use super::client::{Api, ClientError, Oscar};
 use super::fdl::{FdlError, FdlService};
 use super::service::{self, REFRESH_TOKEN};
+use crate::recipe::serverless::{MAX_SERVICE_NAME, is_service_name};
 use crate::state::Secret;
 
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +82,7 @@ pub fn check_name(name: &str) -> Result<(), FnError> {
     if name.is_empty() {
         return Err(FnError::Invalid("the service name is empty".into()));
     }
-    if !super::is_service_name(name) {
+    if !is_service_name(name) {
         return Err(FnError::Invalid(format!(
             "service name `{}` is not an RFC 1035 label (lowercase letters, digits and `-`, starting with a letter): Kubernetes would refuse the objects OSCAR names after it (docs/oscar.md, \"Service names\")",
             name.escape_debug()

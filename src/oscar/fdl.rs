@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::MAX_SERVICE_NAME;
+use crate::recipe::serverless::{MAX_SERVICE_NAME, is_service_name};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FdlError {
@@ -180,7 +180,7 @@ pub fn load(path: &Path) -> Result<Vec<FdlService>, FdlError> {
                     ),
                 ));
             }
-            if !super::is_service_name(&name) {
+            if !is_service_name(&name) {
                 return Err(shape(
                     line_of(&text, "name").max(line),
                     format!(

@@ -315,11 +315,11 @@ pub fn parse_round(stage: &[Deletion], out: &str) -> Vec<Round> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serverless::manifests;
+    use crate::render::oscar as manifests;
 
     /// Both profiles, with and without Knative, in both ingress modes.
-    fn sections() -> Vec<crate::serverless::Serverless> {
-        use crate::serverless::{
+    fn sections() -> Vec<crate::recipe::serverless::Serverless> {
+        use crate::recipe::serverless::{
             GivenCredentials, IngressMode, OscarCliTarget, Profile, Serverless, Tier,
         };
         let mut out = Vec::new();

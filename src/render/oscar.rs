@@ -15,14 +15,14 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::{Credentials, IngressMode, Profile, Serverless};
+pub use crate::recipe::serverless::{DEFAULT_OSCAR, MINIO_NODE_PORT, OSCAR_RELEASES, OscarRelease};
+use crate::recipe::serverless::{IngressMode, Profile, Serverless};
+use crate::state::Credentials;
 
 /// Directory k3s applies manifests from.
 pub const MANIFESTS_DIR: &str = "/var/lib/rancher/k3s/server/manifests";
 /// Prefix of every manifest file continuum writes for the layer.
 pub const FILE_PREFIX: &str = "continuum-oscar-";
-/// MinIO's S3 API NodePort (its console is the next port).
-pub const MINIO_NODE_PORT: u16 = 30300;
 /// Knative Serving version the operator installs.
 pub const KNATIVE_SERVING_VERSION: &str = "1.17";
 /// Secret (namespace `minio`) the MinIO chart reads its root credentials from
@@ -51,64 +51,6 @@ pub struct Chart {
     pub chart: &'static str,
     pub version: &'static str,
     pub namespace: &'static str,
-}
-
-/// One installable OSCAR release: the chart installed for it and the manager image
-/// tag pinned with it (docs/oscar.md, "Installed versions").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OscarRelease {
-    /// The OSCAR version, as `/system/info` reports it.
-    pub version: &'static str,
-    /// Version of grycap's `oscar` chart.
-    pub chart: &'static str,
-    /// `image.tag`, always set: chart 4.1.2 defaults it to "latest".
-    pub image_tag: &'static str,
-}
-
-/// The OSCAR releases continuum installs, newest (the default) first.
-pub const OSCAR_RELEASES: &[OscarRelease] = &[
-    OscarRelease {
-        version: "4.1.2",
-        chart: "4.1.2",
-        image_tag: "4.1.2",
-    },
-    OscarRelease {
-        version: "3.6.4",
-        chart: "3.6.4",
-        image_tag: "3.6.4",
-    },
-];
-
-/// The release installed when the recipe names none.
-pub const DEFAULT_OSCAR: OscarRelease = OSCAR_RELEASES[0];
-
-impl OscarRelease {
-    /// The release a recipe names: `4.1.2`, `v4.1.2` or the minor alone (`4.1`), which
-    /// means the newest pinned patch of it.
-    pub fn find(name: &str) -> Option<OscarRelease> {
-        let name = name.trim();
-        let name = name.strip_prefix('v').unwrap_or(name);
-        OSCAR_RELEASES.iter().copied().find(|r| {
-            r.version == name
-                || r.version
-                    .strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with('.') && rest[1..].parse::<u64>().is_ok())
-        })
-    }
-
-    fn chart_major(&self) -> u64 {
-        self.chart
-            .split('.')
-            .next()
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// The chart renders an HTTPRoute (`httproute.*`, `exposedServices.routeKind`):
-    /// charts 4.0.0 and later.
-    pub fn has_httproute(&self) -> bool {
-        self.chart_major() >= 4
-    }
 }
 
 /// The pinned charts: bump versions here (OSCAR's in `OSCAR_RELEASES`), and only here.
@@ -239,7 +181,7 @@ fn tls_namespace(s: &Serverless) -> &'static str {
 /// Secret only at start, so a change must roll its pod (as the chart's own
 /// `checksum/secrets` annotation does when it renders the Secret itself).
 fn minio_credentials_digest(c: &Credentials) -> String {
-    crate::k3s::sha256_hex(
+    crate::render::sha256_hex(
         format!(
             "{MINIO_ROOT_SECRET}\0{}\0{}",
             c.minio_access_key,
@@ -528,9 +470,9 @@ pub fn render(env: &str, s: &Serverless, c: &Credentials) -> Result<Vec<Manifest
 pub fn placeholder_credentials() -> Credentials {
     Credentials {
         oscar_user: "oscar".into(),
-        oscar_password: crate::state::Secret::new("<generated>"),
+        oscar_password: crate::recipe::Secret::new("<generated>"),
         minio_access_key: "<generated>".into(),
-        minio_secret_key: crate::state::Secret::new("<generated>"),
+        minio_secret_key: crate::recipe::Secret::new("<generated>"),
     }
 }
 
@@ -538,14 +480,14 @@ pub fn placeholder_credentials() -> Credentials {
 pub fn digests(env: &str, s: &Serverless) -> Result<BTreeMap<String, String>, RenderError> {
     Ok(render(env, s, &placeholder_credentials())?
         .into_iter()
-        .map(|m| (m.file, crate::k3s::sha256_hex(m.text.as_bytes())))
+        .map(|m| (m.file, crate::render::sha256_hex(m.text.as_bytes())))
         .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serverless::{GivenCredentials, OscarCliTarget, Tier, TlsCert};
+    use crate::recipe::serverless::{GivenCredentials, OscarCliTarget, Tier, TlsCert};
     use std::time::Duration;
 
     fn section(profile: Profile) -> Serverless {
@@ -583,7 +525,7 @@ mod tests {
             cert_path: "/etc/oscar/tls.crt".into(),
             key_path: "/etc/oscar/tls.key".into(),
             cert_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
-            key_pem: crate::state::Secret::new(
+            key_pem: crate::recipe::Secret::new(
                 "-----BEGIN PRIVATE KEY-----\nKEY-0123\n-----END PRIVATE KEY-----\n",
             ),
         }
@@ -592,9 +534,9 @@ mod tests {
     fn creds() -> Credentials {
         Credentials {
             oscar_user: "oscar".into(),
-            oscar_password: crate::state::Secret::new("pw-0123456789"),
+            oscar_password: crate::recipe::Secret::new("pw-0123456789"),
             minio_access_key: "minioadmin-key".into(),
-            minio_secret_key: crate::state::Secret::new("minio-secret-0123"),
+            minio_secret_key: crate::recipe::Secret::new("minio-secret-0123"),
         }
     }
 
@@ -899,7 +841,7 @@ mod tests {
         assert!(ns.iter().any(|d| d["metadata"]["name"] == "minio"));
         // A changed MinIO password rolls MinIO's pod.
         let mut c2 = c.clone();
-        c2.minio_secret_key = crate::state::Secret::new("another-secret-0123");
+        c2.minio_secret_key = crate::recipe::Secret::new("another-secret-0123");
         let minio2 = chart_values(&render("farm", &s, &c2).expect("render"), "20-minio.yaml");
         assert_ne!(minio["podAnnotations"], minio2["podAnnotations"]);
     }
@@ -983,15 +925,15 @@ mod tests {
         assert_eq!(d.len(), 8);
         let real = |pw: &str| Credentials {
             oscar_user: "oscar".into(),
-            oscar_password: crate::state::Secret::new(pw),
+            oscar_password: crate::recipe::Secret::new(pw),
             minio_access_key: "minio".into(),
-            minio_secret_key: crate::state::Secret::new(format!("{pw}-minio")),
+            minio_secret_key: crate::recipe::Secret::new(format!("{pw}-minio")),
         };
         let sha = |c: &Credentials| -> BTreeMap<String, String> {
             render("farm", &s, c)
                 .expect("render")
                 .into_iter()
-                .map(|m| (m.file, crate::k3s::sha256_hex(m.text.as_bytes())))
+                .map(|m| (m.file, crate::render::sha256_hex(m.text.as_bytes())))
                 .collect()
         };
         let (a, b) = (real("pw-aaaaaaaaaa"), real("pw-bbbbbbbbbb"));

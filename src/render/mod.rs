@@ -1,0 +1,12 @@
+//! Rendering: the files continuum writes to hosts, as pure functions of the validated
+//! environment (no I/O). The OSCAR layer's k3s manifests (`oscar`); digests of what is
+//! rendered (`sha256_hex`), the idempotency keys of the plan.
+
+pub mod oscar;
+
+use sha2::{Digest, Sha256};
+
+/// Hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
