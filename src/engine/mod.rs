@@ -23,11 +23,11 @@ use petgraph::visit::{Dfs, EdgeRef, Reversed};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Result of one node of a walk.
+/// Result of one node of a walk; `X` is the steps' error type.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Outcome<X = String> {
     Done,
-    Failed(String),
+    Failed(X),
     /// Not started because a dependency failed.
     Skipped {
         because: String,
@@ -61,21 +61,22 @@ impl Edge for () {
 ///
 /// `name` gives a node's display name (used in skip reasons). Returns one outcome per
 /// node, indexed like the graph.
-pub async fn walk<N, E, F, Fut>(
+pub async fn walk<N, E, X, F, Fut>(
     graph: &DiGraph<N, E>,
     concurrency: usize,
     cancel: &CancellationToken,
     name: impl Fn(&N) -> String,
     run: F,
-) -> Vec<Outcome>
+) -> Vec<Outcome<X>>
 where
     E: Edge,
+    X: Send + 'static,
     F: Fn(NodeIndex) -> Fut,
-    Fut: Future<Output = Result<(), String>> + Send + 'static,
+    Fut: Future<Output = Result<(), X>> + Send + 'static,
 {
     let n = graph.node_count();
     let concurrency = concurrency.max(1);
-    let mut outcome: Vec<Option<Outcome>> = vec![None; n];
+    let mut outcome: Vec<Option<Outcome<X>>> = (0..n).map(|_| None).collect();
     let mut waiting: Vec<usize> = graph
         .node_indices()
         .map(|ix| graph.neighbors_directed(ix, Direction::Incoming).count())
@@ -84,7 +85,7 @@ where
         .node_indices()
         .filter(|ix| waiting[ix.index()] == 0)
         .collect();
-    let mut running: JoinSet<(NodeIndex, Result<(), String>)> = JoinSet::new();
+    let mut running: JoinSet<(NodeIndex, Result<(), X>)> = JoinSet::new();
 
     loop {
         while !cancel.is_cancelled() && running.len() < concurrency {
@@ -326,7 +327,7 @@ mod tests {
         }
         let now = Arc::new(AtomicUsize::new(0));
         let max = Arc::new(AtomicUsize::new(0));
-        let out = walk(
+        let out: Vec<Outcome> = walk(
             &g,
             3,
             &CancellationToken::new(),
@@ -354,7 +355,7 @@ mod tests {
         let cancel = CancellationToken::new();
         let c2 = cancel.clone();
         let names: Vec<&str> = g.node_weights().copied().collect();
-        let out = walk(
+        let out: Vec<Outcome> = walk(
             &g,
             1,
             &cancel,

@@ -4,22 +4,14 @@
 
 use std::sync::Arc;
 
-use super::up::Ctx;
+use super::context::{CloudCtx, Ctx};
 use super::{Event, OpsError, Settings, SharedObserver};
 use crate::aws::Ec2Api;
-use crate::aws::provision::{self, CloudState, Journal, Options, ProvisionError, Validated};
+use crate::aws::provision::{self, CloudState, Journal, ProvisionError, Validated};
 use crate::files::{StateError, Store};
 use crate::graph::{Action, Kind, Plan};
 use crate::recipe::Environment;
 use crate::state::State;
-
-/// What the cloud steps of one `up` share.
-pub(super) struct CloudCtx {
-    pub api: Arc<dyn Ec2Api>,
-    /// Images and usable zones (empty when nothing is launched in this run).
-    pub valid: Validated,
-    pub opts: Options,
-}
 
 fn invalid(msg: impl Into<String>) -> OpsError {
     OpsError::Cloud(ProvisionError::Invalid(vec![msg.into()]))
@@ -237,7 +229,7 @@ pub(super) async fn delete_step(ctx: &Ctx, id: &str) -> Result<bool, OpsError> {
         id: id.to_string(),
         message: format!("terminated {} instance(s)", ids.len()),
     });
-    super::up::with_state(ctx, |st| {
+    super::context::with_state(ctx, |st| {
         st.resources.remove(id);
     })?;
     Ok(true)

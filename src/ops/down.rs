@@ -12,25 +12,45 @@ use std::sync::Arc;
 use petgraph::graph::DiGraph;
 use tokio_util::sync::CancellationToken;
 
-use super::up::{forget_hint, needs_uninstall};
+use super::removal::{Leave, forget_hint, leave_for, record_removed};
+use super::runner::{self, Item};
 use super::{Did, Event, OpsError, ResourceResult, Settings, SharedObserver, summarize};
-use crate::engine::{Outcome, walk};
 use crate::files::Store;
-use crate::graph::{self, Action};
+use crate::graph::{self, Action, Dep};
 use crate::k3s;
 use crate::recipe::Role;
 use crate::registry::kubeconfig;
 use crate::state::State;
 
-/// How a node leaves during `down`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Leave {
-    /// Connect and uninstall k3s.
-    Uninstall,
-    /// k3s was never installed there: drop it from state without connecting.
-    NeverInstalled,
-    /// `--forget`: drop it without connecting; something may remain on the device.
-    Forget,
+/// One node of the delete graph (a phase gate has no host and does nothing).
+#[derive(Debug, Clone)]
+struct DownStep {
+    id: String,
+    host: String,
+    role: Role,
+    leave: Leave,
+    action: Action,
+}
+
+impl Item for DownStep {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn action(&self) -> Action {
+        self.action
+    }
+    fn host(&self) -> Option<&str> {
+        (!self.host.is_empty()).then_some(self.host.as_str())
+    }
+}
+
+/// The role a phase removes (agents first, then servers).
+fn role_of_phase(phase: usize) -> &'static Role {
+    if phase == 0 {
+        &Role::Agent
+    } else {
+        &Role::Server
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -63,10 +83,10 @@ pub async fn down(
                 .values()
                 .any(|r| r.host.as_deref() == Some(h.as_str()));
         if !known {
-            return Err(super::shrink::ShrinkError::NoSuchHost {
+            return Err(super::removal::ShrinkError::NoSuchHost {
                 env: env.to_string(),
                 host: h.clone(),
-                known: super::shrink::known_hosts(&state),
+                known: super::removal::known_hosts(&state),
             }
             .into());
         }
@@ -95,157 +115,134 @@ pub async fn down(
         Role::Server if Some(host) != init.as_ref() => 1,
         Role::Server => 2,
     };
-    let mut results = Vec::new();
-    for phase in 0..3 {
-        let batch: Vec<(String, String, Role)> = nodes
-            .iter()
-            .filter(|n| phase_of(n) == phase)
-            .cloned()
-            .collect();
-        if batch.is_empty() || cancel.is_cancelled() {
-            continue;
-        }
-        let mut g: DiGraph<(String, String, Role, Leave), ()> = DiGraph::new();
-        {
-            let st = state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for (id, host, role) in &batch {
-                let leave = if forget.contains(host) {
-                    Leave::Forget
-                } else if needs_uninstall(&st, id, host) {
-                    Leave::Uninstall
-                } else {
-                    Leave::NeverInstalled
-                };
-                g.add_node((id.clone(), host.clone(), *role, leave));
+    // One delete graph: agents, then joined servers, then the first server, each phase
+    // ordered after the previous one through a gate (edges stay linear in the number of
+    // nodes); a failure does not stop the next phase.
+    let mut g: DiGraph<DownStep, Dep> = DiGraph::new();
+    {
+        let st = state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut gate: Option<petgraph::graph::NodeIndex> = None;
+        for phase in 0..3 {
+            let batch: Vec<&(String, String, Role)> =
+                nodes.iter().filter(|n| phase_of(n) == phase).collect();
+            if batch.is_empty() {
+                continue;
             }
-        }
-        let outcomes = walk(
-            &g,
-            settings.concurrency,
-            cancel,
-            |n| n.0.clone(),
-            |ix| {
-                let (id, host, role, leave) = g[ix].clone();
-                let pool = pool.clone();
-                let state = state.clone();
-                let store = store.clone();
-                let obs = obs.clone();
-                let env = env.to_string();
-                async move {
-                    obs.event(Event::Started {
+            let members: Vec<_> = batch
+                .iter()
+                .map(|(id, host, role)| {
+                    let leave = leave_for(&st, id, host, forget.contains(host));
+                    let ix = g.add_node(DownStep {
                         id: id.clone(),
+                        host: host.clone(),
+                        role: *role,
+                        leave,
                         action: Action::Delete,
                     });
-                    let result = async {
-                        let did = match leave {
-                            Leave::Uninstall => {
-                                let target = {
-                                    let st = state
-                                        .lock()
-                                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                                    st.hosts.get(&host).map(|h| h.to_host(&host))
-                                };
-                                let target = target.ok_or_else(|| {
-                                    k3s::K3sError::Protocol {
-                                        host: host.clone(),
-                                        detail: format!(
-                                            "no connection details in state; if the device is gone for good, run `continuum down {env} --forget {host}`"
-                                        ),
-                                    }
-                                })?;
-                                let conn = pool.get(&target).await.map_err(|e| {
-                                    let forget = format!("continuum down {env} --forget {host}");
-                                    forget_hint(OpsError::from(e), &host, forget)
-                                })?;
-                                obs.event(Event::Progress {
-                                    id: id.clone(),
-                                    message: "uninstalling k3s".into(),
-                                });
-                                k3s::uninstall(conn.as_ref()).await?;
-                                pool.drop_conn(&host).await;
-                                Did::changed("uninstalled")
-                            }
-                            Leave::NeverInstalled => {
-                                Did::changed("dropped: k3s was never installed there")
-                            }
-                            Leave::Forget => {
-                                let left = k3s::leftovers(Some(role));
-                                obs.event(Event::Warning {
-                                    message: format!(
-                                        "forgot `{host}` without contacting it; what may remain on it: {left}"
-                                    ),
-                                });
-                                Did::changed("forgotten without contact (see the warning above)")
-                            }
-                        };
-                        let mut st = state
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        st.resources.remove(&id);
-                        if !st
-                            .resources
-                            .values()
-                            .any(|r| r.host.as_deref() == Some(host.as_str()))
-                        {
-                            st.hosts.remove(&host);
-                        }
-                        store.save(&mut st)?;
-                        Ok::<Did, OpsError>(did)
+                    if let Some(gate) = gate {
+                        g.add_edge(gate, ix, Dep::After);
                     }
-                    .await;
-                    match result {
-                        Ok(did) => {
-                            obs.event(Event::Finished {
-                                id,
-                                changed: did.changed,
-                                summary: did.summary,
-                            });
-                            Ok(())
-                        }
-                        Err(e) => {
-                            let msg = super::up::error_text(&e);
-                            obs.event(Event::Failed {
-                                id,
-                                error: msg.clone(),
-                            });
-                            Err(msg)
-                        }
-                    }
-                }
-            },
-        )
-        .await;
-        for (ix, o) in outcomes.into_iter().enumerate() {
-            let (id, _, role, leave) = &g[petgraph::graph::NodeIndex::new(ix)];
-            let (outcome, detail) = match o {
-                Outcome::Done => (
-                    "done",
-                    match leave {
-                        Leave::Uninstall => None,
-                        Leave::NeverInstalled => {
-                            Some("dropped: k3s was never installed there".to_string())
-                        }
-                        Leave::Forget => Some(format!(
-                            "forgotten; may remain on the device: {}",
-                            k3s::leftovers(Some(*role))
-                        )),
-                    },
-                ),
-                Outcome::Failed(e) => ("failed", Some(e)),
-                Outcome::Skipped { because } => ("skipped", Some(because)),
-                Outcome::Cancelled => ("cancelled", None),
-            };
-            results.push(ResourceResult {
-                id: id.clone(),
-                action: Action::Delete,
-                outcome: outcome.into(),
-                changed: outcome == "done",
-                detail,
+                    ix
+                })
+                .collect();
+            let next = g.add_node(DownStep {
+                id: format!("down-phase/{}", phase + 1),
+                host: String::new(),
+                role: *role_of_phase(phase),
+                leave: Leave::NeverInstalled,
+                action: Action::NoOp,
             });
+            for m in members {
+                g.add_edge(m, next, Dep::After);
+            }
+            gate = Some(next);
         }
     }
+    let ran = runner::run(
+        &g,
+        settings.concurrency,
+        cancel,
+        &obs,
+        |step: DownStep| {
+            let DownStep {
+                id,
+                host,
+                role,
+                leave,
+                ..
+            } = step;
+            let pool = pool.clone();
+            let state = state.clone();
+            let store = store.clone();
+            let obs = obs.clone();
+            let env = env.to_string();
+            async move {
+                let did = match leave {
+                    Leave::Uninstall => {
+                        let target = {
+                            let st = state
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            st.hosts.get(&host).map(|h| h.to_host(&host))
+                        };
+                        let target = target.ok_or_else(|| {
+                            k3s::K3sError::Protocol {
+                                host: host.clone(),
+                                detail: format!(
+                                    "no connection details in state; if the device is gone for good, run `continuum down {env} --forget {host}`"
+                                ),
+                            }
+                        })?;
+                        let conn = pool.get(&target).await.map_err(|e| {
+                            let forget = format!("continuum down {env} --forget {host}");
+                            forget_hint(OpsError::from(e), &host, forget)
+                        })?;
+                        obs.event(Event::Progress {
+                            id: id.clone(),
+                            message: "uninstalling k3s".into(),
+                        });
+                        k3s::uninstall(conn.as_ref()).await?;
+                        pool.drop_conn(&host).await;
+                        Did::changed("uninstalled")
+                    }
+                    Leave::NeverInstalled => {
+                        Did::changed("dropped: k3s was never installed there")
+                    }
+                    Leave::Forget => {
+                        let left = k3s::leftovers(Some(role));
+                        obs.event(Event::Warning {
+                            message: format!(
+                                "forgot `{host}` without contacting it; what may remain on it: {left}"
+                            ),
+                        });
+                        Did::changed("forgotten without contact (see the warning above)")
+                    }
+                };
+                let mut st = state
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                record_removed(&mut st, &id, &host, false);
+                store.save(&mut st)?;
+                Ok::<Did, OpsError>(did)
+            }
+        },
+        |_: &DownStep, _: &str, _: bool| {},
+    )
+    .await;
+    let mut results = ran.results(
+        &obs,
+        |_| None,
+        |step| match step.leave {
+            Leave::Uninstall => None,
+            Leave::NeverInstalled => Some("dropped: k3s was never installed there".to_string()),
+            Leave::Forget => Some(format!(
+                "forgotten; may remain on the device: {}",
+                k3s::leftovers(Some(step.role))
+            )),
+        },
+    );
     pool.close().await;
 
     // The AWS site: terminate by tag sweep, then the network, in order. Only once the
@@ -292,10 +289,11 @@ pub async fn down(
                             t.deleted.join(", ")
                         }
                     )),
+                    error: None,
                 });
             }
             Err(e) => {
-                let msg = super::up::error_text(&e);
+                let msg = super::context::error_text(&e);
                 obs.event(Event::Failed {
                     id: "aws".into(),
                     error: msg.clone(),
@@ -306,6 +304,7 @@ pub async fn down(
                     outcome: "failed".into(),
                     changed: false,
                     detail: Some(msg),
+                    error: Some(std::sync::Arc::new(e)),
                 });
             }
         }
@@ -335,6 +334,7 @@ pub async fn down(
             outcome: "done".into(),
             changed: true,
             detail: None,
+            error: None,
         });
     }
     summarize(&results, cancel.is_cancelled())?;

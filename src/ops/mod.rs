@@ -7,10 +7,13 @@
 //! so a crash at any point is resumed by the next `up`.
 
 mod cloud;
+mod context;
 pub mod down;
 pub mod inventory;
 pub mod preflight;
 pub mod refresh;
+pub mod removal;
+mod runner;
 pub mod serverless;
 pub mod shrink;
 pub mod status;
@@ -86,6 +89,8 @@ pub enum OpsError {
         failed: usize,
         total: usize,
         details: String,
+        /// The typed errors of the failed resources.
+        causes: Vec<Arc<OpsError>>,
     },
     #[error(
         "interrupted: in-flight steps finished and state was saved; run the command again to resume"
@@ -107,7 +112,7 @@ pub enum OpsError {
     #[error(transparent)]
     Device(#[from] crate::k3s::device::DeviceError),
     #[error(transparent)]
-    Shrink(#[from] shrink::ShrinkError),
+    Shrink(#[from] removal::ShrinkError),
     #[error(transparent)]
     Inventory(#[from] crate::inventory::InventoryError),
     #[error(transparent)]
@@ -133,9 +138,7 @@ impl OpsError {
                 | SshError::HostKeyMismatch { .. }
                 | SshError::BastionKeyChanged { .. },
             ) => true,
-            OpsError::Partial { details, .. } => {
-                details.contains("has CHANGED since it was pinned")
-            }
+            OpsError::Partial { causes, .. } => causes.iter().any(|c| c.is_host_key()),
             _ => false,
         }
     }
@@ -244,6 +247,9 @@ pub struct ResourceResult {
     pub outcome: String,
     pub changed: bool,
     pub detail: Option<String>,
+    /// The typed error of a failed step (`detail` is its text).
+    #[serde(skip)]
+    pub error: Option<Arc<OpsError>>,
 }
 
 /// Turn engine outcomes into results, events already sent; fail when any failed.
@@ -274,6 +280,7 @@ fn summarize(results: &[ResourceResult], cancelled: bool) -> Result<(), OpsError
                 .count(),
             total: results.len(),
             details,
+            causes: failed.iter().filter_map(|r| r.error.clone()).collect(),
         });
     }
     if cancelled {

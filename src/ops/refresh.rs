@@ -60,7 +60,7 @@ pub async fn refresh(
             continue;
         };
         let is_init = role == Role::Server && env.cluster.init_server() == h;
-        let secrets = super::up::node_secrets(state, is_init, role)
+        let secrets = super::context::node_secrets(state, is_init, role)
             .into_iter()
             .map(|(k, v)| (k, v.expose().to_string()))
             .collect();

@@ -3,146 +3,20 @@
 //! Node object deleted, k3s uninstalled on it, and state updated; nothing else is
 //! touched. A server is only removed when etcd keeps its quorum afterwards.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::removal::record_removed;
+pub use super::removal::{ShrinkError, check_quorum, drain, known_hosts};
 use super::up::{UpReport, up};
 use super::{Event, OpsError, ResourceResult, Settings, SharedObserver};
 use crate::files::Store;
 use crate::graph::{Action, Change, Plan};
 use crate::inventory;
-use crate::k3s::{self, BIN_PATH};
+use crate::k3s;
 use crate::recipe::{self, Role};
-use crate::ssh::{Remote, quote};
 use crate::state::{State, Status};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ShrinkError {
-    #[error(
-        "refusing to remove server `{host}`: etcd has {members} member(s), {healthy} of them Ready; \
-         without it {left_healthy} of {left} would be Ready, below the quorum of {quorum}. Bring the \
-         other servers back (or add one) first"
-    )]
-    Quorum {
-        host: String,
-        members: usize,
-        healthy: usize,
-        left: usize,
-        left_healthy: usize,
-        quorum: usize,
-    },
-    #[error("draining `{host}` through `{server}` failed: {detail}")]
-    Drain {
-        host: String,
-        server: String,
-        detail: String,
-    },
-    #[error("environment `{env}` has no host `{host}` (state knows: {known})")]
-    NoSuchHost {
-        env: String,
-        host: String,
-        known: String,
-    },
-    #[error(
-        "cannot reach `{host}` to uninstall k3s; it stays in state. If the device is gone for \
-         good, drop it with `{forget}` (it lists what may remain on the device)"
-    )]
-    Unreachable {
-        host: String,
-        /// The command that drops the host without contacting it.
-        forget: String,
-        #[source]
-        source: Box<super::OpsError>,
-    },
-    #[error(
-        "`{host}` is the first server of `{env}` (the one every node joined): it can only go with \
-         `continuum down {env}`"
-    )]
-    InitServer { env: String, host: String },
-    #[error("state of `{0}` does not name its recipe; run `continuum up RECIPE` once")]
-    NoRecipe(String),
-    #[error(
-        "the recipe still names `{host}` (k3s.servers or k3s.agents): remove it there; the inventory \
-         was left unchanged"
-    )]
-    RecipeNamesHost {
-        host: String,
-        #[source]
-        source: recipe::LoadError,
-    },
-}
-
-const SHORT: Duration = Duration::from_secs(180);
-
-/// Refuse when removing server `host` would leave etcd without a Ready majority.
-pub async fn check_quorum<R: Remote>(server: &R, host: &str) -> Result<(), OpsError> {
-    let nodes = k3s::list_nodes(server).await?;
-    let etcd: Vec<&k3s::NodeInfo> = nodes
-        .iter()
-        .filter(|n| n.roles.iter().any(|r| r == "etcd"))
-        .collect();
-    if !etcd.iter().any(|n| n.name == host) {
-        return Ok(());
-    }
-    let members = etcd.len();
-    let healthy = etcd.iter().filter(|n| n.ready == "True").count();
-    let left = members - 1;
-    let left_healthy = etcd
-        .iter()
-        .filter(|n| n.ready == "True" && n.name != host)
-        .count();
-    let quorum = left / 2 + 1;
-    if left > 0 && left_healthy < quorum {
-        return Err(ShrinkError::Quorum {
-            host: host.to_string(),
-            members,
-            healthy,
-            left,
-            left_healthy,
-            quorum,
-        }
-        .into());
-    }
-    Ok(())
-}
-
-/// Cordon and drain `node` through `server`; a node the API no longer has is fine.
-pub async fn drain<R: Remote>(server: &R, node: &str) -> Result<(), OpsError> {
-    let out = server
-        .run(
-            &format!(
-                "{BIN_PATH} kubectl drain {} --ignore-daemonsets --delete-emptydir-data --timeout=120s",
-                quote(node)
-            ),
-            None,
-            true,
-            SHORT,
-        )
-        .await?;
-    if out.success() || out.stderr.contains("NotFound") {
-        return Ok(());
-    }
-    Err(ShrinkError::Drain {
-        host: node.to_string(),
-        server: server.name().to_string(),
-        detail: out.tail(),
-    }
-    .into())
-}
-
-/// The hosts a state knows, for error messages.
-pub fn known_hosts(state: &State) -> String {
-    let mut names: BTreeSet<&str> = state.hosts.keys().map(String::as_str).collect();
-    names.extend(state.resources.values().filter_map(|r| r.host.as_deref()));
-    if names.is_empty() {
-        "none".to_string()
-    } else {
-        names.into_iter().collect::<Vec<_>>().join(", ")
-    }
-}
 
 /// `continuum nodes remove ENV HOST [--forget]`: take a host the state knows out of
 /// the environment, whether or not the inventory still lists it.
@@ -300,7 +174,7 @@ async fn forget_node(
         true
     };
     for id in &ids {
-        state.resources.remove(id);
+        record_removed(&mut state, id, host, false);
     }
     state.hosts.remove(host);
     store.save(&mut state)?;
@@ -326,6 +200,7 @@ async fn forget_node(
                 outcome: "done".to_string(),
                 changed: true,
                 detail: Some(format!("forgotten; may remain on the device: {left}")),
+                error: None,
             }
         })
         .collect();

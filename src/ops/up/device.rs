@@ -6,9 +6,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Ctx, Event, OpsError, Step, connect, host_of, mark};
+use super::{Event, OpsError};
 use crate::inventory::probe::{self, Device};
 use crate::k3s::device as dev;
+use crate::ops::context::{Ctx, Step, connect, host_of, mark};
 use crate::recipe::Role;
 use crate::ssh::{HostConn, SshError};
 use crate::state::Status;
@@ -133,9 +134,9 @@ pub(super) async fn before_node_delete(
 ) -> Result<(), OpsError> {
     if step.role == Some(Role::Server) {
         progress(ctx, step, "checking the etcd quorum");
-        crate::ops::shrink::check_quorum(server, host).await?;
+        crate::ops::removal::check_quorum(server, host).await?;
     }
     progress(ctx, step, "cordoning and draining");
-    crate::ops::shrink::drain(server, host).await?;
+    crate::ops::removal::drain(server, host).await?;
     Ok(())
 }

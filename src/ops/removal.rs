@@ -1,0 +1,202 @@
+//! Taking a node out of a cluster, the one path `up` (a host the recipe dropped),
+//! `down` and `nodes remove` share: what leaving needs (uninstall, nothing, or
+//! forgetting an unreachable device), the etcd quorum check and drain before a server
+//! or agent goes, and what state keeps afterwards (a host leaves state with its last
+//! resource, unless the recipe still lists it). docs/k3s.md, "Removing a node".
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::OpsError;
+use crate::k3s::{self, BIN_PATH};
+use crate::recipe;
+use crate::ssh::{Remote, quote};
+use crate::state::{State, Status};
+
+/// How a node leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leave {
+    /// k3s is (or may be) on the host: connect and uninstall.
+    Uninstall,
+    /// k3s never got there: drop the record, no connection needed.
+    NeverInstalled,
+    /// The device is gone for good (`--forget`): drop it without contacting it.
+    Forget,
+}
+
+/// How node resource `id` on `host` leaves, given whether the user asked to forget it.
+pub fn leave_for(st: &State, id: &str, host: &str, forget: bool) -> Leave {
+    if forget {
+        Leave::Forget
+    } else if needs_uninstall(st, id, host) {
+        Leave::Uninstall
+    } else {
+        Leave::NeverInstalled
+    }
+}
+
+/// Record that resource `id` on `host` is gone. The host's entry (address, pinned
+/// key) leaves with its last resource; when the recipe still lists the host
+/// (`keep_host`), it stays, marked as without k3s.
+pub fn record_removed(st: &mut State, id: &str, host: &str, keep_host: bool) {
+    st.resources.remove(id);
+    if keep_host {
+        if let Some(h) = st.hosts.get_mut(host) {
+            h.k3s_installed = false;
+        }
+    } else if !st
+        .resources
+        .values()
+        .any(|r| r.host.as_deref() == Some(host))
+    {
+        st.hosts.remove(host);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShrinkError {
+    #[error(
+        "refusing to remove server `{host}`: etcd has {members} member(s), {healthy} of them Ready; \
+         without it {left_healthy} of {left} would be Ready, below the quorum of {quorum}. Bring the \
+         other servers back (or add one) first"
+    )]
+    Quorum {
+        host: String,
+        members: usize,
+        healthy: usize,
+        left: usize,
+        left_healthy: usize,
+        quorum: usize,
+    },
+    #[error("draining `{host}` through `{server}` failed: {detail}")]
+    Drain {
+        host: String,
+        server: String,
+        detail: String,
+    },
+    #[error("environment `{env}` has no host `{host}` (state knows: {known})")]
+    NoSuchHost {
+        env: String,
+        host: String,
+        known: String,
+    },
+    #[error(
+        "cannot reach `{host}` to uninstall k3s; it stays in state. If the device is gone for \
+         good, drop it with `{forget}` (it lists what may remain on the device)"
+    )]
+    Unreachable {
+        host: String,
+        /// The command that drops the host without contacting it.
+        forget: String,
+        #[source]
+        source: Box<OpsError>,
+    },
+    #[error(
+        "`{host}` is the first server of `{env}` (the one every node joined): it can only go with \
+         `continuum down {env}`"
+    )]
+    InitServer { env: String, host: String },
+    #[error("state of `{0}` does not name its recipe; run `continuum up RECIPE` once")]
+    NoRecipe(String),
+    #[error(
+        "the recipe still names `{host}` (k3s.servers or k3s.agents): remove it there; the inventory \
+         was left unchanged"
+    )]
+    RecipeNamesHost {
+        host: String,
+        #[source]
+        source: recipe::LoadError,
+    },
+}
+
+const SHORT: Duration = Duration::from_secs(180);
+
+/// Refuse when removing server `host` would leave etcd without a Ready majority.
+pub async fn check_quorum<R: Remote>(server: &R, host: &str) -> Result<(), OpsError> {
+    let nodes = k3s::list_nodes(server).await?;
+    let etcd: Vec<&k3s::NodeInfo> = nodes
+        .iter()
+        .filter(|n| n.roles.iter().any(|r| r == "etcd"))
+        .collect();
+    if !etcd.iter().any(|n| n.name == host) {
+        return Ok(());
+    }
+    let members = etcd.len();
+    let healthy = etcd.iter().filter(|n| n.ready == "True").count();
+    let left = members - 1;
+    let left_healthy = etcd
+        .iter()
+        .filter(|n| n.ready == "True" && n.name != host)
+        .count();
+    let quorum = left / 2 + 1;
+    if left > 0 && left_healthy < quorum {
+        return Err(ShrinkError::Quorum {
+            host: host.to_string(),
+            members,
+            healthy,
+            left,
+            left_healthy,
+            quorum,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Cordon and drain `node` through `server`; a node the API no longer has is fine.
+pub async fn drain<R: Remote>(server: &R, node: &str) -> Result<(), OpsError> {
+    let out = server
+        .run(
+            &format!(
+                "{BIN_PATH} kubectl drain {} --ignore-daemonsets --delete-emptydir-data --timeout=120s",
+                quote(node)
+            ),
+            None,
+            true,
+            SHORT,
+        )
+        .await?;
+    if out.success() || out.stderr.contains("NotFound") {
+        return Ok(());
+    }
+    Err(ShrinkError::Drain {
+        host: node.to_string(),
+        server: server.name().to_string(),
+        detail: out.tail(),
+    }
+    .into())
+}
+
+/// The hosts a state knows, for error messages.
+pub fn known_hosts(state: &State) -> String {
+    let mut names: BTreeSet<&str> = state.hosts.keys().map(String::as_str).collect();
+    names.extend(state.resources.values().filter_map(|r| r.host.as_deref()));
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.into_iter().collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Whether removing node resource `id` on `host` needs an uninstall there: the node
+/// was applied once, or continuum started installing k3s on the host.
+pub fn needs_uninstall(st: &State, id: &str, host: &str) -> bool {
+    st.resources
+        .get(id)
+        .is_some_and(|r| r.status == Status::Applied)
+        || st.hosts.get(host).is_some_and(|h| h.k3s_installed)
+}
+
+/// An unreachable host that must be uninstalled: say how to drop it for good with
+/// `forget` (the command that drops it without contacting it).
+pub fn forget_hint(e: OpsError, host: &str, forget: String) -> OpsError {
+    if e.is_unreachable() {
+        OpsError::Shrink(ShrinkError::Unreachable {
+            host: host.to_string(),
+            forget,
+            source: Box::new(e),
+        })
+    } else {
+        e
+    }
+}
