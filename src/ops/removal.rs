@@ -200,3 +200,105 @@ pub fn forget_hint(e: OpsError, host: &str, forget: String) -> OpsError {
         e
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{HostState, ResourceState};
+
+    fn resource(host: &str, status: Status) -> ResourceState {
+        ResourceState {
+            status,
+            hash: String::new(),
+            host: Some(host.to_string()),
+            role: Some(crate::recipe::Role::Agent),
+            attrs: Default::default(),
+            last_error: None,
+            updated_at: 0,
+            version: None,
+        }
+    }
+
+    fn state() -> State {
+        let mut st = State::new("farm");
+        st.resources
+            .insert("k3s-agent/pi".into(), resource("pi", Status::Applied));
+        st.resources
+            .insert("device-prep/pi".into(), resource("pi", Status::Applied));
+        st.resources
+            .insert("k3s-agent/new".into(), resource("new", Status::Failed));
+        for h in ["pi", "new"] {
+            st.hosts.insert(h.into(), HostState::default());
+        }
+        st
+    }
+
+    #[test]
+    fn how_a_node_leaves_follows_what_it_got() {
+        let mut st = state();
+        assert_eq!(
+            leave_for(&st, "k3s-agent/pi", "pi", false),
+            Leave::Uninstall
+        );
+        assert_eq!(leave_for(&st, "k3s-agent/pi", "pi", true), Leave::Forget);
+        // Failed before any upload: nothing to undo, no connection needed.
+        assert_eq!(
+            leave_for(&st, "k3s-agent/new", "new", false),
+            Leave::NeverInstalled
+        );
+        // Once continuum started installing there, it must uninstall.
+        if let Some(h) = st.hosts.get_mut("new") {
+            h.k3s_installed = true;
+        }
+        assert_eq!(
+            leave_for(&st, "k3s-agent/new", "new", false),
+            Leave::Uninstall
+        );
+    }
+
+    #[test]
+    fn a_host_leaves_state_with_its_last_resource_unless_the_recipe_keeps_it() {
+        let mut st = state();
+        record_removed(&mut st, "k3s-agent/pi", "pi", false);
+        assert!(!st.resources.contains_key("k3s-agent/pi"));
+        // Its device resource still names it: the pinned key and address stay.
+        assert!(st.hosts.contains_key("pi"));
+        record_removed(&mut st, "device-prep/pi", "pi", false);
+        assert!(!st.hosts.contains_key("pi"));
+        // A host the recipe still lists stays, marked as without k3s.
+        if let Some(h) = st.hosts.get_mut("new") {
+            h.k3s_installed = true;
+        }
+        record_removed(&mut st, "k3s-agent/new", "new", true);
+        assert!(st.hosts.get("new").is_some_and(|h| !h.k3s_installed));
+        assert!(st.resources.is_empty());
+    }
+
+    #[test]
+    fn an_unreachable_host_gets_the_command_that_forgets_it() {
+        let e = OpsError::Ssh(crate::ssh::SshError::Connect {
+            host: "pi".into(),
+            address: "10.0.0.9".into(),
+            attempts: 3,
+            detail: "No route to host".into(),
+        });
+        let e = forget_hint(e, "pi", "continuum down farm --forget pi".into());
+        let text = crate::error_chain(&e);
+        assert!(
+            text.contains("continuum down farm --forget pi") && text.contains("No route to host"),
+            "{text}"
+        );
+        assert!(e.is_unreachable());
+        // Other failures are left as they are.
+        let other = forget_hint(OpsError::Interrupted, "pi", "x".into());
+        assert!(matches!(other, OpsError::Interrupted));
+    }
+
+    #[test]
+    fn known_hosts_lists_hosts_of_state_and_resources() {
+        let mut st = state();
+        st.hosts.remove("new");
+        assert_eq!(known_hosts(&st), "new, pi");
+        assert_eq!(known_hosts(&State::new("empty")), "none");
+    }
+}

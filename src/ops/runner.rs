@@ -170,3 +170,167 @@ impl<S: Item> Ran<S> {
         results
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::Dep;
+    use crate::ops::Observer;
+    use crate::ssh::SshError;
+
+    #[derive(Debug, Clone)]
+    struct T {
+        id: &'static str,
+        host: Option<&'static str>,
+        action: Action,
+    }
+
+    impl Item for T {
+        fn id(&self) -> &str {
+            self.id
+        }
+        fn action(&self) -> Action {
+            self.action
+        }
+        fn host(&self) -> Option<&str> {
+            self.host
+        }
+    }
+
+    #[derive(Default)]
+    struct Events(Mutex<Vec<String>>);
+    impl Observer for Events {
+        fn event(&self, e: Event) {
+            let line = match e {
+                Event::Started { id, .. } => format!("started {id}"),
+                Event::Finished { id, changed, .. } => format!("finished {id} {changed}"),
+                Event::Failed { id, .. } => format!("failed {id}"),
+                Event::Skipped { id, .. } => format!("skipped {id}"),
+                Event::Cancelled { id } => format!("cancelled {id}"),
+                _ => return,
+            };
+            if let Ok(mut v) = self.0.lock() {
+                v.push(line);
+            }
+        }
+    }
+
+    fn step(id: &'static str, host: Option<&'static str>) -> T {
+        T {
+            id,
+            host,
+            action: Action::Create,
+        }
+    }
+
+    /// server -> agent-a (needs), server -> agent-b (needs), agent-b -> ready (after),
+    /// plus a no-op gate; agent-b's host is switched off, the server's key changed in
+    /// the second run.
+    #[tokio::test]
+    async fn failures_keep_their_type_and_offline_hosts_are_told_apart() {
+        let mut g: DiGraph<T, Dep> = DiGraph::new();
+        let server = g.add_node(step("k3s-server/s", Some("s")));
+        let a = g.add_node(step("k3s-agent/a", Some("a")));
+        let b = g.add_node(step("k3s-agent/b", Some("b")));
+        let ready = g.add_node(step("cluster-ready", None));
+        let gate = g.add_node(T {
+            id: "gate",
+            host: None,
+            action: Action::NoOp,
+        });
+        g.add_edge(server, a, Dep::Needs);
+        g.add_edge(server, b, Dep::Needs);
+        g.add_edge(b, ready, Dep::After);
+        g.add_edge(server, gate, Dep::Needs);
+        let events = Arc::new(Events::default());
+        let obs: SharedObserver = events.clone();
+        let recorded: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+        let rec = recorded.clone();
+        let ran = run(
+            &g,
+            4,
+            &CancellationToken::new(),
+            &obs,
+            |t: T| async move {
+                match t.id {
+                    "k3s-agent/b" => Err(OpsError::Ssh(SshError::Connect {
+                        host: "b".into(),
+                        address: "10.0.0.2".into(),
+                        attempts: 3,
+                        detail: "No route to host".into(),
+                    })),
+                    "k3s-agent/a" => Ok(Did::unchanged("already converged")),
+                    _ => Ok(Did::changed("installed")),
+                }
+            },
+            move |t: &T, msg: &str, offline: bool| {
+                if let Ok(mut v) = rec.lock() {
+                    v.push((format!("{}: {msg}", t.id), offline));
+                }
+            },
+        )
+        .await;
+        assert_eq!(ran.unreachable.keys().collect::<Vec<_>>(), vec!["b"]);
+        let recorded = recorded.lock().map(|v| v.clone()).unwrap_or_default();
+        assert_eq!(recorded.len(), 1);
+        assert!(recorded[0].0.starts_with("k3s-agent/b: ") && recorded[0].1);
+        let results = ran.results(
+            &obs,
+            |t| (t.host == Some("b")).then_some("offline"),
+            |_| None,
+        );
+        let by_id: BTreeMap<&str, &ResourceResult> =
+            results.iter().map(|r| (r.id.as_str(), r)).collect();
+        // The gate did nothing and has no result; readiness ran after the failure.
+        assert!(!by_id.contains_key("gate"));
+        assert_eq!(by_id["k3s-agent/b"].outcome, "offline");
+        assert!(
+            by_id["k3s-agent/b"]
+                .error
+                .as_ref()
+                .is_some_and(|e| e.is_unreachable())
+        );
+        assert_eq!(by_id["cluster-ready"].outcome, "done");
+        assert!(by_id["k3s-server/s"].changed && !by_id["k3s-agent/a"].changed);
+        let events = events.0.lock().map(|v| v.clone()).unwrap_or_default();
+        assert!(
+            events.contains(&"failed k3s-agent/b".to_string()),
+            "{events:?}"
+        );
+        assert!(!events.iter().any(|e| e.ends_with(" gate")), "{events:?}");
+
+        // A changed host key on the server: its dependants are skipped, and the
+        // summary's error says so by type.
+        let ran = run(
+            &g,
+            4,
+            &CancellationToken::new(),
+            &obs,
+            |t: T| async move {
+                if t.id == "k3s-server/s" {
+                    Err(OpsError::Ssh(SshError::HostKeyChanged {
+                        host: "s".into(),
+                        address: "10.0.0.1".into(),
+                        pinned: "SHA256:abc".into(),
+                    }))
+                } else {
+                    Ok(Did::changed("x"))
+                }
+            },
+            |_: &T, _: &str, _: bool| {},
+        )
+        .await;
+        let results = ran.results(&obs, |_| None, |_| None);
+        let skipped: Vec<&str> = results
+            .iter()
+            .filter(|r| r.outcome == "skipped")
+            .map(|r| r.id.as_str())
+            .collect();
+        assert_eq!(skipped, vec!["k3s-agent/a", "k3s-agent/b"]);
+        let Err(e) = crate::ops::summarize(&results, false) else {
+            panic!("a failure must fail the run");
+        };
+        assert!(e.is_host_key(), "{e}");
+        assert!(matches!(e, OpsError::Partial { failed: 1, .. }));
+    }
+}
