@@ -15,8 +15,8 @@ pub async fn uninstall<R: Remote>(r: &R) -> Result<(), K3sError> {
     Ok(())
 }
 
-/// What may remain on a host continuum forgot without contacting it (`--forget`,
-/// issue 9): what the k3s install script and continuum put there (docs/k3s.md,
+/// What may remain on a host continuum forgot without contacting it (`--forget`):
+/// what the k3s install script and continuum put there (docs/k3s.md,
 /// "Files on a node"), and how to wipe it once the device is back.
 pub fn leftovers(role: Option<Role>) -> String {
     let (unit, script) = match role {
