@@ -1,4 +1,4 @@
-//! Host firewalls (issue 10): when ufw or firewalld is active on a node, what k3s needs
+//! Host firewalls: when ufw or firewalld is active on a node, what k3s needs
 //! must already be open, or the node is refused before any change with the exact
 //! commands that open it. continuum does not change a host's firewall itself: which
 //! sources may reach the API is the operator's decision (docs/k3s.md, "Host

@@ -1,4 +1,4 @@
-//! SELinux on k3s nodes (issue 10). install.sh sets up the SELinux policy only when it
+//! SELinux on k3s nodes. install.sh sets up the SELinux policy only when it
 //! downloads k3s: with `INSTALL_K3S_SKIP_DOWNLOAD=true` (every bundle install) its
 //! SELinux step is skipped too. On an enforcing host k3s then needs
 //! `container-selinux` and `k3s-selinux` installed, and `selinux: true` in its config
