@@ -137,10 +137,6 @@ pub(super) fn node_secrets(st: &State, is_init: bool, role: Role) -> Vec<(&'stat
     }
 }
 
-pub(super) fn error_text(e: &OpsError) -> String {
-    crate::error_chain(e)
-}
-
 /// Mutate and save the state in one critical section.
 pub(super) fn with_state<T>(ctx: &Ctx, f: impl FnOnce(&mut State) -> T) -> Result<T, OpsError> {
     let mut st = ctx

@@ -293,7 +293,7 @@ pub async fn down(
                 });
             }
             Err(e) => {
-                let msg = super::context::error_text(&e);
+                let msg = super::error_text(&e);
                 obs.event(Event::Failed {
                     id: "aws".into(),
                     error: msg.clone(),

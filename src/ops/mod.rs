@@ -197,6 +197,11 @@ impl Settings {
     }
 }
 
+/// An error and its causes on one line, as results and events show it.
+fn error_text(e: &OpsError) -> String {
+    crate::error_chain(e)
+}
+
 /// 32 random bytes from the OS CSPRNG, hex-encoded.
 pub fn random_secret() -> Result<String, OpsError> {
     let mut buf = [0u8; 32];

@@ -11,8 +11,7 @@ use std::sync::{Arc, Mutex};
 use petgraph::graph::{DiGraph, NodeIndex};
 use tokio_util::sync::CancellationToken;
 
-use super::context::error_text;
-use super::{Did, Event, OpsError, ResourceResult, SharedObserver};
+use super::{Did, Event, OpsError, ResourceResult, SharedObserver, error_text};
 use crate::engine::{Edge, Outcome, walk};
 use crate::graph::Action;
 
