@@ -2,6 +2,7 @@
 //! environment (no I/O). The OSCAR layer's k3s manifests (`oscar`); digests of what is
 //! rendered (`sha256_hex`), the idempotency keys of the plan.
 
+pub mod cloud_init;
 pub mod oscar;
 
 use sha2::{Digest, Sha256};
