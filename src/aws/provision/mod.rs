@@ -25,7 +25,6 @@ mod resolve;
 mod teardown;
 mod validate;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Ec2Api, Ec2Error, NetKind, RetryPolicy, TAG_RESOURCE, retry};
@@ -167,21 +166,6 @@ async fn adopt(
     Ok(found
         .into_iter()
         .find(|t| t.tags.get(TAG_RESOURCE).map(String::as_str) == Some(rid)))
-}
-
-/// The provider for a site: the SDK one (credential chain, resolved now;
-/// `AWS_ENDPOINT_URL_EC2`).
-#[cfg(feature = "aws")]
-pub async fn connect(region: &str) -> Result<Arc<dyn Ec2Api>, ProvisionError> {
-    let p = super::sdk::SdkEc2::connect(region)
-        .await
-        .map_err(ec2("AWS client"))?;
-    Ok(Arc::new(p))
-}
-
-#[cfg(not(feature = "aws"))]
-pub async fn connect(_region: &str) -> Result<Arc<dyn Ec2Api>, ProvisionError> {
-    Err(ProvisionError::NoProvider)
 }
 
 #[cfg(test)]
