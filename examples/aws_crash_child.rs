@@ -1,10 +1,11 @@
 //! TEST HELPER, not an example for users: the child process of the integration test
 //! `aws::aws_kill_9_at_seven_points_of_up_and_down_then_converge` (tests/it/aws/mod.rs). It runs
-//! `up` against the moto EC2 emulator through continuum's fault-injecting EC2 layer,
-//! which SIGKILLs this process right after the EC2 call named by
-//! `CONTINUUM_IT_CRASH_AT` returns (before continuum records its result), so the test
-//! can check that the next `up` adopts what was created. Kept out of the test harness
-//! so that it can never count as a passing test (issue 14); scripts/test builds it with
+//! `up` against the moto EC2 emulator through the fault-injecting test double of
+//! tests/it/aws/doubles (included here by path; it is not part of the library), which
+//! SIGKILLs this process right after the EC2 call named by `CONTINUUM_IT_CRASH_AT`
+//! returns (before continuum records its result), so the test can check that the next
+//! `up` adopts what was created. Kept out of the test harness so that it can never count
+//! as a passing test (docs/reliability.md); scripts/test builds it with
 //! `cargo build --example aws_crash_child`.
 //!
 //! Environment: CONTINUUM_IT_CRASH_AT (an EC2 operation; every network deletion is
@@ -16,8 +17,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use continuum::aws::Ec2Api;
-use continuum::aws::fault::{Faults, Instrumented};
 use continuum::aws::sdk::SdkEc2;
+
+#[path = "../tests/it/aws/doubles/connect.rs"]
+mod connect;
+// Only the fault injector's hook is used here; its counters serve the tests.
+#[allow(dead_code)]
+#[path = "../tests/it/aws/doubles/fault.rs"]
+mod fault;
+
+use connect::Given;
+use fault::{Faults, Instrumented};
 
 fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -53,7 +63,7 @@ fn main() {
     let settings = continuum::ops::Settings {
         state_dir,
         connect_timeout: Duration::from_secs(3),
-        ec2: Some(continuum::ops::Ec2Override(api)),
+        ec2: Arc::new(Given(api)),
         ..continuum::ops::Settings::default()
     };
     let env = continuum::files::load_recipe(&recipe).expect("recipe").env;

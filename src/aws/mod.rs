@@ -2,9 +2,10 @@
 //!
 //! `Ec2Api` is deliberately coarse (one method per EC2 call continuum makes) and uses
 //! plain types, so the provisioning logic (`provision`) runs the same against the real
-//! SDK (`sdk`, behind the default-on `aws` cargo feature), the moto emulator, and the
-//! test doubles: `fault` (counting, injected failures) and `honest` (EC2's documented
-//! behaviour where moto differs). What continuum relies on from EC2 is in docs/aws.md.
+//! SDK (`sdk`, behind the default-on `aws` cargo feature), the moto emulator, and test
+//! doubles (ARCHITECTURE.md, "Tests"). A `Connect` makes the `Ec2Api` of a site's
+//! region: `sdk::Sdk` is the one the product uses. What continuum relies on from EC2 is
+//! in docs/aws.md.
 //!
 //! Invariants: every resource continuum creates carries the tags `continuum:env` and
 //! `continuum:resource` at creation (so a sweep finds it even when state lost it); every
@@ -12,18 +13,39 @@
 //! into an error or a log line.
 
 mod error;
-pub mod fault;
-pub mod honest;
 pub mod provision;
 mod retry;
 #[cfg(feature = "aws")]
 pub mod sdk;
+
+/// Built without the `aws` feature: no SDK, so a site's provider cannot be connected.
+#[cfg(not(feature = "aws"))]
+pub mod sdk {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+
+    use super::provision::ProvisionError;
+    use super::{Connect, Ec2Api};
+
+    /// Stands in for the SDK connector of the `aws` feature: refuses every region.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct Sdk;
+
+    #[async_trait]
+    impl Connect for Sdk {
+        async fn connect(&self, _region: &str) -> Result<Arc<dyn Ec2Api>, ProvisionError> {
+            Err(ProvisionError::NoProvider)
+        }
+    }
+}
 
 pub use crate::graph::cloud::{Rule, RuleSource};
 pub use error::Ec2Error;
 pub use retry::{RetryPolicy, retry, retry_new, retry_unseen};
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -279,6 +301,20 @@ pub trait Ec2Api: Send + Sync {
     async fn detach_internet_gateway(&self, igw: &str, vpc: &str) -> Result<(), Ec2Error>;
     async fn disassociate_route_table(&self, association: &str) -> Result<(), Ec2Error>;
     async fn delete(&self, kind: NetKind, id: &str) -> Result<(), Ec2Error>;
+}
+
+/// Makes the EC2 provider of a site: the operations hold one (`sdk::Sdk` unless told
+/// otherwise) and ask it for the site's region when an AWS step is to run.
+#[async_trait]
+pub trait Connect: Send + Sync {
+    /// The provider for `region`, ready for calls (credentials resolved).
+    async fn connect(&self, region: &str) -> Result<Arc<dyn Ec2Api>, provision::ProvisionError>;
+}
+
+impl std::fmt::Debug for dyn Connect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connect")
+    }
 }
 
 /// Tags every continuum resource carries.

@@ -17,15 +17,12 @@ fn invalid(msg: impl Into<String>) -> OpsError {
     OpsError::Cloud(ProvisionError::Invalid(vec![msg.into()]))
 }
 
-/// The injected provider (tests) or the SDK's for `region`.
+/// The EC2 provider for `region`, from the settings' connector.
 pub(super) async fn provider(
     settings: &Settings,
     region: &str,
 ) -> Result<Arc<dyn Ec2Api>, OpsError> {
-    match &settings.ec2 {
-        Some(o) => Ok(o.0.clone()),
-        None => Ok(provision::connect(region).await?),
-    }
+    Ok(settings.ec2.connect(region).await?)
 }
 
 /// Set up the provider (credentials resolved now), check instance types, their

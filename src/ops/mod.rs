@@ -152,22 +152,12 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub connect_attempts: u32,
     pub replace_host_keys: Vec<String>,
-    /// EC2 provider to use instead of the SDK's (tests: fault injection, counting).
-    pub ec2: Option<Ec2Override>,
+    /// Makes the EC2 provider of the AWS site (`aws::sdk::Sdk`: the credential chain).
+    pub ec2: Arc<dyn crate::aws::Connect>,
     /// Waits and retries of the AWS provisioning steps.
     pub cloud: crate::aws::provision::Options,
     /// Read the hosts' facts before planning (`--refresh=false`: plan from state).
     pub refresh: bool,
-}
-
-/// An injected `Ec2Api` (not `Debug` itself).
-#[derive(Clone)]
-pub struct Ec2Override(pub Arc<dyn crate::aws::Ec2Api>);
-
-impl std::fmt::Debug for Ec2Override {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Ec2Override({})", self.0.region())
-    }
 }
 
 impl Default for Settings {
@@ -178,7 +168,7 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(10),
             connect_attempts: 3,
             replace_host_keys: Vec::new(),
-            ec2: None,
+            ec2: Arc::new(crate::aws::sdk::Sdk),
             cloud: crate::aws::provision::Options::default(),
             refresh: true,
         }

@@ -1,7 +1,9 @@
 //! Rendering: the files continuum writes to hosts, as pure functions of the validated
-//! environment (no I/O). The OSCAR layer's k3s manifests (`oscar`); digests of what is
-//! rendered (`sha256_hex`), the idempotency keys of the plan.
+//! environment (no I/O): k3s's config.yaml (`k3s`), the OSCAR layer's k3s manifests
+//! (`oscar`), the cloud-init user-data of AWS instances (`cloud_init`); digests of
+//! what is rendered (`sha256_hex`), the idempotency keys of the plan.
 
+pub mod cloud_init;
 pub mod k3s;
 pub mod oscar;
 

@@ -1,10 +1,11 @@
 //! Elastic IPs for groups with `elastic_ip: true` (servers of hybrid clusters): one
 //! address per host, allocated once (tagged at allocation, so a crashed run's address
-//! is adopted) and associated with whatever instance the host has now, so a replaced
-//! spot instance or a restarted server keeps the address agents were configured
-//! with (docs/aws.md, "Public addresses").
+//! is adopted: `adopt::adopt_or_create_with`) and associated with whatever instance the
+//! host has now, so a replaced spot instance or a restarted server keeps the address
+//! agents were configured with (docs/aws.md, "Public addresses").
 
-use super::{AddressRecord, Journal, Options, ProvisionError, address_id, ec2, record_created};
+use super::adopt::{Ensured, adopt_or_create_with};
+use super::{AddressRecord, Journal, Options, ProvisionError, address_id, ec2};
 use crate::aws::{Address, Ec2Api, TAG_RESOURCE, retry, retry_new, tags};
 use crate::recipe::InstanceGroup;
 
@@ -38,52 +39,54 @@ pub(super) async fn ensure(
     if !group.elastic_ip {
         return Ok(changed);
     }
+    // The environment's tagged addresses, listed once (when a host first needs one).
     let mut tagged: Option<Vec<Address>> = None;
     for (host, rec) in &gs.instances {
-        let addr = match gs.addresses.get(host) {
-            Some(a) => a.clone(),
-            None => {
-                let rid = address_id(host);
-                if tagged.is_none() {
-                    tagged = Some(
+        let rid = address_id(host);
+        let rid = rid.as_str();
+        let listed = &mut tagged;
+        let found = adopt_or_create_with(
+            journal,
+            |c| {
+                c.groups
+                    .get(&group.name)
+                    .and_then(|g| g.addresses.get(host))
+                    .cloned()
+            },
+            || async move {
+                if listed.is_none() {
+                    *listed = Some(
                         retry(opts.retry, || api.describe_addresses(env))
                             .await
-                            .map_err(ec2(&rid))?,
+                            .map_err(ec2(rid))?,
                     );
                 }
-                let found = tagged
+                Ok(listed
                     .iter()
                     .flatten()
-                    .find(|a| a.tags.get(TAG_RESOURCE) == Some(&rid));
-                let (a, fresh) = match found {
-                    Some(a) => (a.clone(), false),
-                    None => {
-                        let t = tags(env, &rid);
-                        let a = retry(opts.retry, || api.allocate_address(&t))
-                            .await
-                            .map_err(ec2(&rid))?;
-                        (a, true)
-                    }
-                };
-                let rec = AddressRecord {
-                    allocation_id: a.allocation_id.clone(),
-                    public_ip: a.public_ip.clone(),
-                };
-                let (g, h) = (group.name.clone(), host.clone());
-                let mut put = |c: &mut super::CloudState| {
-                    c.groups
-                        .entry(g.clone())
-                        .or_default()
-                        .addresses
-                        .insert(h.clone(), rec.clone());
-                };
-                if fresh {
-                    record_created(journal, &a.allocation_id, &mut put)?;
-                } else {
-                    journal.record(&mut put)?;
-                }
+                    .find(|a| a.tags.get(TAG_RESOURCE).map(String::as_str) == Some(rid))
+                    .cloned())
+            },
+            || async move {
+                let t = tags(env, rid);
+                retry(opts.retry, || api.allocate_address(&t))
+                    .await
+                    .map_err(ec2(rid))
+            },
+            |c, a| {
+                c.groups
+                    .entry(group.name.clone())
+                    .or_default()
+                    .addresses
+                    .insert(host.clone(), address_record(a));
+            },
+        )
+        .await?;
+        let addr = match found {
+            Ensured::Recorded(a) => a,
+            Ensured::Adopted(a) | Ensured::Created(a) => {
                 changed = true;
-                rec
+                address_record(&a)
             }
         };
         if rec.public_ip.as_deref() != Some(addr.public_ip.as_str()) {
@@ -102,6 +105,13 @@ pub(super) async fn ensure(
         }
     }
     Ok(changed)
+}
+
+fn address_record(a: &Address) -> AddressRecord {
+    AddressRecord {
+        allocation_id: a.allocation_id.clone(),
+        public_ip: a.public_ip.clone(),
+    }
 }
 
 /// Release the addresses of `hosts` of a group (all of them with `None`).

@@ -57,17 +57,10 @@ fn assign_names(
     out
 }
 
-/// Render the instances' user data from templates/cloud-init.yaml.tera.
+/// The instances' user data (rendered by `render::cloud_init`).
 pub fn user_data(env: &str, group: &str) -> Result<String, ProvisionError> {
-    let mut ctx = tera::Context::new();
-    ctx.insert("env", env);
-    ctx.insert("group", group);
-    tera::Tera::one_off(
-        include_str!("../../../templates/cloud-init.yaml.tera"),
-        &ctx,
-        false,
-    )
-    .map_err(|e| ProvisionError::Invalid(vec![format!("cloud-init template: {e}")]))
+    crate::render::cloud_init::user_data(env, group)
+        .map_err(|e| ProvisionError::Invalid(vec![format!("cloud-init template: {e}")]))
 }
 
 /// The group's instances that still run (or start), as far as EC2 and state know:

@@ -8,9 +8,10 @@
 //!   atomically) before anything else happens, with its creation time, so a crash loses
 //!   nothing and NotFound for a fresh id is told apart from a gone one.
 //! - Before creating anything, a step looks for what a crashed earlier run may have
-//!   made (by tag); instance groups launch only the missing count, with a random client
-//!   token written to state before the call. So `up` after `kill -9` adopts, never
-//!   duplicates.
+//!   made (by tag): network resources and Elastic IPs through `adopt` (recorded, else
+//!   adopted, else created); instance groups launch only the missing count, with a
+//!   random client token written to state before the call (`launch`). So `up` after
+//!   `kill -9` adopts, never duplicates.
 //! - Every step converges when run again: a run interrupted half-way through a step is
 //!   finished by the next one.
 //! - Polls use one DescribeInstances for the whole environment (tag filter, paginated),
@@ -18,6 +19,7 @@
 //! - Teardown finds resources by tag as well as by state, so it removes what state lost.
 
 mod addresses;
+mod adopt;
 mod instances;
 mod launch;
 mod network;
@@ -25,10 +27,9 @@ mod resolve;
 mod teardown;
 mod validate;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Ec2Api, Ec2Error, NetKind, RetryPolicy, TAG_RESOURCE, retry};
+use super::{Ec2Error, RetryPolicy};
 use crate::files::StateError;
 pub use crate::graph::cloud::{
     GATEWAY, KEY_PAIR, ROUTE, SECURITY_GROUP, SUBNET, VPC, address_id, group_id, key_name, rules,
@@ -53,18 +54,6 @@ pub trait Journal: Send + Sync {
     fn cloud(&self) -> CloudState;
     /// Apply `f` and save the state atomically before returning.
     fn record(&self, f: &mut dyn FnMut(&mut CloudState)) -> Result<(), StateError>;
-}
-
-/// Record a new id with its creation time.
-fn record_created(
-    journal: &dyn Journal,
-    id: &str,
-    f: &mut dyn FnMut(&mut CloudState),
-) -> Result<(), StateError> {
-    journal.record(&mut |c| {
-        f(c);
-        c.created_at.insert(id.to_string(), now_secs());
-    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,37 +140,6 @@ pub fn init_state(journal: &dyn Journal, site: &crate::recipe::AwsSite) -> Resul
         journal.record(&mut |c| c.region.clone_from(&cur.region))?;
     }
     Ok(())
-}
-
-/// One tagged resource of `kind` for graph resource `rid` made by an earlier run.
-async fn adopt(
-    api: &dyn Ec2Api,
-    env: &str,
-    kind: NetKind,
-    rid: &str,
-    opts: &Options,
-) -> Result<Option<super::Tagged>, ProvisionError> {
-    let found = retry(opts.retry, || api.describe_tagged(kind, env))
-        .await
-        .map_err(ec2(rid))?;
-    Ok(found
-        .into_iter()
-        .find(|t| t.tags.get(TAG_RESOURCE).map(String::as_str) == Some(rid)))
-}
-
-/// The provider for a site: the SDK one (credential chain, resolved now;
-/// `AWS_ENDPOINT_URL_EC2`).
-#[cfg(feature = "aws")]
-pub async fn connect(region: &str) -> Result<Arc<dyn Ec2Api>, ProvisionError> {
-    let p = super::sdk::SdkEc2::connect(region)
-        .await
-        .map_err(ec2("AWS client"))?;
-    Ok(Arc::new(p))
-}
-
-#[cfg(not(feature = "aws"))]
-pub async fn connect(_region: &str) -> Result<Arc<dyn Ec2Api>, ProvisionError> {
-    Err(ProvisionError::NoProvider)
 }
 
 #[cfg(test)]

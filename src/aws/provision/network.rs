@@ -1,18 +1,20 @@
 //! The network steps of the AWS site: VPC, subnet (in a zone offering the site's
 //! instance types), internet gateway, route table and its default route, security
 //! group (rules authorised and, when the recipe drops them, revoked), key pair. Each
-//! step adopts a tagged leftover before creating, records every id at once, retries
-//! NotFound on the ids it just created (EC2 is eventually consistent), and converges
-//! when run again after an interruption (docs/aws.md).
+//! step gets its resource through `adopt::adopt_or_create` (recorded, else a tagged
+//! leftover adopted, else created; recorded at once), retries NotFound on the ids it
+//! just created (EC2 is eventually consistent), and converges when run again after an
+//! interruption (docs/aws.md).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use super::adopt::{Ensured, adopt_or_create};
 use super::{
     CloudId, GATEWAY, Journal, KEY_PAIR, Options, ProvisionError, ROUTE, RuleRecord,
-    SECURITY_GROUP, SUBNET, VPC, adopt, ec2, need, record_created,
+    SECURITY_GROUP, SUBNET, VPC, ec2, need,
 };
-use crate::aws::{Ec2Api, NetKind, retry, retry_new, tags};
+use crate::aws::{Ec2Api, NetKind, retry, retry_new};
 use crate::graph::cloud::{key_name, rules, wants_public_ip};
 use crate::recipe::{AwsSite, Environment, VpcChoice};
 
@@ -65,11 +67,11 @@ pub async fn ensure_vpc(
     let Some(site) = &env.aws else {
         return Ok(false);
     };
-    if journal.cloud().vpc.is_some() {
-        return Ok(false);
-    }
     match &site.vpc {
         VpcChoice::Default => {
+            if journal.cloud().vpc.is_some() {
+                return Ok(false);
+            }
             let id = retry(opts.retry, || api.default_vpc())
                 .await
                 .map_err(ec2(VPC))?
@@ -87,20 +89,30 @@ pub async fn ensure_vpc(
             journal.record(&mut |c| c.vpc = Some(vpc.clone()))?;
         }
         VpcChoice::Create { cidr } => {
-            let vpc = |id: String| CloudId {
-                id,
-                created: true,
-                zone: None,
-            };
-            match adopt(api, &env.name, NetKind::Vpc, VPC, opts).await? {
-                Some(t) => journal.record(&mut |c| c.vpc = Some(vpc(t.id.clone())))?,
-                None => {
-                    let t = tags(&env.name, VPC);
-                    let id = retry(opts.retry, || api.create_vpc(cidr, &t))
+            let found = adopt_or_create(
+                api,
+                journal,
+                &env.name,
+                NetKind::Vpc,
+                VPC,
+                opts,
+                |c| c.vpc.clone(),
+                |c, id| {
+                    c.vpc = Some(CloudId {
+                        id: id.to_string(),
+                        created: true,
+                        zone: None,
+                    });
+                },
+                |t| async move {
+                    retry(opts.retry, || api.create_vpc(cidr, &t))
                         .await
-                        .map_err(ec2(VPC))?;
-                    record_created(journal, &id, &mut |c| c.vpc = Some(vpc(id.clone())))?;
-                }
+                        .map_err(ec2(VPC))
+                },
+            )
+            .await?;
+            if let Ensured::Recorded(_) = found {
+                return Ok(false);
             }
         }
     }
@@ -122,45 +134,45 @@ pub async fn ensure_subnet(
         return Ok(false);
     };
     let st = journal.cloud();
-    let subnet = match st.subnet.clone() {
-        Some(s) => s,
-        None => {
-            let vpc = need(&st.vpc, "the VPC")?.to_string();
-            match &site.subnet_cidr {
-                None => {
-                    let s = default_subnet(api, &vpc, site, zones, opts).await?;
-                    journal.record(&mut |c| c.subnet = Some(s.clone()))?;
-                    s
-                }
-                Some(cidr) => {
-                    let az = site
-                        .availability_zone
-                        .clone()
-                        .or_else(|| zones.first().cloned());
-                    let made = |id: String| CloudId {
-                        id,
-                        created: true,
-                        zone: az.clone(),
-                    };
-                    match adopt(api, &env.name, NetKind::Subnet, SUBNET, opts).await? {
-                        Some(t) => {
-                            let s = made(t.id);
-                            journal.record(&mut |c| c.subnet = Some(s.clone()))?;
-                            s
-                        }
-                        None => {
-                            let t = tags(&env.name, SUBNET);
-                            let id = retry_new(opts.retry, || {
-                                api.create_subnet(&vpc, cidr, az.as_deref(), &t)
-                            })
-                            .await
-                            .map_err(ec2(SUBNET))?;
-                            let s = made(id.clone());
-                            record_created(journal, &id, &mut |c| c.subnet = Some(s.clone()))?;
-                            s
-                        }
-                    }
-                }
+    let subnet = match (st.subnet.clone(), &site.subnet_cidr) {
+        (Some(s), _) => s,
+        (None, None) => {
+            let vpc = need(&st.vpc, "the VPC")?;
+            let s = default_subnet(api, vpc, site, zones, opts).await?;
+            journal.record(&mut |c| c.subnet = Some(s.clone()))?;
+            s
+        }
+        (None, Some(cidr)) => {
+            let vpc = need(&st.vpc, "the VPC")?;
+            let az = site
+                .availability_zone
+                .clone()
+                .or_else(|| zones.first().cloned());
+            let zone = az.as_deref();
+            let made = |id: &str| CloudId {
+                id: id.to_string(),
+                created: true,
+                zone: az.clone(),
+            };
+            let found = adopt_or_create(
+                api,
+                journal,
+                &env.name,
+                NetKind::Subnet,
+                SUBNET,
+                opts,
+                |c| c.subnet.clone(),
+                |c, id| c.subnet = Some(made(id)),
+                |t| async move {
+                    retry_new(opts.retry, || api.create_subnet(vpc, cidr, zone, &t))
+                        .await
+                        .map_err(ec2(SUBNET))
+                },
+            )
+            .await?;
+            match found {
+                Ensured::Recorded(s) => s,
+                Ensured::Adopted(t) | Ensured::Created(t) => made(&t.id),
             }
         }
     };
@@ -222,26 +234,29 @@ pub async fn ensure_gateway(
         return Ok(false);
     }
     let vpc = need(&st.vpc, "the VPC")?.to_string();
-    let mut attached = false;
-    let igw = match &st.internet_gateway {
-        Some(id) => id.clone(),
-        None => match adopt(api, &env.name, NetKind::InternetGateway, GATEWAY, opts).await? {
-            Some(found) => {
-                attached = found.attachments.contains(&vpc);
-                journal.record(&mut |c| c.internet_gateway = Some(found.id.clone()))?;
-                found.id
-            }
-            None => {
-                let t = tags(&env.name, GATEWAY);
-                let id = retry(opts.retry, || api.create_internet_gateway(&t))
-                    .await
-                    .map_err(ec2(GATEWAY))?;
-                record_created(journal, &id, &mut |c| {
-                    c.internet_gateway = Some(id.clone());
-                })?;
-                id
-            }
+    let found = adopt_or_create(
+        api,
+        journal,
+        &env.name,
+        NetKind::InternetGateway,
+        GATEWAY,
+        opts,
+        |c| c.internet_gateway.clone(),
+        |c, id| c.internet_gateway = Some(id.to_string()),
+        |t| async move {
+            retry(opts.retry, || api.create_internet_gateway(&t))
+                .await
+                .map_err(ec2(GATEWAY))
         },
+    )
+    .await?;
+    let (igw, attached) = match found {
+        Ensured::Recorded(id) => (id, false),
+        Ensured::Adopted(t) => {
+            let attached = t.attachments.contains(&vpc);
+            (t.id, attached)
+        }
+        Ensured::Created(t) => (t.id, false),
     };
     if !attached {
         match retry_new(opts.retry, || api.attach_internet_gateway(&igw, &vpc)).await {
@@ -271,25 +286,31 @@ pub async fn ensure_route(
         ProvisionError::Invalid(vec!["the internet gateway is not recorded yet".into()])
     })?;
     let mut assoc = st.route_association.clone();
-    let rt = match &st.route_table {
-        Some(id) => id.clone(),
-        None => match adopt(api, &env.name, NetKind::RouteTable, ROUTE, opts).await? {
-            Some(t) => {
-                if assoc.is_none() {
-                    assoc = t.attachments.first().cloned();
-                }
-                journal.record(&mut |c| c.route_table = Some(t.id.clone()))?;
-                t.id
-            }
-            None => {
-                let t = tags(&env.name, ROUTE);
-                let id = retry_new(opts.retry, || api.create_route_table(&vpc, &t))
-                    .await
-                    .map_err(ec2(ROUTE))?;
-                record_created(journal, &id, &mut |c| c.route_table = Some(id.clone()))?;
-                id
-            }
+    let found = adopt_or_create(
+        api,
+        journal,
+        &env.name,
+        NetKind::RouteTable,
+        ROUTE,
+        opts,
+        |c| c.route_table.clone(),
+        |c, id| c.route_table = Some(id.to_string()),
+        |t| async move {
+            retry_new(opts.retry, || api.create_route_table(&vpc, &t))
+                .await
+                .map_err(ec2(ROUTE))
         },
+    )
+    .await?;
+    let rt = match found {
+        Ensured::Recorded(id) => id,
+        Ensured::Adopted(t) => {
+            if assoc.is_none() {
+                assoc = t.attachments.first().cloned();
+            }
+            t.id
+        }
+        Ensured::Created(t) => t.id,
     };
     match retry_new(opts.retry, || api.create_default_route(&rt, &igw)).await {
         Ok(()) => {}
@@ -318,30 +339,29 @@ pub async fn ensure_security_group(
 ) -> Result<bool, ProvisionError> {
     let st = journal.cloud();
     let vpc = need(&st.vpc, "the VPC")?.to_string();
-    let mut changed = false;
-    let sg = match &st.security_group {
-        Some(id) => id.clone(),
-        None => {
-            changed = true;
-            match adopt(api, &env.name, NetKind::SecurityGroup, SECURITY_GROUP, opts).await? {
-                Some(t) => {
-                    journal.record(&mut |c| c.security_group = Some(t.id.clone()))?;
-                    t.id
-                }
-                None => {
-                    let t = tags(&env.name, SECURITY_GROUP);
-                    let name = format!("continuum-{}", env.name);
-                    let desc = format!("continuum environment {}: k3s cluster nodes", env.name);
-                    let id = retry_new(opts.retry, || {
-                        api.create_security_group(&name, &desc, &vpc, &t)
-                    })
-                    .await
-                    .map_err(ec2(SECURITY_GROUP))?;
-                    record_created(journal, &id, &mut |c| c.security_group = Some(id.clone()))?;
-                    id
-                }
-            }
-        }
+    let found = adopt_or_create(
+        api,
+        journal,
+        &env.name,
+        NetKind::SecurityGroup,
+        SECURITY_GROUP,
+        opts,
+        |c| c.security_group.clone(),
+        |c, id| c.security_group = Some(id.to_string()),
+        |t| async move {
+            let name = format!("continuum-{}", env.name);
+            let desc = format!("continuum environment {}: k3s cluster nodes", env.name);
+            retry_new(opts.retry, || {
+                api.create_security_group(&name, &desc, &vpc, &t)
+            })
+            .await
+            .map_err(ec2(SECURITY_GROUP))
+        },
+    )
+    .await?;
+    let (sg, mut changed) = match found {
+        Ensured::Recorded(id) => (id, false),
+        Ensured::Adopted(t) | Ensured::Created(t) => (t.id, true),
     };
     let desired = rules(env);
     let wanted: BTreeSet<RuleRecord> = desired.iter().map(RuleRecord::from).collect();
@@ -402,26 +422,36 @@ pub async fn ensure_key_pair(
     }
     let name = key_name(&env.name);
     let material = public_key(site, state_dir, &env.name)?;
-    let t = tags(&env.name, KEY_PAIR);
-    if adopt(api, &env.name, NetKind::KeyPair, KEY_PAIR, opts)
-        .await?
-        .is_none()
-    {
-        match retry(opts.retry, || api.import_key_pair(&name, &material, &t)).await {
-            Ok(()) => {}
-            Err(e) if e.code() == Some("InvalidKeyPair.Duplicate") => {
-                return Err(ProvisionError::Key(format!(
-                    "a key pair named `{name}` exists in {} but was not made by continuum for this environment; delete it or rename the environment",
-                    site.region
-                )));
+    let (name, material) = (name.as_str(), material.as_str());
+    let found = adopt_or_create(
+        api,
+        journal,
+        &env.name,
+        NetKind::KeyPair,
+        KEY_PAIR,
+        opts,
+        |c| c.key_pair.clone(),
+        // The key pair's id is its name (the one continuum imports).
+        |c, _| c.key_pair = Some(name.to_string()),
+        |t| async move {
+            match retry(opts.retry, || api.import_key_pair(name, material, &t)).await {
+                Ok(()) => Ok(name.to_string()),
+                Err(e) if e.code() == Some("InvalidKeyPair.Duplicate") => {
+                    Err(foreign_key_pair(name, &site.region))
+                }
+                Err(e) => Err(ec2(KEY_PAIR)(e)),
             }
-            Err(e) => return Err(ec2(KEY_PAIR)(e)),
-        }
-        record_created(journal, &name, &mut |c| c.key_pair = Some(name.clone()))?;
-    } else {
-        journal.record(&mut |c| c.key_pair = Some(name.clone()))?;
-    }
-    Ok(true)
+        },
+    )
+    .await?;
+    Ok(!matches!(found, Ensured::Recorded(_)))
+}
+
+/// A key pair with continuum's name that is not tagged for this environment.
+fn foreign_key_pair(name: &str, region: &str) -> ProvisionError {
+    ProvisionError::Key(format!(
+        "a key pair named `{name}` exists in {region} but was not made by continuum for this environment; delete it or rename the environment"
+    ))
 }
 
 #[cfg(test)]

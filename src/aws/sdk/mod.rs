@@ -1,16 +1,23 @@
-//! `Ec2Api` on the real AWS SDK (aws-sdk-ec2), compiled with the `aws` feature.
+//! `Ec2Api` on the real AWS SDK (aws-sdk-ec2), compiled with the `aws` feature, and
+//! `Sdk`, the `Connect` the product uses.
 //!
 //! Credentials and region come from the standard AWS chain (environment, shared
 //! profile, SSO, process credentials, IMDS); the recipe's region wins over the
 //! profile's. `connect` resolves the credentials at once, so missing or expired ones
 //! fail before anything is created. `AWS_ENDPOINT_URL_EC2` (or `AWS_ENDPOINT_URL`) is
-//! honoured by aws-config and logged, which is how tests point this at the moto
-//! emulator. The client is built by one `loader`, in production and tests alike, with
-//! the SDK's retries off: `super::retry` is the one retry layer (docs/aws.md, "Retries").
+//! honoured by aws-config and logged, which is how tests point the binary at the moto
+//! emulator. Every client is built by one `loader`, in production and tests alike, with
+//! the SDK's retries off: `super::retry` is the one retry layer (docs/aws.md,
+//! "Retries"). The calls themselves are in `instances` and `network` (and `sweep`, for
+//! teardown's tagged resources); `convert` maps SDK types to the provider's.
 
 mod convert;
+mod instances;
+mod network;
 mod sweep;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,19 +25,12 @@ use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::ProvideCredentials;
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_ec2::primitives::Blob;
-use aws_sdk_ec2::types::{
-    AttributeBooleanValue, DomainType, Filter, InstanceMarketOptionsRequest, InstanceType,
-    LocationType, MarketType, ResourceType,
-};
-use base64::Engine as _;
-use std::collections::BTreeMap;
 
+use super::provision::ProvisionError;
 use super::{
-    Address, Ec2Api, Ec2Error, ImageInfo, ImageQuery, Instance, InstanceQuery, InstanceTypeInfo,
-    NetKind, Offering, Rule, RunSpec, Subnet, TAG_TOKEN, Tagged,
+    Address, Connect, Ec2Api, Ec2Error, ImageInfo, ImageQuery, Instance, InstanceQuery,
+    InstanceTypeInfo, NetKind, Offering, Rule, RunSpec, Subnet, Tagged,
 };
-use convert::{env_filter, filter, tag_spec};
 
 /// The SDK-backed provider for one region.
 pub struct SdkEc2 {
@@ -38,8 +38,28 @@ pub struct SdkEc2 {
     region: String,
 }
 
+/// The product's `Connect`: `SdkEc2::connect` (standard credential chain, resolved at
+/// once; endpoint overrides logged).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sdk;
+
+#[async_trait]
+impl Connect for Sdk {
+    async fn connect(&self, region: &str) -> Result<Arc<dyn Ec2Api>, ProvisionError> {
+        let p = SdkEc2::connect(region)
+            .await
+            .map_err(|source| ProvisionError::Ec2 {
+                resource: "AWS client".to_string(),
+                source,
+            })?;
+        Ok(Arc::new(p))
+    }
+}
+
 /// How every client is configured: the region, no SDK retries (one retry layer), and
 /// bounded connect and per-attempt times so a dead endpoint becomes a transport error.
+/// `connect` and `for_endpoint` both start here; only the endpoint and the credentials
+/// they add differ.
 fn loader(region: &str) -> aws_config::ConfigLoader {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(region.to_string()))
@@ -80,10 +100,7 @@ impl SdkEc2 {
                 DisplayErrorContext(&e)
             ))
         })?;
-        Ok(SdkEc2 {
-            client: Client::new(&conf),
-            region: region.to_string(),
-        })
+        Ok(Self::new(region, &conf))
     }
 
     /// A client for an explicit endpoint with static credentials (the moto emulator in
@@ -96,10 +113,20 @@ impl SdkEc2 {
             .credentials_provider(creds)
             .load()
             .await;
+        Self::new(region, &conf)
+    }
+
+    fn new(region: &str, conf: &aws_config::SdkConfig) -> Self {
         SdkEc2 {
-            client: Client::new(&conf),
+            client: Client::new(conf),
             region: region.to_string(),
         }
+    }
+
+    /// The SDK client itself (configured by `loader`), for EC2 calls `Ec2Api` does not
+    /// make, such as looking at what a run left behind.
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 }
 
@@ -152,139 +179,27 @@ impl Ec2Api for SdkEc2 {
         &self,
         names: &[String],
     ) -> Result<Vec<InstanceTypeInfo>, Ec2Error> {
-        let out = self
-            .client
-            .describe_instance_types()
-            .set_instance_types(Some(
-                names
-                    .iter()
-                    .map(|n| InstanceType::from(n.as_str()))
-                    .collect(),
-            ))
-            .send()
-            .await
-            .map_err(|e| err("DescribeInstanceTypes", e))?;
-        Ok(out
-            .instance_types()
-            .iter()
-            .map(|t| InstanceTypeInfo {
-                name: t
-                    .instance_type()
-                    .map(|x| x.as_str().to_string())
-                    .unwrap_or_default(),
-                architectures: t
-                    .processor_info()
-                    .map(|p| {
-                        p.supported_architectures()
-                            .iter()
-                            .map(|a| a.as_str().to_string())
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            })
-            .collect())
+        instances::describe_instance_types(&self.client, names).await
     }
 
     async fn instance_type_offerings(&self, names: &[String]) -> Result<Vec<Offering>, Ec2Error> {
-        let mut pages = self
-            .client
-            .describe_instance_type_offerings()
-            .location_type(LocationType::AvailabilityZone)
-            .filters(filter("instance-type", names))
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| err("DescribeInstanceTypeOfferings", e))?;
-            out.extend(page.instance_type_offerings().iter().filter_map(|o| {
-                Some(Offering {
-                    instance_type: o.instance_type()?.as_str().to_string(),
-                    zone: o.location()?.to_string(),
-                })
-            }));
-        }
-        Ok(out)
+        instances::instance_type_offerings(&self.client, names).await
     }
 
     async fn describe_images(&self, q: &ImageQuery) -> Result<Vec<ImageInfo>, Ec2Error> {
-        let req = self.client.describe_images();
-        let req = match q {
-            ImageQuery::Ids(ids) => req.set_image_ids(Some(ids.clone())),
-            ImageQuery::Lookup {
-                name,
-                owner,
-                architecture,
-            } => {
-                let mut r = req
-                    .owners(owner)
-                    .filters(filter("name", std::slice::from_ref(name)))
-                    .filters(filter("state", &["available".to_string()]));
-                if let Some(a) = architecture {
-                    r = r.filters(filter("architecture", std::slice::from_ref(a)));
-                }
-                r
-            }
-        };
-        let out = req.send().await.map_err(|e| err("DescribeImages", e))?;
-        Ok(out
-            .images()
-            .iter()
-            .map(|i| ImageInfo {
-                id: i.image_id().unwrap_or_default().to_string(),
-                name: i.name().unwrap_or_default().to_string(),
-                architecture: i
-                    .architecture()
-                    .map(|a| a.as_str().to_string())
-                    .unwrap_or_default(),
-                owner: i.owner_id().unwrap_or_default().to_string(),
-                creation_date: i.creation_date().unwrap_or_default().to_string(),
-                root_device: i.root_device_name().map(str::to_string),
-                root_volume_gb: convert::root_snapshot_gb(i),
-            })
-            .collect())
+        instances::describe_images(&self.client, q).await
     }
 
     async fn default_vpc(&self) -> Result<Option<String>, Ec2Error> {
-        let out = self
-            .client
-            .describe_vpcs()
-            .filters(filter("isDefault", &["true".to_string()]))
-            .send()
-            .await
-            .map_err(|e| err("DescribeVpcs", e))?;
-        Ok(out
-            .vpcs()
-            .first()
-            .and_then(|v| v.vpc_id())
-            .map(str::to_string))
+        network::default_vpc(&self.client).await
     }
 
     async fn default_subnets(&self, vpc: &str) -> Result<Vec<Subnet>, Ec2Error> {
-        let out = self
-            .client
-            .describe_subnets()
-            .filters(filter("vpc-id", &[vpc.to_string()]))
-            .filters(filter("default-for-az", &["true".to_string()]))
-            .send()
-            .await
-            .map_err(|e| err("DescribeSubnets", e))?;
-        let mut subnets: Vec<Subnet> = out.subnets().iter().filter_map(convert::subnet).collect();
-        subnets.sort_by(|a, b| a.zone.cmp(&b.zone));
-        Ok(subnets)
+        network::default_subnets(&self.client, vpc).await
     }
 
     async fn describe_subnet(&self, id: &str) -> Result<Subnet, Ec2Error> {
-        let out = self
-            .client
-            .describe_subnets()
-            .subnet_ids(id)
-            .send()
-            .await
-            .map_err(|e| err("DescribeSubnets", e))?;
-        out.subnets()
-            .iter()
-            .find_map(convert::subnet)
-            .ok_or_else(|| missing("DescribeSubnets", "subnet"))
+        network::describe_subnet(&self.client, id).await
     }
 
     async fn create_vpc(
@@ -292,18 +207,7 @@ impl Ec2Api for SdkEc2 {
         cidr: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<String, Ec2Error> {
-        let out = self
-            .client
-            .create_vpc()
-            .cidr_block(cidr)
-            .tag_specifications(tag_spec(ResourceType::Vpc, tags))
-            .send()
-            .await
-            .map_err(|e| err("CreateVpc", e))?;
-        out.vpc()
-            .and_then(|v| v.vpc_id())
-            .map(str::to_string)
-            .ok_or_else(|| missing("CreateVpc", "VPC id"))
+        network::create_vpc(&self.client, cidr, tags).await
     }
 
     async fn create_subnet(
@@ -313,59 +217,22 @@ impl Ec2Api for SdkEc2 {
         az: Option<&str>,
         tags: &BTreeMap<String, String>,
     ) -> Result<String, Ec2Error> {
-        let out = self
-            .client
-            .create_subnet()
-            .vpc_id(vpc)
-            .cidr_block(cidr)
-            .set_availability_zone(az.map(str::to_string))
-            .tag_specifications(tag_spec(ResourceType::Subnet, tags))
-            .send()
-            .await
-            .map_err(|e| err("CreateSubnet", e))?;
-        out.subnet()
-            .and_then(|s| s.subnet_id())
-            .map(str::to_string)
-            .ok_or_else(|| missing("CreateSubnet", "subnet id"))
+        network::create_subnet(&self.client, vpc, cidr, az, tags).await
     }
 
     async fn map_public_ip_on_launch(&self, subnet: &str) -> Result<(), Ec2Error> {
-        self.client
-            .modify_subnet_attribute()
-            .subnet_id(subnet)
-            .map_public_ip_on_launch(AttributeBooleanValue::builder().value(true).build())
-            .send()
-            .await
-            .map_err(|e| err("ModifySubnetAttribute", e))?;
-        Ok(())
+        network::map_public_ip_on_launch(&self.client, subnet).await
     }
 
     async fn create_internet_gateway(
         &self,
         tags: &BTreeMap<String, String>,
     ) -> Result<String, Ec2Error> {
-        let out = self
-            .client
-            .create_internet_gateway()
-            .tag_specifications(tag_spec(ResourceType::InternetGateway, tags))
-            .send()
-            .await
-            .map_err(|e| err("CreateInternetGateway", e))?;
-        out.internet_gateway()
-            .and_then(|g| g.internet_gateway_id())
-            .map(str::to_string)
-            .ok_or_else(|| missing("CreateInternetGateway", "gateway id"))
+        network::create_internet_gateway(&self.client, tags).await
     }
 
     async fn attach_internet_gateway(&self, igw: &str, vpc: &str) -> Result<(), Ec2Error> {
-        self.client
-            .attach_internet_gateway()
-            .internet_gateway_id(igw)
-            .vpc_id(vpc)
-            .send()
-            .await
-            .map_err(|e| err("AttachInternetGateway", e))?;
-        Ok(())
+        network::attach_internet_gateway(&self.client, igw, vpc).await
     }
 
     async fn create_route_table(
@@ -373,30 +240,11 @@ impl Ec2Api for SdkEc2 {
         vpc: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<String, Ec2Error> {
-        let out = self
-            .client
-            .create_route_table()
-            .vpc_id(vpc)
-            .tag_specifications(tag_spec(ResourceType::RouteTable, tags))
-            .send()
-            .await
-            .map_err(|e| err("CreateRouteTable", e))?;
-        out.route_table()
-            .and_then(|r| r.route_table_id())
-            .map(str::to_string)
-            .ok_or_else(|| missing("CreateRouteTable", "route table id"))
+        network::create_route_table(&self.client, vpc, tags).await
     }
 
     async fn create_default_route(&self, route_table: &str, igw: &str) -> Result<(), Ec2Error> {
-        self.client
-            .create_route()
-            .route_table_id(route_table)
-            .destination_cidr_block("0.0.0.0/0")
-            .gateway_id(igw)
-            .send()
-            .await
-            .map_err(|e| err("CreateRoute", e))?;
-        Ok(())
+        network::create_default_route(&self.client, route_table, igw).await
     }
 
     async fn associate_route_table(
@@ -404,17 +252,7 @@ impl Ec2Api for SdkEc2 {
         route_table: &str,
         subnet: &str,
     ) -> Result<String, Ec2Error> {
-        let out = self
-            .client
-            .associate_route_table()
-            .route_table_id(route_table)
-            .subnet_id(subnet)
-            .send()
-            .await
-            .map_err(|e| err("AssociateRouteTable", e))?;
-        out.association_id()
-            .map(str::to_string)
-            .ok_or_else(|| missing("AssociateRouteTable", "association id"))
+        network::associate_route_table(&self.client, route_table, subnet).await
     }
 
     async fn create_security_group(
@@ -424,51 +262,15 @@ impl Ec2Api for SdkEc2 {
         vpc: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<String, Ec2Error> {
-        let out = self
-            .client
-            .create_security_group()
-            .group_name(name)
-            .description(description)
-            .vpc_id(vpc)
-            .tag_specifications(tag_spec(ResourceType::SecurityGroup, tags))
-            .send()
-            .await
-            .map_err(|e| err("CreateSecurityGroup", e))?;
-        out.group_id()
-            .map(str::to_string)
-            .ok_or_else(|| missing("CreateSecurityGroup", "group id"))
+        network::create_security_group(&self.client, name, description, vpc, tags).await
     }
 
     async fn authorize_ingress(&self, group: &str, rules: &[Rule]) -> Result<(), Ec2Error> {
-        self.client
-            .authorize_security_group_ingress()
-            .group_id(group)
-            .set_ip_permissions(Some(
-                rules
-                    .iter()
-                    .map(|r| convert::permission(group, r))
-                    .collect(),
-            ))
-            .send()
-            .await
-            .map_err(|e| err("AuthorizeSecurityGroupIngress", e))?;
-        Ok(())
+        network::authorize_ingress(&self.client, group, rules).await
     }
 
     async fn revoke_ingress(&self, group: &str, rules: &[Rule]) -> Result<(), Ec2Error> {
-        self.client
-            .revoke_security_group_ingress()
-            .group_id(group)
-            .set_ip_permissions(Some(
-                rules
-                    .iter()
-                    .map(|r| convert::permission(group, r))
-                    .collect(),
-            ))
-            .send()
-            .await
-            .map_err(|e| err("RevokeSecurityGroupIngress", e))?;
-        Ok(())
+        network::revoke_ingress(&self.client, group, rules).await
     }
 
     async fn import_key_pair(
@@ -477,100 +279,27 @@ impl Ec2Api for SdkEc2 {
         public_key: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<(), Ec2Error> {
-        self.client
-            .import_key_pair()
-            .key_name(name)
-            .public_key_material(Blob::new(public_key.as_bytes()))
-            .tag_specifications(tag_spec(ResourceType::KeyPair, tags))
-            .send()
-            .await
-            .map_err(|e| err("ImportKeyPair", e))?;
-        Ok(())
+        network::import_key_pair(&self.client, name, public_key, tags).await
     }
 
     async fn run_instances(&self, spec: &RunSpec) -> Result<Vec<Instance>, Ec2Error> {
-        let mut req = self
-            .client
-            .run_instances()
-            .image_id(&spec.image_id)
-            .instance_type(InstanceType::from(spec.instance_type.as_str()))
-            .min_count(spec.count)
-            .max_count(spec.count)
-            .network_interfaces(convert::network_interface(spec))
-            .key_name(&spec.key_name)
-            .client_token(&spec.client_token)
-            .metadata_options(convert::metadata_options())
-            .user_data(base64::engine::general_purpose::STANDARD.encode(&spec.user_data))
-            .tag_specifications(tag_spec(ResourceType::Instance, &spec.tags))
-            .tag_specifications(tag_spec(ResourceType::Volume, &spec.tags))
-            .set_block_device_mappings(convert::root_volume(spec).map(|m| vec![m]));
-        if spec.spot {
-            req = req.instance_market_options(
-                InstanceMarketOptionsRequest::builder()
-                    .market_type(MarketType::Spot)
-                    .build(),
-            );
-        }
-        let out = req.send().await.map_err(|e| err("RunInstances", e))?;
-        Ok(out.instances().iter().map(convert::instance).collect())
+        instances::run_instances(&self.client, spec).await
     }
 
     async fn describe_instances(&self, env: &str) -> Result<Vec<Instance>, Ec2Error> {
-        self.instances(env_filter(env)).await
+        instances::describe_instances(&self.client, env).await
     }
 
     async fn find_instances(&self, q: &InstanceQuery) -> Result<Vec<Instance>, Ec2Error> {
-        match q {
-            InstanceQuery::Ids(ids) => {
-                // In chunks, so no request carries an unbounded filter.
-                let mut out = Vec::new();
-                for chunk in ids.chunks(200) {
-                    out.extend(self.instances(filter("instance-id", chunk)).await?);
-                }
-                Ok(out)
-            }
-            InstanceQuery::Token(t) => {
-                self.instances(filter(&format!("tag:{TAG_TOKEN}"), std::slice::from_ref(t)))
-                    .await
-            }
-        }
+        instances::find_instances(&self.client, q).await
     }
 
     async fn terminate_instances(&self, ids: &[String]) -> Result<(), Ec2Error> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        self.client
-            .terminate_instances()
-            .set_instance_ids(Some(ids.to_vec()))
-            .send()
-            .await
-            .map_err(|e| err("TerminateInstances", e))?;
-        Ok(())
+        instances::terminate_instances(&self.client, ids).await
     }
 
     async fn allocate_address(&self, tags: &BTreeMap<String, String>) -> Result<Address, Ec2Error> {
-        let out = self
-            .client
-            .allocate_address()
-            .domain(DomainType::Vpc)
-            .tag_specifications(tag_spec(ResourceType::ElasticIp, tags))
-            .send()
-            .await
-            .map_err(|e| err("AllocateAddress", e))?;
-        Ok(Address {
-            allocation_id: out
-                .allocation_id()
-                .ok_or_else(|| missing("AllocateAddress", "allocation id"))?
-                .to_string(),
-            public_ip: out
-                .public_ip()
-                .ok_or_else(|| missing("AllocateAddress", "public IP"))?
-                .to_string(),
-            instance_id: None,
-            association_id: None,
-            tags: tags.clone(),
-        })
+        instances::allocate_address(&self.client, tags).await
     }
 
     async fn associate_address(
@@ -578,88 +307,23 @@ impl Ec2Api for SdkEc2 {
         allocation: &str,
         instance: &str,
     ) -> Result<String, Ec2Error> {
-        let out = self
-            .client
-            .associate_address()
-            .allocation_id(allocation)
-            .instance_id(instance)
-            .allow_reassociation(true)
-            .send()
-            .await
-            .map_err(|e| err("AssociateAddress", e))?;
-        Ok(out.association_id().unwrap_or_default().to_string())
+        instances::associate_address(&self.client, allocation, instance).await
     }
 
     async fn disassociate_address(&self, association: &str) -> Result<(), Ec2Error> {
-        self.client
-            .disassociate_address()
-            .association_id(association)
-            .send()
-            .await
-            .map_err(|e| err("DisassociateAddress", e))?;
-        Ok(())
+        instances::disassociate_address(&self.client, association).await
     }
 
     async fn release_address(&self, allocation: &str) -> Result<(), Ec2Error> {
-        self.client
-            .release_address()
-            .allocation_id(allocation)
-            .send()
-            .await
-            .map_err(|e| err("ReleaseAddress", e))?;
-        Ok(())
+        instances::release_address(&self.client, allocation).await
     }
 
     async fn describe_addresses(&self, env: &str) -> Result<Vec<Address>, Ec2Error> {
-        let out = self
-            .client
-            .describe_addresses()
-            .filters(env_filter(env))
-            .send()
-            .await
-            .map_err(|e| err("DescribeAddresses", e))?;
-        Ok(out
-            .addresses()
-            .iter()
-            .filter_map(convert::address)
-            .collect())
+        instances::describe_addresses(&self.client, env).await
     }
 
     async fn network_interfaces(&self, kind: NetKind, id: &str) -> Result<Vec<String>, Ec2Error> {
-        let by = match kind {
-            NetKind::Subnet => "subnet-id",
-            NetKind::Vpc => "vpc-id",
-            _ => return Ok(Vec::new()),
-        };
-        let out = self
-            .client
-            .describe_network_interfaces()
-            .filters(filter(by, &[id.to_string()]))
-            .send()
-            .await
-            .map_err(|e| err("DescribeNetworkInterfaces", e))?;
-        Ok(out
-            .network_interfaces()
-            .iter()
-            .map(|n| {
-                let mut what = vec![n.description().unwrap_or_default().to_string()];
-                if let Some(t) = n.interface_type() {
-                    what.push(format!("type {}", t.as_str()));
-                }
-                if let Some(i) = n.attachment().and_then(|a| a.instance_id()) {
-                    what.push(format!("attached to {i}"));
-                }
-                if let Some(r) = n.requester_id() {
-                    what.push(format!("requester {r}"));
-                }
-                what.retain(|w| !w.is_empty());
-                format!(
-                    "{} ({})",
-                    n.network_interface_id().unwrap_or_default(),
-                    what.join(", ")
-                )
-            })
-            .collect())
+        network::network_interfaces(&self.client, kind, id).await
     }
 
     async fn describe_tagged(&self, kind: NetKind, env: &str) -> Result<Vec<Tagged>, Ec2Error> {
@@ -667,49 +331,15 @@ impl Ec2Api for SdkEc2 {
     }
 
     async fn detach_internet_gateway(&self, igw: &str, vpc: &str) -> Result<(), Ec2Error> {
-        self.client
-            .detach_internet_gateway()
-            .internet_gateway_id(igw)
-            .vpc_id(vpc)
-            .send()
-            .await
-            .map_err(|e| err("DetachInternetGateway", e))?;
-        Ok(())
+        network::detach_internet_gateway(&self.client, igw, vpc).await
     }
 
     async fn disassociate_route_table(&self, association: &str) -> Result<(), Ec2Error> {
-        self.client
-            .disassociate_route_table()
-            .association_id(association)
-            .send()
-            .await
-            .map_err(|e| err("DisassociateRouteTable", e))?;
-        Ok(())
+        network::disassociate_route_table(&self.client, association).await
     }
 
     async fn delete(&self, kind: NetKind, id: &str) -> Result<(), Ec2Error> {
         sweep::delete(&self.client, kind, id).await
-    }
-}
-
-impl SdkEc2 {
-    /// DescribeInstances with one filter, every page.
-    async fn instances(&self, f: Filter) -> Result<Vec<Instance>, Ec2Error> {
-        let mut pages = self
-            .client
-            .describe_instances()
-            .filters(f)
-            .max_results(1000)
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| err("DescribeInstances", e))?;
-            for r in page.reservations() {
-                out.extend(r.instances().iter().map(convert::instance));
-            }
-        }
-        Ok(out)
     }
 }
 

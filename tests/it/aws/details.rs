@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use continuum::aws::fault::{Faults, Instrumented};
-use continuum::aws::honest::Rules;
 use continuum::aws::provision::{self, Journal};
 use continuum::aws::{Ec2Api, NetKind};
 use continuum::recipe::ImageRef;
 
+use super::doubles::fault::{Faults, Instrumented};
+use super::doubles::honest::Rules;
 use super::honest::env_with;
 use super::{AMI, Mem, Moto, moto_available, network, quick, rt, sdk, stack, sweep};
 use crate::harness::{Workspace, text};

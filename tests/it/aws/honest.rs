@@ -1,16 +1,17 @@
-//! The AWS site against EC2 as documented (moto behind `continuum::aws::honest::Honest`,
-//! a test double): ids invisible for a while after creation, client tokens remembered,
+//! The AWS site against EC2 as documented (moto behind `doubles::honest::Honest`, a
+//! test double): ids invisible for a while after creation, client tokens remembered,
 //! terminated instances forgotten, per-zone offerings, capacity errors as HTTP 500.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use continuum::aws::fault::Faults;
-use continuum::aws::honest::Rules;
 use continuum::aws::provision::{self, Journal};
 use continuum::aws::{Ec2Api, InstanceQuery, RunSpec, TAG_TOKEN};
 use continuum::recipe::Environment;
 
+use super::doubles::connect::Given;
+use super::doubles::fault::Faults;
+use super::doubles::honest::Rules;
 use super::{
     AMI, Mem, Moto, REGION, fleet_for, live_instances, moto_available, network, quick, ready_nodes,
     rt, sdk, stack, sweep,
@@ -47,7 +48,7 @@ fn settings(ws: &Workspace, api: Arc<dyn Ec2Api>) -> continuum::ops::Settings {
     continuum::ops::Settings {
         state_dir: ws.state_dir(),
         connect_timeout: Duration::from_secs(3),
-        ec2: Some(continuum::ops::Ec2Override(api)),
+        ec2: Arc::new(Given(api)),
         cloud: quick(),
         ..continuum::ops::Settings::default()
     }
@@ -387,7 +388,7 @@ fn aws_a_pending_token_is_adopted_and_a_reused_one_is_not() {
         // moto itself: what exists, whatever EC2 would list yet.
         let check = moto.api().await;
         let opts = quick();
-        let runs = |api: &continuum::aws::fault::Instrumented| {
+        let runs = |api: &super::doubles::fault::Instrumented| {
             api.calls().get("RunInstances").copied().unwrap_or(0)
         };
         // (crashed launch count, group count, reclaimed before the next run)

@@ -8,11 +8,13 @@
 //! visibility, `honest`); tests without fleet hosts use .96/27 and .240/28.
 //!
 //! Slow boots, throttling, 5xx, interruptions and dependency violations come from
-//! `continuum::aws::fault::Instrumented`; EC2's documented behaviour where moto differs
+//! `doubles::fault::Instrumented`; EC2's documented behaviour where moto differs
 //! (eventual consistency, client tokens, forgotten instances, zones, capacity) from
-//! `continuum::aws::honest::Honest`. Both are test doubles.
+//! `doubles::honest::Honest`. Both are test doubles (docs/aws.md, "Where moto
+//! differs"); the operations get them through `doubles::connect::Given`.
 
 mod details;
+mod doubles;
 mod honest;
 
 use std::collections::BTreeMap;
@@ -22,10 +24,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use continuum::aws::fault::{Faults, Instrumented};
 use continuum::aws::provision::{self, CloudState, Journal};
 use continuum::aws::sdk::SdkEc2;
 use continuum::aws::{Ec2Api, NetKind};
+use doubles::connect::Given;
+use doubles::fault::{Faults, Instrumented};
 
 use crate::harness::{Fleet, Workspace, client_key, fleet_available, root, text};
 
@@ -113,17 +116,10 @@ impl Drop for Moto {
     }
 }
 
-/// A plain aws-sdk-ec2 client on the emulator, to look at what continuum made.
+/// The aws-sdk-ec2 client on the emulator, to look at what continuum made (configured
+/// as continuum's own: `SdkEc2::for_endpoint`).
 async fn sdk(moto: &Moto) -> aws_sdk_ec2::Client {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(REGION))
-        .endpoint_url(moto.url())
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            "test", "test", None, None, "static",
-        ))
-        .load()
-        .await;
-    aws_sdk_ec2::Client::new(&conf)
+    moto.api().await.client().clone()
 }
 
 /// Short waits for tests (the code paths are the production ones). As with EC2, the
@@ -146,11 +142,11 @@ fn quick() -> provision::Options {
 /// moto behind the honest double, behind the counting/fault wrapper.
 async fn stack(
     moto: &Moto,
-    rules: continuum::aws::honest::Rules,
+    rules: doubles::honest::Rules,
     faults: Faults,
-) -> (Arc<continuum::aws::honest::Honest>, Arc<Instrumented>) {
+) -> (Arc<doubles::honest::Honest>, Arc<Instrumented>) {
     let inner: Arc<dyn Ec2Api> = Arc::new(moto.api().await);
-    let honest = Arc::new(continuum::aws::honest::Honest::new(inner, rules));
+    let honest = Arc::new(doubles::honest::Honest::new(inner, rules));
     let outer = Arc::new(Instrumented::new(honest.clone(), faults));
     (honest, outer)
 }
@@ -529,7 +525,7 @@ fn calls_for(moto: &Moto, n: u32, dir: &std::path::Path) -> [BTreeMap<String, u6
         state_dir: dir.join(&env_name),
         connect_timeout: Duration::from_secs(2),
         connect_attempts: 1,
-        ec2: Some(continuum::ops::Ec2Override(calls)),
+        ec2: Arc::new(Given(calls)),
         cloud: provision::Options {
             poll: Duration::from_millis(200),
             ..provision::Options::default()
@@ -632,7 +628,7 @@ fn aws_throttling_5xx_slow_boot_and_dependency_violations_are_survived() {
     let settings = continuum::ops::Settings {
         state_dir: ws.state_dir(),
         connect_timeout: Duration::from_secs(3),
-        ec2: Some(continuum::ops::Ec2Override(api.clone())),
+        ec2: Arc::new(Given(api.clone())),
         cloud: provision::Options {
             retry: continuum::aws::RetryPolicy {
                 attempts: 6,

@@ -1,12 +1,11 @@
-//! TEST DOUBLE: EC2 as its documentation describes it, where the moto emulator
-//! behaves otherwise. Not used by the product; tests wrap the SDK pointed at moto in
+//! TEST DOUBLE (test code only, never part of the product): EC2 as it is documented,
+//! where the moto emulator behaves otherwise. Tests wrap the SDK pointed at moto in
 //! `Honest` (and that, if they count or inject faults, in `fault::Instrumented`).
 //!
 //! moto applies every change at once, ignores client tokens, lists terminated
 //! instances forever, offers every instance type in every zone and never runs out of
-//! capacity. Each rule below makes the double do what EC2 does instead, and names the
-//! page of the EC2 documentation it follows (docs/aws.md lists the same facts with
-//! their sources).
+//! capacity. Each rule below makes the double do what EC2 does instead; the facts and
+//! their sources are in docs/aws.md (the "honest double" column), cited by section.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -14,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{
+use continuum::aws::{
     Address, Ec2Api, Ec2Error, ImageInfo, ImageQuery, Instance, InstanceQuery, InstanceTypeInfo,
     NetKind, Offering, Rule, RunSpec, Subnet, TAG_TOKEN, Tagged,
 };
@@ -148,9 +147,9 @@ impl Honest {
             .is_some_and(|t| t.elapsed() >= rules.forget_after)
     }
 
-    /// Rule "eventual consistency" (Amazon EC2 Developer Guide: "Eventual consistency
-    /// in the Amazon EC2 API"): an id created moments ago may not have propagated, and
-    /// a call naming it fails with the resource's NotFound code.
+    /// Rule "eventual consistency" (docs/aws.md, "Eventual consistency"): an id created
+    /// moments ago may not have propagated, and a call naming it fails with the
+    /// resource's NotFound code.
     fn check(&self, op: &str, ids: &[&str]) -> Result<(), Ec2Error> {
         let mut m = self.lock();
         if let Some(id) = ids.iter().find(|id| Self::young(&m, &self.rules, id)) {
@@ -170,10 +169,9 @@ impl Honest {
         Ec2Error::from_code(op, Some(status), code, message)
     }
 
-    /// What a Describe call lists: not ids too young to have propagated (same page as
-    /// `check`), not instances terminated longer ago than `forget_after` (Amazon EC2
-    /// API Reference: TerminateInstances, "terminated instances remain visible after
-    /// termination (for approximately one hour)").
+    /// What a Describe call lists: not ids too young to have propagated (as `check`),
+    /// not instances terminated longer ago than `forget_after` (docs/aws.md, "Forgotten
+    /// instances": terminated instances stay listed for about an hour).
     fn listed(&self, all: Vec<Instance>) -> Vec<Instance> {
         let mut m = self.lock();
         for i in all.iter().filter(|i| i.state == "terminated") {
@@ -193,9 +191,8 @@ impl Ec2Api for Honest {
         self.inner.region()
     }
 
-    /// Rule "architecture order" (Amazon EC2 API Reference: DescribeInstanceTypes,
-    /// ProcessorInfo.SupportedArchitectures): types that run 32-bit code (t1, t2, m1,
-    /// c1, ...) list `i386` before `x86_64`.
+    /// Rule "architecture order" (docs/aws.md, "Instance types, zones, images"): types
+    /// that run 32-bit code (t1, t2, m1, c1, ...) list `i386` before `x86_64`.
     async fn describe_instance_types(
         &self,
         names: &[String],
@@ -210,9 +207,8 @@ impl Ec2Api for Honest {
         Ok(types)
     }
 
-    /// Rule "offerings per zone" (Amazon EC2 API Reference:
-    /// DescribeInstanceTypeOfferings, LocationType `availability-zone`): a type of the
-    /// region need not be offered in every one of its zones.
+    /// Rule "offerings per zone" (docs/aws.md, "Instance types, zones, images"): a type
+    /// of the region need not be offered in every one of its zones.
     async fn instance_type_offerings(&self, names: &[String]) -> Result<Vec<Offering>, Ec2Error> {
         let all = self.inner.instance_type_offerings(names).await?;
         Ok(all
@@ -347,14 +343,13 @@ impl Ec2Api for Honest {
         Ok(())
     }
 
-    /// Rules "client tokens" (Amazon EC2 Developer Guide: "Ensuring idempotency in
-    /// Amazon EC2 API requests"; Amazon EC2 API Reference: RunInstances, ClientToken):
-    /// a token is remembered at least 24 h after its instances end; the same request
-    /// under it returns the same reservation (only instance states differ), another
-    /// request fails with `IdempotentParameterMismatch`. "offerings per zone": a type
-    /// the subnet's zone does not offer is refused with `Unsupported`. "capacity"
-    /// (Amazon EC2 API Reference: "Error codes for the Amazon EC2 API", server error
-    /// codes): `InsufficientInstanceCapacity` comes as HTTP 500.
+    /// Rules "client tokens" (docs/aws.md, "Client tokens"): a token is remembered at
+    /// least 24 h after its instances end; the same request under it returns the same
+    /// reservation (only instance states differ), another request fails with
+    /// `IdempotentParameterMismatch`. "offerings per zone": a type the subnet's zone
+    /// does not offer is refused with `Unsupported`. "capacity" (docs/aws.md,
+    /// "Capacity, quota, permissions"): `InsufficientInstanceCapacity` comes as HTTP
+    /// 500.
     async fn run_instances(&self, spec: &RunSpec) -> Result<Vec<Instance>, Ec2Error> {
         const OP: &str = "RunInstances";
         self.check(
@@ -449,10 +444,10 @@ impl Ec2Api for Honest {
         Ok(self.listed(all))
     }
 
-    /// Rule "forgotten instances" (Amazon EC2 API Reference: TerminateInstances): when
-    /// one id of the request is unknown the request fails and no instance is
-    /// terminated; a young id is unknown too ("Eventual consistency in the Amazon EC2
-    /// API": NotFound after TerminateInstances does not mean the instance is gone).
+    /// Rule "forgotten instances" (docs/aws.md, "Forgotten instances"): when one id of
+    /// the request is unknown the request fails and no instance is terminated; a young
+    /// id is unknown too (docs/aws.md, "Eventual consistency": NotFound after
+    /// TerminateInstances does not mean the instance is gone).
     async fn terminate_instances(&self, ids: &[String]) -> Result<(), Ec2Error> {
         const OP: &str = "TerminateInstances";
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();

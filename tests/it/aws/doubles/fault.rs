@@ -1,13 +1,19 @@
-//! An `Ec2Api` wrapper that counts calls and injects faults.
+//! TEST DOUBLE (test code only, never part of the product): an `Ec2Api` wrapper that
+//! counts calls and injects EC2's failures.
 //!
-//! This is a TEST DOUBLE of EC2's failure behaviour (moto simulates neither a pending
-//! period nor throttling). It wraps a real provider (the SDK pointed at moto, possibly
-//! behind `honest::Honest`) and, per its `Faults`, makes calls fail with throttling or
-//! 5xx errors, stops a run at an exact call (a final error, as if the process had been
-//! interrupted there), reports fresh instances as `pending` for a while (slow boot),
-//! and runs a hook after a chosen call returns (used to `kill -9` a process at an exact
+//! moto simulates neither a pending period nor throttling. This wraps a real provider
+//! (the SDK pointed at moto, possibly behind `honest::Honest`) and, per its `Faults`,
+//! makes calls fail with throttling or 5xx errors (docs/aws.md, "Retries"), stops a run
+//! at an exact call (a final error, as if the process had been interrupted there),
+//! reports fresh instances as `pending` for a while (slow boot), makes deletions fail
+//! with `DependencyViolation` (docs/aws.md, "Launch settings and credentials"), and
+//! runs a hook after a chosen call returns (used to `kill -9` a process at an exact
 //! point). With no faults it only counts, which is how `scripts/bench ec2` measures
-//! `up`. EC2's documented behaviour that moto lacks is in `honest`, not here.
+//! `up`. EC2's documented behaviour that moto lacks is in `honest`, not here
+//! (docs/aws.md, "Where moto differs").
+//!
+//! Used by the tests of tests/it/aws and by examples/aws_crash_child.rs, which includes
+//! this file by path.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{
+use continuum::aws::{
     Address, Ec2Api, Ec2Error, ImageInfo, ImageQuery, Instance, InstanceQuery, InstanceTypeInfo,
     NetKind, Offering, Rule, RunSpec, Subnet, Tagged,
 };
@@ -100,10 +106,6 @@ impl Instrumented {
     /// Failures injected, by operation.
     pub fn injected(&self) -> BTreeMap<String, u64> {
         self.lock().injected.clone()
-    }
-
-    pub fn total_calls(&self) -> u64 {
-        self.lock().total
     }
 
     fn before(&self, op: &str) -> Result<(), Ec2Error> {
