@@ -150,7 +150,10 @@ pub const KEY_PAIR: &str = "aws-key-pair";
 
 /// Graph id of an instance group.
 pub fn group_id(group: &str) -> String {
-    format!("aws-instances/{group}")
+    super::ResourceId::Aws(super::AwsId::Instances {
+        group: group.to_string(),
+    })
+    .to_string()
 }
 
 /// Tag value (`continuum:resource`) of a host's Elastic IP.

@@ -14,55 +14,22 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::recipe::device::Device;
 use crate::recipe::{Environment, Role};
 
 pub mod cloud;
 pub mod device;
+mod id;
 mod nodes;
 mod plan;
 pub mod serverless;
 
+pub use id::{AwsId, ResourceId};
 pub use nodes::{gpu_id, node_config, prep_id};
 #[cfg(test)]
 pub(crate) use plan::applied_state;
 pub use plan::{Action, Change, Plan, UpgradeOrder, plan, plan_with_drift, recorded_version};
 
-/// What a graph node stands for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Kind {
-    /// k3s server on a host; `init` for the first one.
-    K3sServer {
-        init: bool,
-    },
-    K3sAgent,
-    /// Every expected node Ready, API `/readyz` ok.
-    ClusterReady,
-    /// The cluster's context merged into the user's kubeconfig.
-    Kubeconfig,
-    /// Raspberry Pi / Jetson preparation before k3s on a probed device (issue 5).
-    DevicePrep {
-        device: Device,
-    },
-    /// After k3s on a Jetson: nvidia runtime in containerd, RuntimeClass `nvidia`.
-    GpuRuntime,
-    /// The OSCAR layer's manifests on the first server, answering through its
-    /// endpoint (issue 4).
-    Serverless,
-    /// The OSCAR endpoint in continuum's catalog and the oscar-cli config (issue 4).
-    Endpoint,
-    /// AWS site resources (`cloud.rs`).
-    AwsVpc,
-    AwsSubnet,
-    AwsInternetGateway,
-    AwsRoute,
-    AwsSecurityGroup,
-    AwsKeyPair,
-    AwsInstances {
-        group: String,
-    },
-}
+pub use crate::state::Kind;
 
 /// One desired resource.
 #[derive(Debug, Clone, Serialize)]
@@ -109,11 +76,13 @@ pub enum GraphError {
     Cycle(Vec<String>),
 }
 
+/// `k3s-server/HOST` or `k3s-agent/HOST`.
 pub fn node_id(role: Role, host: &str) -> String {
-    match role {
-        Role::Server => format!("k3s-server/{host}"),
-        Role::Agent => format!("k3s-agent/{host}"),
+    ResourceId::Node {
+        role,
+        host: host.to_string(),
     }
+    .to_string()
 }
 
 pub const CLUSTER_READY: &str = "cluster-ready";

@@ -114,12 +114,18 @@ pub fn node_config(env: &Environment, host: &str, role: Role) -> BTreeMap<String
 
 /// `device-prep/HOST`
 pub fn prep_id(host: &str) -> String {
-    format!("device-prep/{host}")
+    super::ResourceId::DevicePrep {
+        host: host.to_string(),
+    }
+    .to_string()
 }
 
 /// `gpu-runtime/HOST`
 pub fn gpu_id(host: &str) -> String {
-    format!("gpu-runtime/{host}")
+    super::ResourceId::GpuRuntime {
+        host: host.to_string(),
+    }
+    .to_string()
 }
 
 /// Device preparation before a node's k3s, GPU checks after it (issue 5): only for

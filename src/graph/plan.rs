@@ -310,6 +310,7 @@ pub(crate) fn applied_state(env: &str, rg: &ResourceGraph) -> State {
                 last_error: None,
                 updated_at: 0,
                 version: r.role().map(|_| env_version(rg)),
+                kind: Some(r.kind.clone()),
             },
         );
     }

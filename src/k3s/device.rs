@@ -234,7 +234,10 @@ pub const DRAIN_DESCRIPTION: &str = "(servers: etcd quorum check) k3s kubectl dr
 /// The remote commands of a device step (for `plan -v`).
 pub fn describe(id: &str, device: Option<Device>) -> Vec<String> {
     let probe = "probe (read-only): uname -m, /proc/device-tree/model, /sys/fs/cgroup/cgroup.controllers, /etc/nv_tegra_release, nvidia-container-runtime".to_string();
-    if id.starts_with("gpu-runtime/") {
+    if matches!(
+        crate::graph::ResourceId::parse(id),
+        Some(crate::graph::ResourceId::GpuRuntime { .. })
+    ) {
         return vec![
             format!("cat {CONTAINERD_CONFIG} (as root): a runtimes.\"nvidia\" section"),
             "k3s kubectl get runtimeclass nvidia; if NotFound: k3s kubectl create -f - (on the first server)".into(),

@@ -57,7 +57,12 @@ pub(super) async fn prepare(
     // Launches, and the subnet (its zone must offer the types), are checked first.
     let spends = plan.changes.iter().any(|c| {
         c.action != Action::NoOp
-            && (c.id.starts_with("aws-instances/") || c.id == provision::SUBNET)
+            && matches!(
+                crate::graph::ResourceId::parse(&c.id),
+                Some(crate::graph::ResourceId::Aws(
+                    crate::graph::AwsId::Instances { .. } | crate::graph::AwsId::Subnet
+                ))
+            )
     });
     let valid = if spends {
         let valid = provision::validate(api.as_ref(), site, &settings.cloud).await?;
@@ -207,7 +212,9 @@ pub(super) async fn step(
 /// A cloud resource that left the recipe: an instance group is terminated; the
 /// network stays until `down` (removing it under running instances cannot work).
 pub(super) async fn delete_step(ctx: &Ctx, id: &str) -> Result<bool, OpsError> {
-    let Some(group) = id.strip_prefix("aws-instances/") else {
+    let Some(crate::graph::ResourceId::Aws(crate::graph::AwsId::Instances { group })) =
+        crate::graph::ResourceId::parse(id)
+    else {
         return Err(invalid(format!(
             "{id} is no longer in the recipe; network resources are removed by `continuum down`"
         )));
@@ -221,7 +228,7 @@ pub(super) async fn delete_step(ctx: &Ctx, id: &str) -> Result<bool, OpsError> {
         store: &ctx.store,
     };
     let env = ctx.env();
-    let ids = provision::remove_group(cc.api.as_ref(), &env.name, group, &j, &cc.opts).await?;
+    let ids = provision::remove_group(cc.api.as_ref(), &env.name, &group, &j, &cc.opts).await?;
     ctx.obs.event(Event::Progress {
         id: id.to_string(),
         message: format!("terminated {} instance(s)", ids.len()),
@@ -263,7 +270,12 @@ pub(super) async fn teardown(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     st.aws = None;
-    st.resources.retain(|id, _| !id.starts_with("aws-"));
+    st.resources.retain(|id, _| {
+        !matches!(
+            crate::graph::ResourceId::parse(id),
+            Some(crate::graph::ResourceId::Aws(_))
+        )
+    });
     store.save(&mut st)?;
     Ok(Some(report))
 }

@@ -166,6 +166,7 @@ pub(super) fn record_failure(ctx: &Ctx, step: &Step, msg: &str, status: Status) 
                     last_error: Some(msg.to_string()),
                     updated_at: now(),
                     version: None,
+                    kind: step.kind.clone(),
                 },
             );
         }
@@ -254,6 +255,7 @@ pub(super) fn mark(
                     } else {
                         prev_version
                     },
+                    kind: Some(r.kind.clone()),
                 },
             );
         }

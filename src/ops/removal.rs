@@ -216,6 +216,7 @@ mod tests {
             last_error: None,
             updated_at: 0,
             version: None,
+            kind: Some(crate::state::Kind::K3sAgent),
         }
     }
 

@@ -47,7 +47,7 @@ pub struct Facts {
 }
 
 /// Which preparation a host needs before k3s.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Device {
     RaspberryPi,

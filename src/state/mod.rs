@@ -82,6 +82,42 @@ pub struct HostState {
     pub bin_dir: Option<String>,
 }
 
+/// What a resource is (the graph's node kinds; recorded with each resource in state).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Kind {
+    /// k3s server on a host; `init` for the first one.
+    K3sServer {
+        init: bool,
+    },
+    K3sAgent,
+    /// Every expected node Ready, API `/readyz` ok.
+    ClusterReady,
+    /// The cluster's context merged into the user's kubeconfig.
+    Kubeconfig,
+    /// Raspberry Pi / Jetson preparation before k3s on a probed device.
+    DevicePrep {
+        device: crate::recipe::device::Device,
+    },
+    /// After k3s on a Jetson: nvidia runtime in containerd, RuntimeClass `nvidia`.
+    GpuRuntime,
+    /// The OSCAR layer's manifests on the first server, answering through its
+    /// endpoint.
+    Serverless,
+    /// The OSCAR endpoint in continuum's catalog and the oscar-cli config.
+    Endpoint,
+    /// AWS site resources (`graph::cloud`).
+    AwsVpc,
+    AwsSubnet,
+    AwsInternetGateway,
+    AwsRoute,
+    AwsSecurityGroup,
+    AwsKeyPair,
+    AwsInstances {
+        group: String,
+    },
+}
+
 /// Status of a resource after the last attempt.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -112,6 +148,9 @@ pub struct ResourceState {
     /// `version A -> B (restart)` and `up` rolls it in order).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// What the resource is (absent in state files written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Kind>,
 }
 
 impl HostState {

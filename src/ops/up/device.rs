@@ -14,11 +14,6 @@ use crate::recipe::Role;
 use crate::ssh::{HostConn, SshError};
 use crate::state::Status;
 
-/// State entries of these kinds hold nothing to undo on the host.
-pub(super) fn is_device_resource(id: &str) -> bool {
-    id.starts_with("device-prep/") || id.starts_with("gpu-runtime/")
-}
-
 fn progress(ctx: &Ctx, step: &Step, message: &str) {
     ctx.obs.event(Event::Progress {
         id: step.id.clone(),

@@ -164,7 +164,8 @@ pub async fn up(
         let ix = g.add_node(Step {
             id: c.id.clone(),
             action: Action::Delete,
-            kind: None,
+            // What it is, as recorded when it was applied.
+            kind: state.resources.get(&c.id).and_then(|r| r.kind.clone()),
             host: c.host.clone(),
             role: c.role,
         });

@@ -6,7 +6,12 @@ use super::*;
 
 pub(super) async fn run_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
     match (&step.kind, step.action) {
-        (_, Action::Delete) if step.id.starts_with("aws-") => {
+        (_, Action::Delete)
+            if matches!(
+                graph::ResourceId::parse(&step.id),
+                Some(graph::ResourceId::Aws(_))
+            ) =>
+        {
             crate::ops::cloud::delete_step(ctx, &step.id)
                 .await
                 .map(Did::from)
@@ -165,7 +170,7 @@ pub(super) async fn delete_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError>
         })?;
         return Ok(Did::changed("removed from state"));
     };
-    if device::is_device_resource(&step.id) {
+    if graph::ResourceId::parse(&step.id).is_some_and(|i| i.is_device()) {
         // Nothing to undo on the host (a memory cgroup left on is harmless).
         let still_used = ctx.env().hosts.contains_key(&host);
         with_state(ctx, |st| {
