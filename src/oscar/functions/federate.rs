@@ -18,7 +18,7 @@ use crate::oscar::service::{self, REFRESH_TOKEN};
 use crate::state::Secret;
 
 /// Delegation policies (`static`, `random`, `load-based`, `topsis`: all from 3.6,
-/// docs/oscar.md, "Federation").
+/// docs/oscar.md, "Federation before 4.1").
 pub const DELEGATIONS: &[&str] = &["static", "random", "load-based", "topsis"];
 /// Federation topologies (4.1).
 pub const TOPOLOGIES: &[&str] = &["none", "star", "mesh"];
