@@ -70,7 +70,7 @@ pub enum ClientError {
     TooOld { cluster: String, version: String },
 }
 
-/// `GET /system/info` (grycap/oscar `pkg/types/info.go`): `serverless_backend` is
+/// `GET /system/info` (docs/oscar.md, "Answers"): `serverless_backend` is
 /// omitted for the kube backend.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SystemInfo {
@@ -174,7 +174,7 @@ impl SystemInfo {
     }
 }
 
-/// One entry of a federation's members (`pkg/types/replica.go`).
+/// One entry of a federation's members (`types.Replica`; docs/oscar.md, "Answers").
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replica {
     #[serde(default, rename = "type", deserialize_with = "lenient_string")]
@@ -185,7 +185,7 @@ pub struct Replica {
     pub service_name: String,
 }
 
-/// `GET /system/federation/{service}` (4.1: `pkg/handlers/federation.go`):
+/// `GET /system/federation/{service}` (4.1; docs/oscar.md, "Answers"):
 /// `members` is `null` when there are none.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FederationInfo {
@@ -293,8 +293,8 @@ impl Oscar {
         )
     }
 
-    /// This cluster as an entry of a service's `clusters` map (`pkg/types/cluster.go`:
-    /// how one OSCAR reaches another; docs/oscar.md, "Credentials in definitions").
+    /// This cluster as an entry of a service's `clusters` map (how one OSCAR reaches
+    /// another; docs/oscar.md, "Published spec" and "Credentials in definitions").
     pub fn clusters_entry(&self) -> Value {
         serde_json::json!({
             "endpoint": self.base,
@@ -336,8 +336,9 @@ impl Oscar {
             detail: crate::error_chain(&e),
         })?;
         if status == StatusCode::UNAUTHORIZED {
-            // create.go v4.1.2: the coordinator's check of its members answers 401
-            // "federation auth failed: [...]"; the caller's own credentials were fine.
+            // OSCAR 4.1: the coordinator's check of its members answers 401
+            // "federation auth failed: [...]" (docs/oscar.md, "Federation (4.1)"); the
+            // caller's own credentials were fine.
             if let Some(detail) = text.trim().strip_prefix("federation auth failed:") {
                 return Err(ClientError::FederationAuth {
                     cluster: self.cluster.clone(),

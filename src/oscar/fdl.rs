@@ -54,8 +54,8 @@ pub struct FdlService {
     pub notes: Vec<String>,
 }
 
-/// `types.Service` fields of Go type string (grycap/oscar `pkg/types/service.go`):
-/// a YAML scalar there is read as its text.
+/// `types.Service` fields of Go type string: a YAML scalar there is read as its text
+/// (docs/oscar.md, "FDL").
 const STRING_FIELDS: &[&str] = &[
     "name",
     "cluster_id",

@@ -37,7 +37,7 @@ pub fn live_name(retiring: &str) -> Option<&str> {
 }
 
 /// The name of the `Addon` k3s records a manifest file under: its base name up to
-/// the first dot (k3s `pkg/deploy/controller.go`, `basename`).
+/// the first dot (docs/k3s.md, "Manifests, the deploy controller and helm-controller").
 pub fn addon_name(file: &str) -> &str {
     file.split('.').next().unwrap_or(file)
 }

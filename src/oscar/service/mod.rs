@@ -1,20 +1,24 @@
 //! The OSCAR service definition as each API version takes and returns it
-//! (docs/oscar.md, "Service definitions"): the field names of upstream's
-//! `types.Service` per version, the body continuum sends (server-set fields and fields
-//! the target version lacks left out), what OSCAR fills in on a write (so that a
-//! verification compares only what continuum set), secrets and redaction.
+//! (docs/oscar.md, "Versions", "Answers" and "Writes"). This file holds the shapes:
+//! the field names of `types.Service` per version and the body continuum sends
+//! (server-set fields and fields the target version lacks left out); `verify` holds
+//! what OSCAR fills in on a write (so that a verification compares only what
+//! continuum set); `secrets` holds secrets, the credentials in a definition and
+//! redaction (docs/oscar.md, "Credentials in definitions").
 //!
 //! Pure: no I/O. Definitions stay `serde_json::Value`, so fields continuum does not
 //! know survive a read and are never a reason to fail.
 
-use std::collections::BTreeMap;
+mod secrets;
+mod verify;
 
 use serde_json::{Map, Value, json};
 
 use super::client::Api;
-use crate::state::Secret;
+pub use secrets::{fill_secrets, redacted, replace_cluster_credentials, secret_names};
+pub use verify::{expected, mismatch};
 
-/// JSON names of `types.Service` at grycap/oscar v4.1.2 (`pkg/types/service.go`).
+/// JSON names of `types.Service` at OSCAR v4.1.2 (docs/oscar.md, "Versions").
 pub const FIELDS_4_1: &[&str] = &[
     "name",
     "cluster_id",
@@ -58,7 +62,8 @@ pub const FIELDS_4_1: &[&str] = &[
     "kserve",
 ];
 
-/// JSON names of `types.Service` at grycap/oscar v3.6.4 (`pkg/types/service.go`).
+/// JSON names of `types.Service` at OSCAR v3.6.4 (docs/oscar.md, "Versions" and
+/// "Published spec").
 pub const FIELDS_3_6: &[&str] = &[
     "name",
     "cluster_id",
@@ -102,8 +107,8 @@ pub const FIELDS_3_6: &[&str] = &[
 /// PUT only, see `with_owner`).
 pub const SERVER_SET: &[&str] = &["token", "owner", "namespace", "volume_status", "deployment"];
 
-/// Labels OSCAR sets on every write (`checkValues` in `pkg/handlers/create.go`;
-/// `owner_name` in v4.1.2's create handler): never sent, never compared.
+/// Labels OSCAR sets on every write (`checkValues`; `owner_name` in 4.1's create
+/// handler; docs/oscar.md, "Writes"): never sent, never compared.
 pub const SERVER_LABELS: &[&str] = &[
     "oscar_service",
     "applicationId",
@@ -112,19 +117,20 @@ pub const SERVER_LABELS: &[&str] = &[
     "owner_name",
 ];
 
-/// Annotations a 4.1 coordinator puts on the copies it pushes
-/// (`buildWorkerService` in `pkg/utils/federation.go`): they make a service a worker of
-/// another cluster's federation, which a copy is not. Never sent.
+/// Annotations a 4.1 coordinator puts on the copies it pushes (docs/oscar.md,
+/// "Federation (4.1)"): they make a service a worker of another cluster's federation,
+/// which a copy is not. Never sent.
 pub const WORKER_ANNOTATIONS: &[&str] = &[
     "oscar.grycap/origin-cluster",
     "oscar.grycap/origin-service",
     "oscar.grycap/federation-worker",
 ];
 
-/// The secret key 4.1 requires on a federated service (`pkg/types/service.go`,
-/// `RefreshTokenSecretKey`).
+/// The secret key 4.1 requires on a federated service (`RefreshTokenSecretKey`;
+/// docs/oscar.md, "Federation (4.1)").
 pub const REFRESH_TOKEN: &str = "refresh_token";
 
+/// The JSON names of `types.Service` in the version `api` stands for.
 pub fn fields(api: Api) -> &'static [&'static str] {
     match api {
         Api::V3_6 => FIELDS_3_6,
@@ -208,7 +214,8 @@ pub fn body_for(def: &Value, api: Api, cluster: &str) -> (Value, Vec<String>) {
 }
 
 /// The default MinIO provider OSCAR fills in carries `hidden` credentials
-/// (`checkValues`): it describes the source's own MinIO and is the server's to set.
+/// (`checkValues`; docs/oscar.md, "Writes"): it describes the source's own MinIO and
+/// is the server's to set.
 fn strip_hidden_minio(out: &mut Map<String, Value>) {
     let Some(sp) = out
         .get_mut("storage_providers")
@@ -234,7 +241,7 @@ fn strip_hidden_minio(out: &mut Map<String, Value>) {
     }
 }
 
-/// Send the owner the target stored back with a PUT: with Basic auth upstream's update
+/// Send the owner the target stored back with a PUT: with Basic auth OSCAR's update
 /// handler stores the body's owner (it copies the stored one only for OIDC users), so
 /// a PUT without it would clear it (docs/oscar.md, "Writes").
 pub fn with_owner(body: &mut Value, existing: &Value) {
@@ -249,349 +256,11 @@ pub fn with_owner(body: &mut Value, existing: &Value) {
     }
 }
 
-fn normalize_newlines(s: &str) -> String {
-    s.replace("\r\n", "\n").replace('\r', "\n")
-}
-
-const LOG_LEVELS: &[&str] = &["NOTSET", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"];
-
-/// What a GET shows after OSCAR stored `sent`, for the fields `sent` has (the
-/// handlers' normalisation; docs/oscar.md, "What OSCAR fills in"): defaults for empty
-/// cpu/memory/visibility, the log level upper-cased or INFO, line endings, secrets
-/// blanked; in 4.1 storage paths prefixed with the service name, allowed users trimmed,
-/// the federation's topology and group defaulted. What OSCAR overwrites (token, its
-/// labels, the default MinIO) is not expected at all.
-pub fn expected(sent: &Value, api: Api) -> Value {
-    let mut want = sent.clone();
-    let Some(m) = want.as_object_mut() else {
-        return want;
-    };
-    m.remove("token");
-    let name = m
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    for (k, default) in [
-        ("cpu", "0.2"),
-        ("memory", "256Mi"),
-        ("visibility", "private"),
-    ] {
-        if m.get(k).and_then(Value::as_str) == Some("") {
-            m.insert(k.into(), json!(default));
-        }
-    }
-    if let Some(level) = m.get("log_level").and_then(Value::as_str) {
-        let up = level.to_uppercase();
-        let level = if LOG_LEVELS.contains(&up.as_str()) {
-            up
-        } else {
-            "INFO".to_string()
-        };
-        m.insert("log_level".into(), json!(level));
-    }
-    if let Some(script) = m.get("script").and_then(Value::as_str) {
-        let s = normalize_newlines(script);
-        m.insert("script".into(), json!(s));
-    }
-    if let Some(labels) = m.get_mut("labels").and_then(Value::as_object_mut) {
-        for l in SERVER_LABELS {
-            labels.remove(*l);
-        }
-    }
-    if let Some(secrets) = m
-        .get_mut("environment")
-        .and_then(|e| e.get_mut("secrets"))
-        .and_then(Value::as_object_mut)
-    {
-        for v in secrets.values_mut() {
-            *v = json!("");
-        }
-    }
-    if let Some(minio) = m
-        .get_mut("storage_providers")
-        .and_then(|s| s.get_mut("minio"))
-        .and_then(Value::as_object_mut)
-    {
-        minio.remove("default");
-    }
-    if api == Api::V4_1 {
-        for key in ["input", "output"] {
-            if let Some(list) = m.get_mut(key).and_then(Value::as_array_mut) {
-                for io in list.iter_mut() {
-                    normalize_path(io, &name);
-                }
-            }
-        }
-        if let Some(users) = m.get_mut("allowed_users").and_then(Value::as_array_mut) {
-            users.retain(|u| u.as_str().is_none_or(|s| !s.trim().is_empty()));
-            for u in users.iter_mut() {
-                if let Some(s) = u.as_str() {
-                    *u = json!(s.trim());
-                }
-            }
-        }
-        if let Some(fed) = m.get_mut("federation").and_then(Value::as_object_mut) {
-            for (k, default) in [("topology", "none"), ("group_id", name.as_str())] {
-                if fed.get(k).and_then(Value::as_str).is_none_or(str::is_empty) {
-                    fed.insert(k.into(), json!(default));
-                }
-            }
-        }
-    }
-    want
-}
-
-/// `normalizeStoragePaths` (4.1): the path trimmed of spaces and slashes; a MinIO or
-/// S3 path without a folder gets the service name as its bucket.
-fn normalize_path(io: &mut Value, service: &str) {
-    let provider = io
-        .get("storage_provider")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .trim()
-        .split('.')
-        .next()
-        .unwrap_or_default()
-        .to_lowercase();
-    if let Some(p) = io.get("path").and_then(Value::as_str) {
-        let trimmed = p.trim_matches(|c| c == ' ' || c == '/');
-        let path = if (provider == "minio" || provider == "s3") && !trimmed.contains('/') {
-            format!("{service}/{trimmed}")
-        } else {
-            trimmed.to_string()
-        };
-        io["path"] = json!(path);
-    }
-}
-
-/// The first place where `got` does not show what `want` has: a field `want` does not
-/// have is never a mismatch; one it has with a non-zero value must be there, equal
-/// (objects compared by `want`'s keys, arrays element by element).
-pub fn mismatch(want: &Value, got: &Value) -> Option<String> {
-    diff(want, got, "")
-}
-
-fn diff(want: &Value, got: &Value, at: &str) -> Option<String> {
-    let field = |k: &str| {
-        if at.is_empty() {
-            k.to_string()
-        } else {
-            format!("{at}.{k}")
-        }
-    };
-    match want {
-        Value::Null => None,
-        Value::Object(w) => {
-            let empty = Map::new();
-            let g = match got {
-                Value::Object(g) => g,
-                Value::Null => &empty,
-                other => {
-                    return Some(format!(
-                        "`{at}` is {} there, expected an object",
-                        short(other)
-                    ));
-                }
-            };
-            for (k, wv) in w {
-                match g.get(k) {
-                    None | Some(Value::Null) if is_zero(wv) => {}
-                    None => {
-                        return Some(format!(
-                            "`{}` is absent there, expected {}",
-                            field(k),
-                            short(wv)
-                        ));
-                    }
-                    Some(gv) => {
-                        if let Some(d) = diff(wv, gv, &field(k)) {
-                            return Some(d);
-                        }
-                    }
-                }
-            }
-            None
-        }
-        Value::Array(w) => {
-            let g: &[Value] = match got {
-                Value::Array(g) => g,
-                Value::Null => &[],
-                other => {
-                    return Some(format!("`{at}` is {} there, expected a list", short(other)));
-                }
-            };
-            if g.len() != w.len() {
-                return Some(format!(
-                    "`{at}` has {} entries there, expected {}",
-                    g.len(),
-                    w.len()
-                ));
-            }
-            w.iter()
-                .zip(g)
-                .enumerate()
-                .find_map(|(i, (wv, gv))| diff(wv, gv, &format!("{at}[{i}]")))
-        }
-        scalar => {
-            let same = match (scalar, got) {
-                (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
-                (a, Value::Null) => is_zero(a),
-                (a, b) => a == b,
-            };
-            (!same).then(|| format!("`{at}` is {} there, expected {}", short(got), short(scalar)))
-        }
-    }
-}
-
-fn short(v: &Value) -> String {
-    let s = v.to_string();
-    if s.chars().count() > 60 {
-        format!("{}...", s.chars().take(57).collect::<String>())
-    } else {
-        s
-    }
-}
-
-/// Names of the service's secrets (`environment.secrets`), sorted.
-pub fn secret_names(def: &Value) -> Vec<String> {
-    def.get("environment")
-        .and_then(|e| e.get("secrets"))
-        .and_then(Value::as_object)
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default()
-}
-
-/// Put the given values of `names` into `environment.secrets`. Returns the names
-/// nothing was given for.
-pub fn fill_secrets(
-    def: &mut Value,
-    names: &[String],
-    given: &BTreeMap<String, Secret>,
-) -> Vec<String> {
-    let mut missing = Vec::new();
-    let mut values = Map::new();
-    for n in names {
-        match given.get(n) {
-            Some(v) => {
-                values.insert(n.clone(), json!(v.expose()));
-            }
-            None => missing.push(n.clone()),
-        }
-    }
-    if !values.is_empty()
-        && let Some(m) = def.as_object_mut()
-    {
-        let env = m.entry("environment").or_insert_with(|| json!({}));
-        if !env.is_object() {
-            *env = json!({});
-        }
-        if let Some(e) = env.as_object_mut() {
-            let secrets = e.entry("secrets").or_insert_with(|| json!({}));
-            if !secrets.is_object() {
-                *secrets = json!({});
-            }
-            if let Some(s) = secrets.as_object_mut() {
-                s.extend(values);
-            }
-        }
-    }
-    missing
-}
-
-/// Keys whose string values are credentials wherever they appear in a definition
-/// (`clusters`, `storage_providers`; docs/oscar.md, "Credentials in definitions").
-const CREDENTIAL_KEYS: &[&str] = &[
-    "auth_password",
-    "secret_key",
-    "access_key",
-    "password",
-    "token",
-    "refresh_token",
-    "oidc_refresh_token",
-];
-
-/// A definition fit to print: no service token, every credential and secret value
-/// replaced by `***` (names kept).
-pub fn redacted(def: &Value) -> Value {
-    let mut d = def.clone();
-    if let Some(m) = d.as_object_mut() {
-        m.remove("token");
-        if let Some(secrets) = m
-            .get_mut("environment")
-            .and_then(|e| e.get_mut("secrets"))
-            .and_then(Value::as_object_mut)
-        {
-            for v in secrets.values_mut() {
-                *v = json!("***");
-            }
-        }
-        for k in ["clusters", "storage_providers", "federation", "replicas"] {
-            if let Some(v) = m.get_mut(k) {
-                redact(v);
-            }
-        }
-    }
-    d
-}
-
-fn redact(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m.iter_mut() {
-                if CREDENTIAL_KEYS.contains(&k.as_str())
-                    && x.as_str().is_some_and(|s| !s.is_empty())
-                {
-                    *x = json!("***");
-                } else {
-                    redact(x);
-                }
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(redact),
-        _ => {}
-    }
-}
-
-/// The `clusters` entries of a definition read from another cluster, without the
-/// passwords it carried: an entry in `known` (the target's own) gets those
-/// registered credentials, any other keeps its endpoint and user only. Returns the ids
-/// whose password was dropped.
-pub fn replace_cluster_credentials(
-    def: &mut Value,
-    known: &BTreeMap<String, Value>,
-) -> Vec<String> {
-    let mut unknown = Vec::new();
-    let Some(clusters) = def.get_mut("clusters").and_then(Value::as_object_mut) else {
-        return unknown;
-    };
-    for (id, entry) in clusters.iter_mut() {
-        if let Some(k) = known.get(id) {
-            *entry = k.clone();
-        } else if let Some(e) = entry.as_object_mut() {
-            if e.get("auth_password").is_some_and(|p| !is_zero(p)) {
-                unknown.push(id.clone());
-            }
-            e.remove("auth_password");
-        }
-    }
-    unknown
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_long_non_ascii_value_is_shortened_on_a_char_boundary() {
-        // Issue 14: the old `&s[..57]` panicked on JSON text with multi-byte characters
-        // (and left a half-copied service behind, as the panic skipped the cleanup).
-        let v = Value::String("é".repeat(80));
-        let s = short(&v);
-        assert!(s.ends_with("..."), "{s}");
-        assert_eq!(s.chars().count(), 60);
-        assert_eq!(short(&Value::String("ok".into())), "\"ok\"");
-    }
+    use crate::state::Secret;
+    use std::collections::BTreeMap;
 
     /// A service as a v4.1.2 GET returns it (every non-omitempty field present).
     fn got_41() -> Value {
@@ -662,8 +331,8 @@ mod tests {
         assert_eq!(dropped, ["delegation", "replicas"]);
     }
 
-    /// Issue 11: OSCAR fills cpu/memory and adds its labels, fields continuum did not
-    /// set are never a mismatch, one it set that differs is.
+    /// OSCAR fills cpu/memory and adds its labels (docs/oscar.md, "Writes"): fields
+    /// continuum did not set are never a mismatch, one it set that differs is.
     #[test]
     fn verification_compares_only_what_was_set_after_normalising() {
         let sent = json!({"name": "yolo", "image": "img", "script": "echo\r\n",
