@@ -242,9 +242,9 @@ async fn first_contact(a: &AddArgs) -> Result<inventory::firstcontact::Contacted
         bail!("--password-stdin needs --user (or `defaults: {{user: ...}}` in the inventory)");
     };
     let key = match &a.key {
-        Some(k) => crate::recipe::load::resolve_path(&a.inventory, k, dirs::home_dir().as_deref()),
+        Some(k) => crate::recipe::paths::resolve_path(&a.inventory, k, dirs::home_dir().as_deref()),
         None => d_key.unwrap_or_else(|| {
-            crate::recipe::load::expand_home("~/.ssh/id_ed25519", dirs::home_dir().as_deref())
+            crate::recipe::paths::expand_home("~/.ssh/id_ed25519", dirs::home_dir().as_deref())
         }),
     };
     let mut password = String::new();
