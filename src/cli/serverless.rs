@@ -1,6 +1,6 @@
-//! CLI handlers of `continuum endpoints ...` and `continuum fn ...` (issue 4): parse
+//! CLI handlers of `continuum endpoints ...` and `continuum fn ...` (docs/oscar.md): parse
 //! into values, resolve clusters (every one before the first request), call
-//! `serverless::functions`, hand results to the output layer.
+//! `oscar::functions`, hand results to the output layer.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

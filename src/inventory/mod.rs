@@ -152,7 +152,7 @@ pub fn defaults(path: &Path) -> (Option<String>, Option<u16>, Option<PathBuf>) {
         d.user.map(|u| u.value),
         d.port.map(|p| p.value),
         d.key
-            .map(|k| recipe::load::resolve_path(path, &k.value, dirs::home_dir().as_deref())),
+            .map(|k| recipe::paths::resolve_path(path, &k.value, dirs::home_dir().as_deref())),
     )
 }
 
@@ -177,7 +177,7 @@ pub fn list(path: &Path) -> Result<Vec<Row>, InventoryError> {
             source,
         })?;
     let order = edit::names(&read(path)?)?;
-    let roles = recipe::load::inventory_roles(path, &crate::files::Disk).unwrap_or_default();
+    let roles = recipe::inventory_roles(path, &crate::files::Disk).unwrap_or_default();
     let mut rows: Vec<Row> = hosts
         .into_values()
         .map(|h| Row {

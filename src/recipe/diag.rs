@@ -23,6 +23,11 @@ impl Pos {
     }
 }
 
+/// Where a diagnostic about a parsed value points: the value itself.
+pub(crate) fn pos<T>(s: &serde_saphyr::Spanned<T>) -> Pos {
+    Pos::of(&s.referenced)
+}
+
 /// How serious a diagnostic is: errors stop the load, warnings are printed and kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {

@@ -1,14 +1,19 @@
 //! Recipes and inventories: the YAML a user writes, its validation (with file:line:col
 //! diagnostics) and the validated model the rest of continuum consumes.
+//!
+//! The way in: `parse` reads a file (through `Files`) into the positioned `raw` types,
+//! `check` turns them into the `model` section by section, `diag` carries what was
+//! wrong, `paths` resolves the paths a file names. `validators` and `flags` hold the
+//! value rules and k3s flag tables the checks apply; `serverless` and `device` are the
+//! models of the OSCAR layer and of probed devices.
 
-pub mod aws;
-pub mod check_serverless;
+pub mod check;
 pub mod device;
 pub mod diag;
-pub mod extra;
 pub mod flags;
-pub mod load;
 pub mod model;
+pub mod parse;
+pub mod paths;
 pub mod raw;
 pub mod serverless;
 pub mod validators;
@@ -26,8 +31,9 @@ pub trait Files {
     fn exists(&self, path: &Path) -> bool;
     fn home(&self) -> Option<PathBuf>;
 }
-pub use load::{LoadError, Loaded, load_inventory, load_recipe};
+pub use check::{Loaded, inventory_roles, load_inventory, load_recipe};
 pub use model::{
     AddressKind, AwsSite, AwsSsh, CloudHost, Cluster, Environment, Firewall, Host, ImageRef,
     Images, Install, InstanceGroup, KubeconfigTarget, Role, Secret, Share, Upgrade, VpcChoice,
 };
+pub use parse::LoadError;

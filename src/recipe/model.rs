@@ -1,5 +1,5 @@
 //! The validated model: what the rest of continuum works from. Every value here has
-//! passed the checks in `super::load`; no field carries source positions any more.
+//! passed the checks in `super::check`; no field carries source positions any more.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ pub struct Environment {
     pub kubeconfig: KubeconfigTarget,
     /// The AWS site, when the recipe declares one.
     pub aws: Option<AwsSite>,
-    /// The OSCAR serverless layer, when the recipe asks for one (issue 4).
+    /// The OSCAR serverless layer, when the recipe asks for one (docs/oscar.md).
     pub serverless: Option<crate::recipe::serverless::Serverless>,
 }
 
@@ -67,9 +67,9 @@ pub struct Cluster {
     pub api_endpoint: String,
     pub readiness_timeout: Duration,
     pub extra_config: BTreeMap<String, serde_json::Value>,
-    /// `default-runtime: nvidia` on probed Jetsons (issue 5).
+    /// `default-runtime: nvidia` on probed Jetsons.
     pub nvidia_default_runtime: bool,
-    /// How many agents may be unreachable while `up` still succeeds (issue 9); none
+    /// How many agents may be unreachable while `up` still succeeds; none
     /// when not set.
     pub allow_unavailable: Option<Share>,
     /// How a version change rolls through the cluster.

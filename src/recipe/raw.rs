@@ -2,7 +2,7 @@
 //!
 //! Every field a validation rule may point at is `Spanned`, so a later check can name
 //! the file, line and column. Unknown keys are rejected by serde (`deny_unknown_fields`).
-//! Nothing here is trusted: `super::load` turns it into the validated model.
+//! Nothing here is trusted: `super::check` turns it into the validated model.
 
 use std::collections::BTreeMap;
 
@@ -24,7 +24,7 @@ pub struct RecipeFile {
     /// An AWS site whose instance groups become hosts (`GROUP-INDEX`).
     #[serde(default)]
     pub aws: Option<Spanned<AwsSection>>,
-    /// The OSCAR serverless layer on the cluster (issue 4).
+    /// The OSCAR serverless layer on the cluster (docs/oscar.md).
     #[serde(default)]
     pub serverless: Option<Spanned<ServerlessSection>>,
 }
@@ -184,7 +184,7 @@ pub struct HostEntry {
     /// A pinned host key (`ssh-ed25519 AAAA...`), checked at first contact.
     #[serde(default)]
     pub host_key: Option<Spanned<String>>,
-    /// What `continuum inventory probe` learned (issue 5); written by continuum.
+    /// What `continuum inventory probe` learned; written by continuum.
     #[serde(default)]
     pub probed: Option<Spanned<serde_json::Value>>,
 }
@@ -196,7 +196,7 @@ pub enum RoleHint {
     Agent,
 }
 
-// ---- serverless layer (issue 4) ----
+// ---- serverless layer (docs/oscar.md) ----
 
 /// `serverless:` in a recipe: the OSCAR layer installed on the cluster.
 #[derive(Debug, Deserialize)]

@@ -1,5 +1,5 @@
 //! Validators for values that reach a shell, an argv or a file on their way out of a
-//! recipe or inventory (issue 14): SSH user names, bastions (`ssh -J`), pinned host keys
+//! recipe or inventory: SSH user names, bastions (`ssh -J`), pinned host keys
 //! (known_hosts lines). Pure functions: each returns what is wrong in words a
 //! diagnostic can carry, or the normalised value.
 //!

@@ -1,5 +1,5 @@
 //! Validation of `k3s.extra_config`: every key must be a visible flag of the pinned k3s
-//! (`super::flags`), and none of the keys continuum manages. Each refusal is positioned
+//! (`recipe::flags`), and none of the keys continuum manages. Each refusal is positioned
 //! at the key's value and names the recipe or inventory field to use instead
 //! (docs/k3s-config.md).
 
@@ -7,12 +7,8 @@ use std::collections::BTreeMap;
 
 use serde_saphyr::Spanned;
 
-use super::diag::{Pos, Sink, did_you_mean};
-use super::flags;
-
-fn pos<T>(s: &Spanned<T>) -> Pos {
-    Pos::of(&s.referenced)
-}
+use crate::recipe::diag::{Sink, did_you_mean, pos};
+use crate::recipe::flags;
 
 /// Check `extra_config` and return the keys that may be passed through.
 pub fn check(

@@ -1,4 +1,4 @@
-//! Validation of a recipe's `serverless:` section (the OSCAR layer, issues 4 and 11) into
+//! Validation of a recipe's `serverless:` section (the OSCAR layer, docs/oscar.md) into
 //! `crate::recipe::serverless::Serverless`. Every problem is a positioned diagnostic; nothing
 //! here touches the network, and the disk only to read the certificate and key
 //! `serverless.tls` names.
@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
-use super::diag::{Pos, Sink, did_you_mean};
-use super::load::{parse_k3s_release, resolve_path};
-use super::raw::ServerlessSection;
+use super::common::parse_k3s_release;
 use crate::recipe::Secret;
+use crate::recipe::diag::{Sink, did_you_mean, pos};
+use crate::recipe::paths::resolve_path;
+use crate::recipe::raw::{ServerlessSection, TlsSection};
 use crate::recipe::serverless::{
     COMPONENTS, GivenCredentials, IngressMode, OscarCliTarget, Profile, Serverless, Tier, TlsCert,
     valid_cluster_id,
@@ -53,10 +54,6 @@ const CREDENTIAL_VALUES: &[(&str, &[&str])] = &[
         &["authUser", "authPass", "minIO.accessKey", "minIO.secretKey"],
     ),
 ];
-
-fn pos<T>(s: &Spanned<T>) -> Pos {
-    Pos::of(&s.referenced)
-}
 
 fn one_of<T: Copy>(
     sink: &mut Sink<'_>,
@@ -326,7 +323,7 @@ fn credential_value(component: &str, values: &serde_json::Value) -> Option<Strin
 }
 
 /// Read `serverless.tls`: both files must hold PEM (a certificate, a private key).
-fn read_tls(t: &super::raw::TlsSection, recipe: &Path, sink: &mut Sink<'_>) -> Option<TlsCert> {
+fn read_tls(t: &TlsSection, recipe: &Path, sink: &mut Sink<'_>) -> Option<TlsCert> {
     let mut read = |at: &Spanned<String>, what: &str, marker: &dyn Fn(&str) -> bool| {
         let path = resolve_path(recipe, at.value.trim(), sink.home().as_deref());
         match sink.files.read(&path) {

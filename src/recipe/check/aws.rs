@@ -10,15 +10,16 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
-use super::diag::{Pos, Sink};
-use super::load::{
+use super::common::{
     HostTable, check_taint, checked_bastion, checked_labels, checked_user, is_dns_label,
-    parse_cidr, pos, resolve_path, v4_mask,
+    parse_cidr, v4_mask,
 };
-use super::model::{
+use crate::recipe::diag::{Pos, Sink, pos};
+use crate::recipe::model::{
     AddressKind, AwsSite, AwsSsh, CloudHost, Firewall, Host, ImageRef, InstanceGroup, VpcChoice,
 };
-use super::raw::{self, AddressKindRaw, ImageSection, RoleHint};
+use crate::recipe::paths::resolve_path;
+use crate::recipe::raw::{self, AddressKindRaw, ImageSection, RoleHint};
 
 const DEFAULT_SSH_TIMEOUT: u64 = 300;
 /// Instances per group: RunInstances takes at most this many per call in practice

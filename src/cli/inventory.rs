@@ -1,17 +1,15 @@
-//! CLI of issue 5: `continuum inventory add|remove|list|import|probe` and
-//! `continuum nodes remove`. Parses, calls `inventory`/`ops`, formats tables as text
-//! and hands them to the output layer (`Printer::text`); no logic about hosts here.
+//! The inventory commands: `continuum inventory add|remove|list|import|probe`.
+//! Parses, calls `inventory`/`ops`, hands text (tables from `output::tables`) or JSON
+//! to the output layer (`Printer::text`); no logic about hosts here.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 
-use super::output::{self, Format, Printer, table};
-use super::{Cli, ConnArgs, NeedsYes, cancel_on_signals};
+use super::output::{Format, Printer, tables};
+use super::{Cli, ConnArgs};
 use crate::inventory::{self, edit::NewHost};
 use crate::ops;
 
@@ -79,25 +77,6 @@ pub struct AddArgs {
     pub connect_timeout: u64,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum NodesCmd {
-    /// Take HOST out of ENV: drain, delete its Node, uninstall k3s, drop it from the
-    /// inventory; other nodes are untouched (servers only while etcd keeps quorum).
-    Remove {
-        env: String,
-        host: String,
-        /// The device is gone for good: do not contact it; delete its Node object
-        /// through a server when one answers, drop it from the inventory and state, and
-        /// list what may remain on it.
-        #[arg(long)]
-        forget: bool,
-        #[arg(long, short = 'y')]
-        yes: bool,
-        #[command(flatten)]
-        conn: ConnArgs,
-    },
-}
-
 /// One line (or block) of text to stdout, newline-terminated.
 fn say(printer: &Printer, s: &str) {
     printer.text(&format!("{}\n", s.trim_end_matches('\n')));
@@ -116,7 +95,8 @@ fn json_or(
     Ok(())
 }
 
-pub async fn inventory(cli: &Cli, printer: &Printer, cmd: &InventoryCmd) -> Result<()> {
+/// Run an inventory command.
+pub async fn run(cli: &Cli, printer: &Printer, cmd: &InventoryCmd) -> Result<()> {
     match cmd {
         InventoryCmd::Add(a) => {
             let mut labels = BTreeMap::new();
@@ -182,25 +162,7 @@ pub async fn inventory(cli: &Cli, printer: &Printer, cmd: &InventoryCmd) -> Resu
         }
         InventoryCmd::List { inventory: inv } => {
             let rows = inventory::list(inv)?;
-            json_or(printer, &rows, || {
-                let cells: Vec<Vec<String>> = rows
-                    .iter()
-                    .map(|r| {
-                        vec![
-                            r.name.clone(),
-                            format!("{}:{}", r.address, r.port),
-                            r.user.clone().unwrap_or_default(),
-                            r.role.clone().unwrap_or_default(),
-                            r.arch.clone().unwrap_or_default(),
-                            r.model.clone().unwrap_or_default(),
-                        ]
-                    })
-                    .collect();
-                table(
-                    &["NAME", "ADDRESS", "USER", "ROLE", "ARCH", "MODEL"],
-                    &cells,
-                )
-            })?;
+            json_or(printer, &rows, || tables::inventory(&rows))?;
         }
         InventoryCmd::Import {
             source,
@@ -220,7 +182,7 @@ pub async fn inventory(cli: &Cli, printer: &Printer, cmd: &InventoryCmd) -> Resu
         } => {
             let rows =
                 ops::inventory::probe_inventory(inv, hosts, &cli.settings(Some(conn))).await?;
-            json_or(printer, &rows, || probe_table(&rows))?;
+            json_or(printer, &rows, || tables::probe(&rows))?;
             if rows.iter().any(|r| r.error.is_some()) {
                 bail!("some hosts could not be probed (see the table)");
             }
@@ -242,9 +204,9 @@ async fn first_contact(a: &AddArgs) -> Result<inventory::firstcontact::Contacted
         bail!("--password-stdin needs --user (or `defaults: {{user: ...}}` in the inventory)");
     };
     let key = match &a.key {
-        Some(k) => crate::recipe::load::resolve_path(&a.inventory, k, dirs::home_dir().as_deref()),
+        Some(k) => crate::recipe::paths::resolve_path(&a.inventory, k, dirs::home_dir().as_deref()),
         None => d_key.unwrap_or_else(|| {
-            crate::recipe::load::expand_home("~/.ssh/id_ed25519", dirs::home_dir().as_deref())
+            crate::recipe::paths::expand_home("~/.ssh/id_ed25519", dirs::home_dir().as_deref())
         }),
     };
     let mut password = String::new();
@@ -265,96 +227,4 @@ async fn first_contact(a: &AddArgs) -> Result<inventory::firstcontact::Contacted
     })
     .await??;
     Ok(c)
-}
-
-fn probe_table(rows: &[ops::inventory::ProbeRow]) -> String {
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| match &r.facts {
-            Some(f) => vec![
-                r.name.clone(),
-                f.arch.clone(),
-                f.os.clone(),
-                f.kernel.clone(),
-                format!("{} MiB", f.memory_mib),
-                format!("{} MiB", f.disk_free_mib),
-                f.init.clone(),
-                f.iptables.clone().unwrap_or_else(|| "-".into()),
-                if f.memory_cgroup() {
-                    "on".into()
-                } else {
-                    "OFF".into()
-                },
-                f.model(),
-                if f.nvidia_runtime.is_some() {
-                    "yes".into()
-                } else {
-                    "-".into()
-                },
-            ],
-            None => vec![r.name.clone(), "?".into()],
-        })
-        .map(|mut v| {
-            v.resize(11, String::new());
-            v
-        })
-        .collect();
-    let mut out = table(
-        &[
-            "NAME",
-            "ARCH",
-            "OS",
-            "KERNEL",
-            "MEMORY",
-            "DISK FREE",
-            "INIT",
-            "IPTABLES",
-            "MEMCG",
-            "MODEL",
-            "NVIDIA RT",
-        ],
-        &cells,
-    );
-    for r in rows {
-        if let Some(e) = &r.error {
-            out.push_str(&format!("\n{}: cannot probe: {e}", r.name));
-        }
-        for p in &r.problems {
-            out.push_str(&format!("\n{}: problem: {p}", r.name));
-        }
-    }
-    out
-}
-
-pub async fn nodes(cli: &Cli, printer: &Printer, cmd: &NodesCmd) -> Result<()> {
-    match cmd {
-        NodesCmd::Remove {
-            env,
-            host,
-            forget,
-            yes,
-            conn,
-        } => {
-            let settings = cli.settings(Some(conn));
-            let interactive = std::io::stdin().is_terminal() && printer.format() == Format::Text;
-            if !yes && !interactive {
-                return Err(anyhow::Error::new(NeedsYes));
-            }
-            let cancel = cancel_on_signals();
-            let reporter = Arc::new(printer.reporter());
-            let obs: Arc<dyn ops::Observer> = reporter.clone();
-            let yes = *yes;
-            let report =
-                ops::shrink::remove_node(env, host, *forget, &settings, obs, &cancel, |plan| {
-                    yes || output::confirm(&format!(
-                        "Remove `{host}` from `{env}` ({} change(s))?",
-                        plan.to_change()
-                    ))
-                })
-                .await;
-            reporter.finish();
-            printer.up_summary(&report?);
-        }
-    }
-    Ok(())
 }
