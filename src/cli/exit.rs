@@ -68,6 +68,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
                 ops::OpsError::State(crate::files::StateError::Locked { .. }) => LOCKED,
                 ops::OpsError::Partial { .. } => PARTIAL,
                 ops::OpsError::Cloud(crate::aws::provision::ProvisionError::Invalid(_))
+                | ops::OpsError::Refused(_)
                 | ops::OpsError::Shrink(ops::shrink::ShrinkError::NoSuchHost { .. }) => INVALID,
                 ops::OpsError::Interrupted => {
                     if CANCELLED_BY.load(std::sync::atomic::Ordering::SeqCst) == 15 {

@@ -21,6 +21,10 @@ pub enum Action {
     Create,
     Update,
     Delete,
+    /// Created again after its old form is deleted (a host that changed role).
+    Replace,
+    /// A change that cannot be made in place: `up` stops before changing anything.
+    Refused,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -69,6 +73,80 @@ impl Plan {
     }
     pub fn get(&self, id: &str) -> Option<&Change> {
         self.changes.iter().find(|c| c.id == id)
+    }
+    /// The changes `up` refuses to make.
+    pub fn refused(&self) -> Vec<&Change> {
+        self.changes
+            .iter()
+            .filter(|c| c.action == Action::Refused)
+            .collect()
+    }
+}
+
+/// Attributes of an instance group that EC2 cannot change on running instances.
+const INSTANCE_KEYS_FIXED: [&str; 4] = ["instance_type", "image", "root_volume_gb", "spot"];
+
+/// Updates that cannot be made in place become `Refused`: the VPC, the subnet and the
+/// key pair of running instances, and an instance group's type, image, disk size or
+/// market (docs/aws.md). continuum never replaces cloud resources behind the user's
+/// back.
+fn refuse_in_place(
+    rg: &ResourceGraph,
+    state: Option<&State>,
+    env: &Environment,
+    changes: &mut [Change],
+) {
+    for c in changes.iter_mut().filter(|c| c.action == Action::Update) {
+        let Some(r) = rg.index.get(&c.id).map(|ix| &rg.graph[*ix]) else {
+            continue;
+        };
+        let recorded = state.and_then(|s| s.resources.get(&c.id));
+        match &r.kind {
+            Kind::AwsVpc | Kind::AwsSubnet | Kind::AwsKeyPair => {
+                c.action = Action::Refused;
+                c.reason = format!(
+                    "{}; cannot be changed in place (it would replace the network or the key of running instances): restore the recipe, or run `continuum down {}` and `up` again",
+                    c.reason, env.name
+                );
+            }
+            Kind::AwsInstances { group } => {
+                let fixed = INSTANCE_KEYS_FIXED.iter().find(|k| {
+                    recorded
+                        .and_then(|p| p.attrs.get(**k))
+                        .is_some_and(|was| r.attrs.get(**k).unwrap_or(&Value::Null) != was)
+                });
+                if let Some(key) = fixed {
+                    c.action = Action::Refused;
+                    c.reason = format!(
+                        "changing `{key}` of instance group `{group}` would replace its instances; continuum does not replace instances in place: restore it, or add a new group and remove this one"
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A node created on a host whose node of the other role the plan deletes is a
+/// `Replace`: k3s is uninstalled there, then installed again in its new role.
+fn mark_replacements(changes: &mut [Change]) {
+    let deleted: Vec<(String, String)> = changes
+        .iter()
+        .filter(|c| c.action == Action::Delete)
+        .filter_map(|c| match super::ResourceId::parse(&c.id)? {
+            super::ResourceId::Node { host, .. } => Some((host, c.id.clone())),
+            _ => None,
+        })
+        .collect();
+    for c in changes.iter_mut().filter(|c| c.action == Action::Create) {
+        if let Some(super::ResourceId::Node { host, .. }) = super::ResourceId::parse(&c.id)
+            && let Some((_, old)) = deleted.iter().find(|(h, old)| *h == host && *old != c.id)
+        {
+            c.action = Action::Replace;
+            c.reason = format!(
+                "replaces {old} (the host changed role): k3s is uninstalled, then installed again"
+            );
+        }
     }
 }
 
@@ -186,6 +264,8 @@ pub fn plan_with_drift(
             });
         }
     }
+    mark_replacements(&mut changes);
+    refuse_in_place(rg, state, env, &mut changes);
     Plan {
         env: env.name.clone(),
         upgrade: upgrade_order(env, &upgrading),
@@ -326,4 +406,90 @@ fn env_version(rg: &ResourceGraph) -> String {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{ResourceId, build};
+
+    fn example(name: &str) -> (Environment, ResourceGraph) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+        let env = crate::files::load_recipe(&dir.join(name))
+            .expect("example")
+            .env;
+        let rg = build(&env).expect("graph");
+        (env, rg)
+    }
+
+    #[test]
+    fn changes_ec2_cannot_make_in_place_are_refused_in_the_plan() {
+        let (env, rg) = example("farm-hybrid.yaml");
+        let state = applied_state(&env.name, &rg);
+        assert!(plan(&env, &rg, Some(&state)).refused().is_empty());
+        let mut changed = env.clone();
+        if let Some(site) = changed.aws.as_mut() {
+            site.groups[0].instance_type = "t3.large".into();
+            if let crate::recipe::VpcChoice::Create { cidr } = &mut site.vpc {
+                *cidr = "10.9.0.0/16".into();
+            }
+        }
+        let rg2 = build(&changed).expect("graph");
+        let p = plan(&changed, &rg2, Some(&state));
+        let refused: Vec<&str> = p.refused().iter().map(|c| c.id.as_str()).collect();
+        let group = &changed.aws.as_ref().expect("site").groups[0].name;
+        assert!(
+            refused.contains(&format!("aws-instances/{group}").as_str()),
+            "{refused:?}"
+        );
+        let why = &p
+            .get(&format!("aws-instances/{group}"))
+            .expect("group")
+            .reason;
+        assert!(
+            why.contains("`instance_type`") && why.contains("add a new group"),
+            "{why}"
+        );
+        if matches!(
+            env.aws.as_ref().map(|s| &s.vpc),
+            Some(crate::recipe::VpcChoice::Create { .. })
+        ) {
+            assert!(refused.contains(&"aws-vpc"), "{refused:?}");
+        }
+        // Everything else may still change: the refusal is per resource.
+        assert!(p.changes.iter().all(|c| c.action != Action::Update
+            || !matches!(ResourceId::parse(&c.id), Some(ResourceId::Aws(_)))));
+    }
+
+    #[test]
+    fn a_host_that_changes_role_is_replaced() {
+        let (env, rg) = example("farm-edge.yaml");
+        let mut state = applied_state(&env.name, &rg);
+        let agent = env.cluster.agents[0].clone();
+        // State knows the agent as a server (the recipe moved it to the agents).
+        let old = state
+            .resources
+            .remove(&format!("k3s-agent/{agent}"))
+            .expect("agent applied");
+        state.resources.insert(
+            format!("k3s-server/{agent}"),
+            crate::state::ResourceState {
+                role: Some(Role::Server),
+                ..old
+            },
+        );
+        let p = plan(&env, &rg, Some(&state));
+        let created = p.get(&format!("k3s-agent/{agent}")).expect("agent");
+        assert_eq!(created.action, Action::Replace, "{p:?}");
+        assert!(
+            created
+                .reason
+                .contains(&format!("replaces k3s-server/{agent}"))
+        );
+        assert_eq!(
+            p.get(&format!("k3s-server/{agent}")).map(|c| c.action),
+            Some(Action::Delete)
+        );
+        assert!(p.refused().is_empty());
+    }
 }

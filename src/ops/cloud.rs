@@ -128,12 +128,9 @@ impl Journal for StateJournal<'_> {
 }
 
 /// Apply one cloud resource of the graph.
-pub(super) async fn step(
-    ctx: &Ctx,
-    id: &str,
-    kind: &Kind,
-    action: Action,
-) -> Result<bool, OpsError> {
+/// Changes EC2 cannot make in place never get here: the plan refuses them
+/// (`graph::plan`, `Action::Refused`) and `up` stops before any step.
+pub(super) async fn step(ctx: &Ctx, id: &str, kind: &Kind) -> Result<bool, OpsError> {
     let cc = ctx
         .cloud
         .as_ref()
@@ -149,20 +146,6 @@ pub(super) async fn step(
     };
     let api = cc.api.as_ref();
     let opts = &cc.opts;
-    let recorded = ctx
-        .state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .resources
-        .get(id)
-        .map(|r| r.attrs.clone());
-    if action == Action::Update && matches!(kind, Kind::AwsVpc | Kind::AwsSubnet | Kind::AwsKeyPair)
-    {
-        return Err(invalid(format!(
-            "{id} cannot be changed in place (it would replace the network or the key of running instances): restore the recipe, or run `continuum down {}` and `up` again",
-            env.name
-        )));
-    }
     let progress = |m: String| {
         ctx.obs.event(Event::Progress {
             id: id.to_string(),
@@ -184,17 +167,6 @@ pub(super) async fn step(
                 .iter()
                 .find(|g| &g.name == group)
                 .ok_or_else(|| invalid(format!("instance group `{group}` is not in the recipe")))?;
-            if let Some(prev) = &recorded {
-                for key in ["instance_type", "image", "root_volume_gb", "spot"] {
-                    let now = ctx.rg_attr(id, key).unwrap_or(serde_json::Value::Null);
-                    if prev.get(key).is_some_and(|p| *p != now) {
-                        return Err(invalid(format!(
-                            "{}: changing `{key}` of instance group `{group}` would replace its instances; continuum does not replace instances in place: restore it, or add a new group and remove this one",
-                            g.at_type
-                        )));
-                    }
-                }
-            }
             let image = cc.valid.images.get(group).ok_or_else(|| {
                 invalid(format!("no image resolved for instance group `{group}`"))
             })?;

@@ -10,6 +10,7 @@ mod cloud;
 mod context;
 pub mod down;
 pub mod inventory;
+pub mod kinds;
 pub mod preflight;
 pub mod refresh;
 pub mod removal;
@@ -96,6 +97,9 @@ pub enum OpsError {
         "interrupted: in-flight steps finished and state was saved; run the command again to resume"
     )]
     Interrupted,
+    /// Changes that cannot be made in place (the plan's `Refused`); nothing was changed.
+    #[error("nothing was changed: {}", .0.join("; "))]
+    Refused(Vec<String>),
     #[error(transparent)]
     Ssh(#[from] SshError),
     #[error(transparent)]

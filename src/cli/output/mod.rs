@@ -4,7 +4,6 @@
 //! while running, one document for reports). `Printer` picks the format of results,
 //! `Reporter` that of the progress events a run reports.
 
-mod describe;
 mod json;
 mod progress;
 pub mod tables;

@@ -2,7 +2,6 @@
 //! plain line of each progress event when no progress bar shows it. Each function
 //! returns the lines; the caller prints them (one `println` each).
 
-use super::describe::remote_commands;
 use super::tables;
 use crate::graph::{Action, Plan};
 use crate::ops::Event;
@@ -18,6 +17,8 @@ fn symbol(a: Action) -> &'static str {
         Action::Create => "+",
         Action::Update => "~",
         Action::Delete => "-",
+        Action::Replace => "-/+",
+        Action::Refused => "!",
         Action::NoOp => " ",
     }
 }
@@ -40,7 +41,7 @@ pub(super) fn plan(env: &Environment, plan: &Plan, verbose: u8) -> Vec<String> {
     for c in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
         lines.push(format!("  {} {:<40} {}", symbol(c.action), c.id, c.reason));
         if verbose > 0 {
-            for cmd in remote_commands(env, c) {
+            for cmd in crate::ops::kinds::describe(env, c) {
                 lines.push(format!("        $ {cmd}"));
             }
         }
@@ -71,14 +72,24 @@ pub(super) fn plan(env: &Environment, plan: &Plan, verbose: u8) -> Vec<String> {
             ));
         }
     }
+    let replace = match plan.count(Action::Replace) {
+        0 => String::new(),
+        n => format!(", {n} to replace"),
+    };
     out.push(format!(
-        "Plan: {} to create, {} to update, {} to delete, {} unchanged ({} to change).",
+        "Plan: {} to create{replace}, {} to update, {} to delete, {} unchanged ({} to change).",
         plan.count(Action::Create),
         plan.count(Action::Update),
         plan.count(Action::Delete),
         plan.count(Action::NoOp),
         plan.to_change()
     ));
+    let refused = plan.refused().len();
+    if refused > 0 {
+        out.push(format!(
+            "{refused} change(s) refused (`!`): they cannot be made in place, and `up` changes nothing while the recipe asks for them."
+        ));
+    }
     out
 }
 

@@ -132,6 +132,16 @@ pub async fn up(
             results: Vec::new(),
         });
     }
+    // Changes that cannot be made in place stop the run before anything changes.
+    let refused: Vec<String> = plan
+        .refused()
+        .iter()
+        .map(|c| format!("{}: {}", c.id, c.reason))
+        .collect();
+    if !refused.is_empty() {
+        pool.close().await;
+        return Err(OpsError::Refused(refused));
+    }
     // Every per-arch binary the plan needs exists, before anything changes.
     crate::ops::preflight::check_artifacts(&env, &state, &plan)?;
     // Cloud: credentials, then instance types and images checked before any spend.

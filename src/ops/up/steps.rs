@@ -1,57 +1,64 @@
-//! The steps of `up` other than a k3s node: the dispatch by resource kind, cluster
-//! readiness, the kubeconfig merge, deleting what the recipe dropped, and the
+//! The steps of `up` other than a k3s node: applying and deleting by step kind
+//! (`ops::kinds`), cluster readiness, the kubeconfig merge, deleting what the recipe dropped, and the
 //! serverless layer and its endpoint (the work is in `ops::serverless`).
 
 use super::*;
+use crate::ops::kinds::StepKind;
 
+/// Run one step: its kind applies or deletes it.
 pub(super) async fn run_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
-    match (&step.kind, step.action) {
-        (_, Action::Delete)
-            if matches!(
-                graph::ResourceId::parse(&step.id),
-                Some(graph::ResourceId::Aws(_))
-            ) =>
-        {
-            crate::ops::cloud::delete_step(ctx, &step.id)
+    let Some(kind) = StepKind::of(&step.id) else {
+        return Ok(Did::unchanged("nothing to do"));
+    };
+    if step.action == Action::Delete {
+        kind.delete(ctx, step).await
+    } else {
+        kind.apply(ctx, step).await
+    }
+}
+
+impl StepKind {
+    /// Converge the resource (create, update or replace).
+    async fn apply(&self, ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
+        match (self, &step.kind) {
+            (StepKind::Node(_), _) => super::node::node_step(ctx, step).await,
+            (StepKind::ClusterReady, _) => ready_step(ctx, step).await,
+            (StepKind::Kubeconfig, _) => kubeconfig_step(ctx, step).await,
+            (StepKind::DevicePrep, Some(Kind::DevicePrep { device })) => {
+                device::prep_step(ctx, step, *device).await.map(Did::from)
+            }
+            (StepKind::GpuRuntime, _) => device::gpu_step(ctx, step).await.map(Did::from),
+            (StepKind::Serverless, _) => serverless_step(ctx, step).await.map(Did::from),
+            (StepKind::Endpoint, _) => endpoint_step(ctx, step).await.map(Did::from),
+            (StepKind::Cloud(_), Some(k)) => {
+                mark(ctx, &step.id, Status::Pending, |_| {})?;
+                let changed = crate::ops::cloud::step(ctx, &step.id, k).await?;
+                mark(ctx, &step.id, Status::Applied, |_| {})?;
+                Ok(Did::from(changed))
+            }
+            (StepKind::DevicePrep | StepKind::Cloud(_), _) => {
+                Err(OpsError::K3s(k3s::K3sError::Protocol {
+                    host: step.host.clone().unwrap_or_default(),
+                    detail: format!("{} is not in the desired graph", step.id),
+                }))
+            }
+        }
+    }
+
+    /// Take the resource away (the recipe no longer has it).
+    async fn delete(&self, ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
+        match self {
+            StepKind::Cloud(_) => crate::ops::cloud::delete_step(ctx, &step.id)
                 .await
-                .map(Did::from)
+                .map(Did::from),
+            StepKind::Serverless => serverless_delete_step(ctx, step).await.map(Did::from),
+            StepKind::Endpoint => endpoint_delete_step(ctx, step).await.map(Did::from),
+            StepKind::Node(_)
+            | StepKind::ClusterReady
+            | StepKind::Kubeconfig
+            | StepKind::DevicePrep
+            | StepKind::GpuRuntime => delete_step(ctx, step).await,
         }
-        (_, Action::Delete) if step.id == graph::SERVERLESS => {
-            serverless_delete_step(ctx, step).await.map(Did::from)
-        }
-        (_, Action::Delete) if step.id == graph::ENDPOINT => {
-            endpoint_delete_step(ctx, step).await.map(Did::from)
-        }
-        (_, Action::Delete) => delete_step(ctx, step).await,
-        (Some(Kind::Serverless), _) => serverless_step(ctx, step).await.map(Did::from),
-        (Some(Kind::Endpoint), _) => endpoint_step(ctx, step).await.map(Did::from),
-        (Some(Kind::K3sServer { .. } | Kind::K3sAgent), _) => {
-            super::node::node_step(ctx, step).await
-        }
-        (Some(Kind::ClusterReady), _) => ready_step(ctx, step).await,
-        (Some(Kind::Kubeconfig), _) => kubeconfig_step(ctx, step).await,
-        (Some(Kind::DevicePrep { device }), _) => {
-            device::prep_step(ctx, step, *device).await.map(Did::from)
-        }
-        (Some(Kind::GpuRuntime), _) => device::gpu_step(ctx, step).await.map(Did::from),
-        (
-            Some(
-                k @ (Kind::AwsVpc
-                | Kind::AwsSubnet
-                | Kind::AwsInternetGateway
-                | Kind::AwsRoute
-                | Kind::AwsSecurityGroup
-                | Kind::AwsKeyPair
-                | Kind::AwsInstances { .. }),
-            ),
-            action,
-        ) => {
-            mark(ctx, &step.id, Status::Pending, |_| {})?;
-            let changed = crate::ops::cloud::step(ctx, &step.id, k, action).await?;
-            mark(ctx, &step.id, Status::Applied, |_| {})?;
-            Ok(Did::from(changed))
-        }
-        (None, _) => Ok(Did::unchanged("nothing to do")),
     }
 }
 
