@@ -28,6 +28,12 @@ impl Files for Disk {
     fn exists(&self, path: &Path) -> bool {
         path.exists()
     }
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
+    }
+    fn is_file(&self, path: &Path) -> bool {
+        path.is_file()
+    }
     fn home(&self) -> Option<PathBuf> {
         dirs::home_dir()
     }

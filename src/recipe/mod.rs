@@ -29,6 +29,8 @@ use std::path::{Path, PathBuf};
 pub trait Files {
     fn read(&self, path: &Path) -> std::io::Result<String>;
     fn exists(&self, path: &Path) -> bool;
+    fn is_dir(&self, path: &Path) -> bool;
+    fn is_file(&self, path: &Path) -> bool;
     fn home(&self) -> Option<PathBuf>;
 }
 pub use check::{Loaded, inventory_roles, load_inventory, load_recipe};

@@ -49,6 +49,13 @@ const CORE_FORBIDDEN: &[&str] = &[
     "dirs::",
     "tempfile",
     "getrandom",
+    // std::path's own file system queries.
+    ".exists()",
+    ".is_dir()",
+    ".is_file()",
+    "read_dir(",
+    "metadata(",
+    "canonicalize(",
 ];
 
 const MAX_LINES: usize = 600;

@@ -482,20 +482,22 @@ fn check_install(i: &raw::InstallSection, path: &Path, sink: &mut Sink<'_>) -> I
                 };
             };
             let dir = resolve_path(path, &b.value, sink.home().as_deref());
-            if !dir.is_dir() {
+            if !sink.files.is_dir(&dir) {
                 sink.error(
                     pos(b),
                     format!("bundle directory {} does not exist", dir.display()),
                 );
             } else {
-                if !dir.join("install.sh").is_file() {
+                if !sink.files.is_file(&dir.join("install.sh")) {
                     sink.error(
                         pos(b),
                         format!("bundle {} has no install.sh", dir.display()),
                     )
                     .help("save https://get.k3s.io as install.sh in the bundle");
                 }
-                if !dir.join("k3s").is_file() && !dir.join("k3s-arm64").is_file() {
+                if !sink.files.is_file(&dir.join("k3s"))
+                    && !sink.files.is_file(&dir.join("k3s-arm64"))
+                {
                     sink.error(
                         pos(b),
                         format!("bundle {} has no k3s binary", dir.display()),
