@@ -229,7 +229,7 @@ mod tests {
         );
     }
 
-    /// An edge that only orders (issue 9: `cluster-ready` after an offline agent).
+    /// An edge that only orders (`cluster-ready` after an offline agent).
     #[derive(Clone, Copy)]
     struct Soft(bool);
     impl Edge for Soft {

@@ -297,7 +297,7 @@ impl Store {
 
 /// Write `bytes` to `path` atomically with `mode`: temp file in the same directory,
 /// fsync, rename over the target, fsync the directory. A bare file name (`inv.yaml`)
-/// is written in the current directory (issue 9).
+/// is written in the current directory.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()

@@ -186,7 +186,7 @@ pub fn build(env: &Environment) -> Result<ResourceGraph, GraphError> {
     );
     // Readiness needs the first server and runs after every other node, whatever
     // became of it: it waits for the nodes that were applied and names the others
-    // (issue 9: one offline device never withholds the cluster).
+    // (one offline device never withholds the cluster).
     for n in &nodes {
         g.add_edge(*n, ready, if *n == init { Dep::Needs } else { Dep::After });
         for grp in &instance_groups {
@@ -225,7 +225,7 @@ pub fn build(env: &Environment) -> Result<ResourceGraph, GraphError> {
     // wait, whatever came of it, so a partly converged cluster can still be reached.
     g.add_edge(init, kc, Dep::Needs);
     g.add_edge(ready, kc, Dep::After);
-    // The OSCAR serverless layer (issue 4): after the cluster is Ready.
+    // The OSCAR serverless layer: after the cluster is Ready.
     if let Some(sl) = &env.serverless {
         let (sl_res, ep_res) = serverless::resources(env, sl);
         let sl_ix = add(&mut g, sl_res);
@@ -338,7 +338,7 @@ mod tests {
         (env, rg)
     }
 
-    /// Issue 9: an offline agent never withholds the kubeconfig or readiness; the
+    /// An offline agent never withholds the kubeconfig or readiness; the
     /// first server does.
     #[test]
     fn readiness_and_kubeconfig_need_only_the_first_server() {
@@ -365,7 +365,7 @@ mod tests {
         );
     }
 
-    /// Issue 10: an inventory host's `external_ip` becomes its `node-external-ip`; a
+    /// An inventory host's `external_ip` becomes its `node-external-ip`; a
     /// cloud host follows only the public-IP rule, so the two sources never mix.
     #[test]
     fn external_address_comes_from_the_host_kind() {
@@ -411,7 +411,7 @@ mod tests {
         assert_eq!(p.get(CLUSTER_READY).map(|c| c.action), Some(Action::Update));
     }
 
-    /// Issue 10: k3s warns about and skips a config.yaml key it does not know; continuum
+    /// K3s warns about and skips a config.yaml key it does not know; continuum
     /// must never rely on that. Every key it renders for a node (the desired attributes
     /// plus the secrets `token` and, on servers, `agent-token`) is a flag of that node's
     /// k3s subcommand at the pinned version.

@@ -128,7 +128,7 @@ pub fn gpu_id(host: &str) -> String {
     .to_string()
 }
 
-/// Device preparation before a node's k3s, GPU checks after it (issue 5): only for
+/// Device preparation before a node's k3s, GPU checks after it: only for
 /// hosts whose inventory entry carries a probe that found a Pi or a Jetson.
 pub(super) fn add_device_nodes(
     env: &Environment,

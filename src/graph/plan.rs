@@ -250,7 +250,7 @@ pub fn plan_with_drift(
                 Some(h) if !env.hosts.contains_key(h) => {
                     format!("host `{h}` is no longer in the recipe")
                 }
-                // Serverless layer resources (issue 4) have a host but no role.
+                // Serverless layer resources have a host but no role.
                 Some(_) if rs.role.is_none() => "no longer in the recipe".to_string(),
                 Some(_) => "the host changed role".to_string(),
                 None => "no longer in the recipe".to_string(),

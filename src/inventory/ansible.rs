@@ -370,7 +370,7 @@ mod tests {
 
     #[test]
     fn ini_line_of_only_quotes_is_an_error_not_a_panic() {
-        // Issue 14: `words[0]` panicked on a line that is only `""`.
+        // `words[0]` panicked on a line that is only `""`.
         for ini in ["[server]\n\"\"\n", "[g:children]\n''\n", "\"\"\n"] {
             let e = import("inv.ini", ini).expect_err("refused");
             assert!(

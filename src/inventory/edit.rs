@@ -238,7 +238,7 @@ mod tests {
 
     #[test]
     fn non_ascii_comment_in_the_hosts_block_is_no_panic() {
-        // Issue 14: `l[..indent]` panicked on `#ü` (no char boundary at byte 2).
+        // `l[..indent]` panicked on `#ü` (no char boundary at byte 2).
         let text =
             "hosts:\n  - name: a\n    address: 10.0.0.1\n#ü\n  - name: b\n    address: 10.0.0.2\n";
         assert_eq!(names(text).expect("names"), ["a", "b"]);

@@ -189,7 +189,7 @@ pub(super) async fn connect(ctx: &Ctx, name: &str) -> Result<Arc<HostConn>, OpsE
         })
     })?;
     // Recorded before the attempt, so `status` shows where an offline host is
-    // (issue 9); the host key fingerprint only once it answered.
+    //; the host key fingerprint only once it answered.
     with_state(ctx, |st| {
         let e = st.hosts.entry(name.to_string()).or_default();
         e.address = host.address.clone();

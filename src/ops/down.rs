@@ -3,7 +3,7 @@
 //!
 //! Needs only the state (not the recipe). A host that cannot be reached keeps its
 //! resources in state and makes `down` fail, so a later `down` retries it; the other
-//! hosts are still cleaned. Teardown can always finish (issue 9): a node that never
+//! hosts are still cleaned. Teardown can always finish: a node that never
 //! had k3s installed is dropped without connecting, and `--forget HOST` drops a device
 //! that is gone for good, listing what may remain on it.
 
@@ -324,7 +324,7 @@ pub async fn down(
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         remove_kubeconfig(&mut st)?;
-        // The OSCAR endpoint and its oscar-cli entry (issue 4).
+        // The OSCAR endpoint and its oscar-cli entry.
         super::serverless::unregister(&settings.state_dir, env)?;
         store.delete()?;
         state_deleted = true;

@@ -110,7 +110,7 @@ pub enum OpsError {
     Random(String),
     #[error(transparent)]
     Cloud(#[from] crate::aws::provision::ProvisionError),
-    /// The OSCAR serverless layer (issue 4).
+    /// The OSCAR serverless layer.
     #[error(transparent)]
     Serverless(#[from] serverless::LayerError),
     #[error(transparent)]
@@ -125,7 +125,7 @@ pub enum OpsError {
 
 impl OpsError {
     /// The host could not be reached at all (switched off, out of range): nothing was
-    /// changed on it. Edge devices are often in this state (issue 9).
+    /// changed on it. Edge devices are often in this state.
     pub fn is_unreachable(&self) -> bool {
         matches!(
             self,
@@ -252,7 +252,7 @@ pub struct ResourceResult {
 }
 
 /// Turn engine outcomes into results, events already sent; fail when any failed.
-/// `tolerated` offline agents (issue 9) are not failures.
+/// `tolerated` offline agents are not failures.
 fn summarize(results: &[ResourceResult], cancelled: bool) -> Result<(), OpsError> {
     let failed: Vec<&ResourceResult> = results
         .iter()

@@ -1,5 +1,5 @@
-//! Checks `up` makes before it changes anything (issue 5): every per-arch k3s binary
-//! and air-gap image tarball (issue 10) the plan needs is in the bundle. The arch comes from the inventory's probe or from
+//! Checks `up` makes before it changes anything: every per-arch k3s binary
+//! and air-gap image tarball the plan needs is in the bundle. The arch comes from the inventory's probe or from
 //! state (hosts contacted before); hosts of unknown arch are checked again on the host
 //! by `k3s::apply_node`.
 
@@ -128,7 +128,7 @@ mod tests {
             panic!("bundle install expected");
         };
         std::fs::write(b.join("k3s-arm64"), "#!/bin/sh\n").expect("write");
-        // Issue 10: the air-gap images of every architecture in use, too.
+        // The air-gap images of every architecture in use, too.
         let err = check_artifacts(&env, &State::new("t"), &plan).expect_err("no arm64 images");
         assert!(
             err.to_string()

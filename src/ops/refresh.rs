@@ -1,4 +1,4 @@
-//! Refresh before planning (issue 10): one read-only round trip per applied k3s node,
+//! Refresh before planning: one read-only round trip per applied k3s node,
 //! in parallel, as Terraform refreshes before it plans. What a host shows that the
 //! state does not know becomes drift in the plan: a stopped or missing service, a
 //! config.yaml edited by hand, a binary replaced or at another version. `--refresh=false`

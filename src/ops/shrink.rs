@@ -1,4 +1,4 @@
-//! Declarative shrink (issue 5): a host that leaves the inventory (or
+//! Declarative shrink: a host that leaves the inventory (or
 //! `continuum nodes remove ENV HOST`) is cordoned and drained through the server, its
 //! Node object deleted, k3s uninstalled on it, and state updated; nothing else is
 //! touched. A server is only removed when etcd keeps its quorum afterwards.
@@ -23,7 +23,7 @@ use crate::state::{State, Status};
 ///
 /// Without `forget`: drop it from the inventory (declarative), then converge, which
 /// drains, deletes and uninstalls exactly that node. With `forget` (a device gone for
-/// good, issue 9): the device is not contacted; its Node object is deleted through a
+/// good: the device is not contacted; its Node object is deleted through a
 /// server when one answers, it leaves the inventory and the state, and what may remain
 /// on it is reported.
 pub async fn remove_node(

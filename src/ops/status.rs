@@ -28,7 +28,7 @@ pub struct StatusReport {
     /// Why live data is missing, if it is.
     pub live_error: Option<String>,
     pub kubeconfig_context: Option<String>,
-    /// Registered OSCAR endpoints of the environment (issue 4).
+    /// Registered OSCAR endpoints of the environment.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<super::serverless::EndpointStatus>,
     /// The AWS site: recorded ids, and instances (live state when reachable).

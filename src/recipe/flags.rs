@@ -10,16 +10,16 @@
 use super::model::Role;
 
 /// The upstream release the tables were checked against (docs/k3s-config.md, "Flag
-/// table"): k3s-io/k3s `pkg/cli/cmds/{server,agent,log,config,root}.go`.
+/// table", names the files read).
 pub const CHECKED_AGAINST: &str = "k3s v1.31.4+k3s1";
 
-/// The k3s-io/k3s commit whose `pkg/cli/cmds` was read (identical to the v1.31/v1.29
-/// release lines of December 2024; docs/k3s-config.md says how that was established).
+/// The k3s commit whose command-line definitions were read (docs/k3s-config.md says
+/// which, and how it matches the release lines).
 pub const CHECKED_AT_COMMIT: &str = "e143e0fa12033fe2331558ea8e4ca86e813fdbb5";
 
 /// Visible flags of both `k3s server` and `k3s agent` (a server also runs an agent).
 pub const SHARED_KEYS: &[&str] = &[
-    // config.go, log.go, root.go
+    // global flags: config, logging, data directory
     "config",
     "debug",
     "v",
@@ -314,7 +314,7 @@ mod tests {
             .collect()
     }
 
-    /// The tables were checked against k3s v1.31.4+k3s1 (pkg/cli/cmds at commit
+    /// The tables were checked against k3s v1.31.4+k3s1 (its command-line definitions at commit
     /// e143e0fa, docs/k3s-config.md): 119 server flags of which 11 hidden, 46 agent
     /// flags of which 1 hidden. A new pin means reading upstream again.
     #[test]

@@ -64,14 +64,14 @@ pub struct ReadEntry {
     pub oidc: bool,
 }
 
-/// oscar-cli's rule (`pkg/config/config.go`): `filepath.Ext` is `.yaml` or `.yml`
-/// (exactly) for YAML; anything else is JSON.
+/// oscar-cli's rule (docs/oscar.md, "oscar-cli config"): a file whose extension is
+/// exactly `.yaml` or `.yml` is YAML; anything else is JSON.
 fn is_json(path: &Path) -> bool {
     !path.extension().is_some_and(|e| e == "yaml" || e == "yml")
 }
 
 /// What `oscar-cli cluster add` writes into a new entry besides the credentials
-/// (`AddCluster` in `pkg/config/config.go`).
+/// (docs/oscar.md, "oscar-cli config").
 const NEW_ENTRY_DEFAULTS: &[(&str, &str)] = &[("memory", "256Mi"), ("log_level", "INFO")];
 
 fn load(path: &Path) -> Result<Value, OscarCliError> {
@@ -291,7 +291,7 @@ mod tests {
         assert_eq!(doc["oscar"]["y"]["auth_user"], "oscar");
     }
 
-    /// Issue 11 item 12: oscar-cli reads YAML only from `.yaml`/`.yml` (exactly) and
+    /// Oscar-cli reads YAML only from `.yaml`/`.yml` (exactly) and
     /// JSON from any other name; a missing `ssl_verify` is false there; a new entry
     /// gets `oscar-cli cluster add`'s defaults.
     #[test]

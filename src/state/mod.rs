@@ -34,7 +34,7 @@ pub struct State {
     /// returns them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<CloudState>,
-    /// The OSCAR layer's credentials (issue 4); absent without a serverless layer.
+    /// The OSCAR layer's credentials; absent without a serverless layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serverless: Option<Credentials>,
 }
@@ -73,7 +73,7 @@ pub struct HostState {
     pub arch: Option<String>,
     /// continuum started installing k3s here (set before the first file is uploaded):
     /// `down` must uninstall. A host without it (and without an applied node) never
-    /// got k3s from continuum, so `down` drops it without connecting (issue 9).
+    /// got k3s from continuum, so `down` drops it without connecting.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub k3s_installed: bool,
     /// Where install.sh put the k3s binary and scripts when not `/usr/local/bin`

@@ -1,4 +1,4 @@
-//! The `up` steps of issue 5: device preparation before k3s (`device-prep/HOST`), the
+//! The device steps of `up`: device preparation before k3s (`device-prep/HOST`), the
 //! Jetson GPU checks after it (`gpu-runtime/HOST`), and the shrink checks run before a
 //! node object is deleted. The remote work lives in `k3s::device` and `ops::shrink`;
 //! this file only sequences it and records state like the other steps.

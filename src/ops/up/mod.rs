@@ -95,7 +95,7 @@ pub async fn up(
         }
         store.save(&mut state)?;
     }
-    // OSCAR/MinIO credentials (issue 4): given ones, else CSPRNG; saved before any
+    // OSCAR/MinIO credentials: given ones, else CSPRNG; saved before any
     // host sees them, kept across runs.
     if let Some(sl) = &env.serverless {
         let creds = crate::state::Credentials::resolve(

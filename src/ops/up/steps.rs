@@ -67,7 +67,7 @@ async fn ready_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
     let init = env.cluster.init_server().to_string();
     let conn = connect(ctx, &init).await?;
     // Wait for the nodes that are applied; name the others (failed, offline, skipped):
-    // they do not withhold the rest of the cluster (issue 9).
+    // they do not withhold the rest of the cluster.
     let (applied, missing): (Vec<String>, Vec<String>) = {
         let st = ctx
             .state
@@ -133,7 +133,7 @@ async fn kubeconfig_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
     let entries = kubeconfig::from_k3s(&text, &ctx.env().kubeconfig.context, &server)?;
-    // Absolute, so `down` from another directory removes the same entry (issue 9).
+    // Absolute, so `down` from another directory removes the same entry.
     let path = crate::files::absolute(&kubeconfig::default_path(
         ctx.env().kubeconfig.path.as_deref(),
     ));
@@ -209,7 +209,7 @@ pub(super) async fn delete_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError>
     let server = if ctx.env().cluster.init_server() != host && step.role.is_some() {
         let init = ctx.env().cluster.init_server().to_string();
         let server = connect(ctx, &init).await?;
-        // Declarative shrink (issue 5): quorum check for servers, cordon + drain first.
+        // Declarative shrink: quorum check for servers, cordon + drain first.
         device::before_node_delete(ctx, step, server.as_ref(), &host).await?;
         Some(server)
     } else {
