@@ -37,8 +37,8 @@ pub use credentials::{read_agent_token, read_join_token, read_kubeconfig};
 pub use facts::{Facts, ServiceManager, facts};
 pub use install::{Applied, NodeSpec, apply_node, describe_apply, install_command, render_config};
 pub use nodes::{
-    LabelsTaints, NodeInfo, delete_node, label_taint_args, list_nodes, parse_nodes,
-    sync_labels_and_taints, uncordon,
+    LabelsTaints, NodeInfo, check_quorum, delete_node, drain, label_taint_args, list_nodes,
+    parse_nodes, sync_labels_and_taints, uncordon,
 };
 pub use readiness::wait_ready;
 pub use uninstall::{UNINSTALL_DESCRIPTION, leftovers, uninstall};
@@ -74,6 +74,25 @@ pub(crate) fn wait_then_cat(path: &str) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum K3sError {
+    #[error(
+        "refusing to remove server `{host}`: etcd has {members} member(s), {healthy} of them Ready; \
+         without it {left_healthy} of {left} would be Ready, below the quorum of {quorum}. Bring the \
+         other servers back (or add one) first"
+    )]
+    Quorum {
+        host: String,
+        members: usize,
+        healthy: usize,
+        left: usize,
+        left_healthy: usize,
+        quorum: usize,
+    },
+    #[error("draining `{host}` through `{server}` failed: {detail}")]
+    Drain {
+        host: String,
+        server: String,
+        detail: String,
+    },
     #[error(transparent)]
     Ssh(#[from] SshError),
     /// A step whose connection broke or timed out: which step it was (the SSH error

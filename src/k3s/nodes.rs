@@ -1,9 +1,11 @@
 //! Nodes as the API server sees them, through `k3s kubectl` on a server: the node
 //! list, live labels and taints (docs/k3s.md, "Labels and taints"), uncordoning after
-//! a drain, and deleting a Node object (docs/k3s.md, "Removing a node from a
+//! a drain, the etcd quorum check and the drain before a node leaves, and deleting a
+//! Node object (docs/k3s.md, "Removing a node from a
 //! cluster").
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -284,6 +286,63 @@ pub async fn uncordon<R: Remote>(server: &R, node: &str) -> Result<(), K3sError>
     .map(|_| ())
 }
 
+/// How long a drain may take (its own `--timeout` is 120 s).
+const DRAIN_WAIT: Duration = Duration::from_secs(180);
+
+/// Refuse when removing server `host` would leave etcd without a Ready majority.
+pub async fn check_quorum<R: Remote>(server: &R, host: &str) -> Result<(), K3sError> {
+    let nodes = list_nodes(server).await?;
+    let etcd: Vec<&NodeInfo> = nodes
+        .iter()
+        .filter(|n| n.roles.iter().any(|r| r == "etcd"))
+        .collect();
+    if !etcd.iter().any(|n| n.name == host) {
+        return Ok(());
+    }
+    let members = etcd.len();
+    let healthy = etcd.iter().filter(|n| n.ready == "True").count();
+    let left = members - 1;
+    let left_healthy = etcd
+        .iter()
+        .filter(|n| n.ready == "True" && n.name != host)
+        .count();
+    let quorum = left / 2 + 1;
+    if left > 0 && left_healthy < quorum {
+        return Err(K3sError::Quorum {
+            host: host.to_string(),
+            members,
+            healthy,
+            left,
+            left_healthy,
+            quorum,
+        });
+    }
+    Ok(())
+}
+
+/// Cordon and drain `node` through `server`; a node the API no longer has is fine.
+pub async fn drain<R: Remote>(server: &R, node: &str) -> Result<(), K3sError> {
+    let out = server
+        .run(
+            &format!(
+                "{BIN_PATH} kubectl drain {} --ignore-daemonsets --delete-emptydir-data --timeout=120s",
+                quote(node)
+            ),
+            None,
+            true,
+            DRAIN_WAIT,
+        )
+        .await?;
+    if out.success() || out.stderr.contains("NotFound") {
+        return Ok(());
+    }
+    Err(K3sError::Drain {
+        host: node.to_string(),
+        server: server.name().to_string(),
+        detail: out.tail(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,5 +457,89 @@ mod tests {
         );
         assert_eq!(server.calls().len(), 1);
         assert!(server.unexpected().is_empty());
+    }
+
+    /// A node list of etcd servers (`s1`..) and agents, with their Ready status.
+    fn node_list(nodes: &[(&str, bool, bool)]) -> String {
+        let items: Vec<String> = nodes
+            .iter()
+            .map(|(name, etcd, ready)| {
+                let roles = if *etcd {
+                    r#""node-role.kubernetes.io/control-plane":"true","node-role.kubernetes.io/etcd":"true""#
+                } else {
+                    r#""kubernetes.io/os":"linux""#
+                };
+                format!(
+                    r#"{{"metadata":{{"name":"{name}","labels":{{{roles}}}}},"status":{{"conditions":[{{"type":"Ready","status":"{}"}}],"nodeInfo":{{"kubeletVersion":"v1.31.4+k3s1","architecture":"amd64"}}}}}}"#,
+                    if *ready { "True" } else { "False" }
+                )
+            })
+            .collect();
+        format!(r#"{{"kind":"NodeList","items":[{}]}}"#, items.join(","))
+    }
+
+    #[tokio::test]
+    async fn a_server_leaves_only_when_etcd_keeps_a_ready_majority() {
+        // Three etcd members, one already NotReady: removing a Ready one leaves two
+        // members with one Ready, below the quorum of two.
+        let list = node_list(&[
+            ("s1", true, true),
+            ("s2", true, true),
+            ("s3", true, false),
+            ("a1", false, true),
+        ]);
+        let server = Scripted::new("s1").on("get nodes", ok(&list));
+        match check_quorum(&server, "s2").await {
+            Err(e @ K3sError::Quorum { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("refusing to remove server `s2`")
+                        && msg.contains("etcd has 3 member(s), 2 of them Ready"),
+                    "{msg}"
+                );
+            }
+            other => panic!("expected a quorum refusal, got {other:?}"),
+        }
+        // The NotReady member itself may go: two Ready members remain.
+        check_quorum(&server, "s3").await.expect("s3 may leave");
+        // An agent is not an etcd member: no check.
+        check_quorum(&server, "a1")
+            .await
+            .expect("agents always may leave");
+        // The check only reads.
+        assert!(server.scripts().iter().all(|s| s.contains("get nodes")));
+    }
+
+    #[tokio::test]
+    async fn a_drain_of_a_node_the_api_no_longer_has_is_fine() {
+        let server = Scripted::new("s1")
+            .once(
+                "drain gone ",
+                exit(1, "Error from server (NotFound): nodes \"gone\" not found"),
+            )
+            .once("drain pi-1 ", ok("node/pi-1 drained"))
+            .on(
+                "drain",
+                exit(1, "error: unable to drain node \"pi-2\": timed out"),
+            );
+        drain(&server, "gone").await.expect("absent is fine");
+        drain(&server, "pi-1").await.expect("drained");
+        match drain(&server, "pi-2").await {
+            Err(K3sError::Drain {
+                host,
+                server,
+                detail,
+            }) => {
+                assert_eq!((host.as_str(), server.as_str()), ("pi-2", "s1"));
+                assert!(detail.contains("timed out"), "{detail}");
+            }
+            other => panic!("expected a drain failure, got {other:?}"),
+        }
+        let calls = server.calls();
+        assert!(calls.iter().all(|c| {
+            c.root
+                && c.script
+                    .contains("--ignore-daemonsets --delete-emptydir-data --timeout=120s")
+        }));
     }
 }

@@ -1,16 +1,13 @@
 //! Taking a node out of a cluster, the one path `up` (a host the recipe dropped),
 //! `down` and `nodes remove` share: what leaving needs (uninstall, nothing, or
-//! forgetting an unreachable device), the etcd quorum check and drain before a server
-//! or agent goes, and what state keeps afterwards (a host leaves state with its last
+//! forgetting an unreachable device; the etcd quorum check and the drain are the k3s
+//! provider's), and what state keeps afterwards (a host leaves state with its last
 //! resource, unless the recipe still lists it). docs/k3s.md, "Removing a node".
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use super::OpsError;
-use crate::k3s::{self, BIN_PATH};
 use crate::recipe;
-use crate::ssh::{Remote, quote};
 use crate::state::{State, Status};
 
 /// How a node leaves.
@@ -55,25 +52,6 @@ pub fn record_removed(st: &mut State, id: &str, host: &str, keep_host: bool) {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShrinkError {
-    #[error(
-        "refusing to remove server `{host}`: etcd has {members} member(s), {healthy} of them Ready; \
-         without it {left_healthy} of {left} would be Ready, below the quorum of {quorum}. Bring the \
-         other servers back (or add one) first"
-    )]
-    Quorum {
-        host: String,
-        members: usize,
-        healthy: usize,
-        left: usize,
-        left_healthy: usize,
-        quorum: usize,
-    },
-    #[error("draining `{host}` through `{server}` failed: {detail}")]
-    Drain {
-        host: String,
-        server: String,
-        detail: String,
-    },
     #[error("environment `{env}` has no host `{host}` (state knows: {known})")]
     NoSuchHost {
         env: String,
@@ -107,64 +85,6 @@ pub enum ShrinkError {
         #[source]
         source: recipe::LoadError,
     },
-}
-
-const SHORT: Duration = Duration::from_secs(180);
-
-/// Refuse when removing server `host` would leave etcd without a Ready majority.
-pub async fn check_quorum<R: Remote>(server: &R, host: &str) -> Result<(), OpsError> {
-    let nodes = k3s::list_nodes(server).await?;
-    let etcd: Vec<&k3s::NodeInfo> = nodes
-        .iter()
-        .filter(|n| n.roles.iter().any(|r| r == "etcd"))
-        .collect();
-    if !etcd.iter().any(|n| n.name == host) {
-        return Ok(());
-    }
-    let members = etcd.len();
-    let healthy = etcd.iter().filter(|n| n.ready == "True").count();
-    let left = members - 1;
-    let left_healthy = etcd
-        .iter()
-        .filter(|n| n.ready == "True" && n.name != host)
-        .count();
-    let quorum = left / 2 + 1;
-    if left > 0 && left_healthy < quorum {
-        return Err(ShrinkError::Quorum {
-            host: host.to_string(),
-            members,
-            healthy,
-            left,
-            left_healthy,
-            quorum,
-        }
-        .into());
-    }
-    Ok(())
-}
-
-/// Cordon and drain `node` through `server`; a node the API no longer has is fine.
-pub async fn drain<R: Remote>(server: &R, node: &str) -> Result<(), OpsError> {
-    let out = server
-        .run(
-            &format!(
-                "{BIN_PATH} kubectl drain {} --ignore-daemonsets --delete-emptydir-data --timeout=120s",
-                quote(node)
-            ),
-            None,
-            true,
-            SHORT,
-        )
-        .await?;
-    if out.success() || out.stderr.contains("NotFound") {
-        return Ok(());
-    }
-    Err(ShrinkError::Drain {
-        host: node.to_string(),
-        server: server.name().to_string(),
-        detail: out.tail(),
-    }
-    .into())
 }
 
 /// The hosts a state knows, for error messages.

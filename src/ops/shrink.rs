@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::removal::record_removed;
-pub use super::removal::{ShrinkError, check_quorum, drain, known_hosts};
+pub use super::removal::{ShrinkError, known_hosts};
 use super::up::{UpReport, up};
 use super::{Event, OpsError, ResourceResult, Settings, SharedObserver};
 use crate::files::Store;
@@ -76,7 +76,7 @@ pub async fn remove_node(
         let pool = settings.pool(env_name)?;
         let init = env.cluster.init_server();
         let conn = pool.get(&env.hosts[init]).await?;
-        let r = check_quorum(conn.as_ref(), host).await;
+        let r = k3s::check_quorum(conn.as_ref(), host).await;
         drop(conn);
         pool.close().await;
         r?;
@@ -248,7 +248,7 @@ async fn delete_node_through_a_server(
                 .resources
                 .contains_key(&crate::graph::node_id(Role::Server, host))
             {
-                check_quorum(conn.as_ref(), host).await?;
+                k3s::check_quorum(conn.as_ref(), host).await?;
             }
             k3s::delete_node(conn.as_ref(), host).await?;
             Ok::<(), OpsError>(())

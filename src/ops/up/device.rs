@@ -129,9 +129,9 @@ pub(super) async fn before_node_delete(
 ) -> Result<(), OpsError> {
     if step.role == Some(Role::Server) {
         progress(ctx, step, "checking the etcd quorum");
-        crate::ops::removal::check_quorum(server, host).await?;
+        crate::k3s::check_quorum(server, host).await?;
     }
     progress(ctx, step, "cordoning and draining");
-    crate::ops::removal::drain(server, host).await?;
+    crate::k3s::drain(server, host).await?;
     Ok(())
 }

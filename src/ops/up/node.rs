@@ -218,7 +218,7 @@ pub(super) async fn node_step(ctx: &Ctx, step: &Step) -> Result<Did, OpsError> {
             message: "cordoning and draining before the upgrade".into(),
         });
         let server = connect(ctx, &init_host).await?;
-        removal::drain(server.as_ref(), &host).await?;
+        crate::k3s::drain(server.as_ref(), &host).await?;
     }
     let applied = k3s::apply_node(conn.as_ref(), &spec, &facts).await?;
     if let Some(from) = &upgrading_from {
