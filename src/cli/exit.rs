@@ -83,7 +83,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         if cause.downcast_ref::<crate::recipe::LoadError>().is_some()
             || cause.downcast_ref::<NeedsYes>().is_some()
             || cause
-                .downcast_ref::<crate::inventory::InventoryError>()
+                .downcast_ref::<crate::files::inventory::InventoryError>()
                 .is_some()
         {
             return INVALID;

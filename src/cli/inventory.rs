@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 
 use super::output::{Format, Printer, tables};
 use super::{Cli, ConnArgs};
-use crate::inventory::{self, edit::NewHost};
+use crate::files::inventory::{self, edit::NewHost};
 use crate::ops;
 
 #[derive(Debug, Subcommand)]
@@ -192,7 +192,7 @@ pub async fn run(cli: &Cli, printer: &Printer, cmd: &InventoryCmd) -> Result<()>
 }
 
 /// Read the password from stdin and make first contact (blocking ssh2 off the runtime).
-async fn first_contact(a: &AddArgs) -> Result<inventory::firstcontact::Contacted> {
+async fn first_contact(a: &AddArgs) -> Result<crate::ssh::firstcontact::Contacted> {
     if a.bastion.is_some() {
         bail!(
             "--password-stdin cannot go through a bastion; make first contact from a host that reaches {}",
@@ -215,7 +215,7 @@ async fn first_contact(a: &AddArgs) -> Result<inventory::firstcontact::Contacted
     if password.is_empty() {
         bail!("--password-stdin: no password on stdin");
     }
-    let target = inventory::firstcontact::Target {
+    let target = crate::ssh::firstcontact::Target {
         address: a.address.clone(),
         port: a.port.or(d_port).unwrap_or(22),
         user,
@@ -223,7 +223,7 @@ async fn first_contact(a: &AddArgs) -> Result<inventory::firstcontact::Contacted
         timeout: std::time::Duration::from_secs(a.connect_timeout.max(1)),
     };
     let c = tokio::task::spawn_blocking(move || {
-        inventory::firstcontact::first_contact(&target, &password)
+        crate::ssh::firstcontact::first_contact(&target, &password)
     })
     .await??;
     Ok(c)

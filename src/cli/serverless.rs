@@ -11,10 +11,10 @@ use clap::{Args, Subcommand};
 
 use super::output::Printer;
 use crate::files::Store;
+use crate::files::endpoints;
+use crate::files::oscar_cli;
 use crate::oscar::client::Oscar;
 use crate::oscar::{fdl, functions, service};
-use crate::registry::endpoints;
-use crate::registry::oscar_cli;
 use crate::state::Secret;
 
 /// Where clusters not installed by continuum are looked up.

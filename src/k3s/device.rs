@@ -317,7 +317,7 @@ mod tests {
             "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.\"nvidia\".options]\n"
         ));
     }
-    use crate::inventory::probe::parse;
+    use crate::probe::parse;
 
     #[test]
     fn cmdline_edit_is_idempotent_and_single_line() {

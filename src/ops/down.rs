@@ -16,10 +16,10 @@ use super::removal::{Leave, forget_hint, leave_for, record_removed};
 use super::runner::{self, Item};
 use super::{Did, Event, OpsError, ResourceResult, Settings, SharedObserver, summarize};
 use crate::files::Store;
+use crate::files::kubeconfig;
 use crate::graph::{self, Action, Dep};
 use crate::k3s;
 use crate::recipe::Role;
-use crate::registry::kubeconfig;
 use crate::state::State;
 
 /// One node of the delete graph (a phase gate has no host and does nothing).

@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use super::{OpsError, Settings};
-use crate::inventory::{self, probe};
+use crate::files::inventory;
+use crate::probe;
 
 /// Probe result of one host.
 #[derive(Debug, Clone, serde::Serialize)]

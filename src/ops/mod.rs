@@ -27,9 +27,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::files::StateError;
+use crate::files::kubeconfig::KubeconfigError;
 use crate::graph::{Action, GraphError};
 use crate::k3s::K3sError;
-use crate::registry::kubeconfig::KubeconfigError;
 use crate::ssh::SshError;
 
 /// Something the user should see while an operation runs.
@@ -118,7 +118,7 @@ pub enum OpsError {
     #[error(transparent)]
     Shrink(#[from] removal::ShrinkError),
     #[error(transparent)]
-    Inventory(#[from] crate::inventory::InventoryError),
+    Inventory(#[from] crate::files::inventory::InventoryError),
     #[error(transparent)]
     Load(#[from] crate::recipe::LoadError),
 }

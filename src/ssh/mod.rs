@@ -14,6 +14,7 @@
 //! connections are `pool`'s, host trust `known_hosts`'s; `scripted` is a test double
 //! of `Remote` for unit tests.
 
+pub mod firstcontact;
 mod known_hosts;
 mod pool;
 #[cfg(test)]

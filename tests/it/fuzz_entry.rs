@@ -43,14 +43,14 @@ pub fn recipe(data: &[u8]) {
 pub fn inventory(data: &[u8]) {
     let p = put("inv.yaml", data);
     let _ = continuum::files::load_inventory(&p);
-    let _ = continuum::inventory::list(&p);
+    let _ = continuum::files::inventory::list(&p);
 }
 
 /// An Ansible inventory (INI or YAML: the importer decides), as `inventory import`.
 pub fn ansible(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let _ = continuum::inventory::ansible::import("fuzz.ini", &text);
-    let _ = continuum::inventory::ansible::import("fuzz.yml", &text);
+    let _ = continuum::files::inventory::ansible::import("fuzz.ini", &text);
+    let _ = continuum::files::inventory::ansible::import("fuzz.yml", &text);
 }
 
 /// An oscar-cli FDL file.
@@ -64,15 +64,15 @@ pub fn fdl(data: &[u8]) {
 pub fn oscar_cli(data: &[u8]) {
     for name in ["oscar-cli.yaml", "oscar-cli.json"] {
         let p = put(name, data);
-        let _ = continuum::registry::oscar_cli::entries(&p);
-        let e = continuum::registry::oscar_cli::Entry {
+        let _ = continuum::files::oscar_cli::entries(&p);
+        let e = continuum::files::oscar_cli::Entry {
             endpoint: "https://oscar.example".into(),
             auth_user: "oscar".into(),
             auth_password: continuum::state::Secret::new("pw".to_string()),
             ssl_verify: true,
         };
-        if continuum::registry::oscar_cli::upsert(&p, "fuzz", &e, false).is_ok() {
-            let back = continuum::registry::oscar_cli::entries(&p).expect("reads back");
+        if continuum::files::oscar_cli::upsert(&p, "fuzz", &e, false).is_ok() {
+            let back = continuum::files::oscar_cli::entries(&p).expect("reads back");
             assert!(back.contains_key("fuzz"), "{}", p.display());
         }
     }
@@ -87,9 +87,9 @@ pub fn kubeconfig(data: &[u8]) {
         json!({"name": "fz", "user": {"token": "t"}}),
         json!({"name": "fz", "context": {"cluster": "fz", "user": "fz"}}),
     );
-    if continuum::registry::kubeconfig::merge(&p, entries).is_ok() {
+    if continuum::files::kubeconfig::merge(&p, entries).is_ok() {
         assert!(
-            continuum::registry::kubeconfig::has_context(&p, "fz"),
+            continuum::files::kubeconfig::has_context(&p, "fz"),
             "merged context missing"
         );
     }

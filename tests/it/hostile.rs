@@ -427,7 +427,8 @@ fn hostile_ansible_inventories_never_reach_a_host_entry() {
             let src = write(dir.path(), file, text.as_bytes());
             let target = dir.path().join("inv.yaml");
             let _ = std::fs::remove_file(&target);
-            let outcome = std::panic::catch_unwind(|| continuum::inventory::import(&src, &target));
+            let outcome =
+                std::panic::catch_unwind(|| continuum::files::inventory::import(&src, &target));
             let Ok(result) = outcome else {
                 panic!("{fmt} {p:?}: panicked")
             };

@@ -4,13 +4,13 @@
 
 use serde_json::json;
 
+use crate::files::endpoints::Endpoint;
 use crate::graph::Plan;
 use crate::ops::Event;
 use crate::ops::down::DownReport;
 use crate::ops::status::StatusReport;
 use crate::ops::up::UpReport;
 use crate::recipe::Environment;
-use crate::registry::endpoints::Endpoint;
 use crate::state::Credentials;
 
 /// A progress event of `up`, `down` or `nodes remove`, as it happens.

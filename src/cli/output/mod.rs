@@ -126,7 +126,7 @@ impl Printer {
     }
 
     /// `continuum endpoints list`.
-    pub fn endpoints(&self, list: &[crate::registry::endpoints::Endpoint]) {
+    pub fn endpoints(&self, list: &[crate::files::endpoints::Endpoint]) {
         match self.format {
             Format::Json => out(&json::endpoints(list)),
             Format::Text => out(&text::endpoints(list)),
@@ -136,7 +136,7 @@ impl Printer {
     /// `continuum endpoints show NAME [--reveal]`: secrets only when `creds` is given.
     pub fn endpoint(
         &self,
-        e: &crate::registry::endpoints::Endpoint,
+        e: &crate::files::endpoints::Endpoint,
         creds: Option<&crate::state::Credentials>,
     ) {
         if self.format == Format::Json {

@@ -1,9 +1,9 @@
 //! Text tables: left-aligned columns under an upper-case header, for status, endpoints,
 //! services and inventories. Each function returns the table; the caller prints it.
 
+use crate::files::endpoints::Endpoint;
 use crate::ops::inventory::ProbeRow;
 use crate::ops::status::{AwsStatus, StatusReport};
-use crate::registry::endpoints::Endpoint;
 
 /// Left-aligned columns.
 pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
@@ -138,7 +138,7 @@ pub(super) fn services(list: &[serde_json::Value]) -> String {
 }
 
 /// `continuum inventory list`: the hosts and what the last probe found.
-pub fn inventory(rows: &[crate::inventory::Row]) -> String {
+pub fn inventory(rows: &[crate::files::inventory::Row]) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {

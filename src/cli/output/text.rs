@@ -3,13 +3,13 @@
 //! returns the lines; the caller prints them (one `println` each).
 
 use super::tables;
+use crate::files::endpoints::Endpoint;
 use crate::graph::{Action, Plan};
 use crate::ops::Event;
 use crate::ops::down::DownReport;
 use crate::ops::status::StatusReport;
 use crate::ops::up::UpReport;
 use crate::recipe::Environment;
-use crate::registry::endpoints::Endpoint;
 use crate::state::Credentials;
 
 fn symbol(a: Action) -> &'static str {

@@ -23,13 +23,13 @@ mod retire;
 pub use retire::REMOVAL_TIMEOUT;
 use retire::{REMOVAL_POLL, present, retire, root};
 
+use crate::files::endpoints::{self, Endpoint, EndpointsError};
+use crate::files::oscar_cli::{self, OscarCliError};
 use crate::oscar::ReadyError;
 use crate::oscar::client::{ClientError, Oscar, SystemInfo};
 use crate::oscar::removal::{self, Deletion, ManifestError, Round};
 use crate::recipe::Environment;
 use crate::recipe::serverless::Serverless;
-use crate::registry::endpoints::{self, Endpoint, EndpointsError};
-use crate::registry::oscar_cli::{self, OscarCliError};
 use crate::render::oscar::{self as manifests, FILE_PREFIX, MANIFESTS_DIR, RenderError};
 use crate::ssh::{Remote, quote};
 use crate::state::Credentials;

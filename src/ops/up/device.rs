@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Event, OpsError};
-use crate::inventory::probe::{self, Device};
 use crate::k3s::device as dev;
 use crate::ops::context::{Ctx, Step, connect, host_of, mark};
+use crate::probe::{self, Device};
 use crate::recipe::Role;
 use crate::ssh::{HostConn, SshError};
 use crate::state::Status;

@@ -23,10 +23,10 @@ use super::{
     Did, Event, OpsError, ResourceResult, Settings, SharedObserver, random_secret, summarize,
 };
 use crate::files::Store;
+use crate::files::kubeconfig;
 use crate::graph::{self, Action, Dep, Kind, Plan, ResourceGraph};
 use crate::k3s::{self, Applied, NodeSpec};
 use crate::recipe::{Environment, Role};
-use crate::registry::kubeconfig;
 use crate::ssh::Remote;
 use crate::state::{Secret, State, Status};
 

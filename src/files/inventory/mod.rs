@@ -8,8 +8,6 @@
 
 pub mod ansible;
 pub mod edit;
-pub mod firstcontact;
-pub mod probe;
 
 use std::path::{Path, PathBuf};
 
@@ -127,7 +125,10 @@ pub fn import(src: &Path, path: &Path) -> Result<(Vec<String>, Vec<String>), Inv
 }
 
 /// Store probe results (host name -> facts) in the inventory.
-pub fn store_probed(path: &Path, facts: &[(String, probe::Facts)]) -> Result<(), InventoryError> {
+pub fn store_probed(
+    path: &Path,
+    facts: &[(String, crate::recipe::device::Facts)],
+) -> Result<(), InventoryError> {
     let mut text = read(path)?;
     for (name, f) in facts {
         let v = serde_json::to_value(f).map_err(|e| InventoryError::Edit(e.to_string()))?;
@@ -186,7 +187,7 @@ pub fn list(path: &Path) -> Result<Vec<Row>, InventoryError> {
             model: h
                 .probed
                 .as_deref()
-                .map(probe::Facts::model)
+                .map(crate::recipe::device::Facts::model)
                 .filter(|m| !m.is_empty()),
             name: h.name,
             address: h.address,
