@@ -18,15 +18,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("core", &["recipe", "graph", "state", "render"]),
     (
         "providers",
-        &[
-            "ssh",
-            "aws",
-            "k3s",
-            "oscar",
-            "files",
-            "registry",
-            "inventory",
-        ],
+        &["ssh", "aws", "k3s", "oscar", "files", "probe"],
     ),
     ("operations", &["engine", "ops"]),
     ("cli", &["cli"]),
