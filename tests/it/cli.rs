@@ -1,23 +1,10 @@
 //! CLI behaviour that needs no hosts: help, plan output, exit codes, refusal paths.
 
-use assert_cmd::Command;
-
-use crate::harness::root;
-
-fn continuum(state: &std::path::Path) -> Command {
-    let mut c = Command::cargo_bin("continuum").expect("binary");
-    c.env("CONTINUUM_STATE_DIR", state)
-        .env("KUBECONFIG", state.join("kubeconfig"));
-    c
-}
+use crate::harness::{Continuum, Workspace, assert_ok, root};
 
 #[test]
 fn help_lists_the_commands() {
-    let out = Command::cargo_bin("continuum")
-        .expect("bin")
-        .arg("--help")
-        .output()
-        .expect("run");
+    let out = Continuum::new().arg("--help").output();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     insta::assert_snapshot!("help", text);
@@ -25,12 +12,12 @@ fn help_lists_the_commands() {
 
 #[test]
 fn plan_of_the_example_recipe() {
-    let state = tempfile::tempdir().expect("tmp");
-    let out = continuum(state.path())
+    let ws = Workspace::new("farm-edge");
+    let out = ws
+        .cmd()
         .current_dir(root())
         .args(["plan", "recipes/farm-edge.yaml"])
-        .output()
-        .expect("run");
+        .output();
     assert!(
         out.status.success(),
         "{}",
@@ -44,12 +31,12 @@ fn plan_of_the_example_recipe() {
 
 #[test]
 fn plan_json_is_machine_readable() {
-    let state = tempfile::tempdir().expect("tmp");
-    let out = continuum(state.path())
+    let ws = Workspace::new("farm-edge");
+    let out = ws
+        .cmd()
         .current_dir(root())
         .args(["plan", "recipes/farm-edge.yaml", "--output", "json"])
-        .output()
-        .expect("run");
+        .output();
     assert!(out.status.success());
     // JSON Lines: warnings (e.g. a key file missing on this machine) come as their own
     // events before the plan.
@@ -67,12 +54,10 @@ fn plan_json_is_machine_readable() {
 
 #[test]
 fn graph_prints_dot_with_edges() {
-    let out = Command::cargo_bin("continuum")
-        .expect("bin")
+    let out = Continuum::new()
         .current_dir(root())
         .args(["graph", "recipes/farm-ha.yaml"])
-        .output()
-        .expect("run");
+        .output();
     assert!(out.status.success());
     let dot = String::from_utf8_lossy(&out.stdout);
     assert!(dot.starts_with("digraph \"farm\""));
@@ -86,52 +71,43 @@ fn graph_prints_dot_with_edges() {
 
 #[test]
 fn up_without_yes_and_without_terminal_is_refused() {
-    let state = tempfile::tempdir().expect("tmp");
-    let out = continuum(state.path())
+    let ws = Workspace::new("farm-edge");
+    let out = ws
+        .cmd()
         .current_dir(root())
         .args(["up", "recipes/farm-edge.yaml"])
-        .output()
-        .expect("run");
+        .output();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("re-run with --yes"));
-    assert!(
-        !state.path().join("farm-edge.json").exists(),
-        "nothing may be written"
-    );
+    assert!(!ws.state_file().exists(), "nothing may be written");
 }
 
 #[test]
 fn status_of_unknown_environment_is_an_error() {
-    let state = tempfile::tempdir().expect("tmp");
-    let out = continuum(state.path())
-        .args(["status", "nope"])
-        .output()
-        .expect("run");
+    let ws = Workspace::new("nope");
+    let out = ws.cmd().args(["status", "nope"]).output();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no state for environment `nope`"));
 }
 
 #[test]
 fn down_of_unknown_environment_is_a_no_op() {
-    let state = tempfile::tempdir().expect("tmp");
-    let out = continuum(state.path())
-        .args(["down", "nope", "--yes"])
-        .output()
-        .expect("run");
+    let ws = Workspace::new("nope");
+    let out = ws.cmd().args(["down", "nope", "--yes"]).output();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to destroy"));
 }
 
 #[test]
 fn a_second_up_on_a_locked_environment_names_the_holder() {
-    let state = tempfile::tempdir().expect("tmp");
-    let store = continuum::files::Store::new(state.path(), "farm-edge");
+    let ws = Workspace::new("farm-edge");
+    let store = continuum::files::Store::new(&ws.state_dir(), "farm-edge");
     let _lock = store.lock().expect("lock");
-    let out = continuum(state.path())
+    let out = ws
+        .cmd()
         .current_dir(root())
         .args(["up", "recipes/farm-edge.yaml", "--yes"])
-        .output()
-        .expect("run");
+        .output();
     assert_eq!(out.status.code(), Some(4));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -144,27 +120,11 @@ fn a_second_up_on_a_locked_environment_names_the_holder() {
 /// directory, writes it atomically there and exits 0 (no "cannot write inv.yaml").
 #[test]
 fn bare_file_names_write_in_the_current_directory() {
-    let state = tempfile::tempdir().expect("tmp");
+    let ws = Workspace::new("bare");
     let cwd = tempfile::tempdir().expect("cwd");
-    let run = |args: &[&str]| {
-        continuum(state.path())
-            .current_dir(cwd.path())
-            .args(args)
-            .output()
-            .expect("run")
-    };
-    let ok = |out: &std::process::Output, what: &str| {
-        assert!(
-            out.status.success(),
-            "{what}: {:?}\n{}{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-
+    let run = |args: &[&str]| ws.cmd().current_dir(cwd.path()).args(args).output();
     // inventory add: created, then extended, in the working directory.
-    ok(
+    assert_ok(
         &run(&[
             "inventory",
             "add",
@@ -175,7 +135,7 @@ fn bare_file_names_write_in_the_current_directory() {
         ]),
         "inventory add (create)",
     );
-    ok(
+    assert_ok(
         &run(&[
             "inventory",
             "add",
@@ -222,7 +182,7 @@ fn bare_file_names_write_in_the_current_directory() {
         cwd.path().join("sample.yml"),
     )
     .expect("copy sample");
-    ok(
+    assert_ok(
         &run(&["inventory", "import", "sample.yml", "out.yaml"]),
         "inventory import",
     );
@@ -243,7 +203,7 @@ fn bare_file_names_write_in_the_current_directory() {
         "Graphviz `dot` is needed for `graph --svg` (scripts/test installs it)"
     );
     let g = run(&["graph", "recipe.yaml", "--svg", "graph.svg"]);
-    ok(&g, "graph --svg");
+    assert_ok(&g, "graph --svg");
     let svg = std::fs::read_to_string(cwd.path().join("graph.svg")).expect("graph.svg");
     assert!(
         svg.contains("<svg") && svg.replace("&#45;", "-").contains("k3s-agent/pi-02"),

@@ -7,9 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::harness::{
-    Fleet, Workspace, assert_ok, fleet_available, fleet_sh, node_labels, path_str, root, text,
+    Fleet, Workspace, assert_ok, fleet_available, fleet_sh, node_labels, path_str, poll_until,
+    root, text,
 };
 
 /// Make a running fleet host look like a device (a firmware test double).
@@ -292,21 +294,18 @@ fn server_removal_keeps_etcd_quorum() {
     let inv_before = std::fs::read_to_string(inventory(&ws)).expect("inventory");
     // ed-q3 goes silent: 2 of 3 Ready. Removing ed-q2 would leave 1 of 2: no quorum.
     fleet.stop("ed-q3");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
-    loop {
-        let nodes = fleet.exec_ok("ed-q1", "k3s kubectl get nodes");
-        if nodes
+    let q3_not_ready = |nodes: &String| {
+        nodes
             .lines()
             .any(|l| l.starts_with("ed-q3") && l.contains("NotReady"))
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ed-q3 never went NotReady:\n{nodes}"
-        );
-        std::thread::sleep(std::time::Duration::from_secs(2));
-    }
+    };
+    let nodes = poll_until(
+        Duration::from_secs(40),
+        Duration::from_secs(2),
+        || fleet.exec_ok("ed-q1", "k3s kubectl get nodes"),
+        q3_not_ready,
+    );
+    assert!(q3_not_ready(&nodes), "ed-q3 never went NotReady:\n{nodes}");
     let rm = ws.run(&["nodes", "remove", "edq", "ed-q2", "--yes"]);
     assert!(!rm.status.success());
     assert!(
@@ -534,28 +533,20 @@ fn first_contact_by_password_installs_key_and_pins_host_key() {
     .expect("inventory");
     let ip = fleet.ip("ed-fc");
     let add = |password: &str| {
-        let mut c = ws.cmd();
-        c.args([
-            "inventory",
-            "add",
-            path_str(&inv),
-            "ed-fc",
-            "--host",
-            &ip,
-            "--user",
-            "ops",
-            "--password-stdin",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-        let mut child = c.spawn().expect("continuum");
-        std::io::Write::write_all(
-            child.stdin.as_mut().expect("stdin"),
-            format!("{password}\n").as_bytes(),
-        )
-        .expect("stdin");
-        child.wait_with_output().expect("output")
+        ws.cmd()
+            .args([
+                "inventory",
+                "add",
+                path_str(&inv),
+                "ed-fc",
+                "--host",
+                &ip,
+                "--user",
+                "ops",
+                "--password-stdin",
+            ])
+            .input(&format!("{password}\n"))
+            .output()
     };
     let before = std::fs::read_to_string(&inv).expect("inventory");
     let wrong = add("not-the-password");

@@ -16,8 +16,7 @@ fn signal_mid_up(ws: &Workspace, signal: &str) -> (Option<i32>, String) {
         .args(["up", path_str(&ws.recipe()), "--yes"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn up");
+        .spawn();
     crate::harness::wait_for_state(ws, "\"k3s-agent/");
     let sent = std::process::Command::new("kill")
         .args([&format!("-{signal}"), &child.id().to_string()])
@@ -129,10 +128,9 @@ fn full_disks_fail_clearly_and_lose_nothing() {
     ws.write_recipe(&["ft-disk"], "  node_labels: {zone: b}\n");
     let out = ws
         .cmd()
-        .env("CONTINUUM_STATE_DIR", &state_dir)
+        .state_dir(&state_dir)
         .args(["up", path_str(&ws.recipe()), "--yes"])
-        .output()
-        .expect("up");
+        .output();
     let msg = text(&out);
     assert_ne!(out.status.code(), Some(0), "{msg}");
     assert!(msg.contains("No space left on device"), "{msg}");
@@ -149,17 +147,15 @@ fn full_disks_fail_clearly_and_lose_nothing() {
     std::fs::remove_file(mnt.join("fill")).expect("free");
     let out = ws
         .cmd()
-        .env("CONTINUUM_STATE_DIR", &state_dir)
+        .state_dir(&state_dir)
         .args(["up", path_str(&ws.recipe()), "--yes"])
-        .output()
-        .expect("up");
+        .output();
     assert_ok(&out, "up once the state directory has room");
     let out = ws
         .cmd()
-        .env("CONTINUUM_STATE_DIR", &state_dir)
+        .state_dir(&state_dir)
         .args(["down", "ftdisk", "--yes"])
-        .output()
-        .expect("down");
+        .output();
     assert_ok(&out, "down");
 }
 
@@ -185,8 +181,7 @@ fn kill_9_after_event(ws: &Workspace, args: &[&str], k: usize) -> bool {
         .args(["-o", "json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
+        .spawn();
     let stdout = child.stdout.take().expect("stdout");
     let mut seen = 0;
     for line in std::io::BufReader::new(stdout).lines() {
@@ -272,8 +267,7 @@ fn up_and_act(
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn up");
+        .spawn();
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = Vec::new();
     let mut at = Some(at);

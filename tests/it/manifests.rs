@@ -8,14 +8,15 @@
 //! Fleet hosts of this module are named `mf-*` and use 10.250.0.132-133.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Fleet, Workspace, assert_ok, fleet_available, text};
+use crate::harness::{
+    Fleet, Workspace, assert_ok, fleet_available, http_redirect, oscar_status, poll_until, text,
+};
 
 /// `ingress: gateway` needs k3s v1.32.2 or later (Traefik v3); from v1.32.4 k3s's
 /// helm-controller reads chart values from Secrets (`valuesSecrets`).
@@ -48,61 +49,21 @@ fn helmcharts(fleet: &Fleet, host: &str) -> BTreeSet<String> {
 /// polls the directory, and an operator's CRD arrives with its chart: `up` waits for
 /// OSCAR, not for every other component).
 fn eventually<T: PartialEq>(want: &T, read: impl Fn() -> T) -> T {
-    let end = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let have = read();
-        if &have == want || std::time::Instant::now() > end {
-            return have;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    poll_until(
+        Duration::from_secs(20),
+        Duration::from_millis(500),
+        read,
+        |have| have == want,
+    )
 }
 
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| (*s).to_string()).collect()
 }
 
-/// The HTTP status of OSCAR's `GET /system/info` at `https://IP` (the endpoint, issue
-/// 11 item 10; the certificate is not checked) with Basic auth, or `None` when nothing
-/// listens on port 443. curl reads the credentials from stdin, never from argv.
-pub(crate) fn oscar_status(ip: &str, user: &str, password: &str) -> Option<u16> {
-    let mut child = Command::new("curl")
-        .args([
-            "-sk",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "5",
-            "--config",
-            "-",
-        ])
-        .arg(format!("https://{ip}/system/info"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run curl");
-    let config = format!(
-        "user = \"{}:{}\"\n",
-        user.replace('\\', "\\\\").replace('"', "\\\""),
-        password.replace('\\', "\\\\").replace('"', "\\\"")
-    );
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(config.as_bytes())
-        .expect("curl config");
-    let out = child.wait_with_output().expect("curl");
-    let code: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
-    (code != 0).then_some(code)
-}
-
 /// The subject of the certificate served on `ip`:443 without SNI (as clients of an
 /// IP endpoint connect), or the error openssl printed.
-pub(crate) fn served_certificate(ip: &str) -> String {
+fn served_certificate(ip: &str) -> String {
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -353,19 +314,8 @@ fn layer_changes_remove_the_components_they_drop() {
         "{}",
         served_certificate(&ip)
     );
-    let redirect = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %{redirect_url}",
-        ])
-        .arg(format!("http://{ip}/health"))
-        .output()
-        .expect("curl");
     assert_eq!(
-        String::from_utf8_lossy(&redirect.stdout),
+        http_redirect(&format!("http://{ip}/health")),
         format!("308 https://{ip}/health")
     );
 

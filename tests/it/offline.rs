@@ -6,17 +6,18 @@
 
 use std::process::Output;
 
-use crate::harness::{Fleet, Workspace, assert_ok, fleet_available, node_labels, text};
+use crate::harness::{
+    Fleet, Workspace, assert_ok, fleet_available, kubeconfig_server, node_labels, text,
+};
 
 /// The continuum binary run from the workspace directory with bare names: the recipe
 /// is `recipe.yaml`, the state directory `state`.
 fn bare(ws: &Workspace, args: &[&str]) -> Output {
     ws.cmd()
         .current_dir(ws.dir.path())
-        .env("CONTINUUM_STATE_DIR", "state")
+        .state_dir("state")
         .args(args)
         .output()
-        .expect("run continuum")
 }
 
 fn up_bare(ws: &Workspace) -> Output {
@@ -98,24 +99,8 @@ fn offline_agent_never_withholds_the_cluster() {
     // kubectl reads the context.
     let kc = ws.dir.path().join("kc.yaml");
     assert!(kc.is_file(), "kc.yaml not written in the working directory");
-    let view = std::process::Command::new("kubectl")
-        .current_dir(ws.dir.path())
-        .args([
-            "config",
-            "view",
-            "--kubeconfig",
-            "kc.yaml",
-            "--context",
-            "ol",
-            "--minify",
-            "-o",
-            "jsonpath={.clusters[0].cluster.server}",
-        ])
-        .output()
-        .expect("kubectl");
-    assert!(view.status.success(), "kubectl: {}", text(&view));
     assert_eq!(
-        String::from_utf8_lossy(&view.stdout),
+        kubeconfig_server(ws.dir.path(), "kc.yaml", "ol"),
         format!("https://{}:6443", fleet.ip("ol-srv"))
     );
 

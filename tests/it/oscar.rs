@@ -1,184 +1,24 @@
 //! Issues 4 and 11: the OSCAR serverless layer. `fn` operations against OSCAR API
-//! doubles (tests/oscar-double/oscar-api) on loopback ports chosen by the kernel, in
-//! both of the double's modes (grycap/oscar v4.1.2 and v3.6.4 behaviour), with every
-//! request continuum sends checked against the names of OSCAR's published OpenAPI
-//! spec for that version; and the end-to-end `up` on the test fleet, where the k3s
-//! double's helm-controller block serves the OSCAR API double when the OSCAR
-//! HelmChart lands.
+//! doubles (`harness::OscarDouble`, tests/oscar-double/oscar-api) on loopback ports
+//! chosen by the kernel, in both of the double's modes (grycap/oscar v4.1.2 and v3.6.4
+//! behaviour), with every request continuum sends checked against the names of
+//! OSCAR's published OpenAPI spec for that version; and the end-to-end `up` on the
+//! test fleet, where the k3s double's helm-controller block serves the OSCAR API
+//! double when the OSCAR HelmChart lands.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::Value;
 
-use crate::harness::{Fleet, Workspace, assert_ok, fleet_available, path_str, root, text};
+use crate::harness::{
+    Continuum, Fleet, OscarDouble, Workspace, assert_ok, fleet_available, http_redirect,
+    oscar_status, path_str, read_yaml, root, secrets_file, text,
+};
 
 /// The two behaviours of the double (and of the OSCAR versions continuum supports).
 const V41: &str = "4.1.2";
 const V36: &str = "3.6.4";
-
-/// One OSCAR API double process on 127.0.0.1 (killed on drop), recording every request
-/// it gets.
-pub(crate) struct OscarDouble {
-    child: Child,
-    port: u16,
-    password: String,
-    version: String,
-    dir: tempfile::TempDir,
-}
-
-impl OscarDouble {
-    fn start(cluster_id: &str, version: &str, extra: &[&str]) -> OscarDouble {
-        let password = format!("pw-{cluster_id}-{}", std::process::id());
-        OscarDouble::start_with(cluster_id, version, &password, extra)
-    }
-
-    /// Federation members with Basic auth share the coordinator's password (OSCAR
-    /// forwards the caller's Authorization header to them).
-    pub(crate) fn start_with(
-        cluster_id: &str,
-        version: &str,
-        password: &str,
-        extra: &[&str],
-    ) -> OscarDouble {
-        let dir = tempfile::tempdir().expect("tmp");
-        let port_file = dir.path().join("port");
-        let child = Command::new("python3")
-            .arg(root().join("tests/oscar-double/oscar-api"))
-            .args([
-                "--port",
-                "0",
-                "--cluster-id",
-                cluster_id,
-                "--version",
-                version,
-            ])
-            .arg("--port-file")
-            .arg(&port_file)
-            .arg("--record")
-            .arg(dir.path().join("requests.jsonl"))
-            .args(extra)
-            .env("OSCAR_DOUBLE_PASSWORD", password)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the OSCAR API double");
-        let t = Instant::now();
-        let port = loop {
-            if let Ok(s) = std::fs::read_to_string(&port_file)
-                && let Ok(p) = s.trim().parse::<u16>()
-            {
-                break p;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "OSCAR double did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        OscarDouble {
-            child,
-            port,
-            password: password.to_string(),
-            version: version.to_string(),
-            dir,
-        }
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Raw HTTP request with Basic auth; (status, body).
-    fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        http(self.port, method, path, &self.password, body)
-    }
-
-    fn service(&self, name: &str) -> Option<Value> {
-        let (code, body) = self.request("GET", &format!("/system/services/{name}"), None);
-        (code == 200).then(|| serde_json::from_str(&body).expect("service json"))
-    }
-
-    fn names(&self) -> Vec<String> {
-        let (code, body) = self.request("GET", "/system/services", None);
-        assert_eq!(code, 200, "{body}");
-        let v: Vec<Value> = serde_json::from_str(&body).expect("list");
-        let mut n: Vec<String> = v
-            .iter()
-            .map(|s| s["name"].as_str().unwrap_or("").to_string())
-            .collect();
-        n.sort();
-        n
-    }
-
-    /// Every request the double got: (method, path, JSON body, User-Agent).
-    fn requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.path().join("requests.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("recorded request"))
-            .collect()
-    }
-
-    /// Requests continuum sent: not those a coordinator double pushed (Python's
-    /// urllib) nor the test's own (`http` below); continuum's client sends no
-    /// User-Agent.
-    fn sent_by_continuum(&self) -> Vec<Value> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r["agent"].as_str().is_some_and(str::is_empty))
-            .collect()
-    }
-
-    /// Writes of a service definition (POST/PUT /system/services) pushed by another
-    /// OSCAR (a coordinator double).
-    fn pushed(&self) -> Vec<Value> {
-        self.requests()
-            .into_iter()
-            .filter(|r| {
-                r["agent"]
-                    .as_str()
-                    .is_some_and(|a| a.starts_with("Python-urllib"))
-                    && r["path"] == "/system/services"
-            })
-            .collect()
-    }
-}
-
-impl Drop for OscarDouble {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A raw request from the test (a User-Agent, so the spec check can tell it apart).
-fn http(port: u16, method: &str, path: &str, password: &str, body: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("oscar:{password}"));
-    let body = body.unwrap_or("");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: continuum-test\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
-    let code = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
 
 // ---------------------------------------------------------------------------------
 // OSCAR's published OpenAPI spec, as names (a list of names is a fact; the spec file
@@ -436,15 +276,12 @@ fn oscar_cli_config(dir: &Path, doubles: &[(&str, &OscarDouble)], extra: &str) -
     p
 }
 
-fn continuum(dir: &Path, cli: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_continuum"))
-        .env("CONTINUUM_STATE_DIR", dir.join("state"))
-        .env("CONTINUUM_OSCAR_CLI_CONFIG", cli)
-        .env_remove("CONTINUUM_LOG")
-        .stdin(Stdio::null())
-        .args(args)
-        .output()
-        .expect("run continuum")
+/// `continuum` for the `fn` commands: state in `dir/state`, `cli` as the oscar-cli
+/// config.
+fn fn_cli(dir: &Path, cli: &Path) -> Continuum {
+    Continuum::new()
+        .state_dir(dir.join("state"))
+        .oscar_cli_config(cli)
 }
 
 /// A one-service FDL for `cluster` (cpu given as the YAML number 1, which OSCAR's
@@ -466,20 +303,13 @@ fn fdl(dir: &Path, cluster: &str, name: &str, extra: &str) -> PathBuf {
     p
 }
 
-/// A secrets file (0600) for `--secrets`.
-fn secrets_file(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, body).expect("secrets");
-    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .expect("chmod");
-    p
-}
-
 /// `continuum fn apply` of a one-service FDL on `cluster`; the stored definition.
 fn seed(dir: &Path, cli: &Path, d: &OscarDouble, cluster: &str, name: &str) -> Value {
     let f = fdl(dir, cluster, name, "");
     assert_ok(
-        &continuum(dir, cli, &["fn", "apply", path_str(&f)]),
+        &fn_cli(dir, cli)
+            .args(["fn", "apply", path_str(&f)])
+            .output(),
         "fn apply",
     );
     d.service(name).expect("applied")
@@ -487,7 +317,7 @@ fn seed(dir: &Path, cli: &Path, d: &OscarDouble, cluster: &str, name: &str) -> V
 
 /// Run continuum, expect failure, return its output text.
 fn fails(dir: &Path, cli: &Path, args: &[&str]) -> String {
-    let out = continuum(dir, cli, args);
+    let out = fn_cli(dir, cli).args(args).output();
     assert!(!out.status.success(), "{args:?} must fail: {}", text(&out));
     text(&out)
 }
@@ -515,7 +345,9 @@ fn apply_copy_move(version: &str) {
     // apply: the script file is inlined, cpu is a string, OSCAR's defaults are no
     // mismatch (issue 11: a real OSCAR fills cpu/memory and much more).
     let f = fdl(dir.path(), "edge", "yolo", "      log_level: debug\n");
-    let out = continuum(dir.path(), &cli, &["fn", "apply", path_str(&f)]);
+    let out = fn_cli(dir.path(), &cli)
+        .args(["fn", "apply", path_str(&f)])
+        .output();
     assert_ok(&out, "fn apply");
     let src = edge.service("yolo").expect("applied on edge");
     assert_eq!(
@@ -537,11 +369,9 @@ fn apply_copy_move(version: &str) {
     )
     .expect("fdl");
     assert_ok(
-        &continuum(
-            dir.path(),
-            &cli,
-            &["fn", "apply", path_str(&dir.path().join("plain.yaml"))],
-        ),
+        &fn_cli(dir.path(), &cli)
+            .args(["fn", "apply", path_str(&dir.path().join("plain.yaml"))])
+            .output(),
         "fn apply without resources",
     );
     let plain = edge.service("plain").expect("plain");
@@ -551,7 +381,9 @@ fn apply_copy_move(version: &str) {
     );
     // Applying again updates in place (PUT), keeping the owner (item 14).
     assert_ok(
-        &continuum(dir.path(), &cli, &["fn", "apply", path_str(&f)]),
+        &fn_cli(dir.path(), &cli)
+            .args(["fn", "apply", path_str(&f)])
+            .output(),
         "fn apply again",
     );
     let again = edge.service("yolo").expect("still");
@@ -567,11 +399,9 @@ fn apply_copy_move(version: &str) {
     assert_eq!(put["body"]["owner"], "cluster_admin");
 
     // copy edge -> cloud.
-    let out = continuum(
-        dir.path(),
-        &cli,
-        &["fn", "copy", "yolo", "--from", "edge", "--to", "cloud"],
-    );
+    let out = fn_cli(dir.path(), &cli)
+        .args(["fn", "copy", "yolo", "--from", "edge", "--to", "cloud"])
+        .output();
     assert_ok(&out, "fn copy");
     assert!(text(&out).contains("verified"), "{}", text(&out));
     let copied = cloud.service("yolo").expect("copied to cloud");
@@ -584,11 +414,9 @@ fn apply_copy_move(version: &str) {
     assert!(edge.service("yolo").is_some(), "copy keeps the source");
 
     // fn list sees it; tokens are not printed.
-    let out = continuum(
-        dir.path(),
-        &cli,
-        &["fn", "list", "--cluster", "cloud", "-o", "json"],
-    );
+    let out = fn_cli(dir.path(), &cli)
+        .args(["fn", "list", "--cluster", "cloud", "-o", "json"])
+        .output();
     assert_ok(&out, "fn list");
     let listed: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json list");
     assert_eq!(listed.len(), 1);
@@ -597,15 +425,15 @@ fn apply_copy_move(version: &str) {
     // move a second service: deleted at the source only after the target has it.
     let f2 = fdl(dir.path(), "edge", "blur", "");
     assert_ok(
-        &continuum(dir.path(), &cli, &["fn", "apply", path_str(&f2)]),
+        &fn_cli(dir.path(), &cli)
+            .args(["fn", "apply", path_str(&f2)])
+            .output(),
         "apply blur",
     );
     let blur = edge.service("blur").expect("blur");
-    let out = continuum(
-        dir.path(),
-        &cli,
-        &["fn", "move", "blur", "--from", "edge", "--to", "cloud"],
-    );
+    let out = fn_cli(dir.path(), &cli)
+        .args(["fn", "move", "blur", "--from", "edge", "--to", "cloud"])
+        .output();
     assert_ok(&out, "fn move");
     assert!(edge.service("blur").is_none(), "moved away from the edge");
     let moved = cloud.service("blur").expect("moved to cloud");
@@ -613,18 +441,14 @@ fn apply_copy_move(version: &str) {
     assert_ne!(moved["token"], blur["token"]);
 
     // Across versions, both ways: the request form follows the target's /system/info.
-    let out = continuum(
-        dir.path(),
-        &cli,
-        &["fn", "copy", "yolo", "--from", "edge", "--to", "far"],
-    );
+    let out = fn_cli(dir.path(), &cli)
+        .args(["fn", "copy", "yolo", "--from", "edge", "--to", "far"])
+        .output();
     assert_ok(&out, "fn copy to the other version");
     same_definition(&src, &far.service("yolo").expect("on far"));
-    let out = continuum(
-        dir.path(),
-        &cli,
-        &["fn", "move", "yolo", "--from", "far", "--to", "cloud"],
-    );
+    let out = fn_cli(dir.path(), &cli)
+        .args(["fn", "move", "yolo", "--from", "far", "--to", "cloud"])
+        .output();
     assert_ok(&out, "fn move back from the other version (PUT on cloud)");
     assert!(far.service("yolo").is_none());
 
@@ -685,7 +509,7 @@ fn fn_federate_writes_the_coordinator_only_on_oscar_4_1() {
     };
     let run = |args: &[String]| {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        continuum(d, &cli, &a)
+        fn_cli(d, &cli).args(&a).output()
     };
 
     // Without the refresh token 4.1 refuses; continuum says so before writing.
@@ -853,7 +677,7 @@ fn fn_federate_writes_replicas_on_every_member_before_4_1() {
         "topsis",
     ];
     assert_ok(
-        &continuum(d, &cli, &args),
+        &fn_cli(d, &cli).args(args).output(),
         "fn federate (3.6 replicas form)",
     );
     for (me, other, dbl) in [("a", "b", &a), ("b", "a", &b)] {
@@ -910,7 +734,9 @@ fn fn_copy_carries_no_credentials() {
             .expect("token")
             .to_string();
         for fmt in ["json", "text"] {
-            let out = continuum(d, &cli, &["fn", "list", "--cluster", "edge", "-o", fmt]);
+            let out = fn_cli(d, &cli)
+                .args(["fn", "list", "--cluster", "edge", "-o", fmt])
+                .output();
             assert_ok(&out, "fn list");
             let t = text(&out);
             for s in [
@@ -959,10 +785,8 @@ fn fn_copy_carries_no_credentials() {
             "all.yaml",
             "API_KEY: k-123-secret\nDB_PASS: d-456-secret\n",
         );
-        let out = continuum(
-            d,
-            &cli,
-            &[
+        let out = fn_cli(d, &cli)
+            .args([
                 "fn",
                 "copy",
                 "keyed",
@@ -972,8 +796,8 @@ fn fn_copy_carries_no_credentials() {
                 "cloud",
                 "--secrets",
                 path_str(&all),
-            ],
-        );
+            ])
+            .output();
         assert_ok(&out, "fn copy with the secrets given again");
         for id in ["edge", "elsewhere"] {
             assert!(
@@ -1226,19 +1050,8 @@ fn oscar_layer_up_registers_and_down_unregisters() {
 
     // Plain http is redirected to https even without a recipe certificate: Basic auth
     // never crosses in clear (issue 11, item 10).
-    let plain = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %{redirect_url}",
-        ])
-        .arg(format!("http://{}/system/info", fleet.ip("os-srv")))
-        .output()
-        .expect("curl");
     assert_eq!(
-        String::from_utf8_lossy(&plain.stdout),
+        http_redirect(&format!("http://{}/system/info", fleet.ip("os-srv"))),
         format!("308 https://{}/system/info", fleet.ip("os-srv"))
     );
 
@@ -1280,8 +1093,7 @@ fn oscar_layer_up_registers_and_down_unregisters() {
     );
 
     // The oscar-cli config kept its two other clusters, unknown keys and default.
-    let doc: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(&cli).expect("read")).expect("yaml");
+    let doc: Value = read_yaml(&cli);
     assert_eq!(doc["default"], "alpha");
     assert_eq!(doc["x-unknown"], "kept");
     assert_eq!(doc["oscar"]["alpha"]["memory"], "1Gi");
@@ -1302,8 +1114,7 @@ fn oscar_layer_up_registers_and_down_unregisters() {
             "--oscar-cli-config",
             path_str(&cli),
         ])
-        .output()
-        .expect("fn list");
+        .output();
     assert_ok(&out, "fn list on the fleet endpoint");
     assert!(text(&out).contains("No services"), "{}", text(&out));
 
@@ -1336,7 +1147,7 @@ fn oscar_layer_up_registers_and_down_unregisters() {
     );
     assert_eq!(charts.trim(), "", "no HelmChart left");
     assert_eq!(
-        crate::manifests::oscar_status(&fleet.ip("os-srv"), "oscar", &password),
+        oscar_status(&fleet.ip("os-srv"), "oscar", &password),
         None,
         "OSCAR uninstalled"
     );
@@ -1344,16 +1155,14 @@ fn oscar_layer_up_registers_and_down_unregisters() {
         ws.state().get("serverless").is_none(),
         "credentials forgotten"
     );
-    let doc: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(&cli).expect("read")).expect("yaml");
+    let doc: Value = read_yaml(&cli);
     assert!(doc["oscar"].get("osedge").is_none());
     assert_eq!(doc["oscar"]["alpha"]["memory"], "1Gi");
 
     // Back again (new credentials): the helm controller double restarts OSCAR with them.
     ws.write_recipe(&["os-srv"], &with_layer);
     assert_ok(&ws.up(), "up with the layer again");
-    let doc: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(&cli).expect("read")).expect("yaml");
+    let doc: Value = read_yaml(&cli);
     let new_password = ws.state()["serverless"]["oscar_password"]
         .as_str()
         .expect("pw")
@@ -1365,21 +1174,20 @@ fn oscar_layer_up_registers_and_down_unregisters() {
     );
 
     assert_eq!(
-        crate::manifests::oscar_status(&fleet.ip("os-srv"), "oscar", &new_password),
+        oscar_status(&fleet.ip("os-srv"), "oscar", &new_password),
         Some(200)
     );
     let down = ws.run(&["down", "osedge", "--yes"]);
     assert_ok(&down, "down");
     assert_eq!(
-        crate::manifests::oscar_status(&fleet.ip("os-srv"), "oscar", &new_password),
+        oscar_status(&fleet.ip("os-srv"), "oscar", &new_password),
         None,
         "down took OSCAR with k3s"
     );
     let list = ws.run(&["endpoints", "list", "-o", "json"]);
     let eps: Vec<Value> = serde_json::from_slice(&list.stdout).expect("json");
     assert!(eps.is_empty(), "{eps:?}");
-    let doc: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(&cli).expect("read")).expect("yaml");
+    let doc: Value = read_yaml(&cli);
     assert!(doc["oscar"].get("osedge").is_none());
     assert_eq!(doc["oscar"]["alpha"]["endpoint"], "https://alpha.example");
     assert_eq!(doc["oscar"]["beta"]["endpoint"], "https://beta.example");

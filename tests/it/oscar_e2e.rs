@@ -9,14 +9,15 @@
 //!
 //! Fleet hosts of this module are named `oe-*` and use 10.250.0.180-181.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::harness::{
-    Fleet, Workspace, assert_ok, client_key, fleet_available, path_str, root, text,
+    Fleet, Workspace, assert_ok, client_key, curl_with_credentials, fleet_available, path_str,
+    poll_until, read_yaml, root, secrets_file, text,
 };
 
 /// The Basic password of both clusters: with Basic auth a 4.1 coordinator forwards its
@@ -78,18 +79,6 @@ fn cli_config(ws: &Workspace) -> PathBuf {
     ws.dir.path().join("oscar-cli.yaml")
 }
 
-fn up(ws: &Workspace, recipe: &Path) -> Output {
-    ws.run(&[
-        "up",
-        path_str(recipe),
-        "--yes",
-        "--connect-timeout",
-        "3",
-        "--connect-attempts",
-        "2",
-    ])
-}
-
 /// `continuum fn ...` against the registered endpoints.
 fn fn_cmd(ws: &Workspace, args: &[&str]) -> Output {
     let cli = cli_config(ws);
@@ -102,29 +91,12 @@ fn fn_cmd(ws: &Workspace, args: &[&str]) -> Output {
 /// A GET of OSCAR's API at `https://IP` (certificate not checked, as `ssl_verify:
 /// false`): (status, body). curl reads the credentials from stdin, not argv.
 fn oscar_get(ip: &str, path: &str) -> (u16, String) {
-    let mut child = Command::new("curl")
-        .args([
-            "-sk",
-            "--max-time",
-            "10",
-            "-w",
-            "\n%{http_code}",
-            "--config",
-            "-",
-        ])
-        .arg(format!("https://{ip}{path}"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run curl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("user = \"oscar:{PASSWORD}\"\n").as_bytes())
-        .expect("curl config");
-    let out = child.wait_with_output().expect("curl");
+    let out = curl_with_credentials(
+        &["-sk", "--max-time", "10", "-w", "\n%{http_code}"],
+        &format!("https://{ip}{path}"),
+        "oscar",
+        PASSWORD,
+    );
     let all = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = all.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
@@ -150,15 +122,6 @@ fn fdl(dir: &Path, cluster: &str, name: &str, extra: &str) -> PathBuf {
     p
 }
 
-/// A 0600 secrets file for `--secrets`.
-fn secrets_file(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, body).expect("secrets");
-    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .expect("chmod");
-    p
-}
-
 /// Both clusters reach ready at `oscar_version` (the recipes' value, or the default)
 /// and OSCAR reports `reports`; the cloud one runs the Knative backend. `registered`:
 /// the catalog's entries were made by this `up` (it records the version reported at
@@ -172,7 +135,7 @@ fn bring_up(
 ) {
     for c in [&CLOUD, &EDGE] {
         let r = recipe(ws, fleet, c, oscar_version);
-        let out = up(ws, &r);
+        let out = ws.up_recipe(&r);
         assert_ok(&out, &format!("up {} ({} profile)", c.env, c.profile));
     }
     let list = ws.run(&["endpoints", "list", "-o", "json"]);
@@ -191,15 +154,18 @@ fn bring_up(
         // `up` is ready once OSCAR answers; after a version switch the previous
         // manager may still be the one answering for a moment (as while a Helm
         // upgrade rolls out), so the new version is waited for here.
-        let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let info = loop {
-            let (code, info) = oscar_get(&fleet.ip(c.host), "/system/info");
-            let info: Value = serde_json::from_str(&info).unwrap_or(Value::Null);
-            if (code == 200 && info["version"] == reports) || std::time::Instant::now() > end {
-                break info;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        };
+        let (_, info) = poll_until(
+            Duration::from_secs(30),
+            Duration::from_millis(500),
+            || {
+                let (code, info) = oscar_get(&fleet.ip(c.host), "/system/info");
+                (
+                    code,
+                    serde_json::from_str::<Value>(&info).unwrap_or(Value::Null),
+                )
+            },
+            |(code, info)| *code == 200 && info["version"] == reports,
+        );
         assert_eq!(info["version"], reports, "{info}");
     }
     let (code, info) = oscar_get(&fleet.ip(CLOUD.host), "/system/info");
@@ -213,9 +179,7 @@ fn bring_up(
         "kube backend: {info}"
     );
     // The oscar-cli config names both endpoints, https, certificate not verifiable.
-    let cli: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(cli_config(ws)).expect("read"))
-            .expect("oscar-cli yaml");
+    let cli: Value = read_yaml(&cli_config(ws));
     for c in [&CLOUD, &EDGE] {
         assert_eq!(
             cli["oscar"][c.env]["endpoint"],

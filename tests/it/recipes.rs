@@ -7,12 +7,13 @@
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use continuum::files::load_recipe;
 use continuum::recipe::{Diagnostic, LoadError, Severity};
 
+use crate::harness::{Workspace, assert_ok, root};
+
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    root().join("tests/fixtures")
 }
 
 /// A recipe that uses the inventory at `inventory` and lets role hints pick servers.
@@ -1092,15 +1093,11 @@ fn minimal_recipe_loads_without_warnings() {
 /// `continuum validate bad/<fixture>` exits 2 and prints `<path>:line:col: error:`.
 fn validate_rejects(fixture: &str, line: u64, col: u64) {
     let path = fixtures().join("bad").join(fixture);
-    let state = tempfile::tempdir().expect("create a temporary state directory");
-    let out = Command::cargo_bin("continuum")
-        .expect("the continuum binary is built")
-        .env("CONTINUUM_STATE_DIR", state.path())
-        .env_remove("CONTINUUM_LOG")
+    let out = Workspace::new("validate")
+        .cmd()
         .arg("validate")
         .arg(&path)
-        .output()
-        .expect("run continuum validate");
+        .output();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{fixture}: stderr:\n{stderr}");
     let expected = format!("{}:{line}:{col}: error:", path.display());
@@ -1141,14 +1138,12 @@ fn cli_validate_reports_missing_inventory() {
 
 #[test]
 fn cli_validate_accepts_a_good_recipe() {
-    let state = tempfile::tempdir().expect("create a temporary state directory");
-    Command::cargo_bin("continuum")
-        .expect("the continuum binary is built")
-        .env("CONTINUUM_STATE_DIR", state.path())
+    let out = Workspace::new("validate")
+        .cmd()
         .arg("validate")
         .arg(fixtures().join("good/minimal.yaml"))
-        .assert()
-        .success();
+        .output();
+    assert_ok(&out, "continuum validate good/minimal.yaml");
 }
 
 // --- robustness ----------------------------------------------------------------------------
@@ -1166,8 +1161,8 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 /// Every fixture (and example), cut at every 7th byte, is rejected or loaded, never panics.
 #[test]
 fn truncated_fixtures_never_panic() {
+    let repo = root();
     let root = fixtures();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut sources = yaml_files(&root.join("bad"));
     sources.extend(yaml_files(&root.join("good")));
     sources.extend(yaml_files(&repo.join("recipes")));

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::harness::{Fleet, Workspace, assert_ok, fleet_available, path_str, text};
+use crate::harness::{
+    Fleet, OscarDouble, Workspace, assert_ok, fleet_available, path_str, secrets_file, text,
+};
 
 const VERSION: &str = "v1.32.4+k3s1";
 const OSCAR_PW: &str = "MARKERoscarPw7f3a9c";
@@ -145,12 +147,7 @@ fn marker_secrets_appear_nowhere_they_should_not() {
     );
     let outputs = Arc::new(Mutex::new(Vec::new()));
     let run = |args: &[&str]| {
-        let out = ws
-            .cmd()
-            .env("CONTINUUM_LOG", "trace")
-            .args(args)
-            .output()
-            .expect("run");
+        let out = ws.cmd().env("CONTINUUM_LOG", "trace").args(args).output();
         outputs
             .lock()
             .expect("outputs")
@@ -210,7 +207,7 @@ fn marker_secrets_appear_nowhere_they_should_not() {
     }
     // `fn copy` to another cluster (an OSCAR API double on loopback, registered in the
     // oscar-cli config): the secret must be given again, from a 0600 file.
-    let other = crate::oscar::OscarDouble::start_with("other", "4.1.2", "pw-other", &[]);
+    let other = OscarDouble::start_with("other", "4.1.2", "pw-other", &[]);
     let cfg = std::fs::read_to_string(&cli).expect("oscar-cli config");
     let cfg = cfg.replacen(
         "oscar:\n",
@@ -221,13 +218,11 @@ fn marker_secrets_appear_nowhere_they_should_not() {
         1,
     );
     std::fs::write(&cli, cfg).expect("oscar-cli config");
-    let secrets = ws.dir.path().join("secrets.yaml");
-    std::fs::write(&secrets, format!("API_KEY: {SVC_SECRET}\n")).expect("secrets");
-    std::fs::set_permissions(
-        &secrets,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .expect("chmod");
+    let secrets = secrets_file(
+        ws.dir.path(),
+        "secrets.yaml",
+        &format!("API_KEY: {SVC_SECRET}\n"),
+    );
     let copy = run(&[
         "fn",
         "copy",

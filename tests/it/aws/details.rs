@@ -12,8 +12,8 @@ use continuum::recipe::ImageRef;
 use super::doubles::fault::{Faults, Instrumented};
 use super::doubles::honest::Rules;
 use super::honest::env_with;
-use super::{AMI, Mem, Moto, moto_available, network, quick, rt, sdk, stack, sweep};
-use crate::harness::{Workspace, text};
+use super::{AMI, Mem, network, quick, rt, sdk, stack, sweep};
+use crate::harness::{Moto, Workspace, moto_available, path_str, text};
 
 #[test]
 fn aws_t2_without_architecture_gets_an_x86_64_image() {
@@ -314,17 +314,15 @@ fn aws_missing_credentials_fail_before_anything_and_the_endpoint_is_logged() {
     let moto = Moto::start();
     let ws = Workspace::new("awn");
     super::write_recipe(&ws, "10.250.0.96/27", 1, AMI);
-    let mut c = ws.cmd();
-    moto.env(&mut c);
-    c.env_remove("AWS_ACCESS_KEY_ID")
+    let out = ws
+        .cmd()
+        .moto(&moto)
+        .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env_remove("AWS_SESSION_TOKEN")
-        .env("HOME", ws.state_dir());
-    let recipe = ws.recipe();
-    let out = c
-        .args(["up", recipe.to_str().expect("utf8"), "--yes"])
-        .output()
-        .expect("run continuum");
+        .env("HOME", ws.state_dir())
+        .args(["up", path_str(&ws.recipe()), "--yes"])
+        .output();
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(

@@ -12,11 +12,10 @@ use continuum::recipe::Environment;
 use super::doubles::connect::Given;
 use super::doubles::fault::Faults;
 use super::doubles::honest::Rules;
-use super::{
-    AMI, Mem, Moto, REGION, fleet_for, live_instances, moto_available, network, quick, ready_nodes,
-    rt, sdk, stack, sweep,
+use super::{AMI, Mem, fleet_for, live_instances, network, quick, rt, sdk, stack, sweep};
+use crate::harness::{
+    Moto, REGION, Workspace, client_key, fleet_available, moto_available, ready_nodes, root,
 };
-use crate::harness::{Workspace, client_key, fleet_available, root};
 
 /// An environment with the given `aws:` block (indented two spaces), from a recipe in
 /// `dir`; `servers` names the k3s servers.

@@ -1,9 +1,10 @@
 //! The AWS site against the moto EC2 emulator and the SSH test fleet.
 //!
-//! Each test starts its own moto server on a free loopback port. Instances get private
-//! IPs in the recipe's subnet in order (.4, .5, ... of the subnet), and the subnet lies
-//! in the fleet's 10.250.0.0/24, so fleet hosts started at those addresses stand in for
-//! the instances: continuum's normal connect-by-private-IP path reaches real sshd hosts.
+//! Each test starts its own moto server on a free loopback port (`harness::Moto`).
+//! Instances get private IPs in the recipe's subnet in order (.4, .5, ... of the
+//! subnet), and the subnet lies in the fleet's 10.250.0.0/24, so fleet hosts started at
+//! those addresses stand in for the instances: continuum's normal connect-by-private-IP
+//! path reaches real sshd hosts.
 //! Subnets per test: .64/27 (e2e), .192/27 (faults), .224/27 (kill -9), .0/28 (delayed
 //! visibility, `honest`); tests without fleet hosts use .96/27 and .240/28.
 //!
@@ -20,101 +21,22 @@ mod honest;
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use continuum::aws::provision::{self, CloudState, Journal};
-use continuum::aws::sdk::SdkEc2;
 use continuum::aws::{Ec2Api, NetKind};
 use doubles::connect::Given;
 use doubles::fault::{Faults, Instrumented};
 
-use crate::harness::{Fleet, Workspace, client_key, fleet_available, root, text};
+use crate::harness::{
+    Fleet, Moto, REGION, Workspace, client_key, fleet_available, moto_available, path_str,
+    ready_nodes, root, text,
+};
 
-const REGION: &str = "eu-west-1";
 /// An x86_64 Ubuntu image from moto's built-in catalogue.
 const AMI: &str = "ami-785db401";
-
-fn moto_bin() -> Option<PathBuf> {
-    let p = std::env::var_os("CONTINUUM_MOTO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/continuum-venv/bin/moto_server"));
-    p.is_file().then_some(p)
-}
-
-/// Whether the emulator is installed. Under the full test run (CONTINUUM_FLEET=1,
-/// which scripts/test sets after installing it) a missing emulator is a failure.
-fn moto_available(test: &str) -> bool {
-    let have = moto_bin().is_some();
-    if !have {
-        assert!(
-            !crate::harness::must_run()
-                && !std::env::var("CONTINUUM_FLEET").is_ok_and(|v| v == "1"),
-            "{test}: moto_server not found; scripts/test installs it (tests/pyenv/setup.sh)"
-        );
-        crate::harness::skipped(test, "needs moto_server: run tests/pyenv/setup.sh");
-    }
-    have
-}
-
-/// A moto server on a free loopback port, killed on drop.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let bin = moto_bin().expect("moto_server");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "moto_server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Moto { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    async fn api(&self) -> SdkEc2 {
-        SdkEc2::for_endpoint(REGION, &self.url(), "test", "test").await
-    }
-
-    /// The environment variables that point the binary's SDK at this server.
-    fn env(&self, c: &mut Command) {
-        c.env("AWS_ENDPOINT_URL_EC2", self.url())
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/nonexistent")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_ENDPOINT_URL");
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The aws-sdk-ec2 client on the emulator, to look at what continuum made (configured
 /// as continuum's own: `SdkEc2::for_endpoint`).
@@ -204,25 +126,18 @@ aws:
     std::fs::write(ws.recipe(), s).expect("write recipe");
 }
 
-fn continuum(ws: &Workspace, moto: &Moto, args: &[&str]) -> std::process::Output {
-    let mut c = ws.cmd();
-    moto.env(&mut c);
-    c.args(args).output().expect("run continuum")
-}
-
+/// `up` of the workspace's recipe on `moto`.
 fn up(ws: &Workspace, moto: &Moto) -> std::process::Output {
-    let recipe = ws.recipe();
-    continuum(
-        ws,
-        moto,
-        &[
+    ws.cmd()
+        .moto(moto)
+        .args([
             "up",
-            recipe.to_str().expect("utf8"),
+            path_str(&ws.recipe()),
             "--yes",
             "--connect-timeout",
             "3",
-        ],
-    )
+        ])
+        .output()
 }
 
 /// Everything tagged with the environment that still exists.
@@ -263,26 +178,6 @@ fn fleet_for(prefix: &str, first: u8, n: usize) -> Fleet {
     Fleet::start(&refs, first)
 }
 
-/// Names of the nodes whose Ready condition is True, as the server's API lists them.
-fn ready_nodes(fleet: &Fleet, server: &str) -> Vec<String> {
-    let json = fleet.exec_ok(server, "k3s kubectl get nodes -o json");
-    let v: serde_json::Value = serde_json::from_str(&json).expect("nodes json");
-    let mut names: Vec<String> = v["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter(|n| {
-            n["status"]["conditions"].as_array().is_some_and(|c| {
-                c.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
-        })
-        .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
-        .collect();
-    names.sort();
-    names
-}
-
 /// The fleet host standing in for instance `cp-0` (by its private IP in state).
 fn server_host(fleet: &Fleet, st: &serde_json::Value) -> String {
     let ip = st["aws"]["groups"]["cp"]["instances"]["cp-0"]["private_ip"]
@@ -310,7 +205,11 @@ fn aws_vpc_cluster_up_then_down_leaves_nothing() {
     let ws = Workspace::new("awe");
     write_recipe(&ws, "10.250.0.64/27", 2, AMI);
 
-    let plan = continuum(&ws, &moto, &["plan", ws.recipe().to_str().expect("utf8")]);
+    let plan = ws
+        .cmd()
+        .moto(&moto)
+        .args(["plan", path_str(&ws.recipe())])
+        .output();
     let p = text(&plan);
     assert!(plan.status.success(), "{p}");
     for id in [
@@ -360,14 +259,18 @@ fn aws_vpc_cluster_up_then_down_leaves_nothing() {
     );
 
     // status: every instance, live from one DescribeInstances, beside the nodes.
-    let status = continuum(&ws, &moto, &["status", "awe", "--output", "json"]);
+    let status = ws
+        .cmd()
+        .moto(&moto)
+        .args(["status", "awe", "--output", "json"])
+        .output();
     assert!(status.status.success(), "{}", text(&status));
     let sj: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
     let instances = sj["aws"]["instances"].as_array().expect("instances");
     assert_eq!(instances.len(), 3, "{sj:#}");
     assert!(instances.iter().all(|i| i["state"] == "running"), "{sj:#}");
     assert!(sj["aws"]["live_error"].is_null(), "{sj:#}");
-    let human = continuum(&ws, &moto, &["status", "awe"]);
+    let human = ws.cmd().moto(&moto).args(["status", "awe"]).output();
     assert!(
         text(&human).contains("AWS eu-west-1: vpc vpc-"),
         "{}",
@@ -388,7 +291,11 @@ fn aws_vpc_cluster_up_then_down_leaves_nothing() {
         .expect("w-1 instance")
         .to_string();
     write_recipe(&ws, "10.250.0.64/27", 1, AMI);
-    let plan = continuum(&ws, &moto, &["plan", ws.recipe().to_str().expect("utf8")]);
+    let plan = ws
+        .cmd()
+        .moto(&moto)
+        .args(["plan", path_str(&ws.recipe())])
+        .output();
     let p = text(&plan);
     assert!(
         p.contains("- k3s-agent/w-1") && p.contains("~ aws-instances/w"),
@@ -406,7 +313,7 @@ fn aws_vpc_cluster_up_then_down_leaves_nothing() {
     );
     assert_eq!(rt.block_on(live_instances(&api, "awe")), 2);
 
-    let down = continuum(&ws, &moto, &["down", "awe", "--yes"]);
+    let down = ws.cmd().moto(&moto).args(["down", "awe", "--yes"]).output();
     assert!(down.status.success(), "down failed:\n{}", text(&down));
     let left = rt.block_on(sweep(&api, "awe"));
     assert!(left.is_empty(), "left behind after down: {left:?}");
@@ -703,6 +610,25 @@ fn crash_child() -> PathBuf {
     p
 }
 
+/// Run the crash child on the workspace's recipe, state and kubeconfig against `moto`:
+/// `up` (or the command `run_in` names) until the EC2 call `op` returns, then SIGKILL.
+fn crash(ws: &Workspace, moto: &Moto, op: &str, run_in: Option<&str>) -> ExitStatus {
+    let mut child = Command::new(crash_child());
+    child.env("CONTINUUM_IT_CRASH_AT", op);
+    if let Some(command) = run_in {
+        child.env("CONTINUUM_IT_CRASH_IN", command);
+    }
+    child
+        .env("CONTINUUM_IT_RECIPE", ws.recipe())
+        .env("CONTINUUM_IT_STATE", ws.state_dir())
+        .env("CONTINUUM_IT_MOTO", moto.url())
+        .env("KUBECONFIG", ws.kubeconfig())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run crash child")
+}
+
 #[test]
 fn aws_kill_9_at_seven_points_of_up_and_down_then_converge() {
     if !fleet_available("aws_kill_9_at_seven_points_of_up_and_down_then_converge")
@@ -719,16 +645,7 @@ fn aws_kill_9_at_seven_points_of_up_and_down_then_converge() {
     let rt = rt();
     let api = rt.block_on(moto.api());
     for op in ["CreateVpc", "CreateSecurityGroup", "RunInstances"] {
-        let status = Command::new(crash_child())
-            .env("CONTINUUM_IT_CRASH_AT", op)
-            .env("CONTINUUM_IT_RECIPE", ws.recipe())
-            .env("CONTINUUM_IT_STATE", ws.state_dir())
-            .env("CONTINUUM_IT_MOTO", moto.url())
-            .env("KUBECONFIG", ws.kubeconfig())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run crash child");
+        let status = crash(&ws, &moto, op, None);
         assert_eq!(
             status.signal(),
             Some(9),
@@ -772,24 +689,14 @@ fn aws_kill_9_at_seven_points_of_up_and_down_then_converge() {
         .into_iter()
         .enumerate()
     {
-        let status = Command::new(crash_child())
-            .env("CONTINUUM_IT_CRASH_AT", op)
-            .env("CONTINUUM_IT_CRASH_IN", "down")
-            .env("CONTINUUM_IT_RECIPE", ws.recipe())
-            .env("CONTINUUM_IT_STATE", ws.state_dir())
-            .env("CONTINUUM_IT_MOTO", moto.url())
-            .env("KUBECONFIG", ws.kubeconfig())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run crash child");
+        let status = crash(&ws, &moto, op, Some("down"));
         assert_eq!(
             status.signal(),
             Some(9),
             "down #{i} ({op}): child was not killed: {status:?}"
         );
     }
-    let down = continuum(&ws, &moto, &["down", "awk", "--yes"]);
+    let down = ws.cmd().moto(&moto).args(["down", "awk", "--yes"]).output();
     assert!(down.status.success(), "{}", text(&down));
     let left = rt.block_on(sweep(&api, "awk"));
     assert!(left.is_empty(), "{left:?}");
