@@ -130,7 +130,7 @@ fn refuse_in_place(
 /// A node created on a host whose node of the other role the plan deletes is a
 /// `Replace`: k3s is uninstalled there, then installed again in its new role.
 fn mark_replacements(changes: &mut [Change]) {
-    let deleted: Vec<(String, String)> = changes
+    let deleted: BTreeMap<String, String> = changes
         .iter()
         .filter(|c| c.action == Action::Delete)
         .filter_map(|c| match super::ResourceId::parse(&c.id)? {
@@ -138,9 +138,12 @@ fn mark_replacements(changes: &mut [Change]) {
             _ => None,
         })
         .collect();
+    if deleted.is_empty() {
+        return;
+    }
     for c in changes.iter_mut().filter(|c| c.action == Action::Create) {
         if let Some(super::ResourceId::Node { host, .. }) = super::ResourceId::parse(&c.id)
-            && let Some((_, old)) = deleted.iter().find(|(h, old)| *h == host && *old != c.id)
+            && let Some(old) = deleted.get(&host).filter(|old| **old != c.id)
         {
             c.action = Action::Replace;
             c.reason = format!(
