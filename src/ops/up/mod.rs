@@ -325,3 +325,114 @@ fn tolerated_offline(
         .all(|h| env.cluster.role_of(h) == Some(Role::Agent));
     (all_agents && unreachable.len() <= allowed).then(|| unreachable.keys().cloned().collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::Share;
+
+    fn example(name: &str) -> (Environment, ResourceGraph) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+        let env = crate::files::load_recipe(&dir.join(name))
+            .expect("example")
+            .env;
+        let rg = graph::build(&env).expect("graph");
+        (env, rg)
+    }
+
+    #[test]
+    fn offline_agents_are_tolerated_only_within_allow_unavailable() {
+        let (mut env, _) = example("farm-edge.yaml");
+        let agents = env.cluster.agents.clone();
+        assert!(!agents.is_empty());
+        let server = env.cluster.init_server().to_string();
+        let off = |hosts: &[&str]| -> BTreeMap<String, String> {
+            hosts
+                .iter()
+                .map(|h| (h.to_string(), "no route to host".to_string()))
+                .collect()
+        };
+        // Nothing is tolerated without `allow_unavailable`.
+        assert_eq!(tolerated_offline(&env, &off(&[&agents[0]])), None);
+        env.cluster.allow_unavailable = Some(Share::Count(1));
+        assert_eq!(
+            tolerated_offline(&env, &off(&[&agents[0]])),
+            Some(vec![agents[0].clone()])
+        );
+        // A server is never optional, whatever the allowance.
+        env.cluster.allow_unavailable = Some(Share::Percent(100));
+        assert_eq!(tolerated_offline(&env, &off(&[&server])), None);
+        assert_eq!(tolerated_offline(&env, &BTreeMap::new()), None);
+        if agents.len() > 1 {
+            env.cluster.allow_unavailable = Some(Share::Count(1));
+            assert_eq!(
+                tolerated_offline(&env, &off(&[&agents[0], &agents[1]])),
+                None,
+                "two offline agents, one allowed"
+            );
+        }
+    }
+
+    #[test]
+    fn an_upgrade_rolls_servers_one_by_one_then_agents_behind_one_gate_per_batch() {
+        let (env, rg) = example("farm-ha.yaml");
+        let servers = env.cluster.servers.clone();
+        let agents = env.cluster.agents.clone();
+        assert!(servers.len() > 1 && !agents.is_empty());
+        let mut g: DiGraph<Step, Dep> = rg.graph.map(
+            |_, r| Step {
+                id: r.id.clone(),
+                action: Action::Update,
+                kind: Some(r.kind.clone()),
+                host: r.host.clone(),
+                role: r.role(),
+            },
+            |_, d| *d,
+        );
+        let batches: Vec<Vec<String>> = agents.chunks(1).map(<[String]>::to_vec).collect();
+        let order = graph::UpgradeOrder {
+            from: vec!["v1.31.4+k3s1".into()],
+            to: "v1.32.1+k3s1".into(),
+            servers: servers.clone(),
+            agent_batches: batches.clone(),
+            drain: false,
+        };
+        let before = g.node_count();
+        add_upgrade_order(&mut g, &rg, &order);
+        // One gate per batch, nothing else added.
+        assert_eq!(g.node_count(), before + batches.len());
+        let ix = |id: &str| {
+            g.node_indices()
+                .find(|i| g[*i].id == id)
+                .unwrap_or_else(|| panic!("{id} in the graph"))
+        };
+        let needs =
+            |a: NodeIndex, b: NodeIndex| g.find_edge(a, b).is_some_and(|e| g[e] == Dep::Needs);
+        for pair in servers.windows(2) {
+            assert!(needs(
+                ix(&graph::node_id(Role::Server, &pair[0])),
+                ix(&graph::node_id(Role::Server, &pair[1]))
+            ));
+        }
+        let gate1 = ix("upgrade-batch/1");
+        for s in &servers {
+            assert!(needs(ix(&graph::node_id(Role::Server, s)), gate1));
+        }
+        assert!(needs(
+            gate1,
+            ix(&graph::node_id(Role::Agent, &batches[0][0]))
+        ));
+        if batches.len() > 1 {
+            // The next batch waits for the previous one to settle, not to succeed:
+            // an offline agent does not stop the rollout.
+            let first = ix(&graph::node_id(Role::Agent, &batches[0][0]));
+            let gate2 = ix("upgrade-batch/2");
+            assert!(
+                g.find_edge(first, gate2)
+                    .is_some_and(|e| g[e] == Dep::After)
+            );
+        }
+        // The gates do nothing themselves.
+        assert_eq!(g[gate1].action, Action::NoOp);
+    }
+}
