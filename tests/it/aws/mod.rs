@@ -313,6 +313,46 @@ fn aws_vpc_cluster_up_then_down_leaves_nothing() {
     );
     assert_eq!(rt.block_on(live_instances(&api, "awe")), 2);
 
+    // A change EC2 cannot make in place is refused by the plan, and `up` changes
+    // nothing: no call beyond the reads of the refresh, the same instances, the same
+    // state.
+    let recipe = std::fs::read_to_string(ws.recipe()).expect("recipe");
+    std::fs::write(
+        ws.recipe(),
+        recipe.replace("instance_type: t3.medium", "instance_type: t3.large"),
+    )
+    .expect("recipe");
+    let plan = ws
+        .cmd()
+        .moto(&moto)
+        .args(["plan", path_str(&ws.recipe())])
+        .output();
+    let p = text(&plan);
+    assert!(plan.status.success(), "{p}");
+    assert!(
+        p.contains("! aws-instances/cp")
+            && p.contains(
+                "changing `instance_type` of instance group `cp` would replace its instances"
+            )
+            && p.contains("1 change(s) refused"),
+        "{p}"
+    );
+    let before = std::fs::read_to_string(ws.state_file()).expect("state");
+    let refused = up(&ws, &moto);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("nothing was changed: aws-instances/cp:"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.state_file()).expect("state"),
+        before,
+        "a refused up wrote state"
+    );
+    assert_eq!(rt.block_on(live_instances(&api, "awe")), 2);
+    write_recipe(&ws, "10.250.0.64/27", 1, AMI);
+
     let down = ws.cmd().moto(&moto).args(["down", "awe", "--yes"]).output();
     assert!(down.status.success(), "down failed:\n{}", text(&down));
     let left = rt.block_on(sweep(&api, "awe"));
