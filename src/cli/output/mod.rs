@@ -190,7 +190,7 @@ pub fn confirm(question: &str) -> bool {
 }
 
 /// Renders progress events: a JSON line each, or on a terminal a progress bar per
-/// resource, or else a plain line each on stderr.
+/// resource (one aggregate bar for a large run), or else a plain line each on stderr.
 pub struct Reporter {
     format: Format,
     quiet: bool,
@@ -198,6 +198,13 @@ pub struct Reporter {
 }
 
 impl Reporter {
+    /// The run will have `steps` steps (a large run gets one aggregate bar).
+    pub fn expect(&self, steps: usize) {
+        if let Some(bars) = &self.bars {
+            bars.expect(steps);
+        }
+    }
+
     pub fn finish(&self) {
         if let Some(bars) = &self.bars {
             bars.finish();
