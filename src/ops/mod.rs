@@ -186,10 +186,16 @@ impl Settings {
             connect_timeout: self.connect_timeout,
             connect_attempts: self.connect_attempts,
             replace_host_keys: self.replace_host_keys.clone(),
+            // Enough for every step in flight (a step may hold the first server's
+            // connection besides its own) and for the hosts used again soon.
+            max_open: (2 * self.concurrency).max(MIN_OPEN_CONNECTIONS),
         })
         .map_err(OpsError::Pool)
     }
 }
+
+/// The pool keeps at least this many master connections open (see `ssh::pool`).
+const MIN_OPEN_CONNECTIONS: usize = 32;
 
 /// An error and its causes on one line, as results and events show it.
 fn error_text(e: &OpsError) -> String {

@@ -2,8 +2,14 @@
 //! native-mux), opened on first use with retries and backoff, checked for root or
 //! passwordless sudo; commands on it share `CHANNELS_PER_HOST` channels and a timeout.
 //! Host trust (known_hosts, bastions) is `known_hosts`'s.
+//!
+//! At most `PoolOptions::max_open` masters stay open: before opening one more, the
+//! pool closes the least recently used connections that no step holds. A fleet of
+//! hundreds of hosts thus costs the controller a bounded number of ssh processes, not
+//! one per host; a host whose connection was closed is connected again when a later
+//! step needs it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +29,8 @@ pub struct PoolOptions {
     pub connect_attempts: u32,
     /// Hosts whose pinned key is dropped before connecting (deliberate re-key).
     pub replace_host_keys: Vec<String>,
+    /// Master connections kept open at most (idle ones beyond it are closed).
+    pub max_open: usize,
 }
 
 /// Connections to the hosts of one environment.
@@ -30,6 +38,8 @@ pub struct Pool {
     opts: PoolOptions,
     control_dir: tempfile::TempDir,
     conns: Mutex<HashMap<String, Slot>>,
+    /// Host names, least recently used first.
+    recent: Mutex<VecDeque<String>>,
 }
 
 /// A host's connection, opened at most once at a time (the inner lock serialises
@@ -54,7 +64,54 @@ impl Pool {
             opts,
             control_dir,
             conns: Mutex::new(HashMap::new()),
+            recent: Mutex::new(VecDeque::new()),
         })
+    }
+
+    /// Mark `host` as the most recently used.
+    async fn touch(&self, host: &str) {
+        let mut recent = self.recent.lock().await;
+        if let Some(i) = recent.iter().position(|h| h == host) {
+            recent.remove(i);
+        }
+        recent.push_back(host.to_string());
+    }
+
+    /// Close least recently used idle connections until fewer than `max_open` are
+    /// open (a connection a step holds, or a slot being connected, is left alone).
+    async fn make_room(&self, except: &str) {
+        let slots: Vec<(String, Slot)> = {
+            let map = self.conns.lock().await;
+            let recent = self.recent.lock().await;
+            recent
+                .iter()
+                .filter(|h| h.as_str() != except)
+                .filter_map(|h| map.get(h).map(|s| (h.clone(), s.clone())))
+                .collect()
+        };
+        let mut open = slots
+            .iter()
+            .filter(|(_, s)| s.try_lock().map_or(true, |g| g.is_some()))
+            .count();
+        for (host, slot) in slots {
+            if open < self.opts.max_open.max(1) {
+                break;
+            }
+            let Ok(mut guard) = slot.try_lock() else {
+                continue;
+            };
+            let idle = guard.as_ref().is_some_and(|c| Arc::strong_count(c) == 1);
+            if !idle {
+                continue;
+            }
+            if let Some(c) = guard.take()
+                && let Ok(c) = Arc::try_unwrap(c)
+            {
+                tracing::debug!(host = %host, "closing an idle connection (pool at its limit)");
+                let _ = c.session.close().await;
+                open -= 1;
+            }
+        }
     }
 
     /// The connection to `host`, opened (with retries) on first use.
@@ -63,12 +120,14 @@ impl Pool {
             let mut map = self.conns.lock().await;
             map.entry(host.name.clone()).or_default().clone()
         };
+        self.touch(&host.name).await;
         let mut guard = slot.lock().await;
         if let Some(c) = guard.as_ref()
             && c.session.check().await.is_ok()
         {
             return Ok(c.clone());
         }
+        self.make_room(&host.name).await;
         let conn = Arc::new(self.connect(host).await?);
         *guard = Some(conn.clone());
         Ok(conn)
