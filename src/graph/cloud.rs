@@ -141,12 +141,7 @@ pub(super) fn build(
 }
 
 /// Graph ids of the site's network resources.
-pub const VPC: &str = "aws-vpc";
-pub const SUBNET: &str = "aws-subnet";
-pub const GATEWAY: &str = "aws-internet-gateway";
-pub const ROUTE: &str = "aws-route";
-pub const SECURITY_GROUP: &str = "aws-security-group";
-pub const KEY_PAIR: &str = "aws-key-pair";
+pub use super::id::{GATEWAY, KEY_PAIR, ROUTE, SECURITY_GROUP, SUBNET, VPC};
 
 /// Graph id of an instance group.
 pub fn group_id(group: &str) -> String {

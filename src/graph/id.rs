@@ -7,6 +7,23 @@ use std::fmt;
 
 use crate::recipe::Role;
 
+pub const CLUSTER_READY: &str = "cluster-ready";
+pub const KUBECONFIG: &str = "kubeconfig";
+pub const SERVERLESS: &str = "serverless";
+pub const ENDPOINT: &str = "endpoint";
+pub const VPC: &str = "aws-vpc";
+pub const SUBNET: &str = "aws-subnet";
+pub const GATEWAY: &str = "aws-internet-gateway";
+pub const ROUTE: &str = "aws-route";
+pub const SECURITY_GROUP: &str = "aws-security-group";
+pub const KEY_PAIR: &str = "aws-key-pair";
+/// The kinds of the ids that name a host or a group (`KIND/NAME`).
+const SERVER: &str = "k3s-server";
+const AGENT: &str = "k3s-agent";
+const DEVICE_PREP: &str = "device-prep";
+const GPU_RUNTIME: &str = "gpu-runtime";
+const INSTANCES: &str = "aws-instances";
+
 /// What a resource is, and for which host or group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceId {
@@ -44,16 +61,16 @@ impl ResourceId {
     /// The id of a text key; `None` for a key no version of continuum writes.
     pub fn parse(s: &str) -> Option<ResourceId> {
         let id = match s {
-            "cluster-ready" => ResourceId::ClusterReady,
-            "kubeconfig" => ResourceId::Kubeconfig,
-            "serverless" => ResourceId::Serverless,
-            "endpoint" => ResourceId::Endpoint,
-            "aws-vpc" => ResourceId::Aws(AwsId::Vpc),
-            "aws-subnet" => ResourceId::Aws(AwsId::Subnet),
-            "aws-internet-gateway" => ResourceId::Aws(AwsId::InternetGateway),
-            "aws-route" => ResourceId::Aws(AwsId::Route),
-            "aws-security-group" => ResourceId::Aws(AwsId::SecurityGroup),
-            "aws-key-pair" => ResourceId::Aws(AwsId::KeyPair),
+            CLUSTER_READY => ResourceId::ClusterReady,
+            KUBECONFIG => ResourceId::Kubeconfig,
+            SERVERLESS => ResourceId::Serverless,
+            ENDPOINT => ResourceId::Endpoint,
+            VPC => ResourceId::Aws(AwsId::Vpc),
+            SUBNET => ResourceId::Aws(AwsId::Subnet),
+            GATEWAY => ResourceId::Aws(AwsId::InternetGateway),
+            ROUTE => ResourceId::Aws(AwsId::Route),
+            SECURITY_GROUP => ResourceId::Aws(AwsId::SecurityGroup),
+            KEY_PAIR => ResourceId::Aws(AwsId::KeyPair),
             _ => {
                 let (kind, name) = s.split_once('/')?;
                 if name.is_empty() {
@@ -61,17 +78,17 @@ impl ResourceId {
                 }
                 let name = name.to_string();
                 match kind {
-                    "k3s-server" => ResourceId::Node {
+                    SERVER => ResourceId::Node {
                         role: Role::Server,
                         host: name,
                     },
-                    "k3s-agent" => ResourceId::Node {
+                    AGENT => ResourceId::Node {
                         role: Role::Agent,
                         host: name,
                     },
-                    "device-prep" => ResourceId::DevicePrep { host: name },
-                    "gpu-runtime" => ResourceId::GpuRuntime { host: name },
-                    "aws-instances" => ResourceId::Aws(AwsId::Instances { group: name }),
+                    DEVICE_PREP => ResourceId::DevicePrep { host: name },
+                    GPU_RUNTIME => ResourceId::GpuRuntime { host: name },
+                    INSTANCES => ResourceId::Aws(AwsId::Instances { group: name }),
                     _ => return None,
                 }
             }
@@ -100,31 +117,30 @@ impl ResourceId {
 
 impl fmt::Display for ResourceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        let (kind, name) = match self {
             ResourceId::Node {
                 role: Role::Server,
                 host,
-            } => write!(f, "k3s-server/{host}"),
+            } => (SERVER, host),
             ResourceId::Node {
                 role: Role::Agent,
                 host,
-            } => write!(f, "k3s-agent/{host}"),
-            ResourceId::ClusterReady => f.write_str("cluster-ready"),
-            ResourceId::Kubeconfig => f.write_str("kubeconfig"),
-            ResourceId::DevicePrep { host } => write!(f, "device-prep/{host}"),
-            ResourceId::GpuRuntime { host } => write!(f, "gpu-runtime/{host}"),
-            ResourceId::Serverless => f.write_str("serverless"),
-            ResourceId::Endpoint => f.write_str("endpoint"),
-            ResourceId::Aws(a) => match a {
-                AwsId::Vpc => f.write_str("aws-vpc"),
-                AwsId::Subnet => f.write_str("aws-subnet"),
-                AwsId::InternetGateway => f.write_str("aws-internet-gateway"),
-                AwsId::Route => f.write_str("aws-route"),
-                AwsId::SecurityGroup => f.write_str("aws-security-group"),
-                AwsId::KeyPair => f.write_str("aws-key-pair"),
-                AwsId::Instances { group } => write!(f, "aws-instances/{group}"),
-            },
-        }
+            } => (AGENT, host),
+            ResourceId::DevicePrep { host } => (DEVICE_PREP, host),
+            ResourceId::GpuRuntime { host } => (GPU_RUNTIME, host),
+            ResourceId::Aws(AwsId::Instances { group }) => (INSTANCES, group),
+            ResourceId::ClusterReady => return f.write_str(CLUSTER_READY),
+            ResourceId::Kubeconfig => return f.write_str(KUBECONFIG),
+            ResourceId::Serverless => return f.write_str(SERVERLESS),
+            ResourceId::Endpoint => return f.write_str(ENDPOINT),
+            ResourceId::Aws(AwsId::Vpc) => return f.write_str(VPC),
+            ResourceId::Aws(AwsId::Subnet) => return f.write_str(SUBNET),
+            ResourceId::Aws(AwsId::InternetGateway) => return f.write_str(GATEWAY),
+            ResourceId::Aws(AwsId::Route) => return f.write_str(ROUTE),
+            ResourceId::Aws(AwsId::SecurityGroup) => return f.write_str(SECURITY_GROUP),
+            ResourceId::Aws(AwsId::KeyPair) => return f.write_str(KEY_PAIR),
+        };
+        write!(f, "{kind}/{name}")
     }
 }
 

@@ -23,7 +23,7 @@ mod nodes;
 mod plan;
 pub mod serverless;
 
-pub use id::{AwsId, ResourceId};
+pub use id::{AwsId, CLUSTER_READY, ENDPOINT, KUBECONFIG, ResourceId, SERVERLESS};
 pub use nodes::{gpu_id, node_config, prep_id};
 #[cfg(test)]
 pub(crate) use plan::applied_state;
@@ -84,11 +84,6 @@ pub fn node_id(role: Role, host: &str) -> String {
     }
     .to_string()
 }
-
-pub const CLUSTER_READY: &str = "cluster-ready";
-pub const KUBECONFIG: &str = "kubeconfig";
-pub const SERVERLESS: &str = "serverless";
-pub const ENDPOINT: &str = "endpoint";
 
 /// The URL joiners use to reach the first server.
 pub fn server_url(env: &Environment) -> String {
