@@ -143,10 +143,6 @@ pub async fn run(cli: &Cli, printer: &Printer, cmd: &EnvCmd) -> Result<()> {
             let cancel = cancel_on_signals();
             let reporter = Arc::new(printer.reporter());
             let obs: Arc<dyn ops::Observer> = reporter.clone();
-            // A fleet's teardown gets one aggregate bar: one step per recorded node.
-            if let Ok(Some(st)) = crate::files::Store::new(&settings.state_dir, env).load() {
-                reporter.expect(st.resources.values().filter(|r| r.role.is_some()).count());
-            }
             let report = ops::down::down(env, forget, &settings, obs, &cancel).await;
             reporter.finish();
             printer.down_summary(env, &report?);
@@ -183,11 +179,7 @@ async fn up(cli: &Cli, printer: &Printer, args: &UpArgs) -> Result<()> {
     let yes = args.yes;
     let report = ops::up::up(&env, &settings, obs, &cancel, |plan| {
         printer.plan(&env, plan);
-        let go = yes || !interactive || output::confirm("Apply these changes?");
-        if go {
-            reporter.expect(plan.to_change());
-        }
-        go
+        yes || !interactive || output::confirm("Apply these changes?")
     })
     .await;
     reporter.finish();

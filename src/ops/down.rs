@@ -22,14 +22,20 @@ use crate::k3s;
 use crate::recipe::Role;
 use crate::state::State;
 
-/// One node of the delete graph (a phase gate has no host and does nothing).
+/// One node of the delete graph: a k3s node to take out, or a phase gate (no node,
+/// nothing to do).
 #[derive(Debug, Clone)]
 struct DownStep {
     id: String,
+    node: Option<DownNode>,
+}
+
+/// The k3s node a delete step takes out, and how.
+#[derive(Debug, Clone)]
+struct DownNode {
     host: String,
     role: Role,
     leave: Leave,
-    action: Action,
 }
 
 impl Item for DownStep {
@@ -37,19 +43,14 @@ impl Item for DownStep {
         &self.id
     }
     fn action(&self) -> Action {
-        self.action
+        if self.node.is_some() {
+            Action::Delete
+        } else {
+            Action::NoOp
+        }
     }
     fn host(&self) -> Option<&str> {
-        (!self.host.is_empty()).then_some(self.host.as_str())
-    }
-}
-
-/// The role a phase removes (agents first, then servers).
-fn role_of_phase(phase: usize) -> &'static Role {
-    if phase == 0 {
-        &Role::Agent
-    } else {
-        &Role::Server
+        self.node.as_ref().map(|n| n.host.as_str())
     }
 }
 
@@ -136,10 +137,11 @@ pub async fn down(
                     let leave = leave_for(&st, id, host, forget.contains(host));
                     let ix = g.add_node(DownStep {
                         id: id.clone(),
-                        host: host.clone(),
-                        role: *role,
-                        leave,
-                        action: Action::Delete,
+                        node: Some(DownNode {
+                            host: host.clone(),
+                            role: *role,
+                            leave,
+                        }),
                     });
                     if let Some(gate) = gate {
                         g.add_edge(gate, ix, Dep::After);
@@ -149,10 +151,7 @@ pub async fn down(
                 .collect();
             let next = g.add_node(DownStep {
                 id: format!("down-phase/{}", phase + 1),
-                host: String::new(),
-                role: *role_of_phase(phase),
-                leave: Leave::NeverInstalled,
-                action: Action::NoOp,
+                node: None,
             });
             for m in members {
                 g.add_edge(m, next, Dep::After);
@@ -166,19 +165,17 @@ pub async fn down(
         cancel,
         &obs,
         |step: DownStep| {
-            let DownStep {
-                id,
-                host,
-                role,
-                leave,
-                ..
-            } = step;
+            let DownStep { id, node } = step;
             let pool = pool.clone();
             let state = state.clone();
             let store = store.clone();
             let obs = obs.clone();
             let env = env.to_string();
             async move {
+                // The runner never runs a gate (it does nothing).
+                let Some(DownNode { host, role, leave }) = node else {
+                    return Ok(Did::unchanged("nothing to do"));
+                };
                 let did = match leave {
                     Leave::Uninstall => {
                         let target = {
@@ -234,12 +231,22 @@ pub async fn down(
     let mut results = ran.results(
         &obs,
         |_| None,
-        |step| match step.leave {
-            Leave::Uninstall => None,
-            Leave::NeverInstalled => Some("dropped: k3s was never installed there".to_string()),
-            Leave::Forget => Some(format!(
+        |step| match step.node.as_ref()? {
+            DownNode {
+                leave: Leave::Uninstall,
+                ..
+            } => None,
+            DownNode {
+                leave: Leave::NeverInstalled,
+                ..
+            } => Some("dropped: k3s was never installed there".to_string()),
+            DownNode {
+                leave: Leave::Forget,
+                role,
+                ..
+            } => Some(format!(
                 "forgotten; may remain on the device: {}",
-                k3s::leftovers(Some(step.role))
+                k3s::leftovers(Some(*role))
             )),
         },
     );

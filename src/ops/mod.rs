@@ -69,6 +69,9 @@ pub enum Event {
 /// Receives progress events (the CLI renders them as bars, lines or JSON).
 pub trait Observer: Send + Sync {
     fn event(&self, event: Event);
+    /// A walk of `steps` steps is about to start (`up`, `down`, `nodes remove`), so a
+    /// display can size itself. Called by the step runner.
+    fn expect(&self, _steps: usize) {}
 }
 
 /// An observer that drops everything (tests, benchmarks).

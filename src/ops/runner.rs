@@ -53,6 +53,7 @@ where
     let unreachable: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
     let failed = Arc::new(failed);
     let steps: Vec<S> = g.node_weights().cloned().collect();
+    obs.expect(steps.iter().filter(|s| s.action() != Action::NoOp).count());
     let outcomes = walk(
         g,
         concurrency,
@@ -210,6 +211,11 @@ mod tests {
             };
             if let Ok(mut v) = self.0.lock() {
                 v.push(line);
+            }
+        }
+        fn expect(&self, steps: usize) {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(format!("expect {steps}"));
             }
         }
     }

@@ -198,13 +198,6 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// The run will have `steps` steps (a large run gets one aggregate bar).
-    pub fn expect(&self, steps: usize) {
-        if let Some(bars) = &self.bars {
-            bars.expect(steps);
-        }
-    }
-
     pub fn finish(&self) {
         if let Some(bars) = &self.bars {
             bars.finish();
@@ -225,6 +218,13 @@ impl Observer for Reporter {
         }
         if let Some(line) = text::event(&event, self.quiet) {
             err(&line);
+        }
+    }
+
+    /// A large run gets one aggregate bar.
+    fn expect(&self, steps: usize) {
+        if let Some(bars) = &self.bars {
+            bars.expect(steps);
         }
     }
 }
