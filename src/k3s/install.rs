@@ -139,6 +139,19 @@ pub fn describe_apply(spec: &NodeSpec<'_>) -> Vec<String> {
     v
 }
 
+/// Write config.yaml (0600, from stdin: it holds the token).
+async fn write_config<R: Remote>(r: &R, config: &str) -> Result<(), K3sError> {
+    run_root(
+        r,
+        &format!("writing {CONFIG_PATH}"),
+        &write_file_script(CONFIG_PATH, "0600"),
+        Some(config.as_bytes()),
+        SHORT,
+    )
+    .await?;
+    Ok(())
+}
+
 /// Converge k3s on a node: upload what differs, write config.yaml, run the install
 /// script. Returns `Unchanged` without writing anything when the node already matches.
 pub async fn apply_node<R: Remote>(
@@ -193,14 +206,7 @@ pub async fn apply_node<R: Remote>(
         && binary_matches
         && images_match
     {
-        run_root(
-            r,
-            &format!("writing {CONFIG_PATH}"),
-            &write_file_script(CONFIG_PATH, "0600"),
-            Some(spec.config.as_bytes()),
-            SHORT,
-        )
-        .await?;
+        write_config(r, &spec.config).await?;
         return Ok(Applied::Changed);
     }
 
@@ -288,14 +294,7 @@ pub async fn apply_node<R: Remote>(
     }
     let config_changed = facts.config_sha.as_deref() != Some(config_sha.as_str());
     if config_changed {
-        run_root(
-            r,
-            &format!("writing {CONFIG_PATH}"),
-            &write_file_script(CONFIG_PATH, "0600"),
-            Some(spec.config.as_bytes()),
-            SHORT,
-        )
-        .await?;
+        write_config(r, &spec.config).await?;
     }
     // install.sh (re)starts k3s only for changes made during its own run (docs/k3s.md,
     // "Restart rule"): the binary continuum put in place before it, a config.yaml

@@ -204,6 +204,14 @@ pub(super) async fn create_security_group(
         .ok_or_else(|| missing("CreateSecurityGroup", "group id"))
 }
 
+/// The EC2 form of `rules` on security group `group`.
+fn permissions(group: &str, rules: &[Rule]) -> Vec<aws_sdk_ec2::types::IpPermission> {
+    rules
+        .iter()
+        .map(|r| convert::permission(group, r))
+        .collect()
+}
+
 pub(super) async fn authorize_ingress(
     c: &Client,
     group: &str,
@@ -211,12 +219,7 @@ pub(super) async fn authorize_ingress(
 ) -> Result<(), Ec2Error> {
     c.authorize_security_group_ingress()
         .group_id(group)
-        .set_ip_permissions(Some(
-            rules
-                .iter()
-                .map(|r| convert::permission(group, r))
-                .collect(),
-        ))
+        .set_ip_permissions(Some(permissions(group, rules)))
         .send()
         .await
         .map_err(|e| err("AuthorizeSecurityGroupIngress", e))?;
@@ -230,12 +233,7 @@ pub(super) async fn revoke_ingress(
 ) -> Result<(), Ec2Error> {
     c.revoke_security_group_ingress()
         .group_id(group)
-        .set_ip_permissions(Some(
-            rules
-                .iter()
-                .map(|r| convert::permission(group, r))
-                .collect(),
-        ))
+        .set_ip_permissions(Some(permissions(group, rules)))
         .send()
         .await
         .map_err(|e| err("RevokeSecurityGroupIngress", e))?;
