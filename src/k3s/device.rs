@@ -231,13 +231,11 @@ pub fn lists_nvidia_runtime(config: &str) -> bool {
 /// The drain a node deletion starts with (for `plan -v`).
 pub const DRAIN_DESCRIPTION: &str = "(servers: etcd quorum check) k3s kubectl drain NODE --ignore-daemonsets --delete-emptydir-data --timeout=120s (on the first server)";
 
-/// The remote commands of a device step (for `plan -v`).
-pub fn describe(id: &str, device: Option<Device>) -> Vec<String> {
+/// The remote commands of a device step (for `plan -v`): the GPU runtime check when
+/// `gpu_runtime`, else the preparation of `device`.
+pub fn describe(gpu_runtime: bool, device: Option<Device>) -> Vec<String> {
     let probe = "probe (read-only): uname -m, /proc/device-tree/model, /sys/fs/cgroup/cgroup.controllers, /etc/nv_tegra_release, nvidia-container-runtime".to_string();
-    if matches!(
-        crate::graph::ResourceId::parse(id),
-        Some(crate::graph::ResourceId::GpuRuntime { .. })
-    ) {
+    if gpu_runtime {
         return vec![
             format!("cat {CONTAINERD_CONFIG} (as root): a runtimes.\"nvidia\" section"),
             "k3s kubectl get runtimeclass nvidia; if NotFound: k3s kubectl create -f - (on the first server)".into(),

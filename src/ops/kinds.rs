@@ -68,7 +68,7 @@ impl StepKind {
                     .and_then(|h| env.hosts.get(h))
                     .and_then(|h| h.probed.as_deref())
                     .and_then(crate::recipe::device::Facts::device);
-                crate::k3s::device::describe(&c.id, device)
+                crate::k3s::device::describe(*self == StepKind::GpuRuntime, device)
             }
             StepKind::Kubeconfig => vec![format!(
                 "cat {} (as root), merged locally",
