@@ -155,4 +155,35 @@ mod tests {
         }
         assert_eq!(StepKind::of("upgrade-batch/1"), None);
     }
+
+    #[test]
+    fn device_steps_describe_their_own_commands() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+        let env = crate::files::load_recipe(&dir.join("farm-edge.yaml"))
+            .expect("example")
+            .env;
+        let gpu = Change {
+            id: "gpu-runtime/jetson".into(),
+            action: Action::Create,
+            reason: String::new(),
+            host: Some("jetson".into()),
+            role: None,
+        };
+        let lines = describe(&env, &gpu);
+        assert!(lines[0].contains(r#"runtimes."nvidia""#), "{lines:?}");
+        // Leaving undoes nothing on the host.
+        let gone = Change {
+            action: Action::Delete,
+            ..gpu.clone()
+        };
+        assert!(describe(&env, &gone).is_empty());
+        let prep = Change {
+            id: "device-prep/jetson".into(),
+            ..gpu
+        };
+        assert!(
+            !describe(&env, &prep).iter().any(|l| l.contains("runtimes")),
+            "a preparation is not the GPU check"
+        );
+    }
 }
