@@ -140,6 +140,14 @@ fn up(ws: &Workspace, moto: &Moto) -> std::process::Output {
         .output()
 }
 
+/// `plan` of the workspace's recipe on `moto`.
+fn plan_of(ws: &Workspace, moto: &Moto) -> std::process::Output {
+    ws.cmd()
+        .moto(moto)
+        .args(["plan", path_str(&ws.recipe())])
+        .output()
+}
+
 /// Everything tagged with the environment that still exists.
 async fn sweep(api: &dyn Ec2Api, env: &str) -> Vec<String> {
     let mut left: Vec<String> = api
@@ -205,11 +213,7 @@ fn aws_vpc_cluster_up_then_down_leaves_nothing() {
     let ws = Workspace::new("awe");
     write_recipe(&ws, "10.250.0.64/27", 2, AMI);
 
-    let plan = ws
-        .cmd()
-        .moto(&moto)
-        .args(["plan", path_str(&ws.recipe())])
-        .output();
+    let plan = plan_of(&ws, &moto);
     let p = text(&plan);
     assert!(plan.status.success(), "{p}");
     for id in [
@@ -291,11 +295,7 @@ fn aws_vpc_cluster_up_then_down_leaves_nothing() {
         .expect("w-1 instance")
         .to_string();
     write_recipe(&ws, "10.250.0.64/27", 1, AMI);
-    let plan = ws
-        .cmd()
-        .moto(&moto)
-        .args(["plan", path_str(&ws.recipe())])
-        .output();
+    let plan = plan_of(&ws, &moto);
     let p = text(&plan);
     assert!(
         p.contains("- k3s-agent/w-1") && p.contains("~ aws-instances/w"),
@@ -322,11 +322,7 @@ fn aws_vpc_cluster_up_then_down_leaves_nothing() {
         recipe.replace("instance_type: t3.medium", "instance_type: t3.large"),
     )
     .expect("recipe");
-    let plan = ws
-        .cmd()
-        .moto(&moto)
-        .args(["plan", path_str(&ws.recipe())])
-        .output();
+    let plan = plan_of(&ws, &moto);
     let p = text(&plan);
     assert!(plan.status.success(), "{p}");
     assert!(
