@@ -1,10 +1,11 @@
 //! Command-line definitions (clap) and dispatch: the top-level command line, the
 //! options several commands share, and which file runs each group of commands
 //! (`env`: validate, plan, up, status, down, graph; `serverless`: endpoints, fn;
-//! `inventory`; `nodes`). Arguments become validated settings, `ops` does the work,
+//! `inventory`; `nodes`; `enroll`). Arguments become validated settings, `ops` does the work,
 //! `output` prints; `exit` maps how a run ended to its exit code. No logic about
 //! hosts or k3s lives here.
 
+pub mod enroll;
 pub mod env;
 pub mod exit;
 pub mod inventory;
@@ -70,6 +71,9 @@ pub enum Command {
     /// Nodes of a running environment (remove one: drain, delete, uninstall).
     #[command(subcommand)]
     Nodes(nodes::NodesCmd),
+    /// Pull-based enrolment: first-boot bundles with which devices join by themselves.
+    #[command(subcommand)]
+    Enroll(enroll::EnrollCmd),
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +124,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Env(cmd) => env::run(&cli, &printer, cmd).await?,
         Command::Inventory(cmd) => inventory::run(&cli, &printer, cmd).await?,
         Command::Nodes(cmd) => nodes::run(&cli, &printer, cmd).await?,
+        Command::Enroll(cmd) => enroll::run(&cli, &printer, cmd).await?,
         Command::Endpoints(cmd) => {
             serverless::endpoints_cmd(&cli.settings(None).state_dir, &printer, cmd).await?;
         }

@@ -10,13 +10,15 @@
 //! bundle (`bundle`); install and upgrade with the forced restart, air-gap images and
 //! uploads (`install`; config.yaml's text is rendered by `render::k3s`); join tokens
 //! and the kubeconfig read back from a server (`credentials`); the node list, live
-//! labels and taints, uncordon and node deletion (`nodes`); cluster readiness
+//! labels and taints, uncordon and node deletion (`nodes`); bootstrap tokens of
+//! enrolment pools (`enroll`); cluster readiness
 //! (`readiness`); uninstall (`uninstall`); and the host preparation beside k3s
 //! (`packages`, `selinux`, `firewall`, `device`).
 
 mod bundle;
 mod credentials;
 pub mod device;
+mod enroll;
 mod facts;
 pub mod firewall;
 mod install;
@@ -34,6 +36,7 @@ use crate::ssh::{Output, Remote, SshError};
 pub use crate::render::sha256_hex;
 pub use bundle::{bundle_binary, images_file, images_names};
 pub use credentials::{read_agent_token, read_join_token, read_kubeconfig};
+pub use enroll::{PoolToken, create_token, delete_token, parse_created_token, ttl_arg};
 pub use facts::{Facts, ServiceManager, facts};
 pub use install::{Applied, NodeSpec, apply_node, describe_apply, install_command, render_config};
 pub use nodes::{

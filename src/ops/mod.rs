@@ -9,6 +9,7 @@
 mod cloud;
 mod context;
 pub mod down;
+pub mod enroll;
 pub mod inventory;
 pub mod kinds;
 pub mod preflight;
@@ -124,6 +125,9 @@ pub enum OpsError {
     Inventory(#[from] crate::files::inventory::InventoryError),
     #[error(transparent)]
     Load(#[from] crate::recipe::LoadError),
+    /// Enrolment pools (`continuum enroll`).
+    #[error(transparent)]
+    Enroll(#[from] enroll::EnrollError),
 }
 
 impl OpsError {

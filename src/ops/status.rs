@@ -1,5 +1,6 @@
 //! `continuum status ENV`: what state records for every node, joined with what the
-//! API server says now (unless offline or unreachable).
+//! API server says now (unless offline or unreachable), and the nodes that joined
+//! through an enrolment pool (found by their `continuum.io/pool` label).
 
 use serde::Serialize;
 
@@ -20,6 +21,18 @@ pub struct NodeStatus {
     pub last_error: Option<String>,
 }
 
+/// A node that joined by itself through an enrolment pool (issue 15): not in the
+/// recipe, known from the API server's node list.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnrolledNode {
+    pub name: String,
+    pub pool: String,
+    pub ready: String,
+    pub version: String,
+    pub arch: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
     pub env: String,
@@ -27,6 +40,9 @@ pub struct StatusReport {
     pub nodes: Vec<NodeStatus>,
     /// Why live data is missing, if it is.
     pub live_error: Option<String>,
+    /// Nodes that joined through an enrolment pool (live data only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub enrolled: Vec<EnrolledNode>,
     pub kubeconfig_context: Option<String>,
     /// Registered OSCAR endpoints of the environment.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -145,6 +161,7 @@ pub async fn status(env: &str, settings: &Settings, live: bool) -> Result<Status
         .collect();
     nodes.sort_by(|a, b| (&b.role, &a.host).cmp(&(&a.role, &b.host)));
     let mut live_error = None;
+    let mut enrolled = Vec::new();
     if live && let Some(init) = state.cluster.init_server.clone() {
         let result = async {
             let pool = settings.pool(env)?;
@@ -177,6 +194,20 @@ pub async fn status(env: &str, settings: &Settings, live: bool) -> Result<Status
                         n.ready = Some("NotRegistered".into());
                     }
                 }
+                enrolled = listed
+                    .iter()
+                    .filter(|l| !nodes.iter().any(|n| n.host == l.name))
+                    .filter_map(|l| {
+                        Some(EnrolledNode {
+                            pool: l.labels.get(super::enroll::POOL_LABEL)?.clone(),
+                            name: l.name.clone(),
+                            ready: l.ready.clone(),
+                            version: l.version.clone(),
+                            arch: l.arch.clone(),
+                            labels: l.labels.clone(),
+                        })
+                    })
+                    .collect();
             }
             Err(e) => live_error = Some(e.to_string()),
         }
@@ -193,6 +224,7 @@ pub async fn status(env: &str, settings: &Settings, live: bool) -> Result<Status
         api: state.cluster.server_url.clone(),
         nodes,
         live_error,
+        enrolled,
         kubeconfig_context: state
             .resources
             .get(crate::graph::KUBECONFIG)

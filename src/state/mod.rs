@@ -37,6 +37,45 @@ pub struct State {
     /// The OSCAR layer's credentials; absent without a serverless layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serverless: Option<Credentials>,
+    /// Enrolment pools (`continuum enroll bundle`), by pool name. Absent in state files
+    /// written before issue 15, which load with none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pools: BTreeMap<String, PoolState>,
+}
+
+/// A pool of devices that join by themselves with a time-limited bootstrap token
+/// (docs/enrolment.md). The token's secret is never recorded: only its id, which is
+/// all `k3s token delete` needs.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+pub struct PoolState {
+    /// The bootstrap token's id (`<id>` of `<id>.<secret>`).
+    pub token_id: String,
+    /// Labels the pool's nodes register with, `continuum.io/pool=NAME` included.
+    pub labels: BTreeMap<String, String>,
+    /// Architecture of the k3s binary in the bundle (`amd64`, `arm64`, `arm`).
+    pub arch: String,
+    /// `bundle` (k3s from the bundle's files) or `online` (get.k3s.io).
+    pub install: String,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    /// When the token expires (seconds since the Unix epoch); `None` never.
+    pub expires: Option<u64>,
+    /// When `enroll revoke` deleted the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<u64>,
+}
+
+impl PoolState {
+    /// `revoked`, `expired` or `active` at `now` (seconds since the Unix epoch).
+    pub fn condition(&self, now: u64) -> &'static str {
+        if self.revoked.is_some() {
+            "revoked"
+        } else if self.expires.is_some_and(|e| e <= now) {
+            "expired"
+        } else {
+            "active"
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
@@ -274,5 +313,32 @@ mod tests {
         let g = Credentials::resolve(&given, Some(&c), &mut rnd).expect("g");
         assert_eq!(g.oscar_password.expose(), "given-pass");
         assert_eq!(g.minio_secret_key, c.minio_secret_key);
+    }
+
+    #[test]
+    fn state_without_pools_loads_and_pools_round_trip() {
+        let old = r#"{"version":1,"env":"e","serial":3,"recipe":null,
+            "cluster":{"token":"","join_token":"","server_url":null,"init_server":null},
+            "hosts":{},"resources":{}}"#;
+        let s: State = serde_json::from_str(old).expect("an issue-14 state file loads");
+        assert!(s.pools.is_empty());
+        assert!(!serde_json::to_string(&s).expect("json").contains("pools"));
+        let mut s = s;
+        let p = PoolState {
+            token_id: "abcdef".into(),
+            expires: Some(100),
+            ..PoolState::default()
+        };
+        assert_eq!(p.condition(99), "active");
+        assert_eq!(p.condition(100), "expired");
+        s.pools.insert("field".into(), p);
+        let back: State =
+            serde_json::from_str(&serde_json::to_string(&s).expect("json")).expect("back");
+        assert_eq!(back, s);
+        let revoked = PoolState {
+            revoked: Some(5),
+            ..PoolState::default()
+        };
+        assert_eq!(revoked.condition(0), "revoked");
     }
 }

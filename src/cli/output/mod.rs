@@ -2,8 +2,10 @@
 //! of output goes. Text for people (`text`, `tables`; progress bars on a terminal,
 //! `progress`, plain lines otherwise) or JSON for machines (`json`: one object per line
 //! while running, one document for reports). `Printer` picks the format of results,
-//! `Reporter` that of the progress events a run reports.
+//! `Reporter` that of the progress events a run reports. `enroll` renders the
+//! enrolment commands' reports.
 
+mod enroll;
 mod json;
 mod progress;
 pub mod tables;
@@ -112,6 +114,36 @@ impl Printer {
         }
         for l in text::status(s) {
             out(&l);
+        }
+    }
+
+    /// `continuum enroll bundle`.
+    pub fn enroll_bundle(&self, r: &crate::ops::enroll::BundleReport) {
+        match self.format {
+            Format::Json => out(&enroll::bundle_json(r)),
+            Format::Text if self.quiet => {}
+            Format::Text => {
+                for l in enroll::bundle_text(r) {
+                    out(&l);
+                }
+            }
+        }
+    }
+
+    /// `continuum enroll revoke`.
+    pub fn enroll_revoke(&self, r: &crate::ops::enroll::RevokeReport) {
+        match self.format {
+            Format::Json => out(&enroll::revoke_json(r)),
+            Format::Text if self.quiet => {}
+            Format::Text => out(&enroll::revoke_text(r)),
+        }
+    }
+
+    /// `continuum enroll list`.
+    pub fn pools(&self, rows: &[crate::ops::enroll::PoolRow]) {
+        match self.format {
+            Format::Json => out(&enroll::pools_json(rows)),
+            Format::Text => out(&enroll::pools_text(rows)),
         }
     }
 

@@ -137,6 +137,24 @@ pub(super) fn status(s: &StatusReport) -> Vec<String> {
         out.push(format!("(live data unavailable: {e})"));
     }
     out.push(tables::status_nodes(s));
+    if !s.enrolled.is_empty() {
+        out.push("Enrolled through pools (not in the recipe):".into());
+        out.push(tables::table(
+            &["NODE", "POOL", "ARCH", "VERSION", "READY"],
+            &s.enrolled
+                .iter()
+                .map(|n| {
+                    vec![
+                        n.name.clone(),
+                        n.pool.clone(),
+                        n.arch.clone(),
+                        n.version.clone(),
+                        n.ready.clone(),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        ));
+    }
     if let Some(a) = &s.aws {
         let ids: Vec<String> = a
             .resources
