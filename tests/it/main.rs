@@ -9,6 +9,7 @@ mod bastion;
 mod cli;
 mod e2e;
 mod edge;
+mod enroll;
 mod faults;
 mod fuzz_entry;
 mod fuzz_replay;
