@@ -4,7 +4,8 @@
 //! plus, in bundle mode, the k3s artifacts into a private directory; `enroll revoke`
 //! deletes the pool's token; `enroll list` reports the pools. Devices that join this
 //! way are not in the recipe: `up`/`plan` never see them and `down` does not contact
-//! them (they lose their cluster with its servers).
+//! them (they lose their cluster with its servers). `request` checks what a user
+//! asks for (pool name, labels, TTL).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -16,12 +17,13 @@ use serde::Serialize;
 use super::{OpsError, Settings};
 use crate::files::Store;
 use crate::k3s;
-use crate::recipe::{Images, Install, validators};
+use crate::recipe::{Images, Install};
 use crate::render::enroll::{self as render, PoolInstall, PoolSpec};
 use crate::state::{PoolState, State};
 
-/// The label every node of a pool registers with; `status` finds enrolled nodes by it.
-pub const POOL_LABEL: &str = "continuum.io/pool";
+mod request;
+pub use request::{POOL_LABEL, parse_ttl, pool_labels, utc_text};
+
 /// The install script of online pools when the recipe installs from a bundle.
 pub const DEFAULT_SCRIPT_URL: &str = "https://get.k3s.io";
 
@@ -129,98 +131,6 @@ pub struct PoolRow {
     pub install: String,
     pub expires: Option<u64>,
     pub expires_text: String,
-}
-
-/// Parse `--ttl`: a positive number of `s`, `m`, `h` or `d` (several may follow each
-/// other: `1h30m`). Zero, which would make k3s's token never expire, is refused.
-pub fn parse_ttl(text: &str) -> Result<Duration, EnrollError> {
-    let bad = || EnrollError::Ttl(text.to_string());
-    let mut total: u64 = 0;
-    let mut num = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(bad()),
-        };
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
-        num.clear();
-    }
-    if !num.is_empty() || total == 0 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs(total))
-}
-
-/// The pool's labels: each `key=value` checked as Kubernetes does, plus
-/// `continuum.io/pool=NAME`, which a user may not set.
-pub fn pool_labels(pool: &str, given: &[String]) -> Result<BTreeMap<String, String>, EnrollError> {
-    let ok_name = !pool.is_empty()
-        && pool.len() <= 63
-        && pool
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !pool.starts_with('-')
-        && !pool.ends_with('-');
-    if !ok_name {
-        return Err(EnrollError::PoolName(pool.to_string()));
-    }
-    let mut labels = BTreeMap::new();
-    for l in given {
-        let bad = |why: &str| EnrollError::Label {
-            pool: pool.to_string(),
-            label: l.clone(),
-            why: why.to_string(),
-        };
-        let (k, v) = l.split_once('=').ok_or_else(|| bad("expected key=value"))?;
-        if !validators::is_qualified_name(k) {
-            return Err(bad("the key is not a Kubernetes label key"));
-        }
-        if !validators::is_label_value(v) {
-            return Err(bad(
-                "the value is not a Kubernetes label value (at most 63 of [A-Za-z0-9-_.])",
-            ));
-        }
-        if k == POOL_LABEL {
-            return Err(bad("continuum sets this label to the pool's name itself"));
-        }
-        if labels.insert(k.to_string(), v.to_string()).is_some() {
-            return Err(bad("the key is given twice"));
-        }
-    }
-    labels.insert(POOL_LABEL.to_string(), pool.to_string());
-    Ok(labels)
-}
-
-/// `YYYY-MM-DD HH:MM UTC` of seconds since the Unix epoch.
-pub fn utc_text(secs: u64) -> String {
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Days to civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        (rem % 3600) / 60
-    )
 }
 
 fn check_arch(arch: &str) -> Result<(), EnrollError> {
@@ -542,62 +452,4 @@ pub fn list(env: &str, settings: &Settings) -> Result<Vec<PoolRow>, OpsError> {
             expires_text: p.expires.map_or_else(|| "never".into(), utc_text),
         })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ttl_accepts_positive_durations_only() {
-        assert_eq!(parse_ttl("24h").ok(), Some(Duration::from_secs(86_400)));
-        assert_eq!(parse_ttl("1h30m").ok(), Some(Duration::from_secs(5_400)));
-        assert_eq!(parse_ttl("7d").ok(), Some(Duration::from_secs(604_800)));
-        assert_eq!(parse_ttl("45s").ok(), Some(Duration::from_secs(45)));
-        for bad in [
-            "",
-            "0",
-            "0s",
-            "24",
-            "h",
-            "-1h",
-            "1.5h",
-            "1w",
-            "99999999999999999999d",
-        ] {
-            assert!(parse_ttl(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn labels_are_checked_and_the_pool_label_is_added() {
-        let l = pool_labels(
-            "field-1",
-            &["site=north".into(), "example.com/tier=edge".into()],
-        )
-        .expect("labels");
-        assert_eq!(l.get(POOL_LABEL).map(String::as_str), Some("field-1"));
-        assert_eq!(l.len(), 3);
-        for (pool, label) in [
-            ("Field", "a=b"),
-            ("-x", "a=b"),
-            ("ok", "novalue"),
-            ("ok", "a=b c"),
-            ("ok", "bad key=x"),
-            ("ok", "continuum.io/pool=other"),
-        ] {
-            assert!(
-                pool_labels(pool, &[label.into()]).is_err(),
-                "{pool} {label}"
-            );
-        }
-        assert!(pool_labels("ok", &["a=1".into(), "a=2".into()]).is_err());
-    }
-
-    #[test]
-    fn utc_text_is_the_civil_date() {
-        assert_eq!(utc_text(0), "1970-01-01 00:00 UTC");
-        assert_eq!(utc_text(951_782_400), "2000-02-29 00:00 UTC");
-        assert_eq!(utc_text(1_796_135_400), "2026-12-01 14:30 UTC");
-    }
 }
