@@ -186,8 +186,13 @@ if [ -n "$CMDLINE" ]; then
     mv "$CMDLINE.continuum-new" "$CMDLINE"
     echo "continuum-enroll: added the memory cgroup to $CMDLINE"
   fi
-  if ! grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null \
-     && ! awk '$1 == "memory" && $4 == 1 {{ f = 1 }} END {{ exit !f }}' /proc/cgroups 2>/dev/null; then
+  # cgroup v2 (Bookworm): the root's controllers; v1: the enabled column of /proc/cgroups.
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+    grep -qw memory /sys/fs/cgroup/cgroup.controllers && mem=on || mem=off
+  else
+    awk '$1 == "memory" && $4 == 1 {{ f = 1 }} END {{ exit !f }}' /proc/cgroups && mem=on || mem=off
+  fi
+  if [ "$mem" = off ]; then
     if [ -e "$STATE/rebooted" ]; then
       fail "the memory cgroup is still off after a reboot with $CMDLINE: $(cat /proc/cmdline)"
     fi

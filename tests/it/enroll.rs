@@ -1,7 +1,8 @@
 //! Pull-based enrolment (issue 15 item 2) on the test fleet with the k3s double: a
 //! fleet host runs a pool's first-boot script (the harness stands in for the boot) and
 //! joins with the pool's labels; an expired token and a revoked one are refused; the
-//! node that joined stays. Hosts 10.250.0.216-219 only.
+//! node that joined stays; a Raspberry Pi reboots once for the memory cgroup, then
+//! joins. Hosts 10.250.0.216-222 only.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -25,6 +26,12 @@ fn boot(fleet: &Fleet, host: &str, dir: &Path) -> (i32, String) {
             .to_string();
         fleet.put_file(host, &p, &format!("/opt/continuum-enroll/{name}"));
     }
+    run_script(fleet, host)
+}
+
+/// Run the first-boot script already on `host` as root, as the unit does at a boot;
+/// (exit code, output).
+fn run_script(fleet: &Fleet, host: &str) -> (i32, String) {
     fleet
         .exec(
             host,
@@ -222,4 +229,102 @@ fn enrolled_device_joins_with_pool_labels_expired_and_revoked_tokens_are_refused
     assert!(text(&again).contains("0 to change"), "{}", text(&again));
     assert!(node_labels(&fleet, "en-srv").contains_key("en-dev1"));
     assert_ok(&ws.run(&["down", "en", "--yes"]), "down");
+}
+
+/// Make a running fleet host look like a Raspberry Pi (the fleet's firmware double).
+fn pi_persona(name: &str, args: &[&str]) {
+    let mut a = vec!["persona", name, "pi"];
+    a.extend_from_slice(args);
+    let out = crate::harness::fleet_sh(&a);
+    assert!(out.status.success(), "persona {name}: {}", text(&out));
+}
+
+/// Wait until the persona's reboot double has finished its fake boot.
+fn wait_rebooted(fleet: &Fleet, host: &str) {
+    let done = crate::harness::poll_until(
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || {
+            fleet
+                .exec(host, "grep -c rebooted /var/log/fleet-reboot.log")
+                .1
+        },
+        |n| n.trim().parse::<u32>().is_ok_and(|n| n >= 1),
+    );
+    assert!(
+        done.trim().parse::<u32>().is_ok_and(|n| n >= 1),
+        "{host} never came back"
+    );
+}
+
+/// A Raspberry Pi runs the first-boot script: it adds the memory cgroup to
+/// cmdline.txt, reboots once, and after the boot (the unit runs the script again) joins.
+/// A Pi whose firmware reads another file stays off: the script fails after one reboot
+/// instead of rebooting again. Hosts 10.250.0.220-222.
+#[test]
+fn pi_enrols_after_one_reboot_for_the_memory_cgroup() {
+    if !fleet_available("pi_enrols_after_one_reboot_for_the_memory_cgroup") {
+        return;
+    }
+    let names = ["ep-srv", "ep-pi", "ep-stuck"];
+    let fleet = Fleet::start(&names, 220);
+    pi_persona("ep-pi", &[]);
+    pi_persona("ep-stuck", &["cmdline=stuck"]);
+    let ws = Workspace::new("ep");
+    ws.write_inventory(&fleet.defs()[..1], "ops");
+    ws.write_recipe(&["ep-srv"], "");
+    assert_ok(&ws.up(), "up");
+    let dir = ws.dir.path().join("pis");
+    assert_ok(
+        &ws.run(&[
+            "enroll",
+            "bundle",
+            "ep",
+            "--pool",
+            "pis",
+            "--out",
+            path_str(&dir),
+            "--ttl",
+            "1h",
+        ]),
+        "enroll bundle pis",
+    );
+
+    for host in ["ep-pi", "ep-stuck"] {
+        let (code, log) = boot(&fleet, host, &dir);
+        assert_eq!(code, 0, "{host}: {log}");
+        assert!(log.contains("rebooting once"), "{host}: {log}");
+        wait_rebooted(&fleet, host);
+    }
+    let cmdline = fleet.exec_ok("ep-pi", "cat /boot/firmware/cmdline.txt");
+    assert!(
+        cmdline
+            .trim_end()
+            .ends_with("cgroup_memory=1 cgroup_enable=memory cgroup_enable=cpuset"),
+        "{cmdline}"
+    );
+    assert_eq!(cmdline.lines().count(), 1);
+    fleet.exec_ok("ep-pi", "test -f /boot/firmware/cmdline.txt.continuum-orig");
+    // After the boot the unit runs the script again: the good Pi joins.
+    let (code, log) = run_script(&fleet, "ep-pi");
+    assert_eq!(code, 0, "{log}");
+    let nodes = node_labels(&fleet, "ep-srv");
+    assert_eq!(
+        nodes
+            .get("ep-pi")
+            .and_then(|l| l.get("continuum.io/pool"))
+            .map(String::as_str),
+        Some("pis"),
+        "{nodes:?}"
+    );
+    // The stuck Pi: no second reboot, a clear error, no k3s.
+    let (code, log) = run_script(&fleet, "ep-stuck");
+    assert_ne!(code, 0, "{log}");
+    assert!(log.contains("still off after a reboot"), "{log}");
+    for (host, n) in [("ep-pi", "1"), ("ep-stuck", "1")] {
+        let reboots = fleet.exec_ok(host, "grep -c 'reboot requested' /var/log/fleet-reboot.log");
+        assert_eq!(reboots.trim(), n, "{host}");
+    }
+    assert!(!node_labels(&fleet, "ep-srv").contains_key("ep-stuck"));
+    assert_ok(&ws.run(&["down", "ep", "--yes"]), "down");
 }
