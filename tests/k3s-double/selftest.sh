@@ -3,6 +3,7 @@
 # Uses hosts at 10.250.0.200-209 only (kd-* names) and deletes them at the end
 # (KEEP=1 keeps them). Run as root:  tests/k3s-double/selftest.sh
 # Scenarios: 1 server + 2 agents; idempotent re-install; wrong token / CA hash;
+# bootstrap tokens (k3s token create/list/delete, expiry, deletion);
 # unknown config keys; HA with cluster-init + critical-config mismatch; node
 # password clash; openrc hosts and hosts without a service manager; uninstall leaves
 # nothing; host stop + up comes back via boot.d; manifests and HelmCharts (deploy
@@ -128,6 +129,37 @@ out=$(install kx1 agent INSTALL_K3S_FORCE_RESTART=true); rc=$?
 echo "$out" | tail -n 1 | sed 's/^/      /'
 check "wrong CA hash: install fails" '[ $rc -ne 0 ] && has "token CA hash does not match the Cluster CA certificate hash"'
 check "wrong CA hash: secret not printed" '! has "$SECRET"'
+
+echo "== 3b. bootstrap tokens: token create/list/delete; join; expired or deleted refused; joined node stays"
+out=$(x kd1 -- k3s token create --ttl 1h --description "selftest pool" 2>&1); rc=$?
+BT=$(printf '%s\n' "$out" | tail -n 1)
+BTID=${BT##*::}; BTID=${BTID%%.*}
+check "token create prints one K10<CA hash>::<id>.<secret> line" \
+    '[ $rc -eq 0 ] && [[ $BT =~ ^K10[0-9a-f]{64}::[a-z0-9]{6}\.[a-z0-9]{16}$ ]] && [ "${BT:3:64}" = "$HASH" ] && [ "$(printf "%s\n" "$out" | wc -l)" -eq 1 ]'
+out=$(x kd1 -- k3s token list 2>&1)
+check "token list names it with TTL, usages, description, group" \
+    'has "$BTID" && has "selftest pool" && has "authentication,signing" && has "system:bootstrappers:k3s:default-node-token"'
+printf 'server: https://%s.200:6443\ntoken: %s\nnode-label:\n  - pool=boot\n' "$NET" "$BT" | config kx1
+out=$(install kx1 agent INSTALL_K3S_FORCE_RESTART=true); rc=$?
+check "agent joins with the bootstrap token and its node-label" \
+    '[ $rc -eq 0 ] && x kd1 -- k3s kubectl get nodes --show-labels | grep "^kx1 " | grep -q "pool=boot"'
+out=$(x kd1 -- k3s token delete "$BTID" 2>&1); rc=$?
+check "token delete prints bootstrap token \"ID\" deleted" '[ $rc -eq 0 ] && has "bootstrap token \"$BTID\" deleted"'
+out=$(x kd1 -- k3s token delete "$BTID" 2>&1); rc=$?
+check "deleting it again: not found, exit 1" '[ $rc -ne 0 ] && has "not found"'
+out=$(install kx1 agent INSTALL_K3S_FORCE_RESTART=true); rc=$?
+check "joined node restarts after its token was deleted (authenticates as itself)" \
+    '[ $rc -eq 0 ] && wait_for 10 "ready_names kd1 | grep -q kx1:True"'
+BT2=$(x kd1 -- k3s token create --ttl 2s | tail -n 1); BT2ID=${BT2##*::}; BT2ID=${BT2ID%%.*}
+sleep 3
+x kd1 -- k3s kubectl delete node kx1 >/dev/null
+printf 'server: https://%s.200:6443\ntoken: %s\n' "$NET" "$BT2" | config kx1
+out=$(install kx1 agent INSTALL_K3S_FORCE_RESTART=true); rc=$?
+check "expired token and deleted Node: refused with 401" \
+    '[ $rc -ne 0 ] && x kx1 -- grep -q "401 Unauthorized" /var/log/k3s-double/k3s-agent.log && x kd1 -- grep -q "invalid bearer token" /var/log/k3s-double/k3s.log'
+check "tokencleaner removed the expired token" '! x kd1 -- k3s token list | grep -q "^$BT2ID "'
+out=$(x kd1 -- k3s token create --ttl 1x 2>&1); rc=$?
+check "a bad --ttl is refused" '[ $rc -ne 0 ] && has "invalid value \"1x\" for flag -ttl"'
 
 echo "== 4. unknown / wrong-role config keys and bad environment fail"
 printf 'server: https://%s.200:6443\ntoken: %s\nnode-lable:\n  - a=b\n' "$NET" "$TOKEN" | config kx1
