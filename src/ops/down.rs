@@ -92,6 +92,17 @@ pub async fn down(
             .into());
         }
     }
+    // Devices that joined through an enrolment pool are not in state and continuum has
+    // no access to them: they lose their cluster with its servers (docs/enrolment.md).
+    if !state.pools.is_empty() {
+        let names: Vec<&str> = state.pools.keys().map(String::as_str).collect();
+        obs.event(Event::Warning {
+            message: format!(
+                "devices that joined through the pool(s) {} are not contacted: they lose the cluster with its servers; uninstall k3s on them with k3s-agent-uninstall.sh",
+                names.join(", ")
+            ),
+        });
+    }
     let pool = Arc::new(settings.pool(env)?);
     let state = Arc::new(std::sync::Mutex::new(state));
     let init = state

@@ -228,7 +228,13 @@ fn enrolled_device_joins_with_pool_labels_expired_and_revoked_tokens_are_refused
     assert_ok(&again, "second up");
     assert!(text(&again).contains("0 to change"), "{}", text(&again));
     assert!(node_labels(&fleet, "en-srv").contains_key("en-dev1"));
-    assert_ok(&ws.run(&["down", "en", "--yes"]), "down");
+    let down = ws.run(&["down", "en", "--yes"]);
+    assert_ok(&down, "down");
+    assert!(
+        text(&down).contains("joined through the pool(s) field, short are not contacted"),
+        "{}",
+        text(&down)
+    );
 }
 
 /// Make a running fleet host look like a Raspberry Pi (the fleet's firmware double).
