@@ -18,7 +18,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("core", &["recipe", "graph", "state", "render"]),
     (
         "providers",
-        &["ssh", "aws", "k3s", "oscar", "files", "probe"],
+        &["ssh", "aws", "k3s", "oscar", "files", "probe", "statestore"],
     ),
     ("operations", &["engine", "ops"]),
     ("cli", &["cli"]),

@@ -1,0 +1,743 @@
+//! Environment state in S3 or an S3-compatible store (aws-sdk-s3, `aws` feature):
+//! `PREFIX/ENV.json` holds the state, `PREFIX/ENV.lock` the lock (docs/state.md).
+//!
+//! - Writes are compare-and-swap: `PutObject` with `If-Match` on the ETag this store
+//!   last read or wrote (`If-None-Match: *` for the first). A lost race (412
+//!   PreconditionFailed, or 409 ConditionalRequestConflict for concurrent conditional
+//!   writes) re-reads the object, merges this writer's changes onto it
+//!   (`state::shared::merge` against the base it had read) and tries again, a bounded
+//!   number of times. Nothing is ever written unconditionally.
+//! - The lock is an object created with `If-None-Match: *` holding a `LockRecord`;
+//!   it is deleted with `If-Match` on its own ETag, so a run never deletes a lock it
+//!   does not hold. A stale lock is broken only by `state unlock --force`.
+//! - Secrets (`state::shared::SECRET_FIELDS`) are not in the object in clear: they
+//!   are encrypted with age (X25519) to the team's recipients; the rest of the state
+//!   stays readable JSON.
+//!
+//! The store is called from synchronous code (the state is saved under a mutex by
+//! steps running on the caller's runtime), so the SDK runs on a small runtime of its
+//! own and each call waits for its answer on a channel; that runtime is shut down in
+//! the background when the last handle goes.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::files::StateError;
+use crate::state::shared::{self, LockRecord, Secrets};
+use crate::state::{STATE_VERSION, State};
+use crate::statestore::{Holder, Remote};
+
+/// Compare-and-swap attempts of one save before it gives up (each lost attempt
+/// means another writer stored something in between).
+const CAS_ATTEMPTS: u32 = 16;
+
+/// The version of the object layout (`Envelope`).
+const FORMAT: u32 = 1;
+
+/// What the state object holds: the state without its secrets, and the secrets
+/// encrypted with age.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    format: u32,
+    state: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secrets: Option<Sealed>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Sealed {
+    /// The recipients (`age1...`) it was encrypted to, for `state show`.
+    recipients: Vec<String>,
+    /// The binary age file, base64 (standard alphabet, padded).
+    age: String,
+}
+
+/// A runtime of the store's own (see the module header); shut down in the
+/// background on drop, which is allowed inside another runtime.
+struct Rt(Option<tokio::runtime::Runtime>);
+
+impl Drop for Rt {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+struct Inner {
+    rt: Rt,
+    client: Client,
+    remote: Remote,
+    env: String,
+    dir: PathBuf,
+    /// The full state (secrets included) as last read or written, and its ETag: the
+    /// base of the next compare-and-swap.
+    base: Mutex<Option<(Value, String)>>,
+    identity: Option<age::x25519::Identity>,
+    recipients: Vec<age::x25519::Recipient>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Store")
+            .field("url", &self.remote.url())
+            .field("env", &self.env)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One environment's state in S3.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    inner: Arc<Inner>,
+}
+
+/// The lock object this run created; deleted on drop (if still ours).
+#[derive(Debug)]
+pub struct S3Lock {
+    inner: Arc<Inner>,
+    etag: String,
+    record: LockRecord,
+}
+
+impl S3Lock {
+    pub fn record(&self) -> &LockRecord {
+        &self.record
+    }
+}
+
+/// How an S3 call failed, as far as the store cares.
+enum Fail {
+    /// 404 / NoSuchKey.
+    Missing,
+    /// 412 PreconditionFailed or 409 ConditionalRequestConflict: lost a race.
+    Condition,
+    Other(String),
+}
+
+fn fail<E>(e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Fail
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    if let SdkError::ServiceError(se) = &e {
+        let status = se.raw().status().as_u16();
+        let code = se.err().code().unwrap_or_default();
+        if status == 404 || code == "NoSuchKey" {
+            return Fail::Missing;
+        }
+        if status == 412 || status == 409 || code == "PreconditionFailed" {
+            return Fail::Condition;
+        }
+    }
+    Fail::Other(DisplayErrorContext(&e).to_string())
+}
+
+fn runtime(url: &str) -> Result<Rt, StateError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("continuum-s3")
+        .enable_all()
+        .build()
+        .map(|rt| Rt(Some(rt)))
+        .map_err(|e| StateError::Remote {
+            url: url.to_string(),
+            op: "client start",
+            message: e.to_string(),
+        })
+}
+
+/// Run `fut` on `rt` and wait for it from any thread (also inside another runtime).
+fn block<T: Send + 'static>(
+    rt: &Rt,
+    url: &str,
+    fut: impl Future<Output = T> + Send + 'static,
+) -> Result<T, StateError> {
+    let gone = || StateError::Remote {
+        url: url.to_string(),
+        op: "call",
+        message: "the S3 client's runtime stopped".to_string(),
+    };
+    let rt = rt.0.as_ref().ok_or_else(gone)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    rt.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv().map_err(|_| gone())
+}
+
+/// The S3 client for `remote`: the project's loader (timeouts), the standard
+/// credential chain, the endpoint and path-style overrides, and the SDK's standard
+/// retries (safe here: a retried conditional write either succeeds or loses the
+/// compare-and-swap, which the merge handles).
+async fn client(remote: Remote) -> Client {
+    let region = remote
+        .region
+        .clone()
+        .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
+        .unwrap_or_else(|| "us-east-1".to_string());
+    let conf = super::sdk::loader(&region).load().await;
+    let mut b = aws_sdk_s3::config::Builder::from(&conf)
+        .force_path_style(remote.path_style)
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(3));
+    if let Some(ep) = &remote.endpoint {
+        b = b.endpoint_url(ep);
+    }
+    Client::from_conf(b.build())
+}
+
+fn read_identity(path: &Path, url: &str, env: &str) -> Result<age::x25519::Identity, StateError> {
+    let text = std::fs::read_to_string(path).map_err(|source| StateError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .and_then(|l| l.parse::<age::x25519::Identity>().ok())
+        .ok_or_else(|| StateError::NoKey {
+            env: env.to_string(),
+            url: url.to_string(),
+            need: format!(
+                "{} holds no age X25519 identity (a line `AGE-SECRET-KEY-1...`)",
+                path.display()
+            ),
+        })
+}
+
+impl S3Store {
+    /// A store for `env` in `remote`; `dir` is the local directory for the
+    /// controller's own files.
+    pub fn open(remote: &Remote, dir: &Path, env: &str) -> Result<S3Store, StateError> {
+        let url = remote.url();
+        let identity = match &remote.identity {
+            Some(p) => Some(read_identity(p, &url, env)?),
+            None => None,
+        };
+        let mut recipients = Vec::new();
+        for r in &remote.recipients {
+            let parsed =
+                r.trim()
+                    .parse::<age::x25519::Recipient>()
+                    .map_err(|e| StateError::NoKey {
+                        env: env.to_string(),
+                        url: url.clone(),
+                        need: format!("`{r}` is not an age X25519 recipient (age1...): {e}"),
+                    })?;
+            recipients.push(parsed);
+        }
+        if let Some(id) = &identity {
+            let own = id.to_public();
+            if !recipients.iter().any(|r| r.to_string() == own.to_string()) {
+                recipients.push(own);
+            }
+        }
+        let rt = runtime(&url)?;
+        let client = block(&rt, &url, client(remote.clone()))?;
+        Ok(S3Store {
+            inner: Arc::new(Inner {
+                rt,
+                client,
+                remote: remote.clone(),
+                env: env.to_string(),
+                dir: dir.to_path_buf(),
+                base: Mutex::new(None),
+                identity,
+                recipients,
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn env(&self) -> &str {
+        &self.inner.env
+    }
+
+    fn state_key(&self) -> String {
+        self.inner.remote.key(&format!("{}.json", self.inner.env))
+    }
+
+    fn lock_key(&self) -> String {
+        self.inner.remote.key(&format!("{}.lock", self.inner.env))
+    }
+
+    /// `s3://BUCKET/PREFIX/ENV.json`.
+    pub fn object_url(&self) -> String {
+        format!("s3://{}/{}", self.inner.remote.bucket, self.state_key())
+    }
+
+    fn remote_err(&self, op: &'static str, message: String) -> StateError {
+        StateError::Remote {
+            url: self.object_url(),
+            op,
+            message,
+        }
+    }
+
+    /// GET an object: its body and ETag, or `None` when absent.
+    fn get(&self, key: String) -> Result<Option<(Vec<u8>, String)>, StateError> {
+        let client = self.inner.client.clone();
+        let bucket = self.inner.remote.bucket.clone();
+        let r = block(&self.inner.rt, &self.object_url(), async move {
+            let out = match client.get_object().bucket(bucket).key(key).send().await {
+                Ok(o) => o,
+                Err(e) => return Err(fail(e)),
+            };
+            let etag = out.e_tag().unwrap_or_default().to_string();
+            let body = out
+                .body
+                .collect()
+                .await
+                .map_err(|e| Fail::Other(e.to_string()))?;
+            Ok((body.into_bytes().to_vec(), etag))
+        })?;
+        match r {
+            Ok(x) => Ok(Some(x)),
+            Err(Fail::Missing) => Ok(None),
+            Err(Fail::Condition) => Err(self.remote_err("GetObject", "precondition".into())),
+            Err(Fail::Other(m)) => Err(self.remote_err("GetObject", m)),
+        }
+    }
+
+    /// Conditional PUT: `If-Match: etag`, or `If-None-Match: *` without one.
+    fn put(
+        &self,
+        key: String,
+        body: Vec<u8>,
+        if_match: Option<String>,
+    ) -> Result<Result<String, Fail>, StateError> {
+        let client = self.inner.client.clone();
+        let bucket = self.inner.remote.bucket.clone();
+        block(&self.inner.rt, &self.object_url(), async move {
+            let mut req = client
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .content_type("application/json")
+                .body(ByteStream::from(body));
+            req = match if_match {
+                Some(e) => req.if_match(e),
+                None => req.if_none_match("*"),
+            };
+            match req.send().await {
+                Ok(o) => Ok(o.e_tag().unwrap_or_default().to_string()),
+                Err(e) => Err(fail(e)),
+            }
+        })
+    }
+
+    fn delete_key(
+        &self,
+        key: String,
+        if_match: Option<String>,
+    ) -> Result<Result<(), Fail>, StateError> {
+        let client = self.inner.client.clone();
+        let bucket = self.inner.remote.bucket.clone();
+        block(&self.inner.rt, &self.object_url(), async move {
+            let mut req = client.delete_object().bucket(bucket).key(key);
+            if let Some(e) = if_match {
+                req = req.if_match(e);
+            }
+            match req.send().await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(fail(e)),
+            }
+        })
+    }
+
+    /// Parse an object into its envelope's public state and sealed secrets.
+    fn parse(&self, bytes: &[u8]) -> Result<(State, Option<Sealed>), StateError> {
+        let corrupt = |source| StateError::RemoteCorrupt {
+            url: self.object_url(),
+            source,
+        };
+        let env: Envelope = serde_json::from_slice(bytes).map_err(corrupt)?;
+        if env.format != FORMAT {
+            return Err(StateError::RemoteVersion {
+                url: self.object_url(),
+                found: env.format,
+            });
+        }
+        let state: State = serde_json::from_value(env.state).map_err(corrupt)?;
+        if state.version != STATE_VERSION {
+            return Err(StateError::RemoteVersion {
+                url: self.object_url(),
+                found: state.version,
+            });
+        }
+        Ok((state, env.secrets))
+    }
+
+    fn open_secrets(&self, sealed: &Sealed) -> Result<Secrets, StateError> {
+        let id = self.inner.identity.as_ref().ok_or_else(|| StateError::NoKey {
+            env: self.inner.env.clone(),
+            url: self.object_url(),
+            need: format!(
+                "its secrets are encrypted to {}; give the matching age identity with --state-identity or CONTINUUM_AGE_IDENTITY",
+                sealed.recipients.join(", ")
+            ),
+        })?;
+        let crypto = |op, message: String| StateError::Crypto {
+            env: self.inner.env.clone(),
+            url: self.object_url(),
+            op,
+            message,
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&sealed.age)
+            .map_err(|e| crypto("decode", e.to_string()))?;
+        let plain = age::decrypt(id, &bytes).map_err(|e| crypto("decrypt", e.to_string()))?;
+        serde_json::from_slice(&plain).map_err(|e| crypto("read", e.to_string()))
+    }
+
+    fn seal(&self, secrets: &Secrets) -> Result<Option<Sealed>, StateError> {
+        if secrets.is_empty() {
+            return Ok(None);
+        }
+        if self.inner.recipients.is_empty() {
+            return Err(StateError::NoKey {
+                env: self.inner.env.clone(),
+                url: self.object_url(),
+                need: "storing its secrets needs an age key: give the team's identity with --state-identity (CONTINUUM_AGE_IDENTITY) or recipients with --state-recipient (CONTINUUM_AGE_RECIPIENTS)".to_string(),
+            });
+        }
+        let crypto = |op, message: String| StateError::Crypto {
+            env: self.inner.env.clone(),
+            url: self.object_url(),
+            op,
+            message,
+        };
+        let plain = serde_json::to_vec(secrets).map_err(|e| crypto("encode", e.to_string()))?;
+        let enc = age::Encryptor::with_recipients(
+            self.inner
+                .recipients
+                .iter()
+                .map(|r| r as &dyn age::Recipient),
+        )
+        .map_err(|e| crypto("encrypt", e.to_string()))?;
+        let mut out = Vec::new();
+        let mut w = enc
+            .wrap_output(&mut out)
+            .map_err(|e| crypto("encrypt", e.to_string()))?;
+        std::io::Write::write_all(&mut w, &plain).map_err(|e| crypto("encrypt", e.to_string()))?;
+        w.finish().map_err(|e| crypto("encrypt", e.to_string()))?;
+        Ok(Some(Sealed {
+            recipients: self
+                .inner
+                .recipients
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            age: base64::engine::general_purpose::STANDARD.encode(out),
+        }))
+    }
+
+    /// The full state and its ETag, or `None`.
+    fn fetch(&self) -> Result<Option<(State, String)>, StateError> {
+        let Some((bytes, etag)) = self.get(self.state_key())? else {
+            return Ok(None);
+        };
+        let (mut state, sealed) = self.parse(&bytes)?;
+        if let Some(s) = &sealed {
+            let secrets = self.open_secrets(s)?;
+            shared::restore_secrets(&mut state, &secrets);
+        }
+        Ok(Some((state, etag)))
+    }
+
+    fn to_value(&self, state: &State) -> Result<Value, StateError> {
+        serde_json::to_value(state).map_err(|e| self.remote_err("encode", e.to_string()))
+    }
+
+    fn set_base(&self, base: Option<(Value, String)>) {
+        let mut g = self
+            .inner
+            .base
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *g = base;
+    }
+
+    fn base(&self) -> Option<(Value, String)> {
+        self.inner
+            .base
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Load the state (secrets decrypted); it becomes the base of the next save.
+    pub fn load(&self) -> Result<Option<State>, StateError> {
+        match self.fetch()? {
+            Some((state, etag)) => {
+                self.set_base(Some((self.to_value(&state)?, etag)));
+                Ok(Some(state))
+            }
+            None => {
+                self.set_base(None);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The state without its secrets; needs no key.
+    pub fn load_public(&self) -> Result<Option<State>, StateError> {
+        match self.get(self.state_key())? {
+            Some((bytes, _)) => Ok(Some(self.parse(&bytes)?.0)),
+            None => Ok(None),
+        }
+    }
+
+    /// Compare-and-swap save (module header). On return `state` is what the object
+    /// now holds: this writer's changes on top of any it raced with.
+    pub fn save(&self, state: &mut State) -> Result<(), StateError> {
+        state.serial += 1;
+        for _ in 0..CAS_ATTEMPTS {
+            let mine = self.to_value(state)?;
+            let (public, secrets) = shared::split_secrets(state);
+            let body = serde_json::to_vec_pretty(&Envelope {
+                format: FORMAT,
+                state: self.to_value(&public)?,
+                secrets: self.seal(&secrets)?,
+            })
+            .map_err(|e| self.remote_err("encode", e.to_string()))?;
+            let base = self.base();
+            match self.put(self.state_key(), body, base.as_ref().map(|b| b.1.clone()))? {
+                Ok(etag) => {
+                    self.set_base(Some((mine, etag)));
+                    return Ok(());
+                }
+                Err(Fail::Condition) => {
+                    let base_value =
+                        base.map_or_else(|| Value::Object(Default::default()), |b| b.0);
+                    let latest = self.fetch()?;
+                    let Some((theirs, etag)) = latest else {
+                        // Deleted meanwhile: write ours as the first version.
+                        self.set_base(None);
+                        continue;
+                    };
+                    let theirs_value = self.to_value(&theirs)?;
+                    let merged = shared::merge(&base_value, &mine, &theirs_value);
+                    let mut next: State = serde_json::from_value(merged).map_err(|source| {
+                        StateError::RemoteCorrupt {
+                            url: self.object_url(),
+                            source,
+                        }
+                    })?;
+                    next.serial = next.serial.max(theirs.serial + 1).max(state.serial);
+                    tracing::debug!(
+                        "{}: lost a compare-and-swap to serial {}; merged and retrying",
+                        self.object_url(),
+                        theirs.serial
+                    );
+                    *state = next;
+                    self.set_base(Some((theirs_value, etag)));
+                }
+                Err(Fail::Missing) => {
+                    // If-Match on an object deleted meanwhile.
+                    self.set_base(None);
+                }
+                Err(Fail::Other(m)) => return Err(self.remote_err("PutObject", m)),
+            }
+        }
+        Err(StateError::Conflict {
+            env: self.inner.env.clone(),
+            url: self.object_url(),
+            attempts: CAS_ATTEMPTS,
+        })
+    }
+
+    /// Remove the state object and the local known_hosts (after `down`).
+    pub fn delete(&self) -> Result<(), StateError> {
+        self.remove_state()?;
+        let kh = self
+            .inner
+            .dir
+            .join(format!("{}.known_hosts", self.inner.env));
+        match std::fs::remove_file(&kh) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::Write { path: kh, source }),
+        }
+    }
+
+    /// Remove the state object only.
+    pub fn remove_state(&self) -> Result<(), StateError> {
+        match self.delete_key(self.state_key(), None)? {
+            Ok(()) | Err(Fail::Missing) => {
+                self.set_base(None);
+                Ok(())
+            }
+            Err(Fail::Condition) => Err(self.remote_err("DeleteObject", "precondition".into())),
+            Err(Fail::Other(m)) => Err(self.remote_err("DeleteObject", m)),
+        }
+    }
+
+    /// `continuum state unlock ENV [--force]`, shown by the refusal.
+    fn unlock_hint(&self) -> String {
+        format!(
+            "continuum --state {} state unlock {} --force",
+            self.inner.remote.url(),
+            self.inner.env
+        )
+    }
+
+    fn read_lock(&self) -> Result<Option<(LockRecord, String)>, StateError> {
+        let Some((bytes, etag)) = self.get(self.lock_key())? else {
+            return Ok(None);
+        };
+        let record =
+            serde_json::from_slice(&bytes).map_err(|source| StateError::RemoteCorrupt {
+                url: format!("s3://{}/{}", self.inner.remote.bucket, self.lock_key()),
+                source,
+            })?;
+        Ok(Some((record, etag)))
+    }
+
+    /// Create the lock object, or fail naming who holds it.
+    pub fn lock(&self) -> Result<S3Lock, StateError> {
+        let record = LockRecord {
+            owner: std::env::var("USER")
+                .or_else(|_| std::env::var("LOGNAME"))
+                .unwrap_or_else(|_| "unknown".to_string()),
+            host: hostname(),
+            pid: std::process::id(),
+            started: shared::rfc3339(crate::state::now()),
+            command: self.inner.remote.command.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let body = serde_json::to_vec_pretty(&record)
+            .map_err(|e| self.remote_err("encode", e.to_string()))?;
+        // Twice: a lock released between our PUT and our GET is simply taken again.
+        for _ in 0..2 {
+            match self.put(self.lock_key(), body.clone(), None)? {
+                Ok(etag) => {
+                    return Ok(S3Lock {
+                        inner: self.inner.clone(),
+                        etag,
+                        record,
+                    });
+                }
+                Err(Fail::Condition) => {
+                    if let Some((held, _)) = self.read_lock()? {
+                        return Err(StateError::RemoteLocked {
+                            env: self.inner.env.clone(),
+                            url: self.inner.remote.url(),
+                            holder: held.holder(),
+                            unlock: self.unlock_hint(),
+                        });
+                    }
+                }
+                Err(Fail::Missing) => {}
+                Err(Fail::Other(m)) => return Err(self.remote_err("PutObject (lock)", m)),
+            }
+        }
+        Err(self.remote_err("PutObject (lock)", "the lock kept changing".into()))
+    }
+
+    /// Who holds the lock; with `force`, delete exactly the lock object shown.
+    pub fn holder(&self, force: bool) -> Result<Holder, StateError> {
+        let held = self.read_lock()?;
+        let mut broken = false;
+        if force && let Some((_, etag)) = &held {
+            match self.delete_key(self.lock_key(), Some(etag.clone()))? {
+                Ok(()) | Err(Fail::Missing) => broken = true,
+                Err(Fail::Condition) => {
+                    return Err(self.remote_err(
+                        "DeleteObject (lock)",
+                        "the lock changed hands while it was being broken; look again".into(),
+                    ));
+                }
+                Err(Fail::Other(m)) => return Err(self.remote_err("DeleteObject (lock)", m)),
+            }
+        }
+        Ok(Holder {
+            env: self.inner.env.clone(),
+            location: self.inner.remote.url(),
+            record: held.map(|h| h.0),
+            pid: None,
+            broken,
+        })
+    }
+}
+
+impl Drop for S3Lock {
+    fn drop(&mut self) {
+        let store = S3Store {
+            inner: self.inner.clone(),
+        };
+        match store.delete_key(store.lock_key(), Some(self.etag.clone())) {
+            Ok(Ok(()) | Err(Fail::Missing)) => {}
+            Ok(Err(Fail::Condition)) => tracing::warn!(
+                "{}: the lock was broken and taken by another run; left it alone",
+                store.inner.remote.url()
+            ),
+            Ok(Err(Fail::Other(m))) => {
+                tracing::warn!("{}: cannot release the lock: {m}", store.inner.remote.url());
+            }
+            Err(e) => tracing::warn!("cannot release the lock: {e}"),
+        }
+    }
+}
+
+/// This machine's name (`/proc/sys/kernel/hostname`, else `HOSTNAME`).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Names of the environments with a state object under the prefix.
+pub fn list(remote: &Remote) -> Result<Vec<String>, StateError> {
+    let url = remote.url();
+    let rt = runtime(&url)?;
+    let r = remote.clone();
+    let prefix = remote.key("");
+    let out = block(&rt, &url, async move {
+        let client = client(r.clone()).await;
+        let mut names = Vec::new();
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(r.bucket.clone())
+            .prefix(prefix.clone())
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| DisplayErrorContext(&e).to_string())?;
+            for o in page.contents() {
+                let name = o
+                    .key()
+                    .unwrap_or_default()
+                    .strip_prefix(&prefix)
+                    .unwrap_or_default();
+                if let Some(env) = name.strip_suffix(".json")
+                    && !env.is_empty()
+                    && !env.contains('/')
+                {
+                    names.push(env.to_string());
+                }
+            }
+        }
+        Ok::<_, String>(names)
+    })?;
+    let mut names = out.map_err(|message| StateError::Remote {
+        url,
+        op: "ListObjectsV2",
+        message,
+    })?;
+    names.sort();
+    Ok(names)
+}
