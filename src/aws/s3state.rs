@@ -183,7 +183,17 @@ async fn client(remote: Remote) -> Client {
         .clone()
         .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
         .unwrap_or_else(|| "us-east-1".to_string());
-    let conf = super::sdk::loader(&region).load().await;
+    let mut loader = super::sdk::loader(&region);
+    if let Some((key, secret)) = &remote.static_credentials {
+        loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+            key,
+            secret.expose(),
+            None,
+            None,
+            "static",
+        ));
+    }
+    let conf = loader.load().await;
     let mut b = aws_sdk_s3::config::Builder::from(&conf)
         .force_path_style(remote.path_style)
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(3));

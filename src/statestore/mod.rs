@@ -33,6 +33,9 @@ pub struct Remote {
     pub recipients: Vec<String>,
     /// The command recorded in the lock (`up`, `down`, ...).
     pub command: String,
+    /// Access key id and secret for tools and tests; `None` (the CLI): the standard
+    /// AWS credential chain.
+    pub static_credentials: Option<(String, crate::state::Secret)>,
 }
 
 impl Remote {
