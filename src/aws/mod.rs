@@ -16,8 +16,6 @@ mod error;
 pub mod provision;
 mod retry;
 #[cfg(feature = "aws")]
-pub mod s3state;
-#[cfg(feature = "aws")]
 pub mod sdk;
 
 /// Built without the `aws` feature: no SDK, so a site's provider cannot be connected.

@@ -1,12 +1,15 @@
 //! Where an environment's state lives: the local state directory (`files::Store`,
-//! unchanged) or an S3 bucket shared by a team (`aws::s3state`, with the `aws`
-//! feature). `Store` is the one handle the operations hold; it dispatches to either
-//! backend and keeps their contract: a lock naming its holder, loads that see a
+//! unchanged) or an S3 bucket shared by a team (`s3`, with the `aws` feature).
+//! `Store` is the one handle the operations hold; it dispatches to either backend
+//! and keeps their contract: a lock naming its holder, loads that see a
 //! complete state, saves that never lose another writer's update (docs/state.md).
 //!
 //! Files that belong to one controller (known_hosts, the AWS site's SSH key, the
 //! endpoint catalog) stay in the local state directory whichever backend holds the
 //! state, so `Store::dir` is always that directory.
+
+#[cfg(feature = "aws")]
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 
@@ -129,7 +132,7 @@ impl Location {
 pub enum Store {
     Local(files::Store),
     #[cfg(feature = "aws")]
-    S3(crate::aws::s3state::S3Store),
+    S3(s3::S3Store),
 }
 
 /// The environment's lock; released on drop (the S3 lock object is deleted, on the
@@ -138,7 +141,7 @@ pub enum Store {
 pub enum Lock {
     Local(files::Lock),
     #[cfg(feature = "aws")]
-    S3(crate::aws::s3state::S3Lock),
+    S3(s3::S3Lock),
 }
 
 /// Who holds an environment's lock, as `state unlock` shows it.
@@ -161,7 +164,7 @@ impl Store {
         match remote {
             None => Ok(Store::Local(files::Store::new(dir, env))),
             #[cfg(feature = "aws")]
-            Some(r) => crate::aws::s3state::S3Store::open(r, dir, env).map(Store::S3),
+            Some(r) => s3::S3Store::open(r, dir, env).map(Store::S3),
             #[cfg(not(feature = "aws"))]
             Some(r) => Err(StateError::Unsupported { url: r.url() }),
         }
@@ -291,7 +294,7 @@ pub fn list(dir: &Path, remote: Option<&Remote>) -> Result<Vec<String>, StateErr
     match remote {
         None => files::Store::list(dir),
         #[cfg(feature = "aws")]
-        Some(r) => crate::aws::s3state::list(r),
+        Some(r) => s3::list(r),
         #[cfg(not(feature = "aws"))]
         Some(r) => Err(StateError::Unsupported { url: r.url() }),
     }

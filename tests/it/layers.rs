@@ -30,6 +30,8 @@ const CORE_FORBIDDEN: &[&str] = &[
     "openssh::",
     "ssh2::",
     "aws_sdk_ec2::",
+    "aws_sdk_s3::",
+    "age::",
     "aws_config::",
     "reqwest::",
     "std::fs",

@@ -7,33 +7,39 @@
 //!   writes) re-reads the object, merges this writer's changes onto it
 //!   (`state::shared::merge` against the base it had read) and tries again, a bounded
 //!   number of times. Nothing is ever written unconditionally.
-//! - The lock is an object created with `If-None-Match: *` holding a `LockRecord`;
-//!   it is deleted with `If-Match` on its own ETag, so a run never deletes a lock it
-//!   does not hold. A stale lock is broken only by `state unlock --force`.
+//! - The lock (`lock.rs`) is an object created with `If-None-Match: *` holding a
+//!   `LockRecord`; it is deleted with `If-Match` on its own ETag, so a run never
+//!   deletes a lock it does not hold. A stale lock is broken only by
+//!   `state unlock --force`.
 //! - Secrets (`state::shared::SECRET_FIELDS`) are not in the object in clear: they
-//!   are encrypted with age (X25519) to the team's recipients; the rest of the state
-//!   stays readable JSON.
+//!   are encrypted with age (X25519) to the team's recipients (`seal.rs`); the rest
+//!   of the state stays readable JSON.
 //!
 //! The store is called from synchronous code (the state is saved under a mutex by
 //! steps running on the caller's runtime), so the SDK runs on a small runtime of its
 //! own and each call waits for its answer on a channel; that runtime is shut down in
 //! the background when the last handle goes.
 
+mod lock;
+mod seal;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+pub use lock::S3Lock;
+use seal::{Sealed, read_identity};
+
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::Remote;
 use crate::files::StateError;
-use crate::state::shared::{self, LockRecord, Secrets};
+use crate::state::shared;
 use crate::state::{STATE_VERSION, State};
-use crate::statestore::{Holder, Remote};
 
 /// Compare-and-swap attempts of one save before it gives up (each lost attempt
 /// means another writer stored something in between).
@@ -50,14 +56,6 @@ struct Envelope {
     state: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     secrets: Option<Sealed>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Sealed {
-    /// The recipients (`age1...`) it was encrypted to, for `state show`.
-    recipients: Vec<String>,
-    /// The binary age file, base64 (standard alphabet, padded).
-    age: String,
 }
 
 /// A runtime of the store's own (see the module header); shut down in the
@@ -98,20 +96,6 @@ impl std::fmt::Debug for Inner {
 #[derive(Debug, Clone)]
 pub struct S3Store {
     inner: Arc<Inner>,
-}
-
-/// The lock object this run created; deleted on drop (if still ours).
-#[derive(Debug)]
-pub struct S3Lock {
-    inner: Arc<Inner>,
-    etag: String,
-    record: LockRecord,
-}
-
-impl S3Lock {
-    pub fn record(&self) -> &LockRecord {
-        &self.record
-    }
 }
 
 /// How an S3 call failed, as far as the store cares.
@@ -183,7 +167,7 @@ async fn client(remote: Remote) -> Client {
         .clone()
         .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
         .unwrap_or_else(|| "us-east-1".to_string());
-    let mut loader = super::sdk::loader(&region);
+    let mut loader = crate::aws::sdk::loader(&region);
     if let Some((key, secret)) = &remote.static_credentials {
         loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
             key,
@@ -201,25 +185,6 @@ async fn client(remote: Remote) -> Client {
         b = b.endpoint_url(ep);
     }
     Client::from_conf(b.build())
-}
-
-fn read_identity(path: &Path, url: &str, env: &str) -> Result<age::x25519::Identity, StateError> {
-    let text = std::fs::read_to_string(path).map_err(|source| StateError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    text.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .and_then(|l| l.parse::<age::x25519::Identity>().ok())
-        .ok_or_else(|| StateError::NoKey {
-            env: env.to_string(),
-            url: url.to_string(),
-            need: format!(
-                "{} holds no age X25519 identity (a line `AGE-SECRET-KEY-1...`)",
-                path.display()
-            ),
-        })
 }
 
 impl S3Store {
@@ -388,70 +353,6 @@ impl S3Store {
         Ok((state, env.secrets))
     }
 
-    fn open_secrets(&self, sealed: &Sealed) -> Result<Secrets, StateError> {
-        let id = self.inner.identity.as_ref().ok_or_else(|| StateError::NoKey {
-            env: self.inner.env.clone(),
-            url: self.object_url(),
-            need: format!(
-                "its secrets are encrypted to {}; give the matching age identity with --state-identity or CONTINUUM_AGE_IDENTITY",
-                sealed.recipients.join(", ")
-            ),
-        })?;
-        let crypto = |op, message: String| StateError::Crypto {
-            env: self.inner.env.clone(),
-            url: self.object_url(),
-            op,
-            message,
-        };
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(&sealed.age)
-            .map_err(|e| crypto("decode", e.to_string()))?;
-        let plain = age::decrypt(id, &bytes).map_err(|e| crypto("decrypt", e.to_string()))?;
-        serde_json::from_slice(&plain).map_err(|e| crypto("read", e.to_string()))
-    }
-
-    fn seal(&self, secrets: &Secrets) -> Result<Option<Sealed>, StateError> {
-        if secrets.is_empty() {
-            return Ok(None);
-        }
-        if self.inner.recipients.is_empty() {
-            return Err(StateError::NoKey {
-                env: self.inner.env.clone(),
-                url: self.object_url(),
-                need: "storing its secrets needs an age key: give the team's identity with --state-identity (CONTINUUM_AGE_IDENTITY) or recipients with --state-recipient (CONTINUUM_AGE_RECIPIENTS)".to_string(),
-            });
-        }
-        let crypto = |op, message: String| StateError::Crypto {
-            env: self.inner.env.clone(),
-            url: self.object_url(),
-            op,
-            message,
-        };
-        let plain = serde_json::to_vec(secrets).map_err(|e| crypto("encode", e.to_string()))?;
-        let enc = age::Encryptor::with_recipients(
-            self.inner
-                .recipients
-                .iter()
-                .map(|r| r as &dyn age::Recipient),
-        )
-        .map_err(|e| crypto("encrypt", e.to_string()))?;
-        let mut out = Vec::new();
-        let mut w = enc
-            .wrap_output(&mut out)
-            .map_err(|e| crypto("encrypt", e.to_string()))?;
-        std::io::Write::write_all(&mut w, &plain).map_err(|e| crypto("encrypt", e.to_string()))?;
-        w.finish().map_err(|e| crypto("encrypt", e.to_string()))?;
-        Ok(Some(Sealed {
-            recipients: self
-                .inner
-                .recipients
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
-            age: base64::engine::general_purpose::STANDARD.encode(out),
-        }))
-    }
-
     /// The full state and its ETag, or `None`.
     fn fetch(&self) -> Result<Option<(State, String)>, StateError> {
         let Some((bytes, etag)) = self.get(self.state_key())? else {
@@ -592,124 +493,7 @@ impl S3Store {
             Err(Fail::Other(m)) => Err(self.remote_err("DeleteObject", m)),
         }
     }
-
-    /// `continuum state unlock ENV [--force]`, shown by the refusal.
-    fn unlock_hint(&self) -> String {
-        format!(
-            "continuum --state {} state unlock {} --force",
-            self.inner.remote.url(),
-            self.inner.env
-        )
-    }
-
-    fn read_lock(&self) -> Result<Option<(LockRecord, String)>, StateError> {
-        let Some((bytes, etag)) = self.get(self.lock_key())? else {
-            return Ok(None);
-        };
-        let record =
-            serde_json::from_slice(&bytes).map_err(|source| StateError::RemoteCorrupt {
-                url: format!("s3://{}/{}", self.inner.remote.bucket, self.lock_key()),
-                source,
-            })?;
-        Ok(Some((record, etag)))
-    }
-
-    /// Create the lock object, or fail naming who holds it.
-    pub fn lock(&self) -> Result<S3Lock, StateError> {
-        let record = LockRecord {
-            owner: std::env::var("USER")
-                .or_else(|_| std::env::var("LOGNAME"))
-                .unwrap_or_else(|_| "unknown".to_string()),
-            host: hostname(),
-            pid: std::process::id(),
-            started: shared::rfc3339(crate::state::now()),
-            command: self.inner.remote.command.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        };
-        let body = serde_json::to_vec_pretty(&record)
-            .map_err(|e| self.remote_err("encode", e.to_string()))?;
-        // Twice: a lock released between our PUT and our GET is simply taken again.
-        for _ in 0..2 {
-            match self.put(self.lock_key(), body.clone(), None)? {
-                Ok(etag) => {
-                    return Ok(S3Lock {
-                        inner: self.inner.clone(),
-                        etag,
-                        record,
-                    });
-                }
-                Err(Fail::Condition) => {
-                    if let Some((held, _)) = self.read_lock()? {
-                        return Err(StateError::RemoteLocked {
-                            env: self.inner.env.clone(),
-                            url: self.inner.remote.url(),
-                            holder: held.holder(),
-                            unlock: self.unlock_hint(),
-                        });
-                    }
-                }
-                Err(Fail::Missing) => {}
-                Err(Fail::Other(m)) => return Err(self.remote_err("PutObject (lock)", m)),
-            }
-        }
-        Err(self.remote_err("PutObject (lock)", "the lock kept changing".into()))
-    }
-
-    /// Who holds the lock; with `force`, delete exactly the lock object shown.
-    pub fn holder(&self, force: bool) -> Result<Holder, StateError> {
-        let held = self.read_lock()?;
-        let mut broken = false;
-        if force && let Some((_, etag)) = &held {
-            match self.delete_key(self.lock_key(), Some(etag.clone()))? {
-                Ok(()) | Err(Fail::Missing) => broken = true,
-                Err(Fail::Condition) => {
-                    return Err(self.remote_err(
-                        "DeleteObject (lock)",
-                        "the lock changed hands while it was being broken; look again".into(),
-                    ));
-                }
-                Err(Fail::Other(m)) => return Err(self.remote_err("DeleteObject (lock)", m)),
-            }
-        }
-        Ok(Holder {
-            env: self.inner.env.clone(),
-            location: self.inner.remote.url(),
-            record: held.map(|h| h.0),
-            pid: None,
-            broken,
-        })
-    }
 }
-
-impl Drop for S3Lock {
-    fn drop(&mut self) {
-        let store = S3Store {
-            inner: self.inner.clone(),
-        };
-        match store.delete_key(store.lock_key(), Some(self.etag.clone())) {
-            Ok(Ok(()) | Err(Fail::Missing)) => {}
-            Ok(Err(Fail::Condition)) => tracing::warn!(
-                "{}: the lock was broken and taken by another run; left it alone",
-                store.inner.remote.url()
-            ),
-            Ok(Err(Fail::Other(m))) => {
-                tracing::warn!("{}: cannot release the lock: {m}", store.inner.remote.url());
-            }
-            Err(e) => tracing::warn!("cannot release the lock: {e}"),
-        }
-    }
-}
-
-/// This machine's name (`/proc/sys/kernel/hostname`, else `HOSTNAME`).
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".to_string())
-}
-
 /// Names of the environments with a state object under the prefix.
 pub fn list(remote: &Remote) -> Result<Vec<String>, StateError> {
     let url = remote.url();
