@@ -33,15 +33,21 @@ impl S3Store {
         )
     }
 
+    /// The lock object's record and ETag. One that does not parse (written by hand,
+    /// or by another tool) still holds the lock: it is shown as unreadable, and
+    /// `--force` can break it.
     fn read_lock(&self) -> Result<Option<(LockRecord, String)>, StateError> {
         let Some((bytes, etag)) = self.get(self.lock_key())? else {
             return Ok(None);
         };
-        let record =
-            serde_json::from_slice(&bytes).map_err(|source| StateError::RemoteCorrupt {
-                url: format!("s3://{}/{}", self.inner.remote.bucket, self.lock_key()),
-                source,
-            })?;
+        let record = serde_json::from_slice(&bytes).unwrap_or_else(|e| LockRecord {
+            owner: "unknown".to_string(),
+            host: "unknown".to_string(),
+            pid: 0,
+            started: "unknown".to_string(),
+            command: format!("unreadable lock object: {e}"),
+            version: "unknown".to_string(),
+        });
         Ok(Some((record, etag)))
     }
 

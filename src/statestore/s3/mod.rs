@@ -31,7 +31,7 @@ pub use lock::S3Lock;
 use seal::{Sealed, read_identity};
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -121,7 +121,7 @@ where
             return Fail::Condition;
         }
     }
-    Fail::Other(DisplayErrorContext(&e).to_string())
+    Fail::Other(crate::error_chain(&e))
 }
 
 fn runtime(url: &str) -> Result<Rt, StateError> {
@@ -510,7 +510,7 @@ pub fn list(remote: &Remote) -> Result<Vec<String>, StateError> {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| DisplayErrorContext(&e).to_string())?;
+            let page = page.map_err(|e| crate::error_chain(&e))?;
             for o in page.contents() {
                 let name = o
                     .key()
