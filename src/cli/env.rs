@@ -100,7 +100,7 @@ pub async fn run(cli: &Cli, printer: &Printer, cmd: &EnvCmd) -> Result<()> {
         }
         EnvCmd::Plan { recipe, refresh } => {
             let env = load(printer, recipe)?;
-            let mut settings = cli.settings(None)?;
+            let mut settings = cli.settings_for(&env, None)?;
             settings.refresh = refresh.refresh;
             let (_, plan, unreachable) = ops::up::plan(&env, &settings).await?;
             for (h, why) in &unreachable {
@@ -154,7 +154,7 @@ pub async fn run(cli: &Cli, printer: &Printer, cmd: &EnvCmd) -> Result<()> {
 /// `up`: plan, confirm (or refuse without a terminal unless `--yes`), apply, report.
 async fn up(cli: &Cli, printer: &Printer, args: &UpArgs) -> Result<()> {
     let env = load(printer, &args.recipe)?;
-    let mut settings = cli.settings(Some(&args.conn))?;
+    let mut settings = cli.settings_for(&env, Some(&args.conn))?;
     settings.refresh = args.refresh.refresh;
     settings
         .replace_host_keys

@@ -156,6 +156,35 @@ impl Cli {
         Ok(s)
     }
 
+    /// The settings of a command that loaded `env`'s recipe: a recipe's `state:`
+    /// applies unless `--state` (or `CONTINUUM_STATE`) says otherwise; the flags'
+    /// endpoint, path style and region win over the recipe's.
+    pub(crate) fn settings_for(
+        &self,
+        env: &crate::recipe::Environment,
+        conn: Option<&ConnArgs>,
+    ) -> Result<Settings> {
+        let mut s = self.settings(conn)?;
+        if self.global.state.is_none()
+            && let Some(site) = &env.state
+        {
+            let mut r = self.remote_options(Remote::from_site(site));
+            let g = &self.global;
+            if g.state_endpoint.is_none() {
+                r.endpoint.clone_from(&site.endpoint);
+                r.path_style = g
+                    .state_path_style
+                    .or(site.path_style)
+                    .unwrap_or(site.endpoint.is_some());
+            }
+            if g.state_region.is_none() {
+                r.region.clone_from(&site.region);
+            }
+            s.remote = Some(r);
+        }
+        Ok(s)
+    }
+
     /// The S3 options of the global flags on a parsed `s3://` location.
     pub(crate) fn remote_options(&self, mut r: Remote) -> Remote {
         let g = &self.global;

@@ -44,38 +44,30 @@ pub struct Remote {
 impl Remote {
     /// Parse `s3://BUCKET[/PREFIX]`.
     pub fn parse(url: &str) -> Result<Remote, StateError> {
-        let bad = |reason: &str| StateError::BadUrl {
-            url: url.to_string(),
-            reason: reason.to_string(),
-        };
-        let rest = url
-            .strip_prefix("s3://")
-            .ok_or_else(|| bad("expected s3://BUCKET/PREFIX"))?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let valid = (3..=63).contains(&bucket.len())
-            && bucket
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-            && !bucket.starts_with(['-', '.'])
-            && !bucket.ends_with(['-', '.']);
-        if !valid {
-            return Err(bad(
-                "the bucket name must be 3-63 lowercase letters, digits, dots or hyphens",
-            ));
-        }
-        let prefix = prefix.trim_matches('/');
-        if prefix.split('/').any(|p| p == "." || p == "..")
-            || prefix.contains("//")
-            || prefix.chars().any(char::is_control)
-        {
-            return Err(bad("the prefix must be plain path segments"));
-        }
+        let (bucket, prefix) =
+            crate::recipe::validators::s3_url(url).map_err(|reason| StateError::BadUrl {
+                url: url.to_string(),
+                reason,
+            })?;
         Ok(Remote {
-            bucket: bucket.to_string(),
-            prefix: prefix.to_string(),
+            bucket,
+            prefix,
             command: "continuum".to_string(),
             ..Remote::default()
         })
+    }
+
+    /// The location a recipe's `state:` names.
+    pub fn from_site(site: &crate::recipe::StateSite) -> Remote {
+        Remote {
+            bucket: site.bucket.clone(),
+            prefix: site.prefix.clone(),
+            endpoint: site.endpoint.clone(),
+            path_style: site.path_style.unwrap_or(site.endpoint.is_some()),
+            region: site.region.clone(),
+            command: "continuum".to_string(),
+            ..Remote::default()
+        }
     }
 
     /// `s3://BUCKET/PREFIX`.

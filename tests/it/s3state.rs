@@ -261,7 +261,14 @@ fn s3_lock_refuses_a_second_controller_by_name() {
         "hosts:\n  - name: l1\n    address: 10.250.0.215\n    user: ops\n",
     )
     .expect("inventory");
-    ws.write_recipe(&["l1"], "");
+    // The recipe names the same location (`state:`); the environment says it too.
+    ws.write_recipe(
+        &["l1"],
+        &format!(
+            "state:\n  url: s3://{BUCKET}/lk\n  endpoint: {}\n  region: {REGION}\n",
+            moto.url()
+        ),
+    );
     let r = remote(&moto, "lk", Some(&id));
     let holder = Store::open(ws.dir.path(), Some(&r), "locked").expect("open");
     let lock = holder.lock().expect("lock");
@@ -276,6 +283,19 @@ fn s3_lock_refuses_a_second_controller_by_name() {
             && msg.contains("s3://team-state/lk")
             && msg.contains("state unlock locked --force"),
         "{msg}"
+    );
+    // The recipe's `state:` alone reaches the same lock.
+    let by_recipe = Continuum::new()
+        .moto(&moto)
+        .state_dir(ws.state_dir())
+        .env("CONTINUUM_AGE_IDENTITY", &id)
+        .args(["up", path_str(&ws.recipe()), "--yes"])
+        .output();
+    assert_eq!(by_recipe.status.code(), Some(4), "{}", text(&by_recipe));
+    assert!(
+        text(&by_recipe).contains("s3://team-state/lk"),
+        "{}",
+        text(&by_recipe)
     );
     let lock_object = raw(&moto, "lk/locked.lock").expect("lock object");
     for field in [
