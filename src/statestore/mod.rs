@@ -179,6 +179,16 @@ impl Store {
         }
     }
 
+    /// Compare-and-swap races lost and merged by saves through this handle (always 0
+    /// for the local store, whose lock excludes them).
+    pub fn conflicts(&self) -> u64 {
+        match self {
+            Store::Local(_) => 0,
+            #[cfg(feature = "aws")]
+            Store::S3(s) => s.conflicts(),
+        }
+    }
+
     /// Where the state is: the file's path or the object's URL.
     pub fn location(&self) -> String {
         match self {

@@ -35,7 +35,8 @@ pub fn show_text(s: &Shown) -> Vec<String> {
     out.push(format!("  hosts:     {}", st.hosts.len()));
     out.push(format!("  resources: {}", st.resources.len()));
     for (id, r) in &st.resources {
-        out.push(format!("    {id:<40} {:?}", r.status).to_lowercase());
+        let status = format!("{:?}", r.status).to_lowercase();
+        out.push(format!("    {id:<40} {status}"));
     }
     out.push("  (secrets are never shown)".to_string());
     out

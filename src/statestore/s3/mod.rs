@@ -81,6 +81,8 @@ struct Inner {
     base: Mutex<Option<(Value, String)>>,
     identity: Option<age::x25519::Identity>,
     recipients: Vec<age::x25519::Recipient>,
+    /// Compare-and-swap races lost (and merged) by saves through this store.
+    conflicts: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -226,12 +228,20 @@ impl S3Store {
                 base: Mutex::new(None),
                 identity,
                 recipients,
+                conflicts: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
 
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// How many compare-and-swap races saves through this store lost and merged.
+    pub fn conflicts(&self) -> u64 {
+        self.inner
+            .conflicts
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn env(&self) -> &str {
@@ -429,6 +439,9 @@ impl S3Store {
                     return Ok(());
                 }
                 Err(Fail::Condition) => {
+                    self.inner
+                        .conflicts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let base_value =
                         base.map_or_else(|| Value::Object(Default::default()), |b| b.0);
                     let latest = self.fetch()?;

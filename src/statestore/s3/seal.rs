@@ -28,6 +28,15 @@ pub(super) fn read_identity(
         path: path.to_path_buf(),
         source,
     })?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                "the age identity {} can be read by other users; chmod 600 it",
+                path.display()
+            );
+        }
+    }
     text.lines()
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with('#'))
