@@ -306,6 +306,16 @@ pub fn list(dir: &Path, remote: Option<&Remote>) -> Result<Vec<String>, StateErr
 mod tests {
     use super::*;
 
+    /// Built with `--no-default-features`, an S3 location is a typed error naming it.
+    #[cfg(not(feature = "aws"))]
+    #[test]
+    fn s3_without_the_aws_feature_is_a_typed_error() {
+        let r = Remote::parse("s3://team-state/x").expect("url");
+        let err = Store::open(Path::new("/nonexistent"), Some(&r), "farm").expect_err("no S3");
+        assert!(matches!(&err, StateError::Unsupported { url } if url == "s3://team-state/x"));
+        assert!(err.to_string().contains("`aws`"), "{err}");
+    }
+
     #[test]
     fn s3_urls() {
         let r = Remote::parse("s3://team-state/continuum/prod/").expect("url");
