@@ -135,6 +135,10 @@ pub struct LockRecord {
     pub command: String,
     /// The continuum version that took it.
     pub version: String,
+    /// Random, unique to this taking of the lock: tells a run its own lock object
+    /// from another's with the same PID and second.
+    #[serde(default)]
+    pub nonce: String,
 }
 
 impl LockRecord {
@@ -246,6 +250,7 @@ mod tests {
             started: rfc3339(0),
             command: "up".into(),
             version: "0.1.0".into(),
+            nonce: "n".into(),
         };
         assert_eq!(
             r.holder(),

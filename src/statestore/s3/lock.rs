@@ -25,6 +25,14 @@ impl S3Lock {
 }
 
 impl S3Store {
+    fn lock_err(&self, op: &'static str, message: String) -> StateError {
+        StateError::Remote {
+            url: format!("s3://{}/{}", self.inner.remote.bucket, self.lock_key()),
+            op,
+            message,
+        }
+    }
+
     fn unlock_hint(&self) -> String {
         format!(
             "continuum --state {} state unlock {} --force",
@@ -47,6 +55,7 @@ impl S3Store {
             started: "unknown".to_string(),
             command: format!("unreadable lock object: {e}"),
             version: "unknown".to_string(),
+            nonce: String::new(),
         });
         Ok(Some((record, etag)))
     }
@@ -62,6 +71,11 @@ impl S3Store {
             started: shared::rfc3339(crate::state::now()),
             command: self.inner.remote.command.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            nonce: {
+                let mut b = [0u8; 16];
+                getrandom::fill(&mut b).map_err(|e| self.lock_err("nonce", e.to_string()))?;
+                hex::encode(b)
+            },
         };
         let body = serde_json::to_vec_pretty(&record)
             .map_err(|e| self.remote_err("encode", e.to_string()))?;
@@ -76,7 +90,19 @@ impl S3Store {
                     });
                 }
                 Err(Fail::Condition) => {
-                    if let Some((held, _)) = self.read_lock()? {
+                    let held = self.read_lock()?;
+                    if let Some((held, etag)) = &held
+                        && *held == record
+                    {
+                        // Our own PUT: it succeeded, its answer was lost and the
+                        // retry was refused.
+                        return Ok(S3Lock {
+                            inner: self.inner.clone(),
+                            etag: etag.clone(),
+                            record,
+                        });
+                    }
+                    if let Some((held, _)) = held {
                         return Err(StateError::RemoteLocked {
                             env: self.inner.env.clone(),
                             url: self.inner.remote.url(),
@@ -86,10 +112,10 @@ impl S3Store {
                     }
                 }
                 Err(Fail::Missing) => {}
-                Err(Fail::Other(m)) => return Err(self.remote_err("PutObject (lock)", m)),
+                Err(Fail::Other(m)) => return Err(self.lock_err("PutObject", m)),
             }
         }
-        Err(self.remote_err("PutObject (lock)", "the lock kept changing".into()))
+        Err(self.lock_err("PutObject", "the lock kept changing".into()))
     }
 
     /// Who holds the lock; with `force`, delete exactly the lock object shown.
@@ -100,12 +126,12 @@ impl S3Store {
             match self.delete_key(self.lock_key(), Some(etag.clone()))? {
                 Ok(()) | Err(Fail::Missing) => broken = true,
                 Err(Fail::Condition) => {
-                    return Err(self.remote_err(
-                        "DeleteObject (lock)",
+                    return Err(self.lock_err(
+                        "DeleteObject",
                         "the lock changed hands while it was being broken; look again".into(),
                     ));
                 }
-                Err(Fail::Other(m)) => return Err(self.remote_err("DeleteObject (lock)", m)),
+                Err(Fail::Other(m)) => return Err(self.lock_err("DeleteObject", m)),
             }
         }
         Ok(Holder {
