@@ -235,10 +235,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Nodes(cmd) => nodes::run(&cli, &printer, cmd).await?,
         Command::State(cmd) => state::run(&cli, &printer, cmd)?,
         Command::Endpoints(cmd) => {
-            serverless::endpoints_cmd(&cli.settings(None)?.state_dir, &printer, cmd).await?;
+            serverless::endpoints_cmd(&cli.settings(None)?, &printer, cmd).await?;
         }
         Command::Fn(cmd) => {
-            serverless::fn_cmd(&cli.settings(None)?.state_dir, &printer, cmd).await?;
+            serverless::fn_cmd(&cli.settings(None)?, &printer, cmd).await?;
         }
     }
     Ok(())
