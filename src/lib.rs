@@ -14,6 +14,7 @@ pub mod recipe;
 pub mod render;
 pub mod ssh;
 pub mod state;
+pub mod statestore;
 
 /// An error and its sources on one line (`a: b: c`), skipping a source whose text
 /// the line already holds.

@@ -100,7 +100,7 @@ pub async fn run(cli: &Cli, printer: &Printer, cmd: &EnvCmd) -> Result<()> {
         }
         EnvCmd::Plan { recipe, refresh } => {
             let env = load(printer, recipe)?;
-            let mut settings = cli.settings(None);
+            let mut settings = cli.settings_for(&env, None)?;
             settings.refresh = refresh.refresh;
             let (_, plan, unreachable) = ops::up::plan(&env, &settings).await?;
             for (h, why) in &unreachable {
@@ -119,7 +119,7 @@ pub async fn run(cli: &Cli, printer: &Printer, cmd: &EnvCmd) -> Result<()> {
         }
         EnvCmd::Up(args) => up(cli, printer, args).await?,
         EnvCmd::Status { env, offline } => {
-            let report = ops::status::status(env, &cli.settings(None), !offline).await?;
+            let report = ops::status::status(env, &cli.settings(None)?, !offline).await?;
             printer.status(&report);
         }
         EnvCmd::Down {
@@ -128,7 +128,7 @@ pub async fn run(cli: &Cli, printer: &Printer, cmd: &EnvCmd) -> Result<()> {
             yes,
             conn,
         } => {
-            let settings = cli.settings(Some(conn));
+            let settings = cli.settings(Some(conn))?;
             let interactive = std::io::stdin().is_terminal() && printer.format() == Format::Text;
             if !yes {
                 if !interactive {
@@ -154,7 +154,7 @@ pub async fn run(cli: &Cli, printer: &Printer, cmd: &EnvCmd) -> Result<()> {
 /// `up`: plan, confirm (or refuse without a terminal unless `--yes`), apply, report.
 async fn up(cli: &Cli, printer: &Printer, args: &UpArgs) -> Result<()> {
     let env = load(printer, &args.recipe)?;
-    let mut settings = cli.settings(Some(&args.conn));
+    let mut settings = cli.settings_for(&env, Some(&args.conn))?;
     settings.refresh = args.refresh.refresh;
     settings
         .replace_host_keys

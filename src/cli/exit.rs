@@ -65,7 +65,10 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         if let Some(e) = cause.downcast_ref::<ops::OpsError>() {
             return match e {
                 _ if e.is_host_key() => HOST_KEY,
-                ops::OpsError::State(crate::files::StateError::Locked { .. }) => LOCKED,
+                ops::OpsError::State(
+                    crate::files::StateError::Locked { .. }
+                    | crate::files::StateError::RemoteLocked { .. },
+                ) => LOCKED,
                 ops::OpsError::Partial { .. } => PARTIAL,
                 ops::OpsError::Cloud(crate::aws::provision::ProvisionError::Invalid(_))
                 | ops::OpsError::Refused(_)
@@ -88,10 +91,16 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         {
             return INVALID;
         }
-        if let Some(crate::files::StateError::Locked { .. }) =
-            cause.downcast_ref::<crate::files::StateError>()
+        if let Some(
+            crate::files::StateError::Locked { .. } | crate::files::StateError::RemoteLocked { .. },
+        ) = cause.downcast_ref::<crate::files::StateError>()
         {
             return LOCKED;
+        }
+        if let Some(crate::files::StateError::BadUrl { .. }) =
+            cause.downcast_ref::<crate::files::StateError>()
+        {
+            return INVALID;
         }
     }
     ERROR

@@ -181,7 +181,7 @@ pub async fn run(cli: &Cli, printer: &Printer, cmd: &InventoryCmd) -> Result<()>
             conn,
         } => {
             let rows =
-                ops::inventory::probe_inventory(inv, hosts, &cli.settings(Some(conn))).await?;
+                ops::inventory::probe_inventory(inv, hosts, &cli.settings(Some(conn))?).await?;
             json_or(printer, &rows, || tables::probe(&rows))?;
             if rows.iter().any(|r| r.error.is_some()) {
                 bail!("some hosts could not be probed (see the table)");

@@ -12,6 +12,7 @@ pub mod inventory;
 pub mod nodes;
 pub mod output;
 pub mod serverless;
+pub mod state;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::ops::Settings;
+use crate::statestore::{Location, Remote};
 pub use exit::{NeedsYes, exit_code};
 use output::{Format, Printer};
 
@@ -38,6 +40,46 @@ pub struct Global {
     /// Directory holding per-environment state (default: $XDG_STATE_HOME/continuum).
     #[arg(long, global = true, env = "CONTINUUM_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Where environments' state lives: s3://BUCKET/PREFIX (shared by a team; see
+    /// docs/state.md) or a directory (same as --state-dir).
+    #[arg(long, global = true, env = "CONTINUUM_STATE", value_name = "URL")]
+    pub state: Option<String>,
+    /// S3 endpoint for --state (MinIO, ...); default: the SDK's (AWS_ENDPOINT_URL_S3).
+    #[arg(
+        long,
+        global = true,
+        env = "CONTINUUM_STATE_ENDPOINT",
+        value_name = "URL"
+    )]
+    pub state_endpoint: Option<String>,
+    /// Path-style S3 addressing for --state (default: on with --state-endpoint).
+    #[arg(long, global = true, env = "CONTINUUM_STATE_PATH_STYLE", value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub state_path_style: Option<bool>,
+    /// Region of the --state bucket (default: AWS_REGION, else us-east-1).
+    #[arg(
+        long,
+        global = true,
+        env = "CONTINUUM_STATE_REGION",
+        value_name = "REGION"
+    )]
+    pub state_region: Option<String>,
+    /// age identity file that decrypts the secrets in --state (the team's key).
+    #[arg(
+        long,
+        global = true,
+        env = "CONTINUUM_AGE_IDENTITY",
+        value_name = "FILE"
+    )]
+    pub state_identity: Option<PathBuf>,
+    /// More age recipients (age1...) the secrets in --state are encrypted to.
+    #[arg(
+        long,
+        global = true,
+        env = "CONTINUUM_AGE_RECIPIENTS",
+        value_name = "AGE1",
+        value_delimiter = ','
+    )]
+    pub state_recipient: Vec<String>,
     /// Output format: human text, or JSON (one event per line while running).
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputArg::Text)]
     pub output: OutputArg,
@@ -74,6 +116,9 @@ pub enum Command {
     /// Pull-based enrolment: first-boot bundles with which devices join by themselves.
     #[command(subcommand)]
     Enroll(enroll::EnrollCmd),
+    /// Environments' state: list, show, unlock, migrate between stores.
+    #[command(subcommand)]
+    State(state::StateCmd),
 }
 
 #[derive(Debug, Args)]
@@ -90,18 +135,86 @@ pub struct ConnArgs {
 }
 
 impl Cli {
-    pub(crate) fn settings(&self, conn: Option<&ConnArgs>) -> Settings {
+    pub(crate) fn settings(&self, conn: Option<&ConnArgs>) -> Result<Settings> {
         let mut s = Settings::default();
         if let Some(d) = &self.global.state_dir {
             // Absolute: state records paths next to it, and ssh runs with it.
             s.state_dir = crate::files::absolute(d);
+        }
+        match self
+            .global
+            .state
+            .as_deref()
+            .map(Location::parse)
+            .transpose()?
+        {
+            Some(Location::S3(r)) => s.remote = Some(self.remote_options(r)),
+            Some(Location::Dir(d)) => s.state_dir = d,
+            None => {}
         }
         if let Some(c) = conn {
             s.concurrency = usize::from(c.concurrency);
             s.connect_timeout = Duration::from_secs(c.connect_timeout.max(1));
             s.connect_attempts = c.connect_attempts;
         }
-        s
+        Ok(s)
+    }
+
+    /// The settings of a command that loaded `env`'s recipe: a recipe's `state:`
+    /// applies unless `--state` (or `CONTINUUM_STATE`) says otherwise; the flags'
+    /// endpoint, path style and region win over the recipe's.
+    pub(crate) fn settings_for(
+        &self,
+        env: &crate::recipe::Environment,
+        conn: Option<&ConnArgs>,
+    ) -> Result<Settings> {
+        let mut s = self.settings(conn)?;
+        if self.global.state.is_none()
+            && let Some(site) = &env.state
+        {
+            let mut r = self.remote_options(Remote::from_site(site));
+            let g = &self.global;
+            if g.state_endpoint.is_none() {
+                r.endpoint.clone_from(&site.endpoint);
+                r.path_style = g
+                    .state_path_style
+                    .or(site.path_style)
+                    .unwrap_or(site.endpoint.is_some());
+            }
+            if g.state_region.is_none() {
+                r.region.clone_from(&site.region);
+            }
+            s.remote = Some(r);
+        }
+        Ok(s)
+    }
+
+    /// The S3 options of the global flags on a parsed `s3://` location.
+    pub(crate) fn remote_options(&self, mut r: Remote) -> Remote {
+        let g = &self.global;
+        r.endpoint.clone_from(&g.state_endpoint);
+        r.path_style = g.state_path_style.unwrap_or(g.state_endpoint.is_some());
+        r.region.clone_from(&g.state_region);
+        r.identity = g.state_identity.as_deref().map(crate::files::absolute);
+        r.recipients = g
+            .state_recipient
+            .iter()
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect();
+        r.command = self.command_name().to_string();
+        r
+    }
+
+    /// The command, as a lock records it.
+    fn command_name(&self) -> &'static str {
+        match &self.command {
+            Command::Env(env::EnvCmd::Up(_)) => "up",
+            Command::Env(env::EnvCmd::Down { .. }) => "down",
+            Command::Nodes(_) => "nodes remove",
+            Command::State(_) => "state migrate",
+            _ => "continuum",
+        }
     }
 
     fn printer(&self) -> Printer {
@@ -125,11 +238,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Inventory(cmd) => inventory::run(&cli, &printer, cmd).await?,
         Command::Nodes(cmd) => nodes::run(&cli, &printer, cmd).await?,
         Command::Enroll(cmd) => enroll::run(&cli, &printer, cmd).await?,
+        Command::State(cmd) => state::run(&cli, &printer, cmd)?,
         Command::Endpoints(cmd) => {
-            serverless::endpoints_cmd(&cli.settings(None).state_dir, &printer, cmd).await?;
+            serverless::endpoints_cmd(&cli.settings(None)?, &printer, cmd).await?;
         }
         Command::Fn(cmd) => {
-            serverless::fn_cmd(&cli.settings(None).state_dir, &printer, cmd).await?;
+            serverless::fn_cmd(&cli.settings(None)?, &printer, cmd).await?;
         }
     }
     Ok(())

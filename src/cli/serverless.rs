@@ -10,12 +10,14 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use super::output::Printer;
-use crate::files::Store;
+use crate::files::StateError;
 use crate::files::endpoints;
 use crate::files::oscar_cli;
+use crate::ops::Settings;
 use crate::oscar::client::Oscar;
 use crate::oscar::{fdl, functions, service};
 use crate::state::Secret;
+use crate::state::State;
 
 /// Where clusters not installed by continuum are looked up.
 #[derive(Debug, Args)]
@@ -153,15 +155,22 @@ fn print_written(printer: &Printer, verb: &str, w: &[functions::Written]) {
     printer.written(verb, w);
 }
 
-fn resolver(state_dir: &Path, arg: &OscarCliArg) -> impl Fn(&str) -> Result<Oscar> {
+/// The state of `env` wherever `settings` put it (`--state`, else the directory).
+fn load_state(settings: &Settings, env: &str) -> Result<Option<State>, StateError> {
+    crate::statestore::Store::open(&settings.state_dir, settings.remote.as_ref(), env)?.load()
+}
+
+fn resolver(settings: &Settings, arg: &OscarCliArg) -> impl Fn(&str) -> Result<Oscar> {
     let cli = arg
         .oscar_cli_config
         .clone()
         .unwrap_or_else(oscar_cli::default_path);
-    let dir = state_dir.to_path_buf();
+    let settings = settings.clone();
     let timeout = Duration::from_secs(arg.request_timeout.max(1));
     move |name: &str| {
-        let t = endpoints::resolve(&dir, &cli, name)?;
+        let t = endpoints::resolve_with(&settings.state_dir, &cli, name, &|env| {
+            load_state(&settings, env)
+        })?;
         Ok(Oscar::new(
             &t.name,
             &t.url,
@@ -173,7 +182,12 @@ fn resolver(state_dir: &Path, arg: &OscarCliArg) -> impl Fn(&str) -> Result<Osca
     }
 }
 
-pub async fn endpoints_cmd(state_dir: &Path, printer: &Printer, cmd: &EndpointsCmd) -> Result<()> {
+pub async fn endpoints_cmd(
+    settings: &Settings,
+    printer: &Printer,
+    cmd: &EndpointsCmd,
+) -> Result<()> {
+    let state_dir = settings.state_dir.as_path();
     match cmd {
         EndpointsCmd::List => printer.endpoints(&endpoints::list(state_dir)?),
         EndpointsCmd::Show { name, reveal } => {
@@ -181,7 +195,7 @@ pub async fn endpoints_cmd(state_dir: &Path, printer: &Printer, cmd: &EndpointsC
                 bail!("no endpoint `{name}` is registered (see `continuum endpoints list`)");
             };
             let creds = if *reveal {
-                let st = Store::new(state_dir, &e.env).load()?;
+                let st = load_state(settings, &e.env)?;
                 Some(st.and_then(|s| s.serverless).with_context(|| {
                     format!("environment `{}` has no OSCAR credentials in state", e.env)
                 })?)
@@ -201,10 +215,10 @@ pub async fn endpoints_cmd(state_dir: &Path, printer: &Printer, cmd: &EndpointsC
     Ok(())
 }
 
-pub async fn fn_cmd(state_dir: &Path, printer: &Printer, cmd: &FnCmd) -> Result<()> {
+pub async fn fn_cmd(settings: &Settings, printer: &Printer, cmd: &FnCmd) -> Result<()> {
     match cmd {
         FnCmd::List { cluster, oscar } => {
-            let c = resolver(state_dir, oscar)(cluster)?;
+            let c = resolver(settings, oscar)(cluster)?;
             // Passwords, tokens and secret values are never printed.
             let list: Vec<serde_json::Value> = c
                 .list_services()
@@ -216,7 +230,7 @@ pub async fn fn_cmd(state_dir: &Path, printer: &Printer, cmd: &FnCmd) -> Result<
         }
         FnCmd::Copy(a) | FnCmd::Move(a) => {
             functions::check_name(&a.service)?;
-            let r = resolver(state_dir, &a.oscar);
+            let r = resolver(settings, &a.oscar);
             let (from, to) = (r(&a.from)?, r(&a.to)?);
             let secrets = read_secrets(a.secrets.as_deref(), printer)?;
             if matches!(cmd, FnCmd::Move(_)) {
@@ -229,7 +243,7 @@ pub async fn fn_cmd(state_dir: &Path, printer: &Printer, cmd: &FnCmd) -> Result<
         }
         FnCmd::Apply { fdl, oscar } => {
             let services = fdl::load(fdl)?;
-            let r = resolver(state_dir, oscar);
+            let r = resolver(settings, oscar);
             let mut clusters = Vec::new();
             for s in &services {
                 clusters.push(r(&s.cluster).with_context(|| {
@@ -254,7 +268,7 @@ pub async fn fn_cmd(state_dir: &Path, printer: &Printer, cmd: &FnCmd) -> Result<
             oscar,
         } => {
             functions::check_name(service)?;
-            let r = resolver(state_dir, oscar);
+            let r = resolver(settings, oscar);
             let members = members
                 .iter()
                 .map(|m| r(m.trim()))

@@ -180,9 +180,22 @@ pub struct Target {
 /// Find cluster `name`: continuum's catalog (credentials from the environment's
 /// state), else the oscar-cli config at `oscar_cli_path`.
 pub fn resolve(dir: &Path, oscar_cli_path: &Path, name: &str) -> Result<Target, EndpointsError> {
+    resolve_with(dir, oscar_cli_path, name, &|env| {
+        Store::new(dir, env).load()
+    })
+}
+
+/// `resolve`, with the environment's state loaded by `load` (the state may live
+/// elsewhere than `dir`, which holds the catalog: in S3, docs/state.md).
+pub fn resolve_with(
+    dir: &Path,
+    oscar_cli_path: &Path,
+    name: &str,
+    load: &dyn Fn(&str) -> Result<Option<crate::state::State>, StateError>,
+) -> Result<Target, EndpointsError> {
     let catalog = read(dir)?;
     if let Some(e) = catalog.endpoints.get(name) {
-        let st = Store::new(dir, &e.env).load()?;
+        let st = load(&e.env)?;
         let creds = st
             .and_then(|s| s.serverless)
             .ok_or_else(|| EndpointsError::NoCredentials {

@@ -56,6 +56,66 @@ pub enum StateError {
     },
     #[error("no state for environment `{env}` in {dir}")]
     NotFound { env: String, dir: PathBuf },
+    #[error("no state for environment `{env}` at {url}")]
+    NotFoundAt { env: String, url: String },
+    #[error("invalid state location `{url}`: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error(
+        "state location {url} needs the S3 backend, which this continuum was built without (cargo feature `aws`)"
+    )]
+    Unsupported { url: String },
+    #[error("S3 {op} of {url} failed: {message}")]
+    Remote {
+        url: String,
+        op: &'static str,
+        message: String,
+    },
+    #[error("state object {url} is corrupt")]
+    RemoteCorrupt {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("state object {url} has version {found}; this continuum understands {STATE_VERSION}")]
+    RemoteVersion { url: String, found: u32 },
+    #[error(
+        "environment `{env}` is locked in {url} by {holder}; wait for it to finish, or if that run is gone, break the lock with `{unlock}`"
+    )]
+    RemoteLocked {
+        env: String,
+        url: String,
+        holder: String,
+        unlock: String,
+    },
+    #[error(
+        "environment `{env}` in {url}: the state object kept changing under this writer ({attempts} compare-and-swap attempts); nothing was overwritten, try again"
+    )]
+    Conflict {
+        env: String,
+        url: String,
+        attempts: u32,
+    },
+    #[error("the lock of environment `{env}` in {url} is no longer ours: {detail}")]
+    LockLost {
+        env: String,
+        url: String,
+        detail: String,
+    },
+    #[error("environment `{env}` in {url}: {need} (docs/state.md, \"Secrets\")")]
+    NoKey {
+        env: String,
+        url: String,
+        need: String,
+    },
+    #[error("environment `{env}` in {url}: cannot {op} its secrets: {message}")]
+    Crypto {
+        env: String,
+        url: String,
+        op: &'static str,
+        message: String,
+    },
+    #[error("cannot migrate environment `{env}`: {reason}")]
+    Migrate { env: String, reason: String },
 }
 
 /// The state directory: `--state-dir`, else `$XDG_STATE_HOME/continuum`, else
@@ -99,6 +159,10 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    pub fn env(&self) -> &str {
+        &self.env
     }
 
     pub fn path(&self) -> PathBuf {
@@ -234,6 +298,18 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Remove only the state file (the source of a finished `state migrate`).
+    pub fn remove_state(&self) -> Result<(), StateError> {
+        match fs::remove_file(self.path()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::Write {
+                path: self.path(),
+                source,
+            }),
+        }
     }
 
     /// Names of the environments that have a state file.

@@ -8,10 +8,11 @@ use super::context::{CloudCtx, Ctx};
 use super::{Event, OpsError, Settings, SharedObserver};
 use crate::aws::Ec2Api;
 use crate::aws::provision::{self, CloudState, Journal, ProvisionError, Validated};
-use crate::files::{StateError, Store};
+use crate::files::StateError;
 use crate::graph::{Action, Kind, Plan};
 use crate::recipe::Environment;
 use crate::state::State;
+use crate::statestore::Store;
 
 fn invalid(msg: impl Into<String>) -> OpsError {
     OpsError::Cloud(ProvisionError::Invalid(vec![msg.into()]))

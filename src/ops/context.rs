@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex};
 use super::{OpsError, SharedObserver};
 use crate::aws::Ec2Api;
 use crate::aws::provision::{Options, Validated};
-use crate::files::Store;
 use crate::graph::{self, Action, Kind, ResourceGraph};
 use crate::k3s;
 use crate::recipe::{Environment, Host, Role};
 use crate::ssh::{HostConn, Pool};
 use crate::state::{HostState, ResourceState, Secret, State, Status, now};
+use crate::statestore::Store;
 
 /// One node of an execution graph.
 #[derive(Debug, Clone)]

@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use super::removal::{Leave, forget_hint, leave_for, record_removed};
 use super::runner::{self, Item};
 use super::{Did, Event, OpsError, ResourceResult, Settings, SharedObserver, summarize};
-use crate::files::Store;
 use crate::files::kubeconfig;
 use crate::graph::{self, Action, Dep};
 use crate::k3s;
@@ -68,7 +67,7 @@ pub async fn down(
     obs: SharedObserver,
     cancel: &CancellationToken,
 ) -> Result<DownReport, OpsError> {
-    let store = Store::new(&settings.state_dir, env);
+    let store = settings.store(env)?;
     let _lock = store.lock()?;
     let Some(state) = store.load()? else {
         return Ok(DownReport {

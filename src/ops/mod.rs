@@ -18,6 +18,7 @@ pub mod removal;
 mod runner;
 pub mod serverless;
 pub mod shrink;
+pub mod statecmd;
 pub mod status;
 pub mod up;
 
@@ -158,7 +159,11 @@ impl OpsError {
 /// Settings shared by the operations.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The local state directory: the state itself unless `remote` is set, and the
+    /// controller's own files (known_hosts, SSH keys, endpoints) in any case.
     pub state_dir: PathBuf,
+    /// State in S3 (`--state s3://...`), shared by a team.
+    pub remote: Option<crate::statestore::Remote>,
     pub concurrency: usize,
     pub connect_timeout: Duration,
     pub connect_attempts: u32,
@@ -175,6 +180,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             state_dir: crate::files::default_dir(),
+            remote: None,
             concurrency: 10,
             connect_timeout: Duration::from_secs(10),
             connect_attempts: 3,
@@ -187,6 +193,12 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The state store of `env` (`remote` when set, else `state_dir`).
+    pub fn store(&self, env: &str) -> Result<crate::statestore::Store, OpsError> {
+        crate::statestore::Store::open(&self.state_dir, self.remote.as_ref(), env)
+            .map_err(OpsError::State)
+    }
+
     fn pool(&self, env: &str) -> Result<crate::ssh::Pool, OpsError> {
         crate::ssh::Pool::new(crate::ssh::PoolOptions {
             known_hosts: crate::ssh::known_hosts_path(&self.state_dir, env),

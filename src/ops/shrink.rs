@@ -11,12 +11,12 @@ use super::removal::record_removed;
 pub use super::removal::{ShrinkError, known_hosts};
 use super::up::{UpReport, up};
 use super::{Event, OpsError, ResourceResult, Settings, SharedObserver};
-use crate::files::Store;
 use crate::files::inventory;
 use crate::graph::{Action, Change, Plan};
 use crate::k3s;
 use crate::recipe::{self, Role};
 use crate::state::{State, Status};
+use crate::statestore::Store;
 
 /// `continuum nodes remove ENV HOST [--forget]`: take a host the state knows out of
 /// the environment, whether or not the inventory still lists it.
@@ -35,7 +35,7 @@ pub async fn remove_node(
     cancel: &CancellationToken,
     approve: impl FnOnce(&Plan) -> bool,
 ) -> Result<UpReport, OpsError> {
-    let store = Store::new(&settings.state_dir, env_name);
+    let store = settings.store(env_name)?;
     let state = store.load_existing()?;
     let knows = state.hosts.contains_key(host)
         || state

@@ -5,7 +5,6 @@
 use serde::Serialize;
 
 use super::{OpsError, Settings};
-use crate::files::Store;
 use crate::k3s;
 use crate::state::Status;
 
@@ -138,7 +137,7 @@ async fn aws_status(
 }
 
 pub async fn status(env: &str, settings: &Settings, live: bool) -> Result<StatusReport, OpsError> {
-    let store = Store::new(&settings.state_dir, env);
+    let store = settings.store(env)?;
     let state = store.load_existing()?;
     let mut nodes: Vec<NodeStatus> = state
         .resources

@@ -36,6 +36,7 @@ pub trait Files {
 pub use check::{Loaded, inventory_roles, load_inventory, load_recipe};
 pub use model::{
     AddressKind, AwsSite, AwsSsh, CloudHost, Cluster, Environment, Firewall, Host, ImageRef,
-    Images, Install, InstanceGroup, KubeconfigTarget, Role, Secret, Share, Upgrade, VpcChoice,
+    Images, Install, InstanceGroup, KubeconfigTarget, Role, Secret, Share, StateSite, Upgrade,
+    VpcChoice,
 };
 pub use parse::LoadError;

@@ -19,6 +19,19 @@ pub struct Environment {
     pub aws: Option<AwsSite>,
     /// The OSCAR serverless layer, when the recipe asks for one (docs/oscar.md).
     pub serverless: Option<crate::recipe::serverless::Serverless>,
+    /// The recipe's `state:` location (S3), when it names one (docs/state.md).
+    pub state: Option<StateSite>,
+}
+
+/// A recipe's `state:` section, validated: `s3://BUCKET/PREFIX` and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSite {
+    pub url: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub path_style: Option<bool>,
+    pub region: Option<String>,
 }
 
 /// An SSH-reachable machine from the inventory.

@@ -27,6 +27,23 @@ pub struct RecipeFile {
     /// The OSCAR serverless layer on the cluster (docs/oscar.md).
     #[serde(default)]
     pub serverless: Option<Spanned<ServerlessSection>>,
+    /// Where the environment's state lives when not in the local state directory
+    /// (docs/state.md).
+    #[serde(default)]
+    pub state: Option<Spanned<StateSection>>,
+}
+
+/// `state:` of a recipe: an S3 location and how to reach it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    pub url: Spanned<String>,
+    #[serde(default)]
+    pub endpoint: Option<Spanned<String>>,
+    #[serde(default)]
+    pub path_style: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub region: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,6 +11,36 @@ use std::net::{IpAddr, Ipv6Addr};
 
 /// A POSIX portable user name: letters, digits, `.`, `_`, `-`, not starting with `-`
 /// or `.`, at most 32 characters (the length useradd accepts).
+/// Split `s3://BUCKET[/PREFIX]` into the bucket and the prefix (no leading or
+/// trailing `/`), or say what is wrong. Bucket names follow S3's rules for new
+/// buckets: 3-63 lowercase letters, digits, dots and hyphens, starting and ending
+/// with a letter or digit.
+pub fn s3_url(url: &str) -> Result<(String, String), String> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| "expected s3://BUCKET/PREFIX".to_string())?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !bucket.starts_with(['-', '.'])
+        && !bucket.ends_with(['-', '.']);
+    if !valid {
+        return Err(
+            "the bucket name must be 3-63 lowercase letters, digits, dots or hyphens".into(),
+        );
+    }
+    let prefix = prefix.trim_matches('/');
+    if prefix.split('/').any(|p| p == "." || p == "..")
+        || prefix.contains("//")
+        || prefix.chars().any(char::is_control)
+    {
+        return Err("the prefix must be plain path segments".into());
+    }
+    Ok((bucket.to_string(), prefix.to_string()))
+}
+
 pub fn is_user_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32

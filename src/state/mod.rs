@@ -13,6 +13,7 @@ pub use crate::recipe::Secret;
 use crate::recipe::serverless::GivenCredentials;
 
 pub mod cloud;
+pub mod shared;
 pub use cloud::CloudState;
 
 pub const STATE_VERSION: u32 = 1;

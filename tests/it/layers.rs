@@ -18,7 +18,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("core", &["recipe", "graph", "state", "render"]),
     (
         "providers",
-        &["ssh", "aws", "k3s", "oscar", "files", "probe"],
+        &["ssh", "aws", "k3s", "oscar", "files", "probe", "statestore"],
     ),
     ("operations", &["engine", "ops"]),
     ("cli", &["cli"]),
@@ -30,6 +30,8 @@ const CORE_FORBIDDEN: &[&str] = &[
     "openssh::",
     "ssh2::",
     "aws_sdk_ec2::",
+    "aws_sdk_s3::",
+    "age::",
     "aws_config::",
     "reqwest::",
     "std::fs",

@@ -23,5 +23,7 @@ mod openrc;
 mod oscar;
 mod oscar_e2e;
 mod recipes;
+#[cfg(feature = "aws")]
+mod s3state;
 mod secrets_audit;
 mod upgrade;

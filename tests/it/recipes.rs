@@ -151,6 +151,14 @@ fn port_zero_is_rejected() {
 // --- unknown and missing keys ----------------------------------------------------------
 
 #[test]
+fn state_section_is_checked_with_positions() {
+    let d = expect_error("state_bad_url.yaml", 7, 8, "bucket name");
+    expect_help(&d, "s3://BUCKET/PREFIX");
+    expect_error("state_bad_endpoint.yaml", 8, 13, "not an http(s) URL");
+    expect_error("state_unknown_key.yaml", 8, 3, "unknown field `bucket`");
+}
+
+#[test]
 fn unknown_top_level_key() {
     let d = expect_error("unknown_top_key.yaml", 6, 1, "unknown field `kubeconfg`");
     expect_help(&d, "check its spelling");

@@ -60,7 +60,7 @@ impl Connect for Sdk {
 /// bounded connect and per-attempt times so a dead endpoint becomes a transport error.
 /// `connect` and `for_endpoint` both start here; only the endpoint and the credentials
 /// they add differ.
-fn loader(region: &str) -> aws_config::ConfigLoader {
+pub(crate) fn loader(region: &str) -> aws_config::ConfigLoader {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(region.to_string()))
         .retry_config(aws_config::retry::RetryConfig::disabled())

@@ -8,6 +8,7 @@
 mod enroll;
 mod json;
 mod progress;
+mod state;
 pub mod tables;
 mod text;
 
@@ -199,6 +200,39 @@ impl Printer {
         }
         for l in text::written(verb, w) {
             out(&l);
+        }
+    }
+
+    /// `continuum state list`.
+    pub fn state_list(&self, l: &crate::ops::statecmd::Listing) {
+        match self.format {
+            Format::Json => out(&state::list_json(l)),
+            Format::Text => state::list_text(l).iter().for_each(|x| out(x)),
+        }
+    }
+
+    /// `continuum state show ENV` (no secrets: the state comes without them).
+    pub fn state_show(&self, s: &crate::ops::statecmd::Shown) {
+        match self.format {
+            Format::Json => out(&state::show_json(s)),
+            Format::Text => state::show_text(s).iter().for_each(|x| out(x)),
+        }
+    }
+
+    /// `continuum state unlock ENV`.
+    pub fn state_holder(&self, h: &crate::statestore::Holder) {
+        match self.format {
+            Format::Json => out(&state::holder_json(h)),
+            Format::Text => out(&state::holder_text(h)),
+        }
+    }
+
+    /// `continuum state migrate`.
+    pub fn migrated(&self, m: &crate::ops::statecmd::Migrated) {
+        match self.format {
+            Format::Json => out(&state::migrated_json(m)),
+            Format::Text if self.quiet => {}
+            Format::Text => out(&state::migrated_text(m)),
         }
     }
 

@@ -15,7 +15,6 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{OpsError, Settings};
-use crate::files::Store;
 use crate::k3s;
 use crate::recipe::{Images, Install};
 use crate::render::enroll::{self as render, PoolInstall, PoolSpec};
@@ -289,7 +288,7 @@ pub async fn bundle(
     if req.ttl.is_zero() {
         return Err(EnrollError::Ttl("0".into()).into());
     }
-    let store = Store::new(&settings.state_dir, env);
+    let store = settings.store(env)?;
     let _lock = store.lock()?;
     let mut state = store.load_existing()?;
     let now = crate::state::now();
@@ -397,7 +396,7 @@ pub async fn bundle(
 /// server and mark the pool revoked. Revoking twice, or a token already gone, is fine.
 /// Nodes that joined stay (k3s: they authenticate as themselves once joined).
 pub async fn revoke(env: &str, pool: &str, settings: &Settings) -> Result<RevokeReport, OpsError> {
-    let store = Store::new(&settings.state_dir, env);
+    let store = settings.store(env)?;
     let _lock = store.lock()?;
     let mut state = store.load_existing()?;
     let Some(p) = state.pools.get(pool).cloned() else {
@@ -436,7 +435,7 @@ fn known_pools(state: &State) -> String {
 
 /// `continuum enroll list ENV`: the pools state records, with their condition now.
 pub fn list(env: &str, settings: &Settings) -> Result<Vec<PoolRow>, OpsError> {
-    let state = Store::new(&settings.state_dir, env).load_existing()?;
+    let state = settings.store(env)?.load_existing()?;
     let now = crate::state::now();
     Ok(state
         .pools

@@ -22,7 +22,6 @@ use super::runner;
 use super::{
     Did, Event, OpsError, ResourceResult, Settings, SharedObserver, random_secret, summarize,
 };
-use crate::files::Store;
 use crate::files::kubeconfig;
 use crate::graph::{self, Action, Dep, Kind, Plan, ResourceGraph};
 use crate::k3s::{self, Applied, NodeSpec};
@@ -50,7 +49,7 @@ pub async fn plan(
     env: &Environment,
     settings: &Settings,
 ) -> Result<(ResourceGraph, Plan, BTreeMap<String, String>), OpsError> {
-    let store = Store::new(&settings.state_dir, &env.name);
+    let store = settings.store(&env.name)?;
     let state = store.load()?;
     // AWS addresses come from state (unknown ones stay empty until `up` creates them).
     let env = crate::aws::provision::resolve(
@@ -80,7 +79,7 @@ pub async fn up(
     cancel: &CancellationToken,
     approve: impl FnOnce(&Plan) -> bool,
 ) -> Result<UpReport, OpsError> {
-    let store = Store::new(&settings.state_dir, &env.name);
+    let store = settings.store(&env.name)?;
     let _lock = store.lock()?;
     let mut state = store.load()?.unwrap_or_else(|| State::new(&env.name));
     // Absolute, so `nodes remove` finds the recipe from any directory.

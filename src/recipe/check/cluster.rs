@@ -402,6 +402,7 @@ pub fn check_recipe(
         .collect();
     Some(Environment {
         aws: None,
+        state: None,
         name: name.to_string(),
         recipe_path: path.to_path_buf(),
         inventory_path: inv_path.to_path_buf(),

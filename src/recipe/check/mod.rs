@@ -17,6 +17,7 @@ pub mod common;
 pub mod extra;
 pub mod inventory;
 pub mod serverless;
+pub mod state;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -77,6 +78,10 @@ pub fn load_recipe(path: &Path, files: &dyn Files) -> Result<Loaded, LoadError> 
             .help("name an inventory (`inventory: ../inventories/farm.yaml`) or declare an `aws:` site");
     }
     let env = check_recipe(&recipe, path, &inv_path, hosts, &roles, &groups, &mut sink);
+    let state_site = recipe
+        .state
+        .as_ref()
+        .and_then(|s| state::check_state(s, &mut sink));
 
     all.extend(sink.items);
     if all.iter().any(|d| d.severity == Severity::Error) {
@@ -85,6 +90,7 @@ pub fn load_recipe(path: &Path, files: &dyn Files) -> Result<Loaded, LoadError> 
     match env {
         Some(mut env) => {
             env.aws = site;
+            env.state = state_site;
             Ok(Loaded { env, warnings: all })
         }
         None => Err(LoadError::Invalid(all)),
