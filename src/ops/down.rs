@@ -102,7 +102,7 @@ pub async fn down(
             ),
         });
     }
-    let pool = Arc::new(settings.pool(env)?);
+    let pool = Arc::new(settings.pool(env, Some(&state))?);
     let state = Arc::new(std::sync::Mutex::new(state));
     let init = state
         .lock()

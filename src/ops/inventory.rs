@@ -31,7 +31,7 @@ pub async fn probe_inventory(
         }
     }
     // Not a DNS label, so it never collides with an environment's known_hosts.
-    let pool = settings.pool("_inventory")?;
+    let pool = settings.pool("_inventory", None)?;
     let pool = &pool;
     // At most `--concurrency` hosts at once.
     let slots = tokio::sync::Semaphore::new(settings.concurrency.max(1));

@@ -199,8 +199,15 @@ impl Settings {
             .map_err(OpsError::State)
     }
 
-    fn pool(&self, env: &str) -> Result<crate::ssh::Pool, OpsError> {
+    /// The SSH pool of `env`. `recorded`: the environment's state, whose host-key
+    /// fingerprints every connection must match (docs/reliability.md, "Host trust").
+    fn pool(
+        &self,
+        env: &str,
+        recorded: Option<&crate::state::State>,
+    ) -> Result<crate::ssh::Pool, OpsError> {
         crate::ssh::Pool::new(crate::ssh::PoolOptions {
+            recorded: recorded.map(recorded_host_keys).unwrap_or_default(),
             known_hosts: crate::ssh::known_hosts_path(&self.state_dir, env),
             connect_timeout: self.connect_timeout,
             connect_attempts: self.connect_attempts,
@@ -211,6 +218,18 @@ impl Settings {
         })
         .map_err(OpsError::Pool)
     }
+}
+
+/// The host-key fingerprints `state` recorded, by known_hosts name.
+fn recorded_host_keys(state: &crate::state::State) -> std::collections::BTreeMap<String, String> {
+    state
+        .hosts
+        .values()
+        .filter_map(|h| {
+            let fp = h.host_key_fingerprint.clone()?;
+            (!h.address.is_empty()).then(|| (crate::ssh::known_hosts_name(&h.address, h.port), fp))
+        })
+        .collect()
 }
 
 /// The pool keeps at least this many master connections open (see `ssh::pool`).

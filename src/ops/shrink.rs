@@ -73,7 +73,7 @@ pub async fn remove_node(
     }
     if role == Some(Role::Server) {
         // Checked before the inventory changes, so a refusal leaves everything as it was.
-        let pool = settings.pool(env_name)?;
+        let pool = settings.pool(env_name, Some(&state))?;
         let init = env.cluster.init_server();
         let conn = pool.get(&env.hosts[init]).await?;
         let r = k3s::check_quorum(conn.as_ref(), host).await;
@@ -227,7 +227,7 @@ async fn delete_node_through_a_server(
         .collect();
     // The first server first.
     servers.sort_by_key(|s| state.cluster.init_server.as_ref() != Some(*s));
-    let Ok(pool) = settings.pool(&state.env) else {
+    let Ok(pool) = settings.pool(&state.env, Some(state)) else {
         return false;
     };
     let mut last = "no applied server in state".to_string();

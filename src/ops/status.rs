@@ -163,7 +163,7 @@ pub async fn status(env: &str, settings: &Settings, live: bool) -> Result<Status
     let mut enrolled = Vec::new();
     if live && let Some(init) = state.cluster.init_server.clone() {
         let result = async {
-            let pool = settings.pool(env)?;
+            let pool = settings.pool(env, Some(&state))?;
             let host = state
                 .hosts
                 .get(&init)

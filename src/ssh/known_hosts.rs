@@ -12,10 +12,15 @@ use crate::recipe::Host;
 
 /// How known_hosts names `host` (`address`, or `[address]:port` off port 22).
 pub(super) fn name(host: &Host) -> String {
-    if host.port == 22 {
-        host.address.clone()
+    entry_name(&host.address, host.port)
+}
+
+/// How known_hosts names a host at `address` and `port`.
+pub fn entry_name(address: &str, port: u16) -> String {
+    if port == 22 {
+        address.to_string()
     } else {
-        format!("[{}]:{}", host.address, host.port)
+        format!("[{address}]:{port}")
     }
 }
 
@@ -32,20 +37,7 @@ pub(super) async fn prepare(path: &Path, host: &Host, replace: bool) -> Result<(
     }
     let name = name(host);
     if replace && path.exists() {
-        let out = tokio::process::Command::new("ssh-keygen")
-            .arg("-R")
-            .arg(&name)
-            .arg("-f")
-            .arg(path)
-            .output()
-            .await
-            .map_err(|e| kh_err(format!("ssh-keygen -R: {e}")))?;
-        if !out.status.success() {
-            return Err(kh_err(
-                String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            ));
-        }
-        let _ = std::fs::remove_file(path.with_extension("known_hosts.old"));
+        forget(path, host).await?;
     }
     if let Some(pin) = &host.host_key {
         // Re-checked here too: a pin is written into a file every later connection
@@ -65,6 +57,29 @@ pub(super) async fn prepare(path: &Path, host: &Host, replace: bool) -> Result<(
                 .map_err(|e| kh_err(e.to_string()))?;
         }
     }
+    Ok(())
+}
+
+/// Drop every key known_hosts at `path` holds for `host` (`ssh-keygen -R`).
+pub(super) async fn forget(path: &Path, host: &Host) -> Result<(), SshError> {
+    let kh_err = |detail: String| SshError::KnownHosts {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let out = tokio::process::Command::new("ssh-keygen")
+        .arg("-R")
+        .arg(name(host))
+        .arg("-f")
+        .arg(path)
+        .output()
+        .await
+        .map_err(|e| kh_err(format!("ssh-keygen -R: {e}")))?;
+    if !out.status.success() {
+        return Err(kh_err(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    let _ = std::fs::remove_file(path.with_extension("known_hosts.old"));
     Ok(())
 }
 

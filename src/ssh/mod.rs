@@ -23,6 +23,7 @@ pub mod scripted;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use known_hosts::entry_name as known_hosts_name;
 pub use pool::{HostConn, Pool, PoolOptions};
 
 /// Commands that may run at once on one host.

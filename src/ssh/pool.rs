@@ -9,7 +9,7 @@
 //! one per host; a host whose connection was closed is connected again when a later
 //! step needs it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +31,11 @@ pub struct PoolOptions {
     pub replace_host_keys: Vec<String>,
     /// Master connections kept open at most (idle ones beyond it are closed).
     pub max_open: usize,
+    /// Host-key fingerprints the environment's state recorded, by known_hosts name
+    /// (`address` or `[address]:port`). A controller whose own known_hosts has no
+    /// entry yet (another checkout, a shared state) still refuses a host whose key is
+    /// not the recorded one.
+    pub recorded: BTreeMap<String, String>,
 }
 
 /// Connections to the hosts of one environment.
@@ -189,6 +194,16 @@ impl Pool {
             )?);
             b.jump_hosts([j.as_str()]);
         }
+        // The key state recorded for this address, unless it is being replaced.
+        let recorded = self
+            .opts
+            .recorded
+            .get(&known_hosts::name(host))
+            .filter(|_| !replace);
+        let pinned_before = match recorded {
+            Some(_) => known_hosts::pinned_fingerprint(&self.opts.known_hosts, host).await,
+            None => None,
+        };
         let dest = host.address.clone();
         let mut attempt = 0;
         let mut delay = Duration::from_millis(500);
@@ -246,6 +261,22 @@ impl Pool {
             }
         };
         let fingerprint = known_hosts::pinned_fingerprint(&self.opts.known_hosts, host).await;
+        if let Some(expected) = recorded
+            && fingerprint.as_deref() != Some(expected.as_str())
+        {
+            // The key was accepted only because this controller's known_hosts had none
+            // for the address: close before any command runs, and take back the pin
+            // `accept-new` just wrote so that no later connection trusts it.
+            let _ = session.close().await;
+            if pinned_before.is_none() {
+                known_hosts::forget(&self.opts.known_hosts, host).await?;
+            }
+            return Err(SshError::HostKeyChanged {
+                host: host.name.clone(),
+                address: host.address.clone(),
+                pinned: format!("{expected}, recorded in the environment's state"),
+            });
+        }
         let mut conn = HostConn {
             name: host.name.clone(),
             address: host.address.clone(),

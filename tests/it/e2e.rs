@@ -351,6 +351,41 @@ fn changed_host_key_is_refused() {
         "{msg}"
     );
 
+    // Another controller (another checkout sharing the state, or this one after its
+    // known_hosts was deleted by hand) has no pin of its own: the fingerprint state
+    // recorded still decides, and the key its first contact saw is not kept.
+    let other = tempfile::Builder::new()
+        .prefix("cit")
+        .tempdir()
+        .expect("tempdir");
+    let other_state = other.path().join("state");
+    std::fs::create_dir_all(&other_state).expect("state dir");
+    std::fs::copy(ws.state_file(), other_state.join("hk.json")).expect("copy state");
+    let out = ws
+        .cmd()
+        .state_dir(&other_state)
+        .args(["status", "hk"])
+        .output();
+    let msg = text(&out);
+    assert!(
+        msg.contains("has CHANGED")
+            && msg.contains(&fp)
+            && msg.contains("recorded in the environment's state"),
+        "{msg}"
+    );
+    let known = std::fs::read_to_string(other_state.join("hk.known_hosts")).unwrap_or_default();
+    assert!(
+        !known.contains(&fleet.ip("hk-srv")),
+        "the unverified key was kept: {known}"
+    );
+    let out = ws
+        .cmd()
+        .state_dir(&other_state)
+        .args(["up", path_str(&ws.recipe()), "--yes"])
+        .output();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(text(&out).contains("recorded in the environment's state"));
+
     let out = ws.run(&[
         "up",
         path_str(&ws.recipe()),

@@ -165,7 +165,7 @@ where
         .ok_or_else(|| EnrollError::NoCluster {
             env: env.to_string(),
         })?;
-    let pool = settings.pool(env)?;
+    let pool = settings.pool(env, Some(state))?;
     let result = async {
         let conn = pool.get(&host).await?;
         Ok::<_, OpsError>(f(conn.as_ref()).await?)

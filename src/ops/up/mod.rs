@@ -60,7 +60,7 @@ pub async fn plan(
     let rg = graph::build(&env)?;
     let refreshed = match &state {
         Some(st) if settings.refresh => {
-            let pool = Arc::new(settings.pool(&env.name)?);
+            let pool = Arc::new(settings.pool(&env.name, Some(st))?);
             let r = super::refresh::refresh(&env, &rg, st, settings, &pool).await;
             pool.close().await;
             r?
@@ -112,7 +112,7 @@ pub async fn up(
     let env =
         crate::aws::provision::resolve(&base, state.aws.as_ref(), &settings.state_dir).into_owned();
     let rg = graph::build(&env)?;
-    let pool = Arc::new(settings.pool(&env.name)?);
+    let pool = Arc::new(settings.pool(&env.name, Some(&state))?);
     let refreshed = if settings.refresh {
         super::refresh::refresh(&env, &rg, &state, settings, &pool).await?
     } else {
