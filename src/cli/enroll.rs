@@ -71,7 +71,7 @@ pub async fn run(cli: &Cli, printer: &Printer, cmd: &EnrollCmd) -> Result<()> {
             online,
             conn,
         } => {
-            let settings = cli.settings(Some(conn))?;
+            let settings = cli.settings_env(env, Some(conn))?;
             let req = PoolRequest {
                 pool: pool.clone(),
                 labels: labels.clone(),
@@ -90,12 +90,12 @@ pub async fn run(cli: &Cli, printer: &Printer, cmd: &EnrollCmd) -> Result<()> {
             printer.enroll_bundle(&report);
         }
         EnrollCmd::Revoke { env, pool, conn } => {
-            let settings = cli.settings(Some(conn))?;
+            let settings = cli.settings_env(env, Some(conn))?;
             let report = enroll::revoke(env, pool, &settings).await?;
             printer.enroll_revoke(&report);
         }
         EnrollCmd::List { env } => {
-            let rows = enroll::list(env, &cli.settings(None)?)?;
+            let rows = enroll::list(env, &cli.settings_env(env, None)?)?;
             printer.pools(&rows);
         }
     }

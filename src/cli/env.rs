@@ -119,7 +119,7 @@ pub async fn run(cli: &Cli, printer: &Printer, cmd: &EnvCmd) -> Result<()> {
         }
         EnvCmd::Up(args) => up(cli, printer, args).await?,
         EnvCmd::Status { env, offline } => {
-            let report = ops::status::status(env, &cli.settings(None)?, !offline).await?;
+            let report = ops::status::status(env, &cli.settings_env(env, None)?, !offline).await?;
             printer.status(&report);
         }
         EnvCmd::Down {
@@ -128,7 +128,7 @@ pub async fn run(cli: &Cli, printer: &Printer, cmd: &EnvCmd) -> Result<()> {
             yes,
             conn,
         } => {
-            let settings = cli.settings(Some(conn))?;
+            let settings = cli.settings_env(env, Some(conn))?;
             let interactive = std::io::stdin().is_terminal() && printer.format() == Format::Text;
             if !yes {
                 if !interactive {
@@ -145,7 +145,12 @@ pub async fn run(cli: &Cli, printer: &Printer, cmd: &EnvCmd) -> Result<()> {
             let obs: Arc<dyn ops::Observer> = reporter.clone();
             let report = ops::down::down(env, forget, &settings, obs, &cancel).await;
             reporter.finish();
-            printer.down_summary(env, &report?);
+            let report = report?;
+            if settings.remote.is_some() && settings.store(env)?.load_public()?.is_none() {
+                // The state is gone: so is this controller's note of where it was.
+                crate::files::remote_note::remove(&settings.state_dir, env)?;
+            }
+            printer.down_summary(env, &report);
         }
     }
     Ok(())
@@ -172,6 +177,11 @@ async fn up(cli: &Cli, printer: &Printer, args: &UpArgs) -> Result<()> {
             printer.plan(&env, &plan);
             return Err(anyhow::Error::new(NeedsYes));
         }
+    }
+    if let Some(r) = &settings.remote {
+        // Before anything runs, so that even after a crash `status ENV` and
+        // `down ENV` on this controller find the state without `--state`.
+        crate::files::remote_note::write(&settings.state_dir, &env.name, &r.site())?;
     }
     let cancel = cancel_on_signals();
     let reporter = Arc::new(printer.reporter());

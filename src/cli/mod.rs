@@ -172,21 +172,40 @@ impl Cli {
         if self.global.state.is_none()
             && let Some(site) = &env.state
         {
-            let mut r = self.remote_options(Remote::from_site(site));
-            let g = &self.global;
-            if g.state_endpoint.is_none() {
-                r.endpoint.clone_from(&site.endpoint);
-                r.path_style = g
-                    .state_path_style
-                    .or(site.path_style)
-                    .unwrap_or(site.endpoint.is_some());
-            }
-            if g.state_region.is_none() {
-                r.region.clone_from(&site.region);
-            }
-            s.remote = Some(r);
+            self.apply_site(&mut s, site);
         }
         Ok(s)
+    }
+
+    /// The settings of a command that names only an environment: `--state` (or
+    /// `CONTINUUM_STATE`), else the note an `up` left of where the state is
+    /// (`files::remote_note`), else the local state directory.
+    pub(crate) fn settings_env(&self, env: &str, conn: Option<&ConnArgs>) -> Result<Settings> {
+        let mut s = self.settings(conn)?;
+        if self.global.state.is_none()
+            && let Some(site) = crate::files::remote_note::read(&s.state_dir, env)?
+        {
+            self.apply_site(&mut s, &site);
+        }
+        Ok(s)
+    }
+
+    /// State in `site` (a recipe's `state:` or a note of one); the flags' endpoint,
+    /// path style and region win over the site's.
+    fn apply_site(&self, s: &mut Settings, site: &crate::recipe::StateSite) {
+        let mut r = self.remote_options(Remote::from_site(site));
+        let g = &self.global;
+        if g.state_endpoint.is_none() {
+            r.endpoint.clone_from(&site.endpoint);
+            r.path_style = g
+                .state_path_style
+                .or(site.path_style)
+                .unwrap_or(site.endpoint.is_some());
+        }
+        if g.state_region.is_none() {
+            r.region.clone_from(&site.region);
+        }
+        s.remote = Some(r);
     }
 
     /// The S3 options of the global flags on a parsed `s3://` location.

@@ -41,7 +41,7 @@ pub async fn run(cli: &Cli, printer: &Printer, cmd: &NodesCmd) -> Result<()> {
             yes,
             conn,
         } => {
-            let settings = cli.settings(Some(conn))?;
+            let settings = cli.settings_env(env, Some(conn))?;
             let interactive = std::io::stdin().is_terminal() && printer.format() == Format::Text;
             if !yes && !interactive {
                 return Err(anyhow::Error::new(NeedsYes));

@@ -2,12 +2,14 @@
 //! its lock, atomic writes (`store`); the file system behind recipe loading (`Disk`,
 //! `load_recipe`, `load_inventory`); the user's kubeconfig (`kubeconfig`); continuum's
 //! catalog of OSCAR endpoints (`endpoints`); the oscar-cli configuration
-//! (`oscar_cli`); inventory editing and import (`inventory`).
+//! (`oscar_cli`); inventory editing and import (`inventory`); the note of where an
+//! environment's state lives when it is in S3 (`remote_note`).
 
 pub mod endpoints;
 pub mod inventory;
 pub mod kubeconfig;
 pub mod oscar_cli;
+pub mod remote_note;
 mod store;
 
 use std::collections::BTreeMap;

@@ -54,7 +54,9 @@ pub enum StateError {
         pid: String,
         lock: PathBuf,
     },
-    #[error("no state for environment `{env}` in {dir}")]
+    #[error(
+        "no state for environment `{env}` in {dir} (if it is kept in S3, give its location with --state s3://BUCKET/PREFIX)"
+    )]
     NotFound { env: String, dir: PathBuf },
     #[error("no state for environment `{env}` at {url}")]
     NotFoundAt { env: String, url: String },
@@ -328,7 +330,14 @@ impl Store {
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().to_string();
-                name.strip_suffix(".json").map(str::to_string)
+                // Only environments' state files: not the endpoint catalog, not the
+                // notes of remote state (`ENV.remote.json`), not temp files.
+                name.strip_suffix(".json")
+                    .filter(|n| {
+                        crate::recipe::check::common::is_dns_label(n)
+                            && !crate::recipe::validators::RESERVED_ENV_NAMES.contains(n)
+                    })
+                    .map(str::to_string)
             })
             .collect();
         out.sort();
@@ -378,6 +387,23 @@ mod tests {
         assert_eq!(parent_dir(Path::new("a/inv.yaml")), Path::new("a"));
         assert_eq!(parent_dir(Path::new("/inv.yaml")), Path::new("/"));
         assert!(absolute(Path::new("inv.yaml")).is_absolute());
+    }
+
+    #[test]
+    fn list_names_environments_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for f in [
+            "farm.json",
+            "edge-2.json",
+            "endpoints.json",
+            "farm.remote.json",
+            ".continuum-x1.json",
+            "farm.known_hosts",
+            "farm.lock",
+        ] {
+            fs::write(dir.path().join(f), "{}").expect("write");
+        }
+        assert_eq!(Store::list(dir.path()).expect("list"), ["edge-2", "farm"]);
     }
 
     #[test]

@@ -9,6 +9,11 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
+/// Names an environment may not have: the state directory keeps files of its own
+/// under them (`endpoints.json` is the OSCAR endpoint catalog), which the environment's
+/// state file would overwrite.
+pub const RESERVED_ENV_NAMES: &[&str] = &["endpoints"];
+
 /// A POSIX portable user name: letters, digits, `.`, `_`, `-`, not starting with `-`
 /// or `.`, at most 32 characters (the length useradd accepts).
 /// Split `s3://BUCKET[/PREFIX]` into the bucket and the prefix (no leading or

@@ -70,6 +70,18 @@ impl Remote {
         }
     }
 
+    /// The location as a recipe's `state:` would give it (for `files::remote_note`).
+    pub fn site(&self) -> crate::recipe::StateSite {
+        crate::recipe::StateSite {
+            url: self.url(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            endpoint: self.endpoint.clone(),
+            path_style: Some(self.path_style),
+            region: self.region.clone(),
+        }
+    }
+
     /// `s3://BUCKET/PREFIX`.
     pub fn url(&self) -> String {
         if self.prefix.is_empty() {

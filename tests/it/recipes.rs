@@ -229,6 +229,18 @@ fn invalid_environment_name() {
 }
 
 #[test]
+fn reserved_environment_name() {
+    // Its state file would be the state directory's endpoint catalog (endpoints.json).
+    let d = expect_error(
+        "reserved_env_name.yaml",
+        1,
+        7,
+        "environment name `endpoints` is reserved",
+    );
+    expect_help(&d, "catalog of OSCAR endpoints");
+}
+
+#[test]
 fn k3s_version_without_v_and_build() {
     let d = expect_error("version_no_v.yaml", 4, 12, "invalid k3s version `1.31.4`");
     expect_help(&d, "v1.31.4+k3s1");

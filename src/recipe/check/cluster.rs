@@ -76,6 +76,9 @@ pub fn check_recipe(
     if !is_dns_label(name) {
         sink.error(pos(&r.name), format!("invalid environment name `{name}`"))
             .help("use lowercase letters, digits and `-` (at most 63); it names the state file and kube context");
+    } else if crate::recipe::validators::RESERVED_ENV_NAMES.contains(&name) {
+        sink.error(pos(&r.name), format!("environment name `{name}` is reserved"))
+            .help("the state directory's file of that name is continuum's catalog of OSCAR endpoints; choose another name");
     }
     let k = &r.k3s.value;
 
