@@ -22,6 +22,8 @@
 
 mod lock;
 mod seal;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -106,6 +108,11 @@ enum Fail {
     Missing,
     /// 412 PreconditionFailed or 409 ConditionalRequestConflict: lost a race.
     Condition,
+    /// 404 NoSuchBucket: the bucket itself is absent (never "no object yet").
+    NoBucket,
+    /// 301 PermanentRedirect (or 400 AuthorizationHeaderMalformed): the bucket is in
+    /// another region than the client's; S3 names it in `x-amz-bucket-region`.
+    Region(Option<String>),
     Other(String),
 }
 
@@ -116,6 +123,20 @@ where
     if let SdkError::ServiceError(se) = &e {
         let status = se.raw().status().as_u16();
         let code = se.err().code().unwrap_or_default();
+        // S3 answers a missing bucket with 404 too; only the code tells it from a
+        // missing key, and treating it as "no object" would make a mistyped bucket
+        // look like an environment without state.
+        if code == "NoSuchBucket" {
+            return Fail::NoBucket;
+        }
+        if status == 301 || code == "PermanentRedirect" || code == "AuthorizationHeaderMalformed" {
+            let region = se
+                .raw()
+                .headers()
+                .get("x-amz-bucket-region")
+                .map(str::to_string);
+            return Fail::Region(region);
+        }
         if status == 404 || code == "NoSuchKey" {
             return Fail::Missing;
         }
@@ -159,16 +180,21 @@ fn block<T: Send + 'static>(
     rx.recv().map_err(|_| gone())
 }
 
+/// The region the client signs for: the location's, else AWS_REGION, else us-east-1.
+fn region(remote: &Remote) -> String {
+    remote
+        .region
+        .clone()
+        .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
+        .unwrap_or_else(|| "us-east-1".to_string())
+}
+
 /// The S3 client for `remote`: the project's loader (timeouts), the standard
 /// credential chain, the endpoint and path-style overrides, and the SDK's standard
 /// retries (safe here: a retried conditional write either succeeds or loses the
 /// compare-and-swap, which the merge handles).
 async fn client(remote: Remote) -> Client {
-    let region = remote
-        .region
-        .clone()
-        .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
-        .unwrap_or_else(|| "us-east-1".to_string());
+    let region = region(&remote);
     let mut loader = crate::aws::sdk::loader(&region);
     if let Some((key, secret)) = &remote.static_credentials {
         loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
@@ -269,6 +295,10 @@ impl S3Store {
         }
     }
 
+    fn no_bucket(&self) -> StateError {
+        no_bucket(&self.inner.remote)
+    }
+
     /// GET an object: its body and ETag, or `None` when absent.
     fn get(&self, key: String) -> Result<Option<(Vec<u8>, String)>, StateError> {
         let client = self.inner.client.clone();
@@ -290,6 +320,8 @@ impl S3Store {
             Ok(x) => Ok(Some(x)),
             Err(Fail::Missing) => Ok(None),
             Err(Fail::Condition) => Err(self.remote_err("GetObject", "precondition".into())),
+            Err(Fail::NoBucket) => Err(self.no_bucket()),
+            Err(Fail::Region(r)) => Err(wrong_region(&self.inner.remote, r)),
             Err(Fail::Other(m)) => Err(self.remote_err("GetObject", m)),
         }
     }
@@ -471,6 +503,8 @@ impl S3Store {
                     // If-Match on an object deleted meanwhile.
                     self.set_base(None);
                 }
+                Err(Fail::NoBucket) => return Err(self.no_bucket()),
+                Err(Fail::Region(r)) => return Err(wrong_region(&self.inner.remote, r)),
                 Err(Fail::Other(m)) => return Err(self.remote_err("PutObject", m)),
             }
         }
@@ -503,10 +537,35 @@ impl S3Store {
                 Ok(())
             }
             Err(Fail::Condition) => Err(self.remote_err("DeleteObject", "precondition".into())),
+            Err(Fail::NoBucket) => Err(self.no_bucket()),
+            Err(Fail::Region(r)) => Err(wrong_region(&self.inner.remote, r)),
             Err(Fail::Other(m)) => Err(self.remote_err("DeleteObject", m)),
         }
     }
 }
+fn wrong_region(remote: &Remote, actual: Option<String>) -> StateError {
+    StateError::BucketRegion {
+        bucket: remote.bucket.clone(),
+        url: remote.url(),
+        used: region(remote),
+        hint: match actual {
+            Some(r) => format!("it is in {r}: pass --state-region {r} (CONTINUUM_STATE_REGION)"),
+            None => "pass its region with --state-region (CONTINUUM_STATE_REGION)".to_string(),
+        },
+    }
+}
+
+fn no_bucket(remote: &Remote) -> StateError {
+    StateError::NoBucket {
+        bucket: remote.bucket.clone(),
+        url: remote.url(),
+        endpoint: remote
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| "AWS S3".to_string()),
+    }
+}
+
 /// Names of the environments with a state object under the prefix.
 pub fn list(remote: &Remote) -> Result<Vec<String>, StateError> {
     let url = remote.url();
@@ -523,7 +582,7 @@ pub fn list(remote: &Remote) -> Result<Vec<String>, StateError> {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| crate::error_chain(&e))?;
+            let page = page.map_err(fail)?;
             for o in page.contents() {
                 let name = o
                     .key()
@@ -538,12 +597,21 @@ pub fn list(remote: &Remote) -> Result<Vec<String>, StateError> {
                 }
             }
         }
-        Ok::<_, String>(names)
+        Ok::<_, Fail>(names)
     })?;
-    let mut names = out.map_err(|message| StateError::Remote {
-        url,
-        op: "ListObjectsV2",
-        message,
+    let mut names = out.map_err(|f| match f {
+        Fail::NoBucket => no_bucket(remote),
+        Fail::Region(r) => wrong_region(remote, r),
+        Fail::Missing | Fail::Condition => StateError::Remote {
+            url,
+            op: "ListObjectsV2",
+            message: "unexpected answer".to_string(),
+        },
+        Fail::Other(message) => StateError::Remote {
+            url,
+            op: "ListObjectsV2",
+            message,
+        },
     })?;
     names.sort();
     Ok(names)
