@@ -2,7 +2,8 @@
 //! - a bucket that is not there (a mistyped `--state`, or a bucket not created yet):
 //!   every store operation is the typed `NoBucket` error naming the bucket, not "no
 //!   state yet", a lost compare-and-swap race or a lock that "kept changing"; the CLI
-//!   says the same.
+//!   says the same;
+//! - SIGINT while `enroll bundle` holds the lock: the lock object is deleted.
 
 use std::path::Path;
 
@@ -65,5 +66,116 @@ fn s3state_missing_bucket_is_a_typed_error_everywhere() {
         err.contains(MISSING) && err.contains("does not exist"),
         "{err}"
     );
+}
+
+/// SIGINT while `enroll bundle` holds an S3-backed environment's lock (here: waiting
+/// for a first server that accepts TCP and never says a word) ends the run as
+/// interrupted (130) with the lock object deleted, so the next run is not refused.
+#[test]
+fn s3state_sigint_during_enroll_releases_the_lock_object() {
+    use continuum::state::HostState;
+    use std::time::{Duration, Instant};
+
+    if !moto_available("s3state_sigint_during_enroll_releases_the_lock_object") {
+        return;
+    }
+    let moto = Moto::start();
+    crate::s3state::bucket(&moto);
+    let ws = crate::harness::Workspace::new("farm");
+    let (id, _) = crate::s3state::identity(ws.dir.path());
+    std::fs::write(
+        ws.dir.path().join("inventory.yaml"),
+        "hosts:\n  - name: srv\n    address: 127.0.0.1\n    user: root\n",
+    )
+    .expect("inventory");
+    ws.write_recipe(&["srv"], "");
+
+    // A "server" that takes connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = silent.local_addr().expect("addr").port();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in silent.incoming().take(4) {
+            conns.push(c);
+        }
+        std::thread::sleep(Duration::from_secs(60));
+    });
+
+    let mut r = Remote::parse(&format!("s3://{}/edge", crate::s3state::BUCKET)).expect("url");
+    r.endpoint = Some(moto.url());
+    r.path_style = true;
+    r.region = Some("us-east-1".to_string());
+    r.identity = Some(id.clone());
+    r.static_credentials = Some(("test".into(), Secret::new("test")));
+    let store = Store::open(&ws.state_dir(), Some(&r), "farm").expect("open");
+    let mut st = State::new("farm");
+    st.recipe = Some(ws.recipe());
+    st.cluster.init_server = Some("srv".into());
+    st.cluster.server_url = Some("https://127.0.0.1:6443".into());
+    st.hosts.insert(
+        "srv".into(),
+        HostState {
+            address: "127.0.0.1".into(),
+            port,
+            user: Some("root".into()),
+            ..HostState::default()
+        },
+    );
+    store.save(&mut st).expect("seed state");
+
+    let out = ws.dir.path().join("bundle");
+    let mut child = Continuum::new()
+        .moto(&moto)
+        .state_dir(ws.state_dir())
+        .env("CONTINUUM_STATE", r.url())
+        .env("CONTINUUM_STATE_ENDPOINT", moto.url())
+        .env("CONTINUUM_STATE_REGION", "us-east-1")
+        .env("CONTINUUM_AGE_IDENTITY", &id)
+        .args(["enroll", "bundle", "farm", "--pool", "field", "--online"])
+        .arg("--out")
+        .arg(&out)
+        .args(["--connect-timeout", "60", "--connect-attempts", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let lock_key = "edge/farm.lock";
+    let start = Instant::now();
+    while crate::s3state::raw(&moto, lock_key).is_none() {
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!("enroll ended before taking the lock: {status}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no lock object");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "enroll did not stop on SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    assert_eq!(status.code(), Some(130), "{status}: {err}");
+    assert!(
+        crate::s3state::raw(&moto, lock_key).is_none(),
+        "the lock object was left behind: {err}"
+    );
+    drop(held);
 }
 
