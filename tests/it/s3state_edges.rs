@@ -3,7 +3,8 @@
 //!   every store operation is the typed `NoBucket` error naming the bucket, not "no
 //!   state yet", a lost compare-and-swap race or a lock that "kept changing"; the CLI
 //!   says the same;
-//! - SIGINT while `enroll bundle` holds the lock: the lock object is deleted.
+//! - SIGINT while `enroll bundle` holds the lock: the lock object is deleted;
+//! - `enroll list` without the age identity.
 
 use std::path::Path;
 
@@ -179,3 +180,57 @@ fn s3state_sigint_during_enroll_releases_the_lock_object() {
     drop(held);
 }
 
+/// `enroll list` shows the pools of an S3-backed state whose secrets are sealed,
+/// without the age identity (it needs no secret), as `state show` does.
+#[test]
+fn s3state_enroll_list_needs_no_key() {
+    use continuum::state::PoolState;
+
+    if !moto_available("s3state_enroll_list_needs_no_key") {
+        return;
+    }
+    let moto = Moto::start();
+    crate::s3state::bucket(&moto);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (id, _) = crate::s3state::identity(dir.path());
+    let mut r = Remote::parse(&format!("s3://{}/pools", crate::s3state::BUCKET)).expect("url");
+    r.endpoint = Some(moto.url());
+    r.path_style = true;
+    r.region = Some("us-east-1".to_string());
+    r.identity = Some(id);
+    r.static_credentials = Some(("test".into(), Secret::new("test")));
+    let store = Store::open(dir.path(), Some(&r), "farm").expect("open");
+    let mut st = State::new("farm");
+    st.cluster.token = Secret::new("cluster-secret");
+    st.pools.insert(
+        "field".into(),
+        PoolState {
+            token_id: "abc123".into(),
+            labels: [("continuum.io/pool".to_string(), "field".to_string())].into(),
+            arch: "arm64".into(),
+            install: "online".into(),
+            created: 1,
+            expires: Some(u64::MAX / 2),
+            revoked: None,
+        },
+    );
+    store.save(&mut st).expect("seed");
+
+    let out = Continuum::new()
+        .moto(&moto)
+        .state_dir(dir.path())
+        .env("CONTINUUM_STATE", r.url())
+        .env("CONTINUUM_STATE_ENDPOINT", moto.url())
+        .env("CONTINUUM_STATE_REGION", "us-east-1")
+        .env_remove("CONTINUUM_AGE_IDENTITY")
+        .args(["enroll", "list", "farm", "--output", "json"])
+        .output();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("abc123") && text.contains("field"), "{text}");
+    assert!(!text.contains("cluster-secret"), "{text}");
+}
