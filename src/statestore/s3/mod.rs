@@ -206,13 +206,30 @@ async fn client(remote: Remote) -> Client {
         ));
     }
     let conf = loader.load().await;
-    let mut b = aws_sdk_s3::config::Builder::from(&conf)
+    Client::from_conf(s3_config(&remote, &conf))
+}
+
+/// The client configuration of `remote` on the loaded SDK configuration. With an
+/// endpoint override (MinIO, Ceph, R2, ...) checksums are computed and checked only
+/// where an operation requires one, unless AWS_REQUEST_CHECKSUM_CALCULATION /
+/// AWS_RESPONSE_CHECKSUM_VALIDATION (or the profile) say otherwise: the SDK's default
+/// adds a CRC32 to every PutObject, which a number of S3-compatible stores refuse
+/// (docs/state.md, "Addressing and precedence").
+fn s3_config(remote: &Remote, conf: &aws_config::SdkConfig) -> aws_sdk_s3::Config {
+    use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+    let mut b = aws_sdk_s3::config::Builder::from(conf)
         .force_path_style(remote.path_style)
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(3));
     if let Some(ep) = &remote.endpoint {
         b = b.endpoint_url(ep);
+        if conf.request_checksum_calculation().is_none() {
+            b = b.request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
+        }
+        if conf.response_checksum_validation().is_none() {
+            b = b.response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        }
     }
-    Client::from_conf(b.build())
+    b.build()
 }
 
 impl S3Store {

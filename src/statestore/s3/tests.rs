@@ -60,3 +60,41 @@ fn a_bucket_in_another_region_is_named_with_its_region() {
         "{e}"
     );
 }
+
+/// An S3-compatible endpoint gets checksums only where an operation requires them
+/// (the SDK's default CRC32 on every PutObject is refused by a number of such
+/// stores); AWS itself keeps the SDK's default, and a setting from the environment
+/// or profile wins.
+#[test]
+fn s3_compatible_endpoints_get_checksums_only_when_required() {
+    use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+    let base = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .build();
+    let mut minio = crate::statestore::Remote::parse("s3://team-state").expect("url");
+    minio.endpoint = Some("https://minio.example.org:9000".into());
+    let c = super::s3_config(&minio, &base);
+    assert_eq!(
+        c.request_checksum_calculation(),
+        Some(&RequestChecksumCalculation::WhenRequired)
+    );
+    assert_eq!(
+        c.response_checksum_validation(),
+        Some(&ResponseChecksumValidation::WhenRequired)
+    );
+    let aws = crate::statestore::Remote::parse("s3://team-state").expect("url");
+    let c = super::s3_config(&aws, &base);
+    assert_ne!(
+        c.request_checksum_calculation(),
+        Some(&RequestChecksumCalculation::WhenRequired)
+    );
+    let chosen = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .request_checksum_calculation(RequestChecksumCalculation::WhenSupported)
+        .build();
+    let c = super::s3_config(&minio, &chosen);
+    assert_eq!(
+        c.request_checksum_calculation(),
+        Some(&RequestChecksumCalculation::WhenSupported)
+    );
+}
