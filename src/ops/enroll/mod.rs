@@ -39,7 +39,7 @@ pub enum EnrollError {
         why: String,
     },
     #[error(
-        "--ttl `{0}` is not a duration above zero such as 30m, 24h or 7d (a pool's token must expire)"
+        "--ttl `{0}` is not a duration above zero and at most 106751d (what k3s can hold), such as 30m, 24h or 7d (a pool's token must expire)"
     )]
     Ttl(String),
     #[error("`{env}` has no running cluster in its state (run `continuum up` first)")]
