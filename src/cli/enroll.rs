@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Subcommand;
 
+use super::exit::until_signal;
 use super::output::Printer;
 use super::{Cli, ConnArgs};
 use crate::ops::enroll::{self, InstallChoice, PoolRequest};
@@ -86,12 +87,12 @@ pub async fn run(cli: &Cli, printer: &Printer, cmd: &EnrollCmd) -> Result<()> {
                 },
                 out: out.clone(),
             };
-            let report = enroll::bundle(env, &req, &settings).await?;
+            let report = until_signal(enroll::bundle(env, &req, &settings)).await?;
             printer.enroll_bundle(&report);
         }
         EnrollCmd::Revoke { env, pool, conn } => {
             let settings = cli.settings_env(env, Some(conn))?;
-            let report = enroll::revoke(env, pool, &settings).await?;
+            let report = until_signal(enroll::revoke(env, pool, &settings)).await?;
             printer.enroll_revoke(&report);
         }
         EnrollCmd::List { env } => {

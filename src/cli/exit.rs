@@ -29,25 +29,25 @@ pub struct NeedsYes;
 /// which signal it was (130 or 143).
 pub(crate) fn cancel_on_signals() -> CancellationToken {
     use std::sync::atomic::Ordering;
+    use tokio::signal::unix::{SignalKind, signal};
     let token = CancellationToken::new();
     let t = token.clone();
+    // Registered here, before the task first runs: from now on the signals no longer
+    // end the process (whose lock, an S3 object, would stay behind).
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
     tokio::spawn(async move {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
                     s.recv().await;
                 }
-                Err(_) => std::future::pending::<()>().await,
+                None => std::future::pending::<()>().await,
             }
         };
         let sig = tokio::select! {
-            r = tokio::signal::ctrl_c() => {
-                if r.is_err() {
-                    std::future::pending::<()>().await;
-                }
-                2
-            }
-            () = term => 15,
+            () = wait(int.take()) => 2,
+            () = wait(term.take()) => 15,
         };
         CANCELLED_BY.store(sig, Ordering::SeqCst);
         tracing::warn!(
@@ -57,6 +57,21 @@ pub(crate) fn cancel_on_signals() -> CancellationToken {
         t.cancel();
     });
     token
+}
+
+/// Run `op`, which holds an environment's lock, until it ends or SIGINT/SIGTERM
+/// arrives. On a signal `op` is dropped where it waits, which releases the lock on the
+/// way out (an S3 lock object is deleted), and the run ends as interrupted (130/143).
+/// Without this the signal's default action would end the process with the lock
+/// object left in the bucket, refusing every later run until `state unlock --force`.
+pub(crate) async fn until_signal<T>(
+    op: impl std::future::Future<Output = Result<T, ops::OpsError>>,
+) -> Result<T, ops::OpsError> {
+    let cancel = cancel_on_signals();
+    tokio::select! {
+        r = op => r,
+        () = cancel.cancelled() => Err(ops::OpsError::Interrupted),
+    }
 }
 
 /// Map an error chain to the documented exit code.

@@ -232,6 +232,8 @@ impl Cli {
             Command::Env(env::EnvCmd::Down { .. }) => "down",
             Command::Nodes(_) => "nodes remove",
             Command::State(_) => "state migrate",
+            Command::Enroll(enroll::EnrollCmd::Bundle { .. }) => "enroll bundle",
+            Command::Enroll(enroll::EnrollCmd::Revoke { .. }) => "enroll revoke",
             _ => "continuum",
         }
     }
@@ -266,4 +268,50 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    /// The lock record names the command that holds it (`state unlock` shows it to
+    /// whoever is refused), enrolment included.
+    #[test]
+    fn locking_commands_are_named_in_the_lock() {
+        for (args, name) in [
+            (
+                &[
+                    "continuum",
+                    "enroll",
+                    "bundle",
+                    "farm",
+                    "--pool",
+                    "p",
+                    "--out",
+                    "d",
+                ][..],
+                "enroll bundle",
+            ),
+            (
+                &["continuum", "enroll", "revoke", "farm", "--pool", "p"][..],
+                "enroll revoke",
+            ),
+            (
+                &[
+                    "continuum",
+                    "state",
+                    "migrate",
+                    "farm",
+                    "--from",
+                    "a",
+                    "--to",
+                    "b",
+                ][..],
+                "state migrate",
+            ),
+        ] {
+            let cli = super::Cli::try_parse_from(args).expect("parse");
+            assert_eq!(cli.command_name(), name, "{args:?}");
+        }
+    }
 }

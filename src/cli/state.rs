@@ -63,7 +63,17 @@ pub fn run(cli: &Cli, printer: &Printer, cmd: &StateCmd) -> Result<()> {
                 })
             };
             let (from, to) = (with_options(from)?, with_options(to)?);
-            let r = ops::statecmd::migrate(env, &from, &to, *keep_source, &settings.state_dir)?;
+            // A signal stops the migration between its steps, with both locks released
+            // (`ops::statecmd::migrate`), instead of ending the process with them held.
+            let cancel = super::exit::cancel_on_signals();
+            let r = ops::statecmd::migrate(
+                env,
+                &from,
+                &to,
+                *keep_source,
+                &settings.state_dir,
+                &|| cancel.is_cancelled(),
+            )?;
             printer.migrated(&r);
         }
     }

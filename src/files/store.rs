@@ -72,6 +72,21 @@ pub enum StateError {
         op: &'static str,
         message: String,
     },
+    #[error(
+        "S3 bucket `{bucket}` for state at {url} does not exist at {endpoint} (or is not visible with these credentials and region); create it, or fix --state"
+    )]
+    NoBucket {
+        bucket: String,
+        url: String,
+        endpoint: String,
+    },
+    #[error("S3 bucket `{bucket}` for state at {url} is not in region {used}; {hint}")]
+    BucketRegion {
+        bucket: String,
+        url: String,
+        used: String,
+        hint: String,
+    },
     #[error("state object {url} is corrupt")]
     RemoteCorrupt {
         url: String,

@@ -73,14 +73,24 @@ fn same(a: &State, b: &State) -> bool {
 }
 
 /// Move `env`'s state from `from` to `to`. The controller's own files stay in
-/// `files_dir` (`--state-dir`).
+/// `files_dir` (`--state-dir`). `stop` is asked between the steps (a signal): when it
+/// says so the migration ends there as `Interrupted`, its locks released, and a run
+/// again resumes it.
 pub fn migrate(
     env: &str,
     from: &Location,
     to: &Location,
     keep_source: bool,
     files_dir: &Path,
+    stop: &dyn Fn() -> bool,
 ) -> Result<Migrated, OpsError> {
+    let step = || {
+        if stop() {
+            Err(OpsError::Interrupted)
+        } else {
+            Ok(())
+        }
+    };
     let refuse = |reason: String| StateError::Migrate {
         env: env.to_string(),
         reason,
@@ -91,7 +101,9 @@ pub fn migrate(
     let src = Store::at(from, files_dir, env)?;
     let dst = Store::at(to, files_dir, env)?;
     let _src_lock = src.lock()?;
+    step()?;
     let _dst_lock = dst.lock()?;
+    step()?;
     let mut report = Migrated {
         env: env.to_string(),
         from: src.location(),
@@ -102,6 +114,7 @@ pub fn migrate(
     };
     let source = src.load()?;
     let existing = dst.load()?;
+    step()?;
     let source = match (source, existing) {
         (None, Some(d)) => {
             // A run that stopped after removing the source: done.
@@ -135,6 +148,7 @@ pub fn migrate(
             s
         }
     };
+    step()?;
     let back = Store::at(to, files_dir, env)?.load()?;
     match back {
         Some(b) if same(&source, &b) => report.serial = b.serial,
@@ -147,8 +161,60 @@ pub fn migrate(
         }
     }
     if !keep_source {
+        step()?;
         src.remove_state()?;
         report.source_removed = true;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// A signal between two steps ends the migration there with both locks released
+    /// and the source intact; the next run completes it.
+    #[test]
+    fn an_interrupted_migration_releases_its_locks_and_resumes() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        std::fs::create_dir_all(&a).expect("a");
+        let src = Store::open(&a, None, "farm").expect("src");
+        let mut st = State::new("farm");
+        st.cluster.server_url = Some("https://10.0.0.1:6443".into());
+        src.save(&mut st).expect("save");
+        let (from, to) = (Location::Dir(a.clone()), Location::Dir(b.clone()));
+        for stop_after in 0..5 {
+            let asked = Cell::new(0);
+            let stop = || {
+                asked.set(asked.get() + 1);
+                asked.get() > stop_after
+            };
+            let r = migrate("farm", &from, &to, false, tmp.path(), &stop);
+            assert!(
+                matches!(r, Err(OpsError::Interrupted)),
+                "stop after {stop_after}: {r:?}"
+            );
+            // Both locks are free again and the source is still there.
+            drop(src.lock().expect("source lock released"));
+            drop(
+                Store::open(&b, None, "farm")
+                    .and_then(|s| s.lock())
+                    .expect("destination lock released"),
+            );
+            assert!(src.load().expect("load").is_some(), "source kept");
+        }
+        let done = migrate("farm", &from, &to, false, tmp.path(), &|| false).expect("resume");
+        assert!(done.source_removed);
+        assert!(src.load().expect("load").is_none());
+        let moved = Store::open(&b, None, "farm")
+            .expect("dst")
+            .load()
+            .expect("load");
+        assert_eq!(
+            moved.and_then(|s| s.cluster.server_url).as_deref(),
+            Some("https://10.0.0.1:6443")
+        );
+    }
 }

@@ -85,6 +85,11 @@ pub fn config_yaml(spec: &PoolSpec<'_>) -> String {
     s
 }
 
+/// In a bundle for 32-bit ARM: a 64-bit ARM kernel runs 32-bit ARM programs, and
+/// 32-bit Raspberry Pi OS runs on one on a Pi 5 (and a Pi 4 with `arm_64bit=1`), where
+/// `uname -m` says aarch64.
+const ARM_ON_ARM64: &str = "if [ \"$have\" = arm64 ]; then have=arm; bin=k3s-armhf; fi\n";
+
 /// The install part of the script, per install mode.
 fn install_block(spec: &PoolSpec<'_>) -> String {
     let version = sq(spec.version);
@@ -105,7 +110,7 @@ case "$(uname -m)" in
   armv7l|armv7*) have=arm; bin=k3s-armhf ;;
   *) fail "this machine is $(uname -m); k3s has no build for it" ;;
 esac
-[ "$have" = {arch} ] || fail "this bundle holds k3s for {arch}, but this machine is $have; make a bundle with --arch $have"
+{compat}[ "$have" = {arch} ] || fail "this bundle holds k3s for {arch}, but this machine is $have; make a bundle with --arch $have"
 [ -f "$DIR/$bin" ] && [ -f "$DIR/install.sh" ] || fail "$DIR lacks $bin or install.sh: copy the whole bundle there"
 BIN_DIR=/usr/local/bin
 if ! ( mkdir -p "$BIN_DIR" && touch "$BIN_DIR/.continuum-w" && rm -f "$BIN_DIR/.continuum-w" ) 2>/dev/null; then
@@ -119,6 +124,7 @@ mv "$BIN_DIR/k3s.continuum-new" "$BIN_DIR/k3s"
   INSTALL_K3S_BIN_DIR="$BIN_DIR" sh "$DIR/install.sh"
 "#,
                 arch = arch,
+                compat = if arch == "arm" { ARM_ON_ARM64 } else { "" },
             )
         }
         PoolInstall::Online { script_url } => format!(
@@ -493,5 +499,50 @@ mod tests {
             },
         );
         assert!(script(&s).contains(r"'https://example.org/x'\''y'"));
+    }
+
+    /// Which k3s build the bundle script picks on a machine whose `uname -m` is
+    /// `machine`: the script's architecture check run by sh with a stub `uname`.
+    fn picked(arch: &str, machine: &str) -> String {
+        let install = PoolInstall::Bundle {
+            arch: arch.into(),
+            images: None,
+        };
+        let l = labels();
+        let block = install_block(&spec(&l, install));
+        let start = block.find("case \"$(uname -m)\"").expect("case");
+        let end = block.find("[ -f \"$DIR/$bin\" ]").expect("check");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let stub = tmp.path().join("uname");
+        std::fs::write(&stub, format!("#!/bin/sh\necho {machine}\n")).expect("stub");
+        std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let script = format!(
+            "set -eu\nfail() {{ echo \"refused: $*\"; exit 0; }}\n{}echo \"$have $bin\"\n",
+            &block[start..end]
+        );
+        let path = format!(
+            "{}:{}",
+            tmp.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env("PATH", path)
+            .output()
+            .expect("sh");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// 32-bit Raspberry Pi OS on a Pi 5 runs a 64-bit kernel (`uname -m`: aarch64)
+    /// under its 32-bit userland: an `--arch arm` bundle installs there.
+    #[test]
+    fn an_arm_bundle_installs_on_a_64_bit_arm_kernel() {
+        assert_eq!(picked("arm", "aarch64"), "arm k3s-armhf");
+        assert_eq!(picked("arm", "armv7l"), "arm k3s-armhf");
+        assert_eq!(picked("arm64", "aarch64"), "arm64 k3s-arm64");
+        assert!(picked("arm64", "armv7l").starts_with("refused:"));
+        assert!(picked("amd64", "aarch64").starts_with("refused:"));
+        assert!(picked("arm", "x86_64").starts_with("refused:"));
     }
 }

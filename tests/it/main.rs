@@ -25,5 +25,7 @@ mod oscar_e2e;
 mod recipes;
 #[cfg(feature = "aws")]
 mod s3state;
+#[cfg(feature = "aws")]
+mod s3state_edges;
 mod secrets_audit;
 mod upgrade;

@@ -28,7 +28,7 @@ use crate::harness::{
     poll_until, text,
 };
 
-const BUCKET: &str = "team-state";
+pub(crate) const BUCKET: &str = "team-state";
 const REGION: &str = "us-east-1";
 
 fn rt() -> tokio::runtime::Runtime {
@@ -39,7 +39,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 /// A raw S3 client on the emulator, to set up the bucket and read objects as stored.
-fn s3(moto: &Moto) -> (tokio::runtime::Runtime, aws_sdk_s3::Client) {
+pub(crate) fn s3(moto: &Moto) -> (tokio::runtime::Runtime, aws_sdk_s3::Client) {
     let rt = rt();
     let client = rt.block_on(async {
         let creds = aws_sdk_s3::config::Credentials::new("test", "test", None, None, "static");
@@ -55,14 +55,14 @@ fn s3(moto: &Moto) -> (tokio::runtime::Runtime, aws_sdk_s3::Client) {
     (rt, client)
 }
 
-fn bucket(moto: &Moto) {
+pub(crate) fn bucket(moto: &Moto) {
     let (rt, c) = s3(moto);
     rt.block_on(c.create_bucket().bucket(BUCKET).send())
         .expect("create bucket");
 }
 
 /// The object as stored (None: absent).
-fn raw(moto: &Moto, key: &str) -> Option<String> {
+pub(crate) fn raw(moto: &Moto, key: &str) -> Option<String> {
     let (rt, c) = s3(moto);
     rt.block_on(async {
         let out = c.get_object().bucket(BUCKET).key(key).send().await.ok()?;
@@ -77,7 +77,7 @@ fn stdout(out: &std::process::Output) -> String {
 }
 
 /// A fresh age identity in `dir`; returns its file and its recipient.
-fn identity(dir: &Path) -> (PathBuf, String) {
+pub(crate) fn identity(dir: &Path) -> (PathBuf, String) {
     use age::secrecy::ExposeSecret;
     let id = age::x25519::Identity::generate();
     let path = dir.join("team.agekey");

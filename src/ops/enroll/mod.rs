@@ -39,7 +39,7 @@ pub enum EnrollError {
         why: String,
     },
     #[error(
-        "--ttl `{0}` is not a duration above zero such as 30m, 24h or 7d (a pool's token must expire)"
+        "--ttl `{0}` is not a duration above zero and at most 106751d (what k3s can hold), such as 30m, 24h or 7d (a pool's token must expire)"
     )]
     Ttl(String),
     #[error("`{env}` has no running cluster in its state (run `continuum up` first)")]
@@ -434,8 +434,16 @@ fn known_pools(state: &State) -> String {
 }
 
 /// `continuum enroll list ENV`: the pools state records, with their condition now.
+/// Reads the state without its secrets, so a teammate without the age identity of an
+/// S3-backed state can list the pools too.
 pub fn list(env: &str, settings: &Settings) -> Result<Vec<PoolRow>, OpsError> {
-    let state = settings.store(env)?.load_existing()?;
+    let store = settings.store(env)?;
+    let state = store
+        .load_public()?
+        .ok_or_else(|| crate::files::StateError::NotFoundAt {
+            env: env.to_string(),
+            url: store.location(),
+        })?;
     let now = crate::state::now();
     Ok(state
         .pools

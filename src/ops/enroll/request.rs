@@ -11,8 +11,14 @@ use crate::recipe::validators;
 /// The label every node of a pool registers with; `status` finds enrolled nodes by it.
 pub const POOL_LABEL: &str = "continuum.io/pool";
 
+/// The longest TTL k3s can take: `--ttl` is a Go `time.Duration`, an int64 count of
+/// nanoseconds (at most about 292 years; Go's `time` package documentation).
+pub const MAX_TTL_SECS: u64 = i64::MAX as u64 / 1_000_000_000;
+
 /// Parse `--ttl`: a positive number of `s`, `m`, `h` or `d` (several may follow each
-/// other: `1h30m`). Zero, which would make k3s's token never expire, is refused.
+/// other: `1h30m`). Zero, which would make k3s's token never expire, is refused, and
+/// so is more than k3s's duration can hold (`MAX_TTL_SECS`), which k3s would refuse
+/// only after continuum connected to the server.
 pub fn parse_ttl(text: &str) -> Result<Duration, EnrollError> {
     let bad = || EnrollError::Ttl(text.to_string());
     let mut total: u64 = 0;
@@ -36,7 +42,7 @@ pub fn parse_ttl(text: &str) -> Result<Duration, EnrollError> {
             .ok_or_else(bad)?;
         num.clear();
     }
-    if !num.is_empty() || total == 0 {
+    if !num.is_empty() || total == 0 || total > MAX_TTL_SECS {
         return Err(bad());
     }
     Ok(Duration::from_secs(total))
@@ -113,6 +119,10 @@ mod tests {
         assert_eq!(parse_ttl("1h30m").ok(), Some(Duration::from_secs(5_400)));
         assert_eq!(parse_ttl("7d").ok(), Some(Duration::from_secs(604_800)));
         assert_eq!(parse_ttl("45s").ok(), Some(Duration::from_secs(45)));
+        assert_eq!(
+            parse_ttl("106751d").ok(),
+            Some(Duration::from_secs(106_751 * 86_400))
+        );
         for bad in [
             "",
             "0",
@@ -123,6 +133,9 @@ mod tests {
             "1.5h",
             "1w",
             "99999999999999999999d",
+            // Fits in u64 seconds, not in Go's int64 nanoseconds.
+            "106752d",
+            "213503982334600d",
         ] {
             assert!(parse_ttl(bad).is_err(), "{bad}");
         }

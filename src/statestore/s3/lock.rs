@@ -112,6 +112,8 @@ impl S3Store {
                     }
                 }
                 Err(Fail::Missing) => {}
+                Err(Fail::NoBucket) => return Err(self.no_bucket()),
+                Err(Fail::Region(r)) => return Err(super::wrong_region(&self.inner.remote, r)),
                 Err(Fail::Other(m)) => return Err(self.lock_err("PutObject", m)),
             }
         }
@@ -131,6 +133,8 @@ impl S3Store {
                         "the lock changed hands while it was being broken; look again".into(),
                     ));
                 }
+                Err(Fail::NoBucket) => return Err(self.no_bucket()),
+                Err(Fail::Region(r)) => return Err(super::wrong_region(&self.inner.remote, r)),
                 Err(Fail::Other(m)) => return Err(self.lock_err("DeleteObject", m)),
             }
         }
@@ -153,6 +157,10 @@ impl Drop for S3Lock {
             Ok(Ok(()) | Err(Fail::Missing)) => {}
             Ok(Err(Fail::Condition)) => tracing::warn!(
                 "{}: the lock was broken and taken by another run; left it alone",
+                store.inner.remote.url()
+            ),
+            Ok(Err(Fail::NoBucket | Fail::Region(_))) => tracing::warn!(
+                "{}: cannot release the lock: the bucket is gone or moved",
                 store.inner.remote.url()
             ),
             Ok(Err(Fail::Other(m))) => {

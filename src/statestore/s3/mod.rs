@@ -20,18 +20,21 @@
 //! own and each call waits for its answer on a channel; that runtime is shut down in
 //! the background when the last handle goes.
 
+mod fail;
 mod lock;
 mod seal;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use fail::{Fail, fail, no_bucket, wrong_region};
 pub use lock::S3Lock;
 use seal::{Sealed, read_identity};
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -100,32 +103,6 @@ pub struct S3Store {
     inner: Arc<Inner>,
 }
 
-/// How an S3 call failed, as far as the store cares.
-enum Fail {
-    /// 404 / NoSuchKey.
-    Missing,
-    /// 412 PreconditionFailed or 409 ConditionalRequestConflict: lost a race.
-    Condition,
-    Other(String),
-}
-
-fn fail<E>(e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Fail
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    if let SdkError::ServiceError(se) = &e {
-        let status = se.raw().status().as_u16();
-        let code = se.err().code().unwrap_or_default();
-        if status == 404 || code == "NoSuchKey" {
-            return Fail::Missing;
-        }
-        if status == 412 || status == 409 || code == "PreconditionFailed" {
-            return Fail::Condition;
-        }
-    }
-    Fail::Other(crate::error_chain(&e))
-}
-
 fn runtime(url: &str) -> Result<Rt, StateError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -159,16 +136,21 @@ fn block<T: Send + 'static>(
     rx.recv().map_err(|_| gone())
 }
 
+/// The region the client signs for: the location's, else AWS_REGION, else us-east-1.
+fn region(remote: &Remote) -> String {
+    remote
+        .region
+        .clone()
+        .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
+        .unwrap_or_else(|| "us-east-1".to_string())
+}
+
 /// The S3 client for `remote`: the project's loader (timeouts), the standard
 /// credential chain, the endpoint and path-style overrides, and the SDK's standard
 /// retries (safe here: a retried conditional write either succeeds or loses the
 /// compare-and-swap, which the merge handles).
 async fn client(remote: Remote) -> Client {
-    let region = remote
-        .region
-        .clone()
-        .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
-        .unwrap_or_else(|| "us-east-1".to_string());
+    let region = region(&remote);
     let mut loader = crate::aws::sdk::loader(&region);
     if let Some((key, secret)) = &remote.static_credentials {
         loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
@@ -180,13 +162,30 @@ async fn client(remote: Remote) -> Client {
         ));
     }
     let conf = loader.load().await;
-    let mut b = aws_sdk_s3::config::Builder::from(&conf)
+    Client::from_conf(s3_config(&remote, &conf))
+}
+
+/// The client configuration of `remote` on the loaded SDK configuration. With an
+/// endpoint override (MinIO, Ceph, R2, ...) checksums are computed and checked only
+/// where an operation requires one, unless AWS_REQUEST_CHECKSUM_CALCULATION /
+/// AWS_RESPONSE_CHECKSUM_VALIDATION (or the profile) say otherwise: the SDK's default
+/// adds a CRC32 to every PutObject, which a number of S3-compatible stores refuse
+/// (docs/state.md, "Addressing and precedence").
+fn s3_config(remote: &Remote, conf: &aws_config::SdkConfig) -> aws_sdk_s3::Config {
+    use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+    let mut b = aws_sdk_s3::config::Builder::from(conf)
         .force_path_style(remote.path_style)
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(3));
     if let Some(ep) = &remote.endpoint {
         b = b.endpoint_url(ep);
+        if conf.request_checksum_calculation().is_none() {
+            b = b.request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
+        }
+        if conf.response_checksum_validation().is_none() {
+            b = b.response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        }
     }
-    Client::from_conf(b.build())
+    b.build()
 }
 
 impl S3Store {
@@ -269,6 +268,10 @@ impl S3Store {
         }
     }
 
+    fn no_bucket(&self) -> StateError {
+        no_bucket(&self.inner.remote)
+    }
+
     /// GET an object: its body and ETag, or `None` when absent.
     fn get(&self, key: String) -> Result<Option<(Vec<u8>, String)>, StateError> {
         let client = self.inner.client.clone();
@@ -290,6 +293,8 @@ impl S3Store {
             Ok(x) => Ok(Some(x)),
             Err(Fail::Missing) => Ok(None),
             Err(Fail::Condition) => Err(self.remote_err("GetObject", "precondition".into())),
+            Err(Fail::NoBucket) => Err(self.no_bucket()),
+            Err(Fail::Region(r)) => Err(wrong_region(&self.inner.remote, r)),
             Err(Fail::Other(m)) => Err(self.remote_err("GetObject", m)),
         }
     }
@@ -471,6 +476,8 @@ impl S3Store {
                     // If-Match on an object deleted meanwhile.
                     self.set_base(None);
                 }
+                Err(Fail::NoBucket) => return Err(self.no_bucket()),
+                Err(Fail::Region(r)) => return Err(wrong_region(&self.inner.remote, r)),
                 Err(Fail::Other(m)) => return Err(self.remote_err("PutObject", m)),
             }
         }
@@ -503,6 +510,8 @@ impl S3Store {
                 Ok(())
             }
             Err(Fail::Condition) => Err(self.remote_err("DeleteObject", "precondition".into())),
+            Err(Fail::NoBucket) => Err(self.no_bucket()),
+            Err(Fail::Region(r)) => Err(wrong_region(&self.inner.remote, r)),
             Err(Fail::Other(m)) => Err(self.remote_err("DeleteObject", m)),
         }
     }
@@ -523,7 +532,7 @@ pub fn list(remote: &Remote) -> Result<Vec<String>, StateError> {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| crate::error_chain(&e))?;
+            let page = page.map_err(fail)?;
             for o in page.contents() {
                 let name = o
                     .key()
@@ -538,12 +547,21 @@ pub fn list(remote: &Remote) -> Result<Vec<String>, StateError> {
                 }
             }
         }
-        Ok::<_, String>(names)
+        Ok::<_, Fail>(names)
     })?;
-    let mut names = out.map_err(|message| StateError::Remote {
-        url,
-        op: "ListObjectsV2",
-        message,
+    let mut names = out.map_err(|f| match f {
+        Fail::NoBucket => no_bucket(remote),
+        Fail::Region(r) => wrong_region(remote, r),
+        Fail::Missing | Fail::Condition => StateError::Remote {
+            url,
+            op: "ListObjectsV2",
+            message: "unexpected answer".to_string(),
+        },
+        Fail::Other(message) => StateError::Remote {
+            url,
+            op: "ListObjectsV2",
+            message,
+        },
     })?;
     names.sort();
     Ok(names)
