@@ -82,7 +82,8 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
                 _ if e.is_host_key() => HOST_KEY,
                 ops::OpsError::State(
                     crate::files::StateError::Locked { .. }
-                    | crate::files::StateError::RemoteLocked { .. },
+                    | crate::files::StateError::RemoteLocked { .. }
+                    | crate::files::StateError::LockLost { .. },
                 ) => LOCKED,
                 ops::OpsError::Partial { .. } => PARTIAL,
                 ops::OpsError::Cloud(crate::aws::provision::ProvisionError::Invalid(_))
@@ -107,7 +108,9 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
             return INVALID;
         }
         if let Some(
-            crate::files::StateError::Locked { .. } | crate::files::StateError::RemoteLocked { .. },
+            crate::files::StateError::Locked { .. }
+            | crate::files::StateError::RemoteLocked { .. }
+            | crate::files::StateError::LockLost { .. },
         ) = cause.downcast_ref::<crate::files::StateError>()
         {
             return LOCKED;

@@ -105,18 +105,20 @@ pub enum StateError {
         unlock: String,
     },
     #[error(
+        "environment `{env}` in {url}: this run's lock was broken and is now held by {holder}; the last change was saved (merged), and this run stops so that two runs do not work on one environment"
+    )]
+    LockLost {
+        env: String,
+        url: String,
+        holder: String,
+    },
+    #[error(
         "environment `{env}` in {url}: the state object kept changing under this writer ({attempts} compare-and-swap attempts); nothing was overwritten, try again"
     )]
     Conflict {
         env: String,
         url: String,
         attempts: u32,
-    },
-    #[error("the lock of environment `{env}` in {url} is no longer ours: {detail}")]
-    LockLost {
-        env: String,
-        url: String,
-        detail: String,
     },
     #[error("environment `{env}` in {url}: {need} (docs/state.md, \"Secrets\")")]
     NoKey {

@@ -179,9 +179,12 @@ done
 if [ -n "$CMDLINE" ]; then
   line=$(head -n 1 "$CMDLINE")
   new=
+  # Split into words, without expanding a `*` or `?` a kernel argument may hold.
+  set -f
   for w in $line; do
     [ "$w" = cgroup_disable=memory ] || new="$new $w"
   done
+  set +f
   for w in {pi}; do
     case " $new " in *" $w "*) ;; *) new="$new $w" ;; esac
   done

@@ -180,6 +180,53 @@ fn s3_forced_race_of_state_writes_loses_no_update() {
     assert!(last.serial >= 12, "serial {}", last.serial);
 }
 
+/// A run whose lock was broken (`state unlock --force`) and taken by another run
+/// learns it at its first save after the other run wrote: that save still lands
+/// (merged: no update lost), then fails naming the new holder, and so does every
+/// later save, so the run stops instead of working beside the other.
+#[test]
+fn s3_a_run_whose_lock_was_broken_stops_at_its_next_save() {
+    if !moto_available("s3_a_run_whose_lock_was_broken_stops_at_its_next_save") {
+        return;
+    }
+    let moto = Moto::start();
+    bucket(&moto);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (id, _) = identity(dir.path());
+    let mut ra = remote(&moto, "broken", Some(&id));
+    ra.command = "up (old run)".into();
+    let mut rb = remote(&moto, "broken", Some(&id));
+    rb.command = "up (new run)".into();
+    let a = Store::open(dir.path(), Some(&ra), "farm").expect("open a");
+    let b = Store::open(dir.path(), Some(&rb), "farm").expect("open b");
+    let lock_a = a.lock().expect("a locks");
+    let mut sa = State::new("farm");
+    sa.resources.insert("res/a0".into(), resource("a"));
+    a.save(&mut sa).expect("a saves under its lock");
+
+    // Someone decides run A is gone: breaks its lock, and run B takes over.
+    assert!(b.holder(true).expect("unlock --force").broken);
+    let _lock_b = b.lock().expect("b locks");
+    let mut sb = b.load().expect("load b").expect("state");
+    sb.resources.insert("res/b0".into(), resource("b"));
+    b.save(&mut sb).expect("b saves");
+
+    sa.resources.insert("res/a1".into(), resource("a"));
+    let e = a.save(&mut sa).expect_err("a learns its lock is gone");
+    assert!(matches!(e, StateError::LockLost { .. }), "{e}");
+    assert!(e.to_string().contains("up (new run)"), "{e}");
+    sa.resources.insert("res/a2".into(), resource("a"));
+    let e = a.save(&mut sa).expect_err("and stays stopped");
+    assert!(matches!(e, StateError::LockLost { .. }), "{e}");
+    let last = b.load().expect("load").expect("state");
+    for id in ["res/a0", "res/a1", "res/a2", "res/b0"] {
+        assert!(last.resources.contains_key(id), "{id} lost");
+    }
+    // A's lock, dropped now, leaves B's alone.
+    drop(lock_a);
+    assert!(raw(&moto, "broken/farm.lock").is_some_and(|l| l.contains("new run")));
+}
+
 /// Secrets are age-encrypted in the object; the rest reads without the key; loading
 /// the secrets without the key is a typed error naming what is needed.
 #[test]
@@ -250,6 +297,68 @@ fn s3_secrets_are_not_in_clear_in_the_object() {
         no_recipient.save(&mut fresh),
         Err(StateError::NoKey { .. })
     ));
+}
+
+/// The state lives in S3 because the recipe says so: `up` (the device switched off)
+/// leaves a note on the controller, so `status` and `down` by the environment's name
+/// alone reach the S3 state, and the teardown finishes; the note goes with the state.
+#[test]
+fn s3_state_from_the_recipe_is_found_by_name_for_status_and_down() {
+    if !moto_available("s3_state_from_the_recipe_is_found_by_name_for_status_and_down") {
+        return;
+    }
+    let moto = Moto::start();
+    bucket(&moto);
+    let ws = Workspace::new("noted");
+    let (id, _) = identity(ws.dir.path());
+    // Loopback, a port nobody listens on: the device is off.
+    std::fs::write(
+        ws.dir.path().join("inventory.yaml"),
+        "hosts:\n  - name: n1\n    address: 127.0.0.1\n    port: 1\n    user: ops\n",
+    )
+    .expect("inventory");
+    ws.write_recipe(
+        &["n1"],
+        &format!(
+            "state:\n  url: s3://{BUCKET}/noted\n  endpoint: {}\n  region: {REGION}\n",
+            moto.url()
+        ),
+    );
+    let run = || {
+        Continuum::new()
+            .moto(&moto)
+            .state_dir(ws.state_dir())
+            .kubeconfig(ws.kubeconfig())
+            .env("CONTINUUM_AGE_IDENTITY", &id)
+            .current_dir(ws.dir.path())
+    };
+    let up = run()
+        .args([
+            "up",
+            "recipe.yaml",
+            "--yes",
+            "--connect-timeout",
+            "2",
+            "--connect-attempts",
+            "1",
+        ])
+        .output();
+    assert!(!up.status.success(), "{}", text(&up));
+    assert!(raw(&moto, "noted/noted.json").is_some(), "state in S3");
+    let note = ws.state_dir().join("noted.remote.json");
+    let noted = std::fs::read_to_string(&note).expect("the note");
+    assert!(noted.contains("s3://team-state/noted") && !noted.contains("AGE-SECRET"));
+    assert!(!ws.state_file().exists(), "no local state");
+
+    let status = run().args(["status", "noted"]).output();
+    assert_ok(&status, "status by name");
+    assert!(text(&status).contains("offline"), "{}", text(&status));
+    let down = run().args(["down", "noted", "--yes"]).output();
+    assert_ok(&down, "down by name, the device off");
+    assert!(raw(&moto, "noted/noted.json").is_none(), "state removed");
+    assert!(!note.exists(), "the note goes with the state");
+    let gone = run().args(["status", "noted"]).output();
+    assert!(text(&gone).contains("--state s3://"), "{}", text(&gone));
 }
 
 /// A held lock refuses `up` from another controller, naming the holder and the

@@ -60,6 +60,52 @@ impl S3Store {
         Ok(Some((record, etag)))
     }
 
+    /// Who holds the lock now, when this store's run took it and has lost it
+    /// (broken with `state unlock --force`, perhaps taken by another run); `None`
+    /// while it is still ours or when this store holds no lock.
+    pub(super) fn lock_taken_over(&self) -> Result<Option<String>, StateError> {
+        let Some(mine) = self.held_lock() else {
+            return Ok(None);
+        };
+        Ok(match self.read_lock()? {
+            Some((_, etag)) if etag == mine => None,
+            Some((held, _)) => Some(held.holder()),
+            None => Some("nobody (the lock object was deleted)".to_string()),
+        })
+    }
+
+    pub(super) fn lost_to(&self) -> Option<String> {
+        self.inner
+            .lost_to
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(super) fn set_lost_to(&self, holder: Option<String>) {
+        *self
+            .inner
+            .lost_to
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = holder;
+    }
+
+    fn held_lock(&self) -> Option<String> {
+        self.inner
+            .held_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_held_lock(&self, etag: Option<String>) {
+        *self
+            .inner
+            .held_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = etag;
+    }
+
     /// Create the lock object, or fail naming who holds it.
     pub fn lock(&self) -> Result<S3Lock, StateError> {
         let record = LockRecord {
@@ -83,6 +129,7 @@ impl S3Store {
         for _ in 0..2 {
             match self.put(self.lock_key(), body.clone(), None)? {
                 Ok(etag) => {
+                    self.set_held_lock(Some(etag.clone()));
                     return Ok(S3Lock {
                         inner: self.inner.clone(),
                         etag,
@@ -96,6 +143,7 @@ impl S3Store {
                     {
                         // Our own PUT: it succeeded, its answer was lost and the
                         // retry was refused.
+                        self.set_held_lock(Some(etag.clone()));
                         return Ok(S3Lock {
                             inner: self.inner.clone(),
                             etag: etag.clone(),
@@ -153,6 +201,7 @@ impl Drop for S3Lock {
         let store = S3Store {
             inner: self.inner.clone(),
         };
+        store.set_held_lock(None);
         match store.delete_key(store.lock_key(), Some(self.etag.clone())) {
             Ok(Ok(()) | Err(Fail::Missing)) => {}
             Ok(Err(Fail::Condition)) => tracing::warn!(

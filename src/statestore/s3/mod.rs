@@ -21,6 +21,7 @@
 //! the background when the last handle goes.
 
 mod fail;
+mod list;
 mod lock;
 mod seal;
 #[cfg(test)]
@@ -31,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use fail::{Fail, fail, no_bucket, wrong_region};
+pub use list::list;
 pub use lock::S3Lock;
 use seal::{Sealed, read_identity};
 
@@ -47,6 +49,15 @@ use crate::state::{STATE_VERSION, State};
 /// Compare-and-swap attempts of one save before it gives up (each lost attempt
 /// means another writer stored something in between).
 const CAS_ATTEMPTS: u32 = 16;
+
+/// The pause before compare-and-swap attempt `attempt` (from 1): 40 ms doubling up to
+/// 640 ms, each time a random 50-100 % of it.
+fn cas_backoff(attempt: u32) -> std::time::Duration {
+    let full = 20u64 << attempt.min(5);
+    let mut b = [0u8; 1];
+    let spread = getrandom::fill(&mut b).map_or(255, |()| b[0]);
+    std::time::Duration::from_millis(full / 2 + full * u64::from(spread) / 510)
+}
 
 /// The version of the object layout (`Envelope`).
 const FORMAT: u32 = 1;
@@ -86,6 +97,11 @@ struct Inner {
     recipients: Vec<age::x25519::Recipient>,
     /// Compare-and-swap races lost (and merged) by saves through this store.
     conflicts: std::sync::atomic::AtomicU64,
+    /// The ETag of the lock object this store's run holds (`lock.rs`), while held.
+    held_lock: Mutex<Option<String>>,
+    /// Who took the lock over once this store's run lost it: every later save still
+    /// saves, then fails, so the run stops.
+    lost_to: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -228,6 +244,8 @@ impl S3Store {
                 identity,
                 recipients,
                 conflicts: std::sync::atomic::AtomicU64::new(0),
+                held_lock: Mutex::new(None),
+                lost_to: Mutex::new(None),
             }),
         })
     }
@@ -428,7 +446,13 @@ impl S3Store {
     /// now holds: this writer's changes on top of any it raced with.
     pub fn save(&self, state: &mut State) -> Result<(), StateError> {
         state.serial += 1;
-        for _ in 0..CAS_ATTEMPTS {
+        let mut lost = self.lost_to();
+        for attempt in 0..CAS_ATTEMPTS {
+            if attempt > 0 {
+                // Writers that keep colliding (S3's 409 for conditional writes in
+                // flight at once) spread out instead of retrying in lockstep.
+                std::thread::sleep(cas_backoff(attempt));
+            }
             let mine = self.to_value(state)?;
             let (public, secrets) = shared::split_secrets(state);
             let body = serde_json::to_vec_pretty(&Envelope {
@@ -441,12 +465,26 @@ impl S3Store {
             match self.put(self.state_key(), body, base.as_ref().map(|b| b.1.clone()))? {
                 Ok(etag) => {
                     self.set_base(Some((mine, etag)));
-                    return Ok(());
+                    // Saved (merged, nothing lost); but a run whose lock was broken
+                    // must not go on beside the run that took it over.
+                    return match lost {
+                        Some(holder) => Err(StateError::LockLost {
+                            env: self.inner.env.clone(),
+                            url: self.inner.remote.url(),
+                            holder,
+                        }),
+                        None => Ok(()),
+                    };
                 }
                 Err(Fail::Condition) => {
                     self.inner
                         .conflicts
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // Under a lock nobody else writes: someone who did broke it.
+                    if lost.is_none() {
+                        lost = self.lock_taken_over()?;
+                        self.set_lost_to(lost.clone());
+                    }
                     let base_value =
                         base.map_or_else(|| Value::Object(Default::default()), |b| b.0);
                     let latest = self.fetch()?;
@@ -515,54 +553,4 @@ impl S3Store {
             Err(Fail::Other(m)) => Err(self.remote_err("DeleteObject", m)),
         }
     }
-}
-/// Names of the environments with a state object under the prefix.
-pub fn list(remote: &Remote) -> Result<Vec<String>, StateError> {
-    let url = remote.url();
-    let rt = runtime(&url)?;
-    let r = remote.clone();
-    let prefix = remote.key("");
-    let out = block(&rt, &url, async move {
-        let client = client(r.clone()).await;
-        let mut names = Vec::new();
-        let mut pages = client
-            .list_objects_v2()
-            .bucket(r.bucket.clone())
-            .prefix(prefix.clone())
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(fail)?;
-            for o in page.contents() {
-                let name = o
-                    .key()
-                    .unwrap_or_default()
-                    .strip_prefix(&prefix)
-                    .unwrap_or_default();
-                if let Some(env) = name.strip_suffix(".json")
-                    && !env.is_empty()
-                    && !env.contains('/')
-                {
-                    names.push(env.to_string());
-                }
-            }
-        }
-        Ok::<_, Fail>(names)
-    })?;
-    let mut names = out.map_err(|f| match f {
-        Fail::NoBucket => no_bucket(remote),
-        Fail::Region(r) => wrong_region(remote, r),
-        Fail::Missing | Fail::Condition => StateError::Remote {
-            url,
-            op: "ListObjectsV2",
-            message: "unexpected answer".to_string(),
-        },
-        Fail::Other(message) => StateError::Remote {
-            url,
-            op: "ListObjectsV2",
-            message,
-        },
-    })?;
-    names.sort();
-    Ok(names)
 }

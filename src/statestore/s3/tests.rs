@@ -1,5 +1,6 @@
-//! How S3 answers are classified (`fail`), without a network: the SDK's service
-//! errors are built from a status and an error code as S3 sends them.
+//! How S3 answers are classified (`fail`) and how far apart compare-and-swap retries
+//! are, without a network: the SDK's service errors are built from a status and an
+//! error code as S3 sends them.
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ErrorMetadata, SdkError};
@@ -97,4 +98,14 @@ fn s3_compatible_endpoints_get_checksums_only_when_required() {
         c.request_checksum_calculation(),
         Some(&RequestChecksumCalculation::WhenSupported)
     );
+}
+
+#[test]
+fn compare_and_swap_backoff_grows_and_stays_bounded() {
+    for attempt in 1..=20 {
+        let full = 20u64 << attempt.min(5);
+        let d = super::cas_backoff(attempt).as_millis() as u64;
+        assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d} ms");
+    }
+    assert!(super::cas_backoff(20) <= std::time::Duration::from_millis(640));
 }
