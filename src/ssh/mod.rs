@@ -4,7 +4,10 @@
 //! Invariants:
 //! - Host keys are verified against the environment's own known_hosts file (in the
 //!   state directory): first contact pins the key (`accept-new`), a changed key is
-//!   refused with `SshError::HostKeyChanged` and never retried.
+//!   refused with `SshError::HostKeyChanged` and never retried. A first contact whose
+//!   key is not the fingerprint the environment's state recorded for that address
+//!   (`PoolOptions::recorded`) is refused the same way, before any command runs, and
+//!   its key is not kept.
 //! - At most `CHANNELS_PER_HOST` commands run on one host at a time (sshd's
 //!   MaxSessions is 10, sshd_config(5)).
 //! - Secrets travel on stdin, never in a command line.
