@@ -151,12 +151,10 @@ impl LockRecord {
     }
 }
 
-/// Seconds since the epoch as RFC 3339 UTC (`2026-12-01T14:45:00Z`).
-pub fn rfc3339(secs: u64) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = i64::try_from(days).unwrap_or(0) + 719_468;
+/// Seconds since the epoch as the civil date in UTC and the seconds into that day:
+/// `(year, month, day, seconds)` (Howard Hinnant's days-to-civil algorithm).
+pub fn civil(secs: u64) -> (i64, i64, i64, u64) {
+    let z = i64::try_from(secs / 86_400).unwrap_or(0) + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
@@ -165,6 +163,12 @@ pub fn rfc3339(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, secs % 86_400)
+}
+
+/// Seconds since the epoch as RFC 3339 UTC (`2026-12-01T14:45:00Z`).
+pub fn rfc3339(secs: u64) -> String {
+    let (y, m, d, rem) = civil(secs);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,
