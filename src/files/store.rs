@@ -350,10 +350,7 @@ impl Store {
                 // Only environments' state files: not the endpoint catalog, not the
                 // notes of remote state (`ENV.remote.json`), not temp files.
                 name.strip_suffix(".json")
-                    .filter(|n| {
-                        crate::recipe::check::common::is_dns_label(n)
-                            && !crate::recipe::validators::RESERVED_ENV_NAMES.contains(n)
-                    })
+                    .filter(|n| crate::recipe::check::common::is_env_name(n))
                     .map(str::to_string)
             })
             .collect();

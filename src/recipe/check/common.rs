@@ -56,6 +56,13 @@ pub fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// A name an environment may have: a DNS label that is not reserved
+/// (`validators::RESERVED_ENV_NAMES`). What the state directory and an S3 prefix
+/// list as environments.
+pub fn is_env_name(s: &str) -> bool {
+    is_dns_label(s) && !crate::recipe::validators::RESERVED_ENV_NAMES.contains(&s)
+}
+
 /// Check a bastion at its position; the value as given.
 pub fn checked_bastion(sink: &mut Sink<'_>, b: &Spanned<String>) -> String {
     let v = b.value.trim().to_string();

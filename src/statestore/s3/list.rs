@@ -32,8 +32,7 @@ pub fn list(remote: &Remote) -> Result<Vec<String>, StateError> {
                 // Environments' state objects only (their names are DNS labels),
                 // not whatever else shares the prefix.
                 if let Some(env) = name.strip_suffix(".json")
-                    && crate::recipe::check::common::is_dns_label(env)
-                    && !crate::recipe::validators::RESERVED_ENV_NAMES.contains(&env)
+                    && crate::recipe::check::common::is_env_name(env)
                 {
                     names.push(env.to_string());
                 }
