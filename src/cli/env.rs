@@ -146,8 +146,9 @@ pub async fn run(cli: &Cli, printer: &Printer, cmd: &EnvCmd) -> Result<()> {
             let report = ops::down::down(env, forget, &settings, obs, &cancel).await;
             reporter.finish();
             let report = report?;
-            if settings.remote.is_some() && settings.store(env)?.load_public()?.is_none() {
-                // The state is gone: so is this controller's note of where it was.
+            // The state is gone (or there was none): so is this controller's note of
+            // where it was.
+            if settings.remote.is_some() && (report.state_deleted || report.results.is_empty()) {
                 crate::files::remote_note::remove(&settings.state_dir, env)?;
             }
             printer.down_summary(env, &report);

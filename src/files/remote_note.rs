@@ -55,7 +55,7 @@ pub fn write(dir: &Path, env: &str, site: &StateSite) -> Result<(), StateError> 
 /// Where `env`'s state lives according to the note, when the state directory holds
 /// no state of its own for it.
 pub fn read(dir: &Path, env: &str) -> Result<Option<StateSite>, StateError> {
-    if dir.join(format!("{env}.json")).exists() {
+    if super::Store::new(dir, env).path().exists() {
         return Ok(None);
     }
     let p = path(dir, env);
