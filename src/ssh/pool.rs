@@ -260,7 +260,12 @@ impl Pool {
                 }
             }
         };
-        let fingerprint = known_hosts::pinned_fingerprint(&self.opts.known_hosts, host).await;
+        // A key pinned before the connection is the one it was verified against; only
+        // a first contact (`accept-new` just wrote it) needs the file read again.
+        let fingerprint = match &pinned_before {
+            Some(fp) => Some(fp.clone()),
+            None => known_hosts::pinned_fingerprint(&self.opts.known_hosts, host).await,
+        };
         if let Some(expected) = recorded
             && fingerprint.as_deref() != Some(expected.as_str())
         {
