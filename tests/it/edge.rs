@@ -82,14 +82,7 @@ fn pi_memory_cgroup_is_enabled_and_verified() {
         "partial failure expected:\n{out}"
     );
     // The good Pi: cmdline.txt edited once, rebooted, memory controller on, joined.
-    let cmdline = fleet.exec_ok("ed-pi-ok", "cat /boot/firmware/cmdline.txt");
-    assert!(
-        cmdline
-            .trim_end()
-            .ends_with("cgroup_memory=1 cgroup_enable=memory cgroup_enable=cpuset"),
-        "{cmdline}"
-    );
-    assert_eq!(cmdline.lines().count(), 1);
+    fleet.assert_pi_cmdline_enables_memory("ed-pi-ok");
     let reboots = fleet.exec_ok(
         "ed-pi-ok",
         "grep -c 'reboot requested' /var/log/fleet-reboot.log",

@@ -302,14 +302,7 @@ fn pi_enrols_after_one_reboot_for_the_memory_cgroup() {
         assert!(log.contains("rebooting once"), "{host}: {log}");
         wait_rebooted(&fleet, host);
     }
-    let cmdline = fleet.exec_ok("ep-pi", "cat /boot/firmware/cmdline.txt");
-    assert!(
-        cmdline
-            .trim_end()
-            .ends_with("cgroup_memory=1 cgroup_enable=memory cgroup_enable=cpuset"),
-        "{cmdline}"
-    );
-    assert_eq!(cmdline.lines().count(), 1);
+    fleet.assert_pi_cmdline_enables_memory("ep-pi");
     fleet.exec_ok("ep-pi", "test -f /boot/firmware/cmdline.txt.continuum-orig");
     // After the boot the unit runs the script again: the good Pi joins.
     let (code, log) = run_script(&fleet, "ep-pi");

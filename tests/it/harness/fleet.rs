@@ -96,6 +96,20 @@ impl Fleet {
         out
     }
 
+    /// Assert that the Raspberry Pi persona `name` has the memory cgroup words at the
+    /// end of its one-line /boot/firmware/cmdline.txt (as device preparation and the
+    /// enrolment script write them).
+    pub fn assert_pi_cmdline_enables_memory(&self, name: &str) {
+        let cmdline = self.exec_ok(name, "cat /boot/firmware/cmdline.txt");
+        assert!(
+            cmdline
+                .trim_end()
+                .ends_with("cgroup_memory=1 cgroup_enable=memory cgroup_enable=cpuset"),
+            "{cmdline}"
+        );
+        assert_eq!(cmdline.lines().count(), 1);
+    }
+
     /// Put the test double `tests/fleet/doubles/NAME` on `host` at `dest` (mode 0755).
     pub fn install_double(&self, host: &str, name: &str, dest: &str) {
         self.put_file(host, &root().join("tests/fleet/doubles").join(name), dest);
