@@ -193,27 +193,25 @@ impl Cli {
     /// State in `site` (a recipe's `state:` or a note of one); the flags' endpoint,
     /// path style and region win over the site's.
     fn apply_site(&self, s: &mut Settings, site: &crate::recipe::StateSite) {
-        let mut r = self.remote_options(Remote::from_site(site));
-        let g = &self.global;
-        if g.state_endpoint.is_none() {
-            r.endpoint.clone_from(&site.endpoint);
-            r.path_style = g
-                .state_path_style
-                .or(site.path_style)
-                .unwrap_or(site.endpoint.is_some());
-        }
-        if g.state_region.is_none() {
-            r.region.clone_from(&site.region);
-        }
-        s.remote = Some(r);
+        s.remote = Some(self.remote_options(Remote::from_site(site)));
     }
 
-    /// The S3 options of the global flags on a parsed `s3://` location.
+    /// The global flags applied to an S3 location (parsed from `--state`, or a
+    /// site's): an endpoint, path style or region given as a flag wins over the
+    /// location's own; an endpoint flag alone turns path-style addressing on.
     pub(crate) fn remote_options(&self, mut r: Remote) -> Remote {
         let g = &self.global;
-        r.endpoint.clone_from(&g.state_endpoint);
-        r.path_style = g.state_path_style.unwrap_or(g.state_endpoint.is_some());
-        r.region.clone_from(&g.state_region);
+        if let Some(e) = &g.state_endpoint {
+            r.endpoint = Some(e.clone());
+        }
+        if let Some(p) = g.state_path_style {
+            r.path_style = p;
+        } else if g.state_endpoint.is_some() {
+            r.path_style = true;
+        }
+        if let Some(region) = &g.state_region {
+            r.region = Some(region.clone());
+        }
         r.identity = g.state_identity.as_deref().map(crate::files::absolute);
         r.recipients = g
             .state_recipient
@@ -273,6 +271,63 @@ pub async fn run(cli: Cli) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+
+    /// Where S3 state is reached: a flag's endpoint, path style or region wins over the
+    /// location's (a recipe's `state:` or the note `up` leaves); an endpoint turns
+    /// path-style addressing on unless told otherwise.
+    #[test]
+    fn state_flags_win_over_the_site() {
+        let site = crate::recipe::StateSite {
+            url: "s3://team-state/envs".into(),
+            bucket: "team-state".into(),
+            prefix: "envs".into(),
+            endpoint: Some("http://site:9000".into()),
+            path_style: None,
+            region: Some("eu-west-1".into()),
+        };
+        let remote = |args: &[&str], site: &crate::recipe::StateSite| {
+            let mut argv = vec!["continuum"];
+            argv.extend_from_slice(args);
+            argv.extend(["status", "farm"]);
+            let cli = super::Cli::try_parse_from(argv).expect("parse");
+            let mut s = crate::ops::Settings::default();
+            cli.apply_site(&mut s, site);
+            s.remote.expect("remote")
+        };
+        let r = remote(&[], &site);
+        assert_eq!(r.endpoint.as_deref(), Some("http://site:9000"));
+        assert!(r.path_style);
+        assert_eq!(r.region.as_deref(), Some("eu-west-1"));
+
+        let r = remote(
+            &[
+                "--state-endpoint",
+                "http://flag:9000",
+                "--state-region",
+                "us-east-2",
+            ],
+            &site,
+        );
+        assert_eq!(r.endpoint.as_deref(), Some("http://flag:9000"));
+        assert!(r.path_style);
+        assert_eq!(r.region.as_deref(), Some("us-east-2"));
+
+        let r = remote(&["--state-path-style", "false"], &site);
+        assert!(!r.path_style);
+        assert_eq!(r.endpoint.as_deref(), Some("http://site:9000"));
+
+        let aws = crate::recipe::StateSite {
+            endpoint: None,
+            region: None,
+            ..site.clone()
+        };
+        let r = remote(&[], &aws);
+        assert!(r.endpoint.is_none() && !r.path_style && r.region.is_none());
+        let parsed = super::Remote::parse("s3://team-state/envs").expect("url");
+        let cli = super::Cli::try_parse_from(["continuum", "status", "farm"]).expect("parse");
+        let r = cli.remote_options(parsed);
+        assert!(r.endpoint.is_none() && !r.path_style && r.region.is_none());
+    }
 
     /// The lock record names the command that holds it (`state unlock` shows it to
     /// whoever is refused), enrolment included.
